@@ -1,0 +1,57 @@
+# The README's commands. Each installs what it needs into .venv first (from constraints.txt).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.mlci-installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help install demo test unit integration lint dist bench bench-quick airflow constraints clean
+
+help:
+	@echo "make demo    run the demo DAG end to end (SQLite, local git + DVC remotes, local compute)"
+	@echo "make test    the whole suite: lint, tests, packaging checks, benchmarks in quick mode"
+	@echo "make airflow Airflow UI with the example DAGs (airflow standalone)"
+	@echo "make bench   benchmarks: our path and the baseline side by side, ratios printed"
+
+install: $(STAMP)
+
+$(STAMP): constraints.txt setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev]"
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory dist
+	$(MAKE) --no-print-directory bench-quick
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir dist . > /dev/null
+	$(BIN)/twine check --strict dist/*
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+airflow: $(STAMP)
+	$(BIN)/python scripts/airflow_ui.py
+
+constraints:
+	$(BIN)/uv pip compile --quiet -p 3.11 setup.cfg --extra dev --no-annotate --no-header -o constraints.tmp
+	{ echo "# Pins that install together on Python 3.11 (Linux x86_64). Regenerate with: make constraints"; cat constraints.tmp; } > constraints.txt
+	rm constraints.tmp
+
+clean:
+	rm -rf $(VENV) .demo dist build *.egg-info .pytest_cache

@@ -1,0 +1,34 @@
+"""CI/CD for machine learning on Apache Airflow 3.
+
+Importing the package is cheap: it loads nothing but this file. The names below are
+re-exported lazily, on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "DvcHook": "airflow_provider_mlci.hooks.dvc",
+    "DvcReproOperator": "airflow_provider_mlci.operators.dvc",
+    "MlciError": "airflow_provider_mlci.exceptions",
+}
+
+__all__ = ["DvcHook", "DvcReproOperator", "MlciError", "__version__"]
+
+if TYPE_CHECKING:
+    from airflow_provider_mlci.exceptions import MlciError
+    from airflow_provider_mlci.hooks.dvc import DvcHook
+    from airflow_provider_mlci.operators.dvc import DvcReproOperator
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

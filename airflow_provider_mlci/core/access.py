@@ -1,0 +1,205 @@
+"""How to reach a repository and its DVC remote: URLs, names and credentials.
+
+These objects are built by :class:`~airflow_provider_mlci.hooks.dvc.DvcHook` from an
+``mlci_dvc`` connection (and the ``aws`` connection it names), or directly in tests. Secrets
+never appear in their ``repr``; they reach git and DVC only through the environment of the
+subprocess (see :meth:`GitAccess.environment` and :meth:`DvcRemoteAccess.environment`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from airflow_provider_mlci.exceptions import MlciConfigError, redact_url
+
+__all__ = ["DvcRemoteAccess", "GitAccess", "RepoAccess"]
+
+_HOST_KEY_CHOICES = ("yes", "no", "accept-new")
+_REMOTE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GitAccess:
+    """Where the git repository is and how to authenticate to it.
+
+    :param url: an ``https://``, ``ssh://``, ``git@host:path``, ``file://`` URL or a local path
+    :param username: user for HTTPS (with a token, often any non-empty name works)
+    :param password: password or token for HTTPS
+    :param private_key: an SSH private key (its text)
+    :param key_file: path of an SSH private key on the worker
+    :param strict_host_key_checking: ``accept-new`` (default), ``yes`` or ``no``
+    :param known_hosts_file: a known_hosts file to use instead of the user's
+    """
+
+    url: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    private_key: str | None = field(default=None, repr=False)
+    key_file: str | None = None
+    strict_host_key_checking: str = "accept-new"
+    known_hosts_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.url or not self.url.strip():
+            raise MlciConfigError("The repository URL is empty: set the connection's host.")
+        if self.url.startswith("-") or any(ch in self.url for ch in "\n\r\0"):
+            raise MlciConfigError(f"The repository URL {redact_url(self.url)!r} is not a valid URL or path.")
+        if self.strict_host_key_checking not in _HOST_KEY_CHOICES:
+            raise MlciConfigError(
+                f"strict_host_key_checking={self.strict_host_key_checking!r} is not one of {_HOST_KEY_CHOICES}."
+            )
+        if self.private_key and self.key_file:
+            raise MlciConfigError("Give either private_key or key_file for SSH, not both.")
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> GitAccess:
+        """Build from a URL that may carry ``user:token@``: the token moves out of the URL.
+
+        :param url: the repository URL or path
+        :param kwargs: the other fields; an explicit ``password`` wins over one in the URL
+        """
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.password:
+            kwargs.setdefault("username", urllib.parse.unquote(parts.username or ""))
+            if not kwargs.get("password"):
+                kwargs["password"] = urllib.parse.unquote(parts.password)
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc = f"{netloc}:{parts.port}"
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return cls(url=url, **kwargs)
+
+    @property
+    def display_url(self) -> str:
+        """The URL as it may appear in logs and messages."""
+        return redact_url(self.url)
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the repository is a path (or ``file://`` URL) on this machine."""
+        if self.url.startswith("file://"):
+            return True
+        return "://" not in self.url and not re.match(r"^[^/]+@[^/:]+:", self.url)
+
+    @property
+    def local_path(self) -> str | None:
+        """The local path of the repository when :attr:`is_local`, else ``None``."""
+        if not self.is_local:
+            return None
+        if self.url.startswith("file://"):
+            return urllib.parse.unquote(urllib.parse.urlsplit(self.url).path)
+        return os.path.abspath(os.path.expanduser(self.url))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values to mask in any output."""
+        return tuple(s for s in (self.password, self.private_key) if s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DvcRemoteAccess:
+    """Which DVC remote to use and how to authenticate to it.
+
+    Settings given here override the repository's committed ``.dvc/config``; with none, the
+    repository's default remote is used as committed.
+
+    :param remote: a remote name from the repository's config (default: its default remote)
+    :param url: a URL for that remote, overriding the committed one (``s3://``, a path, ...)
+    :param endpoint_url: an S3-compatible endpoint (MinIO, moto, ...)
+    :param verify: TLS verification for S3: ``True``/``False`` or a CA bundle path
+    :param aws_access_key_id: S3 access key (from an Airflow ``aws`` connection)
+    :param aws_secret_access_key: S3 secret key
+    :param aws_session_token: S3 session token
+    :param region_name: S3 region
+    """
+
+    remote: str | None = None
+    url: str | None = None
+    endpoint_url: str | None = None
+    verify: bool | str | None = None
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    region_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.remote is not None and not _REMOTE_NAME.match(self.remote):
+            raise MlciConfigError(f"dvc_remote={self.remote!r} is not a valid DVC remote name.")
+        if self.url is not None and (self.url.startswith("-") or any(ch in self.url for ch in "\n\r\0")):
+            raise MlciConfigError(f"dvc_remote_url={redact_url(self.url)!r} is not a valid URL or path.")
+
+    #: The name given to a remote that exists only in the connection.
+    DEFAULT_NAME = "mlci"
+
+    def dvc_overrides(self) -> dict[str, Any]:
+        """Keyword arguments for ``dvc.repo.Repo`` (``remote``, ``remote_config``): no secrets."""
+        remote_config: dict[str, Any] = {}
+        if self.url:
+            remote_config["url"] = self.url
+        if self.endpoint_url:
+            remote_config["endpointurl"] = self.endpoint_url
+        if self.verify is not None:
+            remote_config["ssl_verify"] = self.verify
+        if self.region_name and (self.url or "").startswith("s3://"):
+            remote_config["region"] = self.region_name
+        remote = self.remote
+        if remote_config and remote is None and self.url:
+            remote = self.DEFAULT_NAME
+        overrides: dict[str, Any] = {}
+        if remote:
+            overrides["remote"] = remote
+        if remote_config:
+            overrides["remote_config"] = remote_config
+        return overrides
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that carry the S3 credentials to DVC."""
+        env = {
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_SESSION_TOKEN": self.aws_session_token,
+            "AWS_DEFAULT_REGION": self.region_name,
+        }
+        return {k: v for k, v in env.items() if v}
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values to mask in any output."""
+        return tuple(s for s in (self.aws_secret_access_key, self.aws_session_token) if s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepoAccess:
+    """A repository and its DVC remote.
+
+    :param git: how to reach the git repository
+    :param dvc: which DVC remote to use and how
+    """
+
+    git: GitAccess
+    dvc: DvcRemoteAccess = field(default_factory=DvcRemoteAccess)
+
+    @classmethod
+    def local(cls, path: str, **dvc: Any) -> RepoAccess:
+        """Access to a repository on this machine, without credentials.
+
+        :param path: the repository's path (a bare repository is fine)
+        :param dvc: fields of :class:`DvcRemoteAccess`
+        """
+        return cls(git=GitAccess(url=path), dvc=DvcRemoteAccess(**dvc))
+
+    def with_git_url(self, url: str) -> RepoAccess:
+        """Return a copy pointing at another git URL, keeping credentials and DVC settings.
+
+        :param url: the new URL
+        """
+        return replace(self, git=replace(self.git, url=url))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every value to mask in any output."""
+        return self.git.secrets + self.dvc.secrets

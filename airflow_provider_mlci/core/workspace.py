@@ -1,0 +1,257 @@
+"""A task's own checkout of a repository at an exact commit, made cheaply from a worker cache.
+
+Layout of the per-worker cache root (the provider setting ``[mlci] cache_dir``)::
+
+    <root>/mirrors/<key>.git     a bare mirror per repository URL (fetched, never re-cloned)
+    <root>/mirrors/<key>.lock    serialises fetches into that mirror
+    <root>/checkouts/<name>/     one private checkout per task, removed when the task ends
+    <root>/checkouts/<name>.lock held by the task while the checkout lives
+    <root>/dvc/cache             the DVC cache shared by this worker's tasks
+    <root>/dvc/site              DVC's site cache (indexes, hash state)
+
+A checkout borrows the mirror's objects (``git clone --shared``), so a second checkout of the
+same repository costs a few milliseconds plus the files themselves. Every checkout has its own
+``.dvc/tmp``, so two tasks on one worker never wait on each other's DVC lock. Checkouts left
+behind by a killed task are removed by the next :meth:`Workspace.open` on that worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_mlci.core.access import RepoAccess
+from airflow_provider_mlci.core.git import Git, check_rev
+from airflow_provider_mlci.core.process import CommandRunner
+from airflow_provider_mlci.exceptions import WorkspaceError
+
+__all__ = ["WorkerCache", "Workspace", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
+
+#: A lock file younger than this is never treated as abandoned (it may be being created).
+_LOCK_GRACE_SECONDS = 60.0
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
+
+
+def default_cache_dir() -> str:
+    """The cache root used when the provider setting is empty: ``~/.cache/airflow-provider-mlci``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "airflow-provider-mlci")
+
+
+class WorkerCache:
+    """The cache folder of one worker: repository mirrors, checkouts, the DVC cache.
+
+    :param root: the folder; created if missing
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.mirrors = self.root / "mirrors"
+        self.checkouts = self.root / "checkouts"
+        self.dvc_cache = self.root / "dvc" / "cache"
+        self.dvc_site = self.root / "dvc" / "site"
+        try:
+            for folder in (self.mirrors, self.checkouts, self.dvc_cache, self.dvc_site):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"Cannot create the worker cache at {self.root}: {exc}") from exc
+
+    def mirror_path(self, url: str) -> Path:
+        """Where the mirror of ``url`` lives.
+
+        :param url: the repository URL
+        """
+        key = hashlib.sha256(url.encode()).hexdigest()[:16]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))[:40]
+        return self.mirrors / f"{stem or 'repo'}-{key}.git"
+
+    def resolve(self, git: Git, rev: str) -> tuple[Path, str]:
+        """Bring the mirror of ``git``'s repository up to date as needed and resolve ``rev``.
+
+        A full commit id already in the mirror needs no fetch; anything else (a branch can
+        move) fetches first. Returns the mirror path and the commit id.
+
+        :param git: git for the repository
+        :param rev: a branch, tag, commit id or expression such as ``main~1``
+        :raises GitRemoteError: the repository cannot be reached
+        :raises GitRevisionNotFoundError: the repository has no such revision
+        """
+        check_rev(rev)
+        mirror = self.mirror_path(git.access.url)
+        if _FULL_SHA.match(rev) and (mirror / "HEAD").exists():
+            sha = git.rev_parse(mirror, rev)
+            if sha:
+                return mirror, sha
+        with _locked(mirror.with_suffix(".lock")):
+            if (mirror / "HEAD").exists():
+                git.check(["fetch", "--prune", "--quiet", "origin"], cwd=mirror, remote=True)
+            else:
+                self._clone_mirror(git, mirror)
+            sha = git.rev_parse(mirror, rev)
+            if sha is None and (_SHORT_SHA.match(rev) or _FULL_SHA.match(rev)):
+                # A commit that no ref advertises: servers that allow it send it on request.
+                git.run(["fetch", "--quiet", "origin", rev], cwd=mirror)
+                sha = git.rev_parse(mirror, rev)
+        if sha is None:
+            raise git.not_found(rev)
+        return mirror, sha
+
+    def _clone_mirror(self, git: Git, mirror: Path) -> None:
+        tmp = mirror.with_name(f"{mirror.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            git.check(["clone", "--mirror", "--quiet", "--", git.access.url, str(tmp)], remote=True)
+            git.check(["config", "gc.auto", "0"], cwd=tmp)
+            os.replace(tmp, mirror)
+        finally:
+            _rmtree(tmp)
+
+    @contextlib.contextmanager
+    def checkout_dir(self) -> Iterator[Path]:
+        """Reserve a new, empty checkout folder for the life of the ``with`` block, then remove it."""
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(4)}"
+        path = self.checkouts / name
+        lock_path = self.checkouts / f"{name}.lock"
+        fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield path
+        finally:
+            _rmtree(path)
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+            os.close(fd)
+
+    def prune_checkouts(self) -> list[Path]:
+        """Remove checkouts whose task is gone (their lock is free); return what was removed."""
+        removed: list[Path] = []
+        now = time.time()
+        for lock_path in self.checkouts.glob("*.lock"):
+            try:
+                if now - lock_path.stat().st_mtime < _LOCK_GRACE_SECONDS:
+                    continue
+                fd = os.open(lock_path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    continue
+                raise
+            try:
+                path = lock_path.with_suffix("")
+                _rmtree(path)
+                lock_path.unlink(missing_ok=True)
+                removed.append(path)
+            finally:
+                os.close(fd)
+        for path in self.checkouts.iterdir():
+            orphan = path.is_dir() and not path.with_name(f"{path.name}.lock").exists()
+            if orphan and now - path.stat().st_mtime >= _LOCK_GRACE_SECONDS:
+                _rmtree(path)
+                removed.append(path)
+        for path in removed:
+            log.info("Removed an abandoned checkout: %s", path)
+        return removed
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workspace:
+    """A private checkout of a repository at one commit, with DVC set up for this worker.
+
+    Open one with :meth:`Workspace.open`; it is removed when the ``with`` block ends.
+
+    :param path: the checkout's folder
+    :param rev: the revision as asked for
+    :param sha: the commit checked out
+    :param access: the repository and DVC remote
+    :param cache: the worker cache it was made from
+    :param git: git for the repository (holds the credentials)
+    """
+
+    path: Path
+    rev: str
+    sha: str
+    access: RepoAccess
+    cache: WorkerCache
+    git: Git
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(
+        cls,
+        access: RepoAccess,
+        rev: str = "HEAD",
+        *,
+        cache_dir: str | os.PathLike[str],
+        runner: CommandRunner | None = None,
+    ) -> Iterator[Workspace]:
+        """Check out ``rev`` of the repository into a private folder.
+
+        :param access: the repository and DVC remote
+        :param rev: a branch, tag, commit id or expression such as ``main~1``; ``HEAD`` is the
+            repository's default branch
+        :param cache_dir: the worker cache root
+        :param runner: runs git (and later DVC); give one to be able to stop it from another thread
+        :raises MlciConfigError: ``rev`` is not a valid revision
+        :raises GitRemoteError: the repository cannot be reached
+        :raises GitRevisionNotFoundError: the repository has no such revision
+        """
+        runner = runner or CommandRunner(log=log)
+        runner.add_secrets(access.secrets)
+        cache = WorkerCache(cache_dir)
+        cache.prune_checkouts()
+        with Git(access.git, runner) as git:
+            mirror, sha = cache.resolve(git, rev)
+            with cache.checkout_dir() as path:
+                git.check(["clone", "--shared", "--no-checkout", "--quiet", "--", str(mirror), str(path)])
+                git.check(["remote", "set-url", "origin", access.git.url], cwd=path)
+                git.check(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha], cwd=path)
+                log.info("Checked out %s (%s) of %s into %s", rev, sha[:12], access.git.display_url, path)
+                yield cls(path=path, rev=rev, sha=sha, access=access, cache=cache, git=git)
+
+    def dvc_config(self) -> dict[str, Any]:
+        """DVC settings for this checkout: the worker's shared cache and site cache."""
+        return {
+            "cache": {"dir": str(self.cache.dvc_cache)},
+            "core": {"site_cache_dir": str(self.cache.dvc_site)},
+        }
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _rmtree(path: Path) -> None:
+    def _retry_writable(func: Any, target: str, _exc: Any) -> None:
+        parent = os.path.dirname(target)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR)
+            os.chmod(target, os.stat(target).st_mode | stat.S_IWUSR)
+        func(target)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=_retry_writable)

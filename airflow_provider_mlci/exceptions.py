@@ -1,0 +1,218 @@
+"""Errors raised by airflow-provider-mlci.
+
+Every error is an :class:`MlciError`. Each class says whether retrying the task can help
+(``retryable``); the operator boundary turns a non-retryable error into Airflow's
+``AirflowFailException`` so that Airflow does not retry a deterministic failure. ``core/``
+raises these without importing Airflow, and third-party errors (git, DVC, boto3, pandera) are
+re-raised as one of these with ``raise ... from exc``.
+
+The tree::
+
+    MlciError
+    ├── MlciConfigError                     bad arguments, connection or setting
+    │   └── ConnectionNotFoundError         the named Airflow connection does not exist
+    ├── WorkspaceError                      the worker's cache or checkout is unusable
+    ├── GitError
+    │   ├── GitRemoteError                  a repository URL that does not resolve or refuses us
+    │   ├── GitRevisionNotFoundError        a revision that is not in the repository
+    │   └── GitPushRejectedError            the remote refused a push (retryable)
+    ├── DvcError
+    │   ├── DvcLockError                    another DVC process holds the lock (retryable)
+    │   ├── DvcFileError                    dvc.yaml, dvc.lock, params or a .dvc file is invalid
+    │   ├── DvcStageNotFoundError           a target that is no stage of the pipeline
+    │   ├── DvcMissingObjectError           data the lock file names is in no cache or remote
+    │   ├── DvcTransferError                a push or pull failed in transit (retryable)
+    │   └── DvcStageFailedError             a stage's command exited non-zero
+    ├── DataValidationError                 data broke its schema or drifted too far
+    ├── ModelValidationError                a model failed its contract, dependencies or thresholds
+    ├── GateRefusedError                    the candidate model is not better than the deployed one
+    ├── PromotionConflictError              the champion changed between the gate and the promotion
+    ├── GpuProvisioningError                an instance could not be launched
+    │   └── GpuCapacityError                no capacity for any type and zone tried (retryable)
+    └── RemoteJobError
+        ├── RemoteJobFailedError            the job on the instance failed
+        └── RemoteJobInterruptedError       the instance went away under the job (retryable)
+
+Messages name the file, column, stage, revision or URL at fault. URLs in messages never carry
+credentials (see :func:`redact_url`).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ConnectionNotFoundError",
+    "DataValidationError",
+    "DvcError",
+    "DvcFileError",
+    "DvcLockError",
+    "DvcMissingObjectError",
+    "DvcStageFailedError",
+    "DvcStageNotFoundError",
+    "DvcTransferError",
+    "GateRefusedError",
+    "GitError",
+    "GitPushRejectedError",
+    "GitRemoteError",
+    "GitRevisionNotFoundError",
+    "GpuCapacityError",
+    "GpuProvisioningError",
+    "MlciConfigError",
+    "MlciError",
+    "ModelValidationError",
+    "PromotionConflictError",
+    "RemoteJobError",
+    "RemoteJobFailedError",
+    "RemoteJobInterruptedError",
+    "WorkspaceError",
+    "error_class",
+    "redact_url",
+]
+
+
+class MlciError(Exception):
+    """Base of every error this provider raises."""
+
+    #: Whether running the task again may succeed without anyone changing anything.
+    retryable: bool = False
+
+
+class MlciConfigError(MlciError):
+    """An argument, connection field or provider setting is invalid."""
+
+
+class ConnectionNotFoundError(MlciConfigError):
+    """The Airflow connection named by an operator or hook does not exist."""
+
+
+class WorkspaceError(MlciError):
+    """The worker's cache folder or a task's checkout cannot be created or used."""
+
+
+class GitError(MlciError):
+    """A git operation failed."""
+
+
+class GitRemoteError(GitError):
+    """A repository URL does not resolve, cannot be reached, or refuses our credentials."""
+
+
+class GitRevisionNotFoundError(GitError):
+    """A branch, tag or commit that the repository does not have."""
+
+
+class GitPushRejectedError(GitError):
+    """The remote refused a push; the branch moved or a hook said no."""
+
+    retryable = True
+
+
+class DvcError(MlciError):
+    """A DVC operation failed."""
+
+
+class DvcLockError(DvcError):
+    """Another DVC process holds the repository lock."""
+
+    retryable = True
+
+
+class DvcFileError(DvcError):
+    """``dvc.yaml``, ``dvc.lock``, a params file or a ``.dvc`` file is malformed or inconsistent."""
+
+
+class DvcStageNotFoundError(DvcError):
+    """A target names no stage or output of the pipeline."""
+
+
+class DvcMissingObjectError(DvcError):
+    """Data that the lock file or a ``.dvc`` file names is in neither the cache nor the remote."""
+
+
+class DvcTransferError(DvcError):
+    """A push to or pull from a DVC remote failed in transit."""
+
+    retryable = True
+
+
+class DvcStageFailedError(DvcError):
+    """A pipeline stage's command exited with a non-zero status."""
+
+
+class DataValidationError(MlciError):
+    """A dataset broke its schema, or drifted beyond its thresholds."""
+
+
+class ModelValidationError(MlciError):
+    """A model failed its I/O contract, its dependency check or its score thresholds."""
+
+
+class GateRefusedError(MlciError):
+    """The candidate model did not beat the deployed one by the required margins."""
+
+
+class PromotionConflictError(MlciError):
+    """The model on the stage changed between the gate's decision and the promotion."""
+
+
+class GpuProvisioningError(MlciError):
+    """A GPU instance could not be launched."""
+
+
+class GpuCapacityError(GpuProvisioningError):
+    """No capacity for any of the instance types and zones tried."""
+
+    retryable = True
+
+
+class RemoteJobError(MlciError):
+    """A job sent to a remote instance did not complete."""
+
+
+class RemoteJobFailedError(RemoteJobError):
+    """The job on the instance ran and failed."""
+
+
+class RemoteJobInterruptedError(RemoteJobError):
+    """The instance went away (spot reclaim, deadline, termination) before the job ended."""
+
+    retryable = True
+
+
+def error_class(name: str) -> type[MlciError]:
+    """Return the error class called ``name``, or :class:`MlciError` if there is none.
+
+    Used to re-raise, in the parent process, an error that a subprocess reported by name.
+
+    :param name: the class name, for example ``"DvcLockError"``
+    """
+    candidate = globals().get(name)
+    if isinstance(candidate, type) and issubclass(candidate, MlciError):
+        return candidate
+    return MlciError
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@]*@)")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without the password or token that its user part may carry.
+
+    ``https://user:token@host/repo.git`` becomes ``https://user:***@host/repo.git``;
+    ``https://token@host/x`` becomes ``https://***@host/x``; an SSH user name is kept; other
+    URLs and paths come back unchanged.
+
+    :param url: a URL or local path
+    """
+    match = _USERINFO.match(url)
+    if not match:
+        return url
+    user = match.group("userinfo")[:-1]
+    if ":" in user:
+        hidden = f"{user.split(':', 1)[0]}:***"
+    elif match.group("scheme").lower().startswith(("ssh", "git+ssh")):
+        hidden = user  # an SSH user name such as "git" is no secret
+    else:
+        hidden = "***"
+    return f"{match.group('scheme')}{hidden}@{url[match.end() :]}"

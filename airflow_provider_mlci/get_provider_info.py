@@ -1,0 +1,103 @@
+"""Provider metadata read by Airflow's providers manager (no imports: it is read at start-up)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider: its connection types, hooks, operators and settings."""
+    return {
+        "package-name": "airflow-provider-mlci",
+        "name": "MLCI",
+        "description": "CI/CD for machine learning: DVC pipelines as tasks, data and model validation, "
+        "GPU instances that always die, and safe model releases.",
+        "state": "ready",
+        "versions": ["0.1.0"],
+        "integrations": [
+            {
+                "integration-name": "DVC",
+                "external-doc-url": "https://dvc.org/doc",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.hooks.dvc"]},
+        ],
+        "operators": [
+            {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.operators.dvc"]},
+        ],
+        "connection-types": [
+            {
+                "connection-type": "mlci_dvc",
+                "hook-class-name": "airflow_provider_mlci.hooks.dvc.DvcHook",
+                "hook-name": "DVC repository",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "Repository URL or path",
+                        "login": "Username (HTTPS)",
+                        "password": "Token or password (HTTPS)",
+                    },
+                    "placeholders": {
+                        "host": "https://github.com/acme/fraud-model.git",
+                        "login": "x-access-token",
+                        "extra": '{"dvc_remote": "storage", "aws_conn_id": "aws_default"}',
+                    },
+                },
+                "conn-fields": {
+                    "private_key": {
+                        "label": "SSH private key",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "key_file": {
+                        "label": "SSH private key file on the worker",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "strict_host_key_checking": {
+                        "label": "SSH StrictHostKeyChecking (accept-new, yes, no)",
+                        "schema": {"type": ["string", "null"], "default": "accept-new"},
+                    },
+                    "known_hosts_file": {
+                        "label": "SSH known_hosts file on the worker",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "dvc_remote": {
+                        "label": "DVC remote name (default: the repository's default remote)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "dvc_remote_url": {
+                        "label": "DVC remote URL (overrides the committed one)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "aws_conn_id": {
+                        "label": "AWS connection for an S3 remote",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "endpoint_url": {
+                        "label": "S3 endpoint URL (MinIO and other S3-compatible stores)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "verify": {
+                        "label": "TLS verification for S3: true, false or a CA bundle path",
+                        "schema": {"type": ["string", "boolean", "null"]},
+                    },
+                },
+            }
+        ],
+        "config": {
+            "mlci": {
+                "description": "Settings of airflow-provider-mlci.",
+                "options": {
+                    "cache_dir": {
+                        "description": "Folder on each worker for repository mirrors, task checkouts and the "
+                        "shared DVC cache. Empty means ~/.cache/airflow-provider-mlci.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/cache/airflow-mlci",
+                        "default": "",
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,1 @@
+"""Hooks: one external system each."""

@@ -1,0 +1,193 @@
+"""The ``mlci_dvc`` connection: a git repository holding a DVC project, and its DVC remote.
+
+Fields, after Airflow's own git connection:
+
+- ``host``: the repository URL (``https://``, ``ssh://``, ``git@host:path``) or a local path;
+  use the JSON form of ``AIRFLOW_CONN_*`` (the URI form needs the URL encoded);
+- ``login`` / ``password``: user and token for HTTPS;
+- extra ``private_key`` (key text) or ``key_file`` (a path on the worker) for SSH, with
+  ``strict_host_key_checking`` (``accept-new`` by default) and ``known_hosts_file``;
+- extra ``dvc_remote``: a remote name from the repository's ``.dvc/config`` (default: its
+  default remote); ``dvc_remote_url``: a URL that overrides that remote's; ``aws_conn_id``:
+  an Airflow ``aws`` connection whose credentials (and region, endpoint) reach an S3 remote;
+  ``endpoint_url``; ``verify`` (TLS for S3: ``true``, ``false`` or a CA bundle path).
+
+Settings on the connection override the repository's committed DVC config. Secrets go to git
+and DVC through the environment of their subprocess only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_mlci.exceptions import ConnectionNotFoundError, MlciConfigError
+
+if TYPE_CHECKING:
+    from airflow_provider_mlci.core.access import RepoAccess
+    from airflow_provider_mlci.core.process import CommandRunner
+    from airflow_provider_mlci.core.workspace import Workspace
+
+__all__ = ["DvcHook"]
+
+_KNOWN_EXTRAS = frozenset(
+    {
+        "private_key",
+        "key_file",
+        "strict_host_key_checking",
+        "known_hosts_file",
+        "dvc_remote",
+        "dvc_remote_url",
+        "aws_conn_id",
+        "endpoint_url",
+        "verify",
+    }
+)
+
+
+class DvcHook(BaseHook):
+    """Reach a git + DVC repository described by an ``mlci_dvc`` connection.
+
+    :param dvc_conn_id: the connection's id
+    :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
+    """
+
+    conn_name_attr = "dvc_conn_id"
+    default_conn_name = "mlci_dvc_default"
+    conn_type = "mlci_dvc"
+    hook_name = "DVC repository"
+
+    def __init__(self, dvc_conn_id: str = default_conn_name, *, cache_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dvc_conn_id = dvc_conn_id
+        self._cache_dir = cache_dir
+
+    @property
+    def cache_dir(self) -> str:
+        """The worker cache root: the hook's argument, else ``[mlci] cache_dir``, else the default."""
+        if self._cache_dir:
+            return self._cache_dir
+        from airflow.sdk import conf
+
+        from airflow_provider_mlci.core.workspace import default_cache_dir
+
+        return conf.get("mlci", "cache_dir", fallback="") or default_cache_dir()
+
+    def get_access(self) -> RepoAccess:
+        """Read the connection (and the ``aws`` connection it names) into a :class:`RepoAccess`.
+
+        :raises ConnectionNotFoundError: the connection does not exist
+        :raises MlciConfigError: a field is invalid
+        """
+        from airflow.sdk.exceptions import AirflowNotFoundException
+        from airflow.sdk.log import mask_secret
+
+        from airflow_provider_mlci.core.access import DvcRemoteAccess, GitAccess, RepoAccess
+
+        try:
+            conn = self.get_connection(self.dvc_conn_id)
+        except AirflowNotFoundException as exc:
+            raise ConnectionNotFoundError(
+                f"The Airflow connection {self.dvc_conn_id!r} does not exist: create an 'mlci_dvc' connection "
+                "whose host is the repository URL or path."
+            ) from exc
+        extra = conn.extra_dejson
+        unknown = sorted(set(extra) - _KNOWN_EXTRAS)
+        if unknown:
+            self.log.warning("Connection %s: ignoring unknown extra fields %s", self.dvc_conn_id, unknown)
+        if not conn.host:
+            raise MlciConfigError(f"The connection {self.dvc_conn_id!r} has no host: set it to the repository URL.")
+        for secret in (conn.password, extra.get("private_key")):
+            if secret:
+                mask_secret(secret)
+        git = GitAccess.from_url(
+            conn.host,
+            username=conn.login or None,
+            password=conn.password or None,
+            private_key=extra.get("private_key") or None,
+            key_file=extra.get("key_file") or None,
+            strict_host_key_checking=extra.get("strict_host_key_checking") or "accept-new",
+            known_hosts_file=extra.get("known_hosts_file") or None,
+        )
+        dvc_fields: dict[str, Any] = {
+            "remote": extra.get("dvc_remote") or None,
+            "url": extra.get("dvc_remote_url") or None,
+            "endpoint_url": extra.get("endpoint_url") or None,
+            "verify": _parse_verify(extra.get("verify"), self.dvc_conn_id),
+        }
+        aws_conn_id = extra.get("aws_conn_id")
+        if aws_conn_id:
+            dvc_fields.update(_aws_settings(aws_conn_id, dvc_fields))
+        return RepoAccess(git=git, dvc=DvcRemoteAccess(**dvc_fields))
+
+    @contextlib.contextmanager
+    def open_workspace(self, rev: str, *, runner: CommandRunner | None = None) -> Iterator[Workspace]:
+        """Check out ``rev`` of the connection's repository into a private folder on this worker.
+
+        :param rev: a branch, tag, commit id or expression; ``HEAD`` is the default branch
+        :param runner: runs git and DVC; keep it to stop them from ``on_kill``
+        """
+        from airflow_provider_mlci.core.workspace import Workspace
+
+        with Workspace.open(self.get_access(), rev, cache_dir=self.cache_dir, runner=runner) as workspace:
+            yield workspace
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check that the repository answers (``git ls-remote``), for the UI's Test button."""
+        from airflow_provider_mlci.core.git import Git
+        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.exceptions import MlciError
+
+        try:
+            access = self.get_access()
+            with Git(access.git, CommandRunner(log=self.log)) as git:
+                git.check(["ls-remote", "--exit-code", "--", access.git.url, "HEAD"], capture=True, remote=True)
+        except MlciError as exc:
+            return False, str(exc)
+        return True, f"Reached {access.git.display_url}"
+
+
+def _parse_verify(value: Any, conn_id: str) -> bool | str | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return value if isinstance(value, bool) else None
+    text = str(value).strip()
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    if text.startswith("-") or "\n" in text:
+        raise MlciConfigError(f"Connection {conn_id!r}: 'verify' must be true, false or a CA bundle path.")
+    return text
+
+
+def _aws_settings(aws_conn_id: str, current: dict[str, Any]) -> dict[str, Any]:
+    """Credentials, region and endpoint from an Airflow ``aws`` connection (imports boto3)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.sdk.log import mask_secret
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
+    try:
+        credentials = hook.get_credentials()
+        conn_config = hook.conn_config
+    except AirflowNotFoundException as exc:
+        raise ConnectionNotFoundError(
+            f"The AWS connection {aws_conn_id!r} named in 'aws_conn_id' does not exist."
+        ) from exc
+    for secret in (credentials.secret_key, credentials.token):
+        if secret:
+            mask_secret(secret)
+    settings: dict[str, Any] = {
+        "aws_access_key_id": credentials.access_key,
+        "aws_secret_access_key": credentials.secret_key,
+        "aws_session_token": credentials.token,
+        "region_name": hook.conn_region_name,
+    }
+    if not current.get("endpoint_url") and conn_config.endpoint_url:
+        settings["endpoint_url"] = conn_config.endpoint_url
+    if current.get("verify") is None and conn_config.verify is not None:
+        settings["verify"] = conn_config.verify
+    return settings

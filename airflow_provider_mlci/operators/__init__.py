@@ -1,0 +1,1 @@
+"""Operators: thin tasks that store their arguments and call a hook or ``core``."""
