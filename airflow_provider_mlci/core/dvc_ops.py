@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mlci.exceptions import DvcError, MlciConfigError, error_class
+from airflow_provider_mlci.exceptions import DvcError, DvcFileError, MlciConfigError, error_class
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -200,12 +200,33 @@ def _stages_in_scope(repo: Repo, targets: Iterable[str], single_stage: bool) -> 
     return sorted(set(chosen), key=lambda stage: order.get(stage, 0))
 
 
-def _pull_sources(repo: Repo, stages: list[Any]) -> None:
-    """Pull the data sources (``.dvc`` files) among ``stages``, failing on anything missing."""
-    sources = [stage.addressing for stage in stages if not stage.cmd]
-    if sources:
-        stats = repo.pull(targets=sources)
-        log.info("Pulled %s: %s file(s) fetched", ", ".join(sources), stats.get("stats", {}).get("fetched", 0))
+def _pull_inputs(repo: Repo, stages: list[Any]) -> None:
+    """Pull what ``stages`` need from outside themselves, failing on anything missing.
+
+    That is every data source (``.dvc`` file) among or directly upstream of them, and the
+    outputs of upstream pipeline stages left out of the run (``single_stage``).
+    """
+    graph = repo.index.graph
+    scope = set(stages)
+    upstream = {dep for stage in stages for dep in graph.successors(stage)} - scope
+    needed = [stage for stage in stages if not stage.cmd] + sorted(upstream, key=lambda stage: stage.addressing)
+    if needed:
+        names = [stage.addressing for stage in needed]
+        stats = repo.pull(targets=names)
+        log.info("Pulled %s: %s file(s) fetched", ", ".join(names), stats.get("stats", {}).get("fetched", 0))
+
+
+def _require_remote(repo: Repo) -> None:
+    """Fail, naming what to set, when no DVC remote is configured."""
+
+    name = repo.config["core"].get("remote")
+    if not name:
+        raise MlciConfigError(
+            "The repository has no default DVC remote: set 'dvc_remote' or 'dvc_remote_url' on the connection, "
+            "or a default remote in the repository's .dvc/config."
+        )
+    if name not in repo.config.get("remote", {}):
+        raise MlciConfigError(f"The DVC remote {name!r} is not defined in the repository's .dvc/config.")
 
 
 def _metrics(repo: Repo) -> dict[str, Any]:
@@ -214,10 +235,13 @@ def _metrics(repo: Repo) -> dict[str, Any]:
     files = workspace.get("data", {})
     metrics: dict[str, Any] = {}
     for path, entry in files.items():
-        if "data" in entry:
-            metrics[path] = entry["data"]
-        elif "error" in entry:
-            raise DvcError(f"Cannot read the metrics file {path}: {entry['error']}")
+        error = entry.get("error")
+        if error is None:
+            metrics[path] = entry.get("data", {})
+        elif isinstance(error, FileNotFoundError) or "No such file" in str(error):
+            log.info("No metrics file %s (its stage did not run in this task)", path)
+        else:
+            raise DvcFileError(f"Cannot read the metrics file {path}: {error}")
     return json_safe(metrics)
 
 
@@ -231,8 +255,10 @@ def _op_repro(
     push: bool,
 ) -> dict[str, Any]:
     stages = _stages_in_scope(repo, targets, single_stage)
+    if pull or push:
+        _require_remote(repo)
     if pull:
-        _pull_sources(repo, stages)
+        _pull_inputs(repo, stages)
     recorder = _OutcomeRecorder()
     dvc_logger = logging.getLogger("dvc")
     dvc_logger.addHandler(recorder)
@@ -318,8 +344,11 @@ def _translate(exc: BaseException) -> BaseException:
     return errors.DvcError(f"{type(exc).__name__}: {exc}")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = _ANSI.sub("", str(exc)).strip()
     return text or type(exc).__name__
 
 

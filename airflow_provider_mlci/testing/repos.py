@@ -16,7 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LocalDvcProject", "create_dvc_project"]
+__all__ = ["REMOTE_NAME", "LocalDvcProject", "create_dvc_project"]
+
+#: The name of the default DVC remote of the projects made here.
+REMOTE_NAME = "storage"
 
 _AUTHOR = {
     "GIT_AUTHOR_NAME": "mlci tests",
@@ -78,6 +81,39 @@ class LocalDvcProject:
         """The commit id of the working copy's ``HEAD``."""
         return self.git("rev-parse", "HEAD").strip()
 
+    def copy_to(
+        self,
+        root: Path,
+        *,
+        dvc_remote_url: str | None = None,
+        dvc_remote_options: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> LocalDvcProject:
+        """Copy working copy, git remote and local DVC remote to ``root``; the copy uses its own remotes.
+
+        The copy's DVC remote is ``root/dvc-remote`` (a copy of this one) unless ``dvc_remote_url``
+        names another, set in the copy's ``.dvc/config.local`` (the committed config is untouched).
+
+        :param root: an empty or missing folder
+        :param dvc_remote_url: another DVC remote for the copy (nothing is pushed there yet)
+        :param dvc_remote_options: ``dvc remote modify`` settings for it, e.g. ``endpointurl``
+        :param env: extra environment for the copy's git and DVC
+        """
+        root.mkdir(parents=True, exist_ok=True)
+        work, remote = root / "work", root / "remote.git"
+        shutil.copytree(self.work, work, symlinks=True)
+        shutil.copytree(self.remote, remote, symlinks=True)
+        if dvc_remote_url is None:
+            dvc_remote_url = str(root / "dvc-remote")
+            if Path(self.dvc_remote_url).is_dir():
+                shutil.copytree(self.dvc_remote_url, dvc_remote_url, symlinks=True)
+        copy = LocalDvcProject(work=work, remote=remote, dvc_remote_url=dvc_remote_url, env={**self.env, **(env or {})})
+        copy.git("remote", "set-url", "origin", str(remote))
+        lines = [f"['remote \"{REMOTE_NAME}\"']", f"    url = {dvc_remote_url}"]
+        lines += [f"    {key} = {value}" for key, value in (dvc_remote_options or {}).items()]
+        (work / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
+        return copy
+
     def remote_refs(self) -> dict[str, str]:
         """Every ref of the bare remote and the commit it points at."""
         out = self.git("for-each-ref", "--format=%(refname) %(objectname)", cwd=self.remote)
@@ -116,9 +152,9 @@ def create_dvc_project(
     project.git("remote", "add", "origin", str(remote))
     project.dvc("init", "--quiet")
     project.dvc("config", "core.analytics", "false")
-    project.dvc("remote", "add", "--default", "storage", url)
+    project.dvc("remote", "add", "--default", REMOTE_NAME, url)
     for key, value in (dvc_remote_options or {}).items():
-        project.dvc("remote", "modify", "storage", key, value)
+        project.dvc("remote", "modify", REMOTE_NAME, key, value)
     if prepare is not None:
         prepare(work)
     if track:

@@ -1,0 +1,238 @@
+"""Test harness on real components.
+
+- Airflow: a session ``AIRFLOW_HOME`` in a temporary folder, SQLite metadata database
+  initialised once (fixture ``airflow_db``); test DAG files are written into its DAGs folder,
+  where ``dag.test()`` finds them (fixture ``run_dag``). For what needs the real thing
+  (parallel mapped tasks, deferral, retries with delays) ``airflow_cluster`` starts a real
+  scheduler, dag-processor, api-server and triggerer.
+- git and DVC: a real DVC project with a bare git remote and a local DVC remote
+  (``dvc_project``), or an S3 DVC remote (``s3_dvc_project``).
+- S3 and EC2: moto's HTTP server on 127.0.0.1 at a random port (``moto_endpoint``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DAGS = ROOT / "example_dags"
+DEMO_PROJECT = EXAMPLE_DAGS / "demo_project"
+ARTIFACTS = ROOT / "test-artifacts"
+
+_HOME = Path(tempfile.mkdtemp(prefix="mlci-tests-"))
+
+
+def _session_environment(home: Path) -> dict[str, str]:
+    gitconfig = home / "gitconfig"
+    gitconfig.write_text(
+        "[user]\n\tname = mlci tests\n\temail = mlci-tests@example.invalid\n[init]\n\tdefaultBranch = main\n"
+    )
+    return {
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "airflow" / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__MLCI__CACHE_DIR": str(home / "worker-cache"),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(home / "aws-config-absent"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials-absent"),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_CONFIG_GLOBAL": str(gitconfig),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before anything imports Airflow: its configuration is read on first import.
+    os.environ.update(_session_environment(_HOME))
+    (_HOME / "airflow" / "dags").mkdir(parents=True, exist_ok=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ Airflow
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """The session's ``AIRFLOW_HOME``."""
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture(scope="session")
+def dags_folder(airflow_home: Path) -> Path:
+    """The DAGs folder of the session's Airflow, where test DAG files must live."""
+    return Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """Initialise the SQLite metadata database once per session; return ``AIRFLOW_HOME``."""
+    from airflow.utils import db
+
+    db.initdb()
+    return airflow_home
+
+
+def load_dag_file(path: Path, dag_id: str) -> Any:
+    """Import a DAG file under a unique module name and return its DAG ``dag_id``."""
+    from airflow.sdk import DAG
+
+    spec = importlib.util.spec_from_file_location(f"mlci_test_dag_{uuid.uuid4().hex}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dags = [value for value in vars(module).values() if isinstance(value, DAG) and value.dag_id == dag_id]
+    assert dags, f"{path} defines no DAG {dag_id!r}"
+    return dags[0]
+
+
+@pytest.fixture
+def run_dag(airflow_db: Path, dags_folder: Path) -> Callable[..., Any]:
+    """Run a DAG with ``dag.test()`` and return its :class:`RunRecord`.
+
+    Call as ``run_dag(dag_id, source=...)`` with the DAG file's text, or ``run_dag(dag_id, path=...)``
+    with a file to copy (an example DAG); either way the file goes into the DAGs folder first.
+    """
+    from airflow_provider_mlci.testing.airflow import latest_run
+
+    def _run(dag_id: str, *, source: str | None = None, path: Path | None = None, conf: dict | None = None) -> Any:
+        target = dags_folder / f"{dag_id}.py"
+        if source is not None:
+            target.write_text(source)
+        elif path is not None:
+            shutil.copyfile(path, target)
+        dag = load_dag_file(target, dag_id)
+        dag_run = dag.test(run_conf=conf)
+        record = latest_run(dag_id, dag_run.run_id)
+        assert record is not None
+        return record
+
+    return _run
+
+
+@pytest.fixture(scope="session")
+def airflow_cluster(airflow_db: Path) -> Iterator[Any]:
+    """A real scheduler, dag-processor, api-server and triggerer on the session's Airflow.
+
+    LocalExecutor on SQLite with parallelism 2. Every process it starts is stopped at the end.
+    """
+    from tests.helpers.cluster import AirflowCluster
+
+    cluster = AirflowCluster(home=airflow_db, log_dir=airflow_db / "cluster-logs")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# ------------------------------------------------------------------------------------ S3 / EC2
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3/EC2 server over HTTP on 127.0.0.1, at a free port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str) -> str:
+    """A new, empty bucket on the moto server."""
+    import boto3
+
+    name = f"mlci-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+# ------------------------------------------------------------------------------------ git + DVC
+
+
+def generate_demo_data(rows: int = 600) -> Callable[[Path], None]:
+    """A ``prepare`` step that writes the demo project's raw data."""
+
+    def _prepare(work: Path) -> None:
+        subprocess.run([sys.executable, "src/generate.py", "data/raw.csv", "--rows", str(rows)], cwd=work, check=True)
+
+    return _prepare
+
+
+@pytest.fixture(scope="session")
+def demo_project_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The demo DVC project, committed and pushed once per session; tests use copies."""
+    from airflow_provider_mlci.testing import create_dvc_project
+
+    root = tmp_path_factory.mktemp("demo-template")
+    return create_dvc_project(DEMO_PROJECT, root, track=["data/raw.csv"], prepare=generate_demo_data())
+
+
+@pytest.fixture
+def dvc_project(demo_project_template: Any, tmp_path: Path) -> Any:
+    """A private copy of the demo project: working copy, bare git remote, local DVC remote."""
+    return demo_project_template.copy_to(tmp_path / "project")
+
+
+@pytest.fixture
+def s3_dvc_project(demo_project_template: Any, tmp_path: Path, moto_endpoint: str, s3_bucket: str) -> Any:
+    """A private copy of the demo project whose DVC remote is a bucket on the moto server."""
+    project = demo_project_template.copy_to(
+        tmp_path / "project",
+        dvc_remote_url=f"s3://{s3_bucket}/store",
+        dvc_remote_options={"endpointurl": moto_endpoint},
+    )
+    project.dvc("push", "--quiet")
+    return project
+
+
+@pytest.fixture
+def worker_cache(tmp_path: Path) -> Path:
+    """A worker cache root of this test's own (a separate worker)."""
+    path = tmp_path / "worker-cache"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def dvc_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """Define the ``mlci_dvc`` connection ``conn_id`` through ``AIRFLOW_CONN_*`` (JSON form)."""
+
+    def _define(host: str, conn_id: str = "mlci_dvc_default", **fields: Any) -> str:
+        extra = fields.pop("extra", {})
+        value = {"conn_type": "mlci_dvc", "host": host, **fields, "extra": extra}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
+        return conn_id
+
+    return _define
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """Where tests keep artifacts worth looking at after a run (screenshots, logs)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

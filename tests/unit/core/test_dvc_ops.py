@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mlci.core import dvc_ops
+from airflow_provider_mlci.core.access import RepoAccess
+from airflow_provider_mlci.core.dvc_ops import ReproRequest, check_targets, json_safe
+from airflow_provider_mlci.core.workspace import Workspace
+from airflow_provider_mlci.exceptions import (
+    DvcFileError,
+    DvcLockError,
+    DvcMissingObjectError,
+    DvcStageFailedError,
+    DvcStageNotFoundError,
+    DvcTransferError,
+    MlciConfigError,
+)
+
+STAGES = ("prepare", "train", "evaluate")
+
+
+def remote_files(root: str | Path) -> set[str]:
+    root = Path(root)
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def access_for(project) -> RepoAccess:
+    return RepoAccess.local(str(project.remote), url=project.dvc_remote_url)
+
+
+def repro(project, cache: Path, rev: str = "main", **request) -> dvc_ops.ReproOutcome:
+    with Workspace.open(access_for(project), rev, cache_dir=cache) as ws:
+        return dvc_ops.repro(ws, ReproRequest(**request))
+
+
+def test_a_fresh_pipeline_runs_every_stage_and_pushes_outputs_and_run_cache(dvc_project, worker_cache):
+    before = remote_files(dvc_project.dvc_remote_url)
+    outcome = repro(dvc_project, worker_cache)
+    assert outcome.stages == dict.fromkeys(STAGES, "ran")
+    assert list(outcome.stages) == list(STAGES)
+    metrics = outcome.metrics["metrics.json"]
+    assert 0.5 < metrics["accuracy"] <= 1
+    assert metrics["rows"] == 150
+    after = remote_files(dvc_project.dvc_remote_url)
+    added = after - before
+    assert any(name.startswith("runs/") for name in added), "run-cache was not pushed"
+    assert any(name.startswith("files/md5/") for name in added), "outputs were not pushed"
+    assert outcome.pushed
+
+
+def test_another_worker_restores_from_the_run_cache_instead_of_running(dvc_project, tmp_path):
+    repro(dvc_project, tmp_path / "worker-a")
+    outcome = repro(dvc_project, tmp_path / "worker-b")
+    assert outcome.stages["prepare"] == "restored"
+    assert outcome.stages["train"] == "restored"
+    assert outcome.metrics["metrics.json"]["rows"] == 150
+
+
+def test_a_committed_lock_means_nothing_runs(dvc_project, tmp_path):
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Reproduce and commit the lock")
+    outcome = repro(dvc_project, tmp_path / "fresh-worker")
+    assert outcome.stages == dict.fromkeys(STAGES, "skipped")
+    assert outcome.metrics["metrics.json"]["rows"] == 150
+
+
+def test_a_changed_param_reruns_only_what_depends_on_it(dvc_project, tmp_path):
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Baseline")
+    params = dvc_project.work / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 150", "epochs: 40"))
+    dvc_project.commit_and_push("Fewer epochs", dvc_push=False)
+    outcome = repro(dvc_project, tmp_path / "worker")
+    assert outcome.stages == {"prepare": "skipped", "train": "ran", "evaluate": "ran"}
+
+
+def test_single_stage_and_targets(dvc_project, worker_cache):
+    outcome = repro(dvc_project, worker_cache, targets=("train",))
+    assert outcome.stages == {"prepare": "ran", "train": "ran"}
+    outcome = repro(dvc_project, worker_cache, targets=("prepare",), single_stage=True, force=True)
+    assert outcome.stages == {"prepare": "ran"}
+
+
+def test_push_can_be_skipped(dvc_project, worker_cache):
+    before = remote_files(dvc_project.dvc_remote_url)
+    outcome = repro(dvc_project, worker_cache, push=False)
+    assert not outcome.pushed
+    assert remote_files(dvc_project.dvc_remote_url) == before
+
+
+def test_data_missing_from_the_remote_fails_naming_it_and_runs_nothing(dvc_project, worker_cache, tmp_path):
+    empty_remote = tmp_path / "empty-remote"
+    empty_remote.mkdir()
+    access = RepoAccess.local(str(dvc_project.remote), url=str(empty_remote))
+    with Workspace.open(access, "main", cache_dir=worker_cache) as ws, pytest.raises(DvcMissingObjectError) as info:
+        dvc_ops.repro(ws, ReproRequest())
+    assert "data/raw.csv" in str(info.value)
+    assert remote_files(empty_remote) == set()
+
+
+def test_a_failing_stage_names_the_stage(dvc_project, worker_cache):
+    train = dvc_project.work / "src" / "train.py"
+    train.write_text("raise SystemExit('out of memory, pretend')\n" + train.read_text())
+    dvc_project.commit_and_push("Break training", dvc_push=False)
+    with pytest.raises(DvcStageFailedError, match="'train'"):
+        repro(dvc_project, worker_cache)
+
+
+def test_a_malformed_dvc_yaml_names_the_file(dvc_project, worker_cache):
+    (dvc_project.work / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: [unclosed\n")
+    dvc_project.commit_and_push("Break dvc.yaml", dvc_push=False)
+    with pytest.raises(DvcFileError, match=r"dvc\.yaml"):
+        repro(dvc_project, worker_cache)
+
+
+def test_an_unknown_target_names_it(dvc_project, worker_cache):
+    with pytest.raises(DvcStageNotFoundError, match="nonexistent"):
+        repro(dvc_project, worker_cache, targets=("nonexistent",))
+
+
+def test_no_remote_at_all_is_a_config_error(dvc_project, worker_cache):
+    dvc_project.dvc("remote", "remove", "storage")
+    (dvc_project.work / ".dvc" / "config.local").unlink(missing_ok=True)
+    dvc_project.commit_and_push("Forget the remote", dvc_push=False)
+    with Workspace.open(RepoAccess.local(str(dvc_project.remote)), "main", cache_dir=worker_cache) as ws:
+        with pytest.raises(MlciConfigError, match="remote"):
+            dvc_ops.repro(ws, ReproRequest())
+
+
+def test_an_s3_remote_on_the_moto_server(s3_dvc_project, moto_endpoint, s3_bucket, worker_cache):
+    import boto3
+
+    access = RepoAccess.local(
+        str(s3_dvc_project.remote),
+        url=f"s3://{s3_bucket}/store",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    with Workspace.open(access, "main", cache_dir=worker_cache) as ws:
+        outcome = dvc_ops.repro(ws, ReproRequest())
+    assert outcome.stages == dict.fromkeys(STAGES, "ran")
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=s3_bucket, Prefix="store/")["Contents"]]
+    assert any(key.startswith("store/runs/") for key in keys)
+
+
+def test_dvc_errors_map_to_ours():
+    from dvc.exceptions import CheckoutError, DownloadError, ReproductionError
+    from dvc.lock import LockError
+    from dvc.stage.exceptions import StageCmdFailedError
+
+    assert isinstance(dvc_ops._translate(LockError("Unable to acquire lock")), DvcLockError)
+    assert isinstance(dvc_ops._translate(DownloadError(3)), DvcTransferError)
+    assert isinstance(dvc_ops._translate(CheckoutError(["data/raw.csv"], {})), DvcMissingObjectError)
+    try:
+        try:
+            raise StageCmdFailedError("python train.py", 1)
+        except StageCmdFailedError as cause:
+            raise ReproductionError("train") from cause
+    except ReproductionError as exc:
+        translated = dvc_ops._translate(exc)
+    assert isinstance(translated, DvcStageFailedError)
+    assert "train" in str(translated)
+
+
+def test_json_safe_drops_non_finite_floats():
+    value = {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": "x", "e": 2}
+    assert json_safe(value) == {"a": None, "b": [1.0, None, {"c": None}], "d": "x", "e": 2}
+    json.dumps(json_safe(value), allow_nan=False)
+
+
+@pytest.mark.parametrize("bad", ["-f", "--force", "/etc/passwd", "../outside", "a/../../b", "x\ny", ""])
+def test_invalid_targets_are_refused(bad):
+    with pytest.raises(MlciConfigError, match="not a valid DVC target"):
+        check_targets([bad])
+
+
+def test_targets_are_normalised():
+    assert check_targets(None) == ()
+    assert check_targets("train") == ("train",)
+    assert check_targets(["sub/dvc.yaml:train", "prepare"]) == ("sub/dvc.yaml:train", "prepare")

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from airflow_provider_mlci.core.process import CommandRunner, CommandStoppedError
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purpose.
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+def test_output_is_streamed_line_by_line_with_secrets_masked(caplog):
+    runner = CommandRunner(log=logging.getLogger("test.process"), secrets=["hunter2secret"])
+    with caplog.at_level(logging.INFO, logger="test.process"):
+        result = runner.run([sys.executable, "-c", "print('one'); print('token=hunter2secret'); print('three')"])
+    assert result.returncode == 0
+    assert [r.getMessage() for r in caplog.records] == ["one", "token=***", "three"]
+    assert result.tail == ("one", "token=***", "three")
+    assert "hunter2secret" not in caplog.text
+
+
+def test_capture_returns_stdout_and_logs_stderr(caplog):
+    runner = CommandRunner(log=logging.getLogger("test.process"))
+    code = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
+    with caplog.at_level(logging.INFO, logger="test.process"):
+        result = runner.run([sys.executable, "-c", code], capture=True)
+    assert result.returncode == 3
+    assert result.stdout == "out\n"
+    assert [r.getMessage() for r in caplog.records] == ["err"]
+
+
+def test_input_text_reaches_stdin():
+    runner = CommandRunner()
+    result = runner.run(
+        [sys.executable, "-c", "import sys; print(sys.stdin.read().upper())"], input_text="abc", capture=True
+    )
+    assert result.stdout.strip() == "ABC"
+
+
+def test_stop_kills_the_whole_process_group_and_refuses_new_commands(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    script = f"sleep 120 & echo $! > {pidfile}; wait"
+    runner = CommandRunner(grace_seconds=1)
+    errors: list[BaseException] = []
+
+    def _run():
+        try:
+            runner.run(["sh", "-c", script])
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=_run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    assert _alive(grandchild)
+    started = time.monotonic()
+    runner.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 5
+    assert len(errors) == 1
+    assert isinstance(errors[0], CommandStoppedError)
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+    with pytest.raises(CommandStoppedError):
+        runner.run(["true"])
+
+
+def test_stop_without_a_command_is_harmless():
+    runner = CommandRunner()
+    runner.stop()
+    with pytest.raises(CommandStoppedError):
+        runner.run(["true"])
