@@ -218,7 +218,6 @@ def _pull_inputs(repo: Repo, stages: list[Any]) -> None:
 
 def _require_remote(repo: Repo) -> None:
     """Fail, naming what to set, when no DVC remote is configured."""
-
     name = repo.config["core"].get("remote")
     if not name:
         raise MlciConfigError(

@@ -169,14 +169,16 @@ def _aws_settings(aws_conn_id: str, current: dict[str, Any]) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.sdk.log import mask_secret
 
-    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
     try:
-        credentials = hook.get_credentials()
-        conn_config = hook.conn_config
+        # The AWS hook falls back to ambient credentials for a missing connection; a named one must exist.
+        BaseHook.get_connection(aws_conn_id)
     except AirflowNotFoundException as exc:
         raise ConnectionNotFoundError(
             f"The AWS connection {aws_conn_id!r} named in 'aws_conn_id' does not exist."
         ) from exc
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
+    credentials = hook.get_credentials()
+    conn_config = hook.conn_config
     for secret in (credentials.secret_key, credentials.token):
         if secret:
             mask_secret(secret)

@@ -125,9 +125,9 @@ def test_no_remote_at_all_is_a_config_error(dvc_project, worker_cache):
     dvc_project.dvc("remote", "remove", "storage")
     (dvc_project.work / ".dvc" / "config.local").unlink(missing_ok=True)
     dvc_project.commit_and_push("Forget the remote", dvc_push=False)
-    with Workspace.open(RepoAccess.local(str(dvc_project.remote)), "main", cache_dir=worker_cache) as ws:
-        with pytest.raises(MlciConfigError, match="remote"):
-            dvc_ops.repro(ws, ReproRequest())
+    access = RepoAccess.local(str(dvc_project.remote))
+    with Workspace.open(access, "main", cache_dir=worker_cache) as ws, pytest.raises(MlciConfigError, match="remote"):
+        dvc_ops.repro(ws, ReproRequest())
 
 
 def test_an_s3_remote_on_the_moto_server(s3_dvc_project, moto_endpoint, s3_bucket, worker_cache):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -71,7 +72,7 @@ def test_an_ssh_key_goes_to_a_private_file_named_in_git_ssh_command(tmp_path):
     with Git(access, CommandRunner()) as git:
         command = git.env["GIT_SSH_COMMAND"]
         key_path = command.split(" -i ", 1)[1].split()[0]
-        assert open(key_path).read().strip() == key
+        assert Path(key_path).read_text().strip() == key
         assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
         assert "StrictHostKeyChecking=yes" in command
         assert "BatchMode=yes" in command

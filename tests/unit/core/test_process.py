@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -9,16 +8,7 @@ import time
 import pytest
 
 from airflow_provider_mlci.core.process import CommandRunner, CommandStoppedError
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purpose.
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split()[2] != "Z"
+from tests.helpers.procs import alive, wait_dead
 
 
 def test_output_is_streamed_line_by_line_with_secrets_masked(caplog):
@@ -67,7 +57,7 @@ def test_stop_kills_the_whole_process_group_and_refuses_new_commands(tmp_path):
     while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
     grandchild = int(pidfile.read_text())
-    assert _alive(grandchild)
+    assert alive(grandchild)
     started = time.monotonic()
     runner.stop()
     thread.join(10)
@@ -75,10 +65,7 @@ def test_stop_kills_the_whole_process_group_and_refuses_new_commands(tmp_path):
     assert time.monotonic() - started < 5
     assert len(errors) == 1
     assert isinstance(errors[0], CommandStoppedError)
-    deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(grandchild)
+    assert wait_dead(grandchild)
     with pytest.raises(CommandStoppedError):
         runner.run(["true"])
 

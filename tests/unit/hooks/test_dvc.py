@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_mlci.exceptions import ConnectionNotFoundError, MlciConfigError
+from airflow_provider_mlci.hooks.dvc import DvcHook
+
+
+def test_fields_map_onto_git_and_dvc_settings(dvc_connection):
+    dvc_connection(
+        "https://git.example.com/acme/model.git",
+        login="bot",
+        password="tok-abcdef123",
+        extra={
+            "dvc_remote": "storage",
+            "dvc_remote_url": "s3://bucket/store",
+            "endpoint_url": "http://127.0.0.1:9000",
+            "verify": "false",
+            "strict_host_key_checking": "yes",
+        },
+    )
+    access = DvcHook().get_access()
+    assert access.git.url == "https://git.example.com/acme/model.git"
+    assert access.git.username == "bot"
+    assert access.git.password == "tok-abcdef123"
+    assert access.git.strict_host_key_checking == "yes"
+    assert access.dvc.remote == "storage"
+    assert access.dvc.url == "s3://bucket/store"
+    assert access.dvc.endpoint_url == "http://127.0.0.1:9000"
+    assert access.dvc.verify is False
+
+
+def test_s3_credentials_come_from_the_named_aws_connection(dvc_connection, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_STORE",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "AKIDSTORE",
+                "password": "store-secret-key",
+                "extra": {"endpoint_url": "http://127.0.0.1:7777", "region_name": "eu-central-1"},
+            }
+        ),
+    )
+    dvc_connection("/srv/repo.git", extra={"aws_conn_id": "aws_store", "dvc_remote_url": "s3://b/p"})
+    dvc = DvcHook().get_access().dvc
+    assert dvc.endpoint_url == "http://127.0.0.1:7777"
+    assert dvc.region_name == "eu-central-1"
+    assert dvc.environment()["AWS_ACCESS_KEY_ID"] == "AKIDSTORE"
+    assert dvc.environment()["AWS_SECRET_ACCESS_KEY"] == "store-secret-key"
+    assert "store-secret-key" not in repr(dvc)
+    assert "store-secret-key" not in json.dumps(dvc.dvc_overrides())
+
+
+def test_an_endpoint_on_the_dvc_connection_wins_over_the_aws_one(dvc_connection, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_STORE",
+        json.dumps({"conn_type": "aws", "login": "A", "password": "B", "extra": {"endpoint_url": "http://aws"}}),
+    )
+    dvc_connection("/srv/repo.git", extra={"aws_conn_id": "aws_store", "endpoint_url": "http://mine"})
+    assert DvcHook().get_access().dvc.endpoint_url == "http://mine"
+
+
+def test_a_missing_connection_is_named(dvc_connection):
+    with pytest.raises(ConnectionNotFoundError, match="'no_such_repo'"):
+        DvcHook("no_such_repo").get_access()
+
+
+def test_a_missing_aws_connection_is_named(dvc_connection):
+    dvc_connection("/srv/repo.git", extra={"aws_conn_id": "aws_absent"})
+    with pytest.raises(ConnectionNotFoundError, match="'aws_absent'"):
+        DvcHook().get_access()
+
+
+def test_a_connection_without_host_is_refused(dvc_connection):
+    dvc_connection("")
+    with pytest.raises(MlciConfigError, match="no host"):
+        DvcHook().get_access()
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"), [("true", True), ("False", False), ("/etc/ca.pem", "/etc/ca.pem"), (True, True)]
+)
+def test_verify_accepts_booleans_and_ca_bundles(dvc_connection, value, parsed):
+    dvc_connection("/srv/repo.git", extra={"verify": value})
+    assert DvcHook().get_access().dvc.verify == parsed
+
+
+def test_unknown_extras_are_reported(dvc_connection, capsys):
+    dvc_connection("/srv/repo.git", extra={"dvc_remtoe": "typo"})
+    DvcHook().get_access()
+    out = capsys.readouterr().out
+    assert "unknown extra fields" in out
+    assert "dvc_remtoe" in out
+
+
+def test_the_cache_dir_comes_from_the_argument_then_the_setting(monkeypatch, tmp_path):
+    assert DvcHook(cache_dir=str(tmp_path)).cache_dir == str(tmp_path)
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(tmp_path / "setting"))
+    assert DvcHook().cache_dir == str(tmp_path / "setting")
+
+
+def test_the_ui_test_button_reaches_the_repository(dvc_connection, dvc_project, tmp_path):
+    dvc_connection(str(dvc_project.remote))
+    ok, message = DvcHook().test_connection()
+    assert ok, message
+    dvc_connection(str(tmp_path / "missing.git"))
+    ok, message = DvcHook().test_connection()
+    assert not ok
+    assert "missing.git" in message

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_mlci.core.process import CommandStoppedError
+from airflow_provider_mlci.exceptions import DvcLockError, GitRevisionNotFoundError
+from airflow_provider_mlci.operators._errors import airflow_failures
+from airflow_provider_mlci.operators.dvc import DvcReproOperator
+from tests.helpers.procs import wait_dead
+
+
+def test_the_constructor_only_stores(tmp_path):
+    cache = tmp_path / "never-created"
+    op = DvcReproOperator(task_id="t", rev="v1", targets="train", dvc_conn_id="absent", cache_dir=str(cache))
+    assert not cache.exists()
+    assert op.targets == "train"
+    assert op.rev == "v1"
+    assert set(op.template_fields) == {"rev", "targets"}
+
+
+def test_deterministic_errors_are_not_retried_and_transient_ones_are():
+    expected = "GitRevisionNotFoundError: Revision 'x'"
+    with pytest.raises(AirflowFailException, match=expected) as info, airflow_failures():
+        raise GitRevisionNotFoundError("Revision 'x' does not exist")
+    assert isinstance(info.value.__cause__, GitRevisionNotFoundError)
+    with pytest.raises(DvcLockError), airflow_failures():
+        raise DvcLockError("lock held")
+
+
+def test_on_kill_before_execute_is_harmless():
+    DvcReproOperator(task_id="t").on_kill()
+
+
+def test_on_kill_stops_the_running_stage(dvc_project, dvc_connection, worker_cache, tmp_path):
+    pidfile = tmp_path / "stage.pid"
+    train = dvc_project.work / "src" / "train.py"
+    train.write_text(f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n")
+    dvc_project.commit_and_push("A training that hangs", dvc_push=False)
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    op = DvcReproOperator(task_id="repro", rev="main", cache_dir=str(worker_cache))
+    errors: list[BaseException] = []
+
+    def _execute():
+        try:
+            op.execute({})
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=_execute)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pidfile.exists(), "the stage never started"
+    stage_pid = int(pidfile.read_text())
+    op.on_kill()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], CommandStoppedError)
+    assert wait_dead(stage_pid), "the stage command outlived on_kill"
+    assert list((worker_cache / "checkouts").iterdir()) == []
