@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -91,17 +90,13 @@ def airflow_db(airflow_home: Path) -> Path:
 
 
 def load_dag_file(path: Path, dag_id: str) -> Any:
-    """Import a DAG file under a unique module name and return its DAG ``dag_id``."""
-    from airflow.sdk import DAG
+    """Parse a DAG file as the dag-processor does and return its DAG ``dag_id``."""
+    from airflow.dag_processing.dagbag import DagBag
 
-    spec = importlib.util.spec_from_file_location(f"mlci_test_dag_{uuid.uuid4().hex}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dags = [value for value in vars(module).values() if isinstance(value, DAG) and value.dag_id == dag_id]
-    assert dags, f"{path} defines no DAG {dag_id!r}"
-    return dags[0]
+    bag = DagBag(dag_folder=path, safe_mode=False)
+    assert not bag.import_errors, bag.import_errors
+    assert dag_id in bag.dags, f"{path} defines no DAG {dag_id!r}"
+    return bag.dags[dag_id]
 
 
 @pytest.fixture
