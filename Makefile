@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.mlci-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo test unit integration lint dist bench bench-quick airflow constraints clean
+.PHONY: help install demo test lint dist bench bench-quick airflow docker-pins constraints clean
 
 help:
 	@echo "make demo    run the demo DAG end to end (SQLite, local git + DVC remotes, local compute)"
@@ -47,6 +47,9 @@ bench-quick: $(STAMP)
 
 airflow: $(STAMP)
 	$(BIN)/python scripts/airflow_ui.py
+
+docker-pins: $(STAMP)
+	$(BIN)/python scripts/image_pins.py
 
 constraints:
 	$(BIN)/uv pip compile --quiet -p 3.11 setup.cfg --extra dev --no-annotate --no-header -o constraints.tmp

@@ -1,0 +1,181 @@
+"""A real Airflow deployment on this machine: scheduler, dag-processor, api-server, triggerer.
+
+LocalExecutor on the test session's SQLite database, parallelism 2. Each component runs in its
+own process group (started with ``setsid``), so :meth:`AirflowCluster.stop` can end it with
+everything it spawned; their output goes to one log file each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+TERMINAL = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AirflowCluster:
+    """Start, drive and stop a real Airflow on ``home``.
+
+    :param home: the ``AIRFLOW_HOME`` (its database must be initialised)
+    :param log_dir: where each component's output goes
+    :param parallelism: the executor's parallelism
+    """
+
+    def __init__(self, *, home: Path, log_dir: Path, parallelism: int = 2) -> None:
+        self.home = home
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "mlci-test-cluster-secret-0123456789",
+            "AIRFLOW__API__SECRET_KEY": "mlci-test-cluster-key",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, timeout: float = 120) -> None:
+        """Start every component and wait until the API says they are healthy."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        airflow = str(Path(sys.executable).parent / "airflow")
+        for name in COMPONENTS:
+            args = [airflow, name] + (["--port", str(self.port)] if name == "api-server" else [])
+            with (self.log_dir / f"{name}.log").open("wb") as log:
+                self.processes[name] = subprocess.Popen(
+                    args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                health = self.api("GET", "/api/v2/monitor/health")
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(1)
+                continue
+            parts = ("scheduler", "triggerer", "dag_processor")
+            if all((health.get(part) or {}).get("status") == "healthy" for part in parts):
+                return
+            time.sleep(1)
+        raise TimeoutError(f"Airflow did not become healthy in {timeout} s; logs in {self.log_dir}")
+
+    def _check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        """Stop every component and everything it started (SIGTERM, then SIGKILL)."""
+        for proc in self.processes.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.processes.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.processes.values():
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+
+    def process_groups(self) -> list[int]:
+        """The process groups of the components (for checking nothing is left behind)."""
+        return [proc.pid for proc in self.processes.values()]
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the REST API and return the decoded JSON answer."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback only)
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 90) -> None:
+        """Wait until the dag-processor has parsed ``dag_id``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                self.api("GET", f"/api/v2/dags/{dag_id}")
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
+            time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} was not parsed in {timeout} s; logs in {self.log_dir}")
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        """Trigger a run of ``dag_id`` and return its run id."""
+        self.wait_for_dag(dag_id)
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        """Wait for the run to end; return its state. Every task state seen on the way is kept
+        in :attr:`seen_states` (``{(task_id, map_index): {states}}``)."""
+        self.seen_states: dict[tuple[str, int], set[str]] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            for ti in self.task_instances(dag_id, run_id):
+                self.seen_states.setdefault((ti["task_id"], ti["map_index"]), set()).add(str(ti["state"]))
+            state = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if state in TERMINAL:
+                return state
+            time.sleep(0.5)
+        raise TimeoutError(f"run {run_id} of {dag_id} did not end in {timeout} s; logs in {self.log_dir}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every task instance of the run, as the REST API describes them."""
+        answer = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
+        return answer["task_instances"]
+
+    def add_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """Create (or replace) a connection in the metadata database through the API."""
+        try:
+            self.api("DELETE", f"/api/v2/connections/{conn_id}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        body = {"connection_id": conn_id, "conn_type": conn_type, **fields}
+        if isinstance(body.get("extra"), dict):
+            body["extra"] = json.dumps(body["extra"])
+        self.api("POST", "/api/v2/connections", body)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
