@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo import BIN, DEMO, airflow_env, build_project  # noqa: E402
+from demo import BIN, DEMO, airflow_env, build_project
 
 PORT = os.environ.get("PORT", "8080")
 

@@ -7,6 +7,7 @@ everything it spawned; their output goes to one log file each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,10 +99,8 @@ class AirflowCluster:
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for proc in self.processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for proc in self.processes.values():
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
@@ -116,7 +115,7 @@ class AirflowCluster:
         request = urllib.request.Request(
             f"{self.base_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(request, timeout=10) as response:
             payload = response.read()
         return json.loads(payload) if payload else None
 
@@ -175,7 +174,5 @@ class AirflowCluster:
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -8,6 +8,7 @@ process on the worker, as in production.
 
 from __future__ import annotations
 
+import itertools
 import os
 import textwrap
 from datetime import datetime
@@ -79,7 +80,7 @@ def test_a_real_scheduler_runs_mapped_tasks_in_parallel_defers_and_retries(airfl
     mapped = [ti for ti in tis if ti["task_id"] == "work"]
     assert len(mapped) == 4
     spans = sorted((_ts(ti["start_date"]), _ts(ti["end_date"])) for ti in mapped)
-    overlaps = sum(1 for (s1, e1), (s2, _) in zip(spans, spans[1:]) if s2 < e1)
+    overlaps = sum(1 for (s1, e1), (s2, _) in itertools.pairwise(spans) if s2 < e1)
     assert overlaps >= 1, f"mapped tasks never ran side by side: {spans}"
     most_at_once = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert most_at_once <= 2, "parallelism 2 was exceeded"
