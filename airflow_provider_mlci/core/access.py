@@ -8,10 +8,9 @@ subprocess (see :meth:`GitAccess.environment` and :meth:`DvcRemoteAccess.environ
 
 from __future__ import annotations
 
-import os
 import re
 import urllib.parse
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_mlci.exceptions import MlciConfigError, redact_url
@@ -77,22 +76,6 @@ class GitAccess:
     def display_url(self) -> str:
         """The URL as it may appear in logs and messages."""
         return redact_url(self.url)
-
-    @property
-    def is_local(self) -> bool:
-        """Whether the repository is a path (or ``file://`` URL) on this machine."""
-        if self.url.startswith("file://"):
-            return True
-        return "://" not in self.url and not re.match(r"^[^/]+@[^/:]+:", self.url)
-
-    @property
-    def local_path(self) -> str | None:
-        """The local path of the repository when :attr:`is_local`, else ``None``."""
-        if not self.is_local:
-            return None
-        if self.url.startswith("file://"):
-            return urllib.parse.unquote(urllib.parse.urlsplit(self.url).path)
-        return os.path.abspath(os.path.expanduser(self.url))
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -191,13 +174,6 @@ class RepoAccess:
         :param dvc: fields of :class:`DvcRemoteAccess`
         """
         return cls(git=GitAccess(url=path), dvc=DvcRemoteAccess(**dvc))
-
-    def with_git_url(self, url: str) -> RepoAccess:
-        """Return a copy pointing at another git URL, keeping credentials and DVC settings.
-
-        :param url: the new URL
-        """
-        return replace(self, git=replace(self.git, url=url))
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -130,6 +130,9 @@ def json_safe(value: Any) -> Any:
 
 
 def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    where = f"{workspace.access.git.display_url} at {workspace.rev} ({workspace.sha[:12]})"
+    if not (workspace.path / ".dvc").is_dir():
+        raise DvcFileError(f"Not a DVC project: the revision has no .dvc folder at its root [in {where}]")
     runner = workspace.git.runner
     with tempfile.TemporaryDirectory(prefix="mlci-dvc-") as tmp:
         result_path = Path(tmp) / "result.json"
@@ -161,7 +164,7 @@ def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> dict[str, Any]
         payload = json.loads(result_path.read_text())
     if "error" in payload:
         error = payload["error"]
-        raise error_class(error["type"])(error["message"])
+        raise error_class(error["type"])(f"{error['message']} [in {where}]")
     return payload["result"]
 
 
@@ -297,6 +300,7 @@ def _translate(exc: BaseException) -> BaseException:
         FileMissingError,
         FileTransferError,
         NoOutputOrStageError,
+        NotDvcRepoError,
         OutputDuplicationError,
         OverlappingOutputPathsError,
         ReproductionError,
@@ -319,6 +323,8 @@ def _translate(exc: BaseException) -> BaseException:
             return errors.DvcStageFailedError(f"{message}: {_describe(cause)}")
         translated = _translate(cause)
         return type(translated)(f"{message}: {translated}")
+    if isinstance(exc, NotDvcRepoError):
+        return errors.DvcFileError(f"Not a DVC project: the revision has no .dvc folder at its root ({message})")
     if isinstance(exc, LockError):
         return errors.DvcLockError(message)
     if isinstance(exc, NoRemoteError | RemoteNotFoundError):

@@ -28,19 +28,6 @@ esac
 """
 
 _BAD_REV = re.compile(r"[\x00-\x20\x7f]|\.\.|^-|^$")
-_REMOTE_TROUBLE = (
-    "repository not found",
-    "does not appear to be a git repository",
-    "could not read from remote repository",
-    "could not resolve host",
-    "authentication failed",
-    "permission denied",
-    "unable to access",
-    "connection refused",
-    "connection timed out",
-    "not found",
-    "host key verification failed",
-)
 
 
 def check_rev(rev: str) -> str:
@@ -166,8 +153,6 @@ class Git:
         :param remote: whether it talked to the remote
         """
         detail = result.tail_text.strip() or f"exit status {result.returncode}"
-        if remote and any(marker in detail.lower() for marker in _REMOTE_TROUBLE):
-            return GitRemoteError(f"Cannot reach the git repository {self.access.display_url}: {detail}")
         if remote:
             return GitRemoteError(f"git {result.argv[1]} from {self.access.display_url} failed: {detail}")
         return GitError(f"git {result.argv[1]} failed: {detail}")

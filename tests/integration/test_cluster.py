@@ -9,13 +9,15 @@ process on the worker, as in production.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import textwrap
+import time
 from datetime import datetime
 
 import pytest
 
-from tests.helpers.procs import alive
+from tests.helpers.procs import alive, wait_dead
 
 pytestmark = pytest.mark.cluster
 
@@ -95,9 +97,49 @@ def test_a_real_scheduler_runs_mapped_tasks_in_parallel_defers_and_retries(airfl
         "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/reproduce/xcomEntries/return_value"
     )
     value = xcom["value"]
-    result = value if isinstance(value, dict) else __import__("json").loads(value)
+    result = value if isinstance(value, dict) else json.loads(value)
     assert result["sha"] == dvc_project.head()
     assert result["stages"] == {"prepare": "ran", "train": "ran", "evaluate": "ran"}
+
+
+HANG_DAG_ID = "mlci_cluster_kill"
+HANG_DAG_SOURCE = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.operators.dvc import DvcReproOperator
+
+    with DAG(dag_id="mlci_cluster_kill", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        DvcReproOperator(task_id="reproduce", rev="main", dvc_conn_id="mlci_dvc_hang")
+    """
+)
+
+
+def test_marking_a_running_repro_failed_stops_its_stage_command(airflow_cluster, dags_folder, dvc_project, tmp_path):
+    """The supervisor's SIGTERM reaches on_kill, which stops DVC and the stage it runs."""
+    pidfile = tmp_path / "stage.pid"
+    train = dvc_project.work / "src" / "train.py"
+    train.write_text(f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    dvc_project.commit_and_push("A training that hangs", dvc_push=False)
+    airflow_cluster.add_connection(
+        "mlci_dvc_hang", "mlci_dvc", host=str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url}
+    )
+    (dags_folder / f"{HANG_DAG_ID}.py").write_text(HANG_DAG_SOURCE)
+    run_id = airflow_cluster.trigger(HANG_DAG_ID)
+    deadline = time.monotonic() + 180
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert pidfile.exists(), "the stage never started"
+    stage_pid = int(pidfile.read_text())
+    assert alive(stage_pid)
+    airflow_cluster.api(
+        "PATCH",
+        f"/api/v2/dags/{HANG_DAG_ID}/dagRuns/{run_id}/taskInstances/reproduce",
+        {"new_state": "failed"},
+    )
+    assert wait_dead(stage_pid, timeout=60), "the stage command outlived the killed task"
+    assert airflow_cluster.wait_for_run(HANG_DAG_ID, run_id, timeout=120) == "failed"
 
 
 def test_stopping_the_cluster_leaves_no_process_behind(airflow_db, tmp_path):

@@ -27,21 +27,6 @@ def test_secrets_stay_out_of_repr():
     assert set(access.secrets) == {"pw-123456", "sk-abcdef", "st-1"}
 
 
-@pytest.mark.parametrize(
-    ("url", "local"),
-    [
-        ("/srv/repo.git", True),
-        ("relative/repo", True),
-        ("file:///srv/repo.git", True),
-        ("https://github.com/a/b.git", False),
-        ("git@github.com:a/b.git", False),
-        ("ssh://git@host/a/b.git", False),
-    ],
-)
-def test_local_urls_are_recognised(url, local):
-    assert GitAccess(url=url).is_local is local
-
-
 @pytest.mark.parametrize("url", ["", "  ", "--upload-pack=touch /tmp/x", "https://h/r\n.git"])
 def test_bad_urls_are_refused(url):
     with pytest.raises(MlciConfigError):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,11 @@ def test_targets_are_normalised():
     assert check_targets(None) == ()
     assert check_targets("train") == ("train",)
     assert check_targets(["sub/dvc.yaml:train", "prepare"]) == ("sub/dvc.yaml:train", "prepare")
+
+
+def test_a_revision_without_dvc_is_named(dvc_project, worker_cache):
+    dvc_project.git("rm", "-r", "--quiet", ".dvc")
+    shutil.rmtree(dvc_project.work / ".dvc")
+    dvc_project.commit_and_push("Drop DVC", dvc_push=False)
+    with pytest.raises(DvcFileError, match=r"Not a DVC project.*\[in .*remote\.git at main \("):
+        repro(dvc_project, worker_cache)
