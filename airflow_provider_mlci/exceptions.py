@@ -15,6 +15,7 @@ The tree::
     ├── GitError
     │   ├── GitRemoteError                  a repository URL that does not resolve or refuses us
     │   ├── GitRevisionNotFoundError        a revision that is not in the repository
+    │   ├── GitConflictError                our change and the branch's conflict in a file
     │   └── GitPushRejectedError            the remote refused a push (retryable)
     ├── DvcError
     │   ├── DvcLockError                    another DVC process holds the lock (retryable)
@@ -52,6 +53,7 @@ __all__ = [
     "DvcStageNotFoundError",
     "DvcTransferError",
     "GateRefusedError",
+    "GitConflictError",
     "GitError",
     "GitPushRejectedError",
     "GitRemoteError",
@@ -100,6 +102,10 @@ class GitRemoteError(GitError):
 
 class GitRevisionNotFoundError(GitError):
     """A branch, tag or commit that the repository does not have."""
+
+
+class GitConflictError(GitError):
+    """A file this task changed was changed differently on the branch it commits to."""
 
 
 class GitPushRejectedError(GitError):

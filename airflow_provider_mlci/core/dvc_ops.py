@@ -1,26 +1,28 @@
 """DVC operations on a :class:`~airflow_provider_mlci.core.workspace.Workspace`.
 
-Each operation runs in a subprocess of its own (``python -m airflow_provider_mlci.core.dvc_ops``):
+Each operation runs in a subprocess of its own (``python -m airflow_provider_mlci.core.dvc_child``):
 DVC resolves paths against the process's working directory, which a worker's threads share,
 and a subprocess streams its output into the task log and can be stopped when the task is
 killed. The parent sends a JSON request on standard input; the child answers with a JSON file
 holding either the result or an error, which the parent re-raises as the matching class from
-:mod:`airflow_provider_mlci.exceptions`.
+:mod:`airflow_provider_mlci.exceptions`, naming the repository and revision.
 
-This module imports no DVC at module level: the parent side needs none, and the child imports
-it inside the functions that run there.
+This module imports no DVC: the parent side needs none.
+
+Stages that run in separate tasks (on separate workers) hand their results on as a
+:class:`StageHandoff`: the new ``dvc.lock`` entries of the stages that ran, and the small files
+that DVC does not cache (metrics, plots), so a downstream stage sees its upstream's new outputs
+although its own checkout of the revision carries the old ``dvc.lock``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,17 +30,70 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_mlci.exceptions import DvcError, DvcFileError, MlciConfigError, error_class
 
 if TYPE_CHECKING:
-    from dvc.repo import Repo
-
     from airflow_provider_mlci.core.workspace import Workspace
 
-__all__ = ["ReproOutcome", "ReproRequest", "check_targets", "json_safe", "repro"]
+__all__ = [
+    "RAN",
+    "RESTORED",
+    "SKIPPED",
+    "MetricsReport",
+    "PlanOutcome",
+    "ReproOutcome",
+    "ReproRequest",
+    "StageHandoff",
+    "SyncStatus",
+    "check_targets",
+    "json_safe",
+    "metrics",
+    "plan",
+    "pull",
+    "push",
+    "repro",
+    "stage_graph",
+    "sync_status",
+]
 
-log = logging.getLogger("airflow_provider_mlci.core.dvc_ops")
+#: Stage outcomes of a reproduction.
+RAN, RESTORED, SKIPPED = "ran", "restored", "skipped"
 
-RAN = "ran"
-RESTORED = "restored"
-SKIPPED = "skipped"
+#: Files DVC does not cache travel between tasks up to this size each.
+MAX_CARRIED_FILE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageHandoff:
+    """What stages that ran in other tasks hand on to the next ones (small JSON).
+
+    :param lock: new ``dvc.lock`` entries: ``{lock file path: {stage name: entry}}``
+    :param files: outputs DVC does not cache (metrics, plots): ``{path: text}``
+    """
+
+    lock: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def merged(cls, parts: Iterable[Mapping[str, Any] | StageHandoff | None]) -> StageHandoff:
+        """Merge handoffs (or their JSON forms); later parts win for the same stage or file.
+
+        :param parts: handoffs from upstream tasks, in pipeline order
+        """
+        lock: dict[str, dict[str, Any]] = {}
+        files: dict[str, str] = {}
+        for part in parts:
+            if part is None:
+                continue
+            data = asdict(part) if isinstance(part, StageHandoff) else part
+            for lockfile, entries in (data.get("lock") or {}).items():
+                lock.setdefault(lockfile, {}).update(entries)
+            files.update(data.get("files") or {})
+        return cls(lock=lock, files=files)
+
+    def __bool__(self) -> bool:
+        return bool(self.lock or self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, for XCom."""
+        return {"lock": self.lock, "files": self.files}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,9 +103,10 @@ class ReproRequest:
     :param targets: stages (or ``dvc.yaml:stage`` addresses) to reproduce; empty = every stage
     :param force: run the stages even if nothing changed
     :param single_stage: run only the targets, not their upstream stages
-    :param pull: pull the data sources first (failing if any is missing), then let each stage
-        fetch what it needs: the run-cache, and the outputs of unchanged or restored stages
+    :param pull: pull what the stages need from outside themselves first (failing if any is
+        missing), then let each stage fetch the run-cache and its unchanged outputs
     :param push: afterwards push the outputs and the run-cache to the DVC remote
+    :param handoff: results of upstream stages that ran in other tasks, applied first
     """
 
     targets: tuple[str, ...] = ()
@@ -58,6 +114,7 @@ class ReproRequest:
     single_stage: bool = False
     pull: bool = True
     push: bool = True
+    handoff: StageHandoff | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,11 +125,64 @@ class ReproOutcome:
         (nothing changed), in pipeline order
     :param metrics: the metrics files after the run, nested as ``dvc metrics show`` nests them
     :param pushed: whether outputs and run-cache were pushed
+    :param handoff: the new lock entries and uncached files of the stages in scope
+    :param changed_files: files under git that the run changed (``dvc.lock``, metrics, ...)
     """
 
     stages: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     pushed: bool = False
+    handoff: StageHandoff = field(default_factory=StageHandoff)
+    changed_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanOutcome:
+    """What a reproduction would do, found without running any stage command.
+
+    :param stages: each stage's fate: ``run``, ``restore`` (from the run-cache) or ``skip``
+    """
+
+    stages: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def will_run(self) -> list[str]:
+        """The stages whose command would really execute."""
+        return [name for name, fate in self.stages.items() if fate == "run"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncStatus:
+    """Whether ``dvc.lock`` matches the code, params and data of its revision.
+
+    :param changed: per stage, what differs from its lock entry (``"changed deps: src/train.py"``,
+        ``"changed params: train.epochs"``, ``"changed command"``, ...)
+    :param not_in_remote: data the lock and ``.dvc`` files name that the remote lacks
+    """
+
+    changed: dict[str, list[str]] = field(default_factory=dict)
+    not_in_remote: list[str] = field(default_factory=list)
+
+    @property
+    def in_sync(self) -> bool:
+        """True when nothing changed and the remote holds everything."""
+        return not self.changed and not self.not_in_remote
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsReport:
+    """Metrics and params at a revision, and their diff against a baseline revision.
+
+    :param metrics: ``{file: values}`` at the revision
+    :param params: ``{file: values}`` at the revision
+    :param metrics_diff: ``{file: {key: {"old", "new", "diff"}}}`` as ``dvc metrics diff --json``
+    :param params_diff: the same for params, as ``dvc params diff --json``
+    """
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics_diff: dict[str, Any] = field(default_factory=dict)
+    params_diff: dict[str, Any] = field(default_factory=dict)
 
 
 def repro(workspace: Workspace, request: ReproRequest) -> ReproOutcome:
@@ -85,8 +195,80 @@ def repro(workspace: Workspace, request: ReproRequest) -> ReproOutcome:
     :param request: what to reproduce
     :raises DvcError: or one of its subclasses, naming the stage or file at fault
     """
-    result = _call(workspace, "repro", asdict(request))
+    args = asdict(request)
+    args["handoff"] = request.handoff.to_json() if request.handoff else None
+    result = _call(workspace, "repro", args)
+    result["handoff"] = StageHandoff(**result["handoff"])
+    result["changed_files"] = tuple(result["changed_files"])
     return ReproOutcome(**result)
+
+
+def plan(
+    workspace: Workspace,
+    targets: Iterable[str] = (),
+    *,
+    single_stage: bool = False,
+    handoff: StageHandoff | None = None,
+) -> PlanOutcome:
+    """Say which stages a reproduction would run, restore or skip, running no stage command.
+
+    Stages restorable from the run-cache are restored in the (private) workspace, so stages
+    below them are judged on their real inputs; a stage below one that would run would run too.
+
+    :param workspace: the checkout to work in
+    :param targets: stages to consider; empty = every stage
+    :param single_stage: consider only the targets
+    :param handoff: results of upstream stages that ran in other tasks
+    """
+    args = {"targets": list(targets), "single_stage": single_stage, "handoff": handoff.to_json() if handoff else None}
+    return PlanOutcome(**_call(workspace, "plan", args))
+
+
+def sync_status(workspace: Workspace, targets: Iterable[str] = (), *, check_remote: bool = True) -> SyncStatus:
+    """Compare ``dvc.lock`` with the code, params and data of the checked-out revision.
+
+    :param workspace: the checkout to check
+    :param targets: stages to check; empty = every stage
+    :param check_remote: also list data the remote lacks
+    """
+    return SyncStatus(**_call(workspace, "status", {"targets": list(targets), "check_remote": check_remote}))
+
+
+def pull(workspace: Workspace, targets: Iterable[str] = ()) -> dict[str, Any]:
+    """Pull the data of ``targets`` (default: everything the revision tracks) into the workspace.
+
+    :param workspace: the checkout
+    :param targets: stages, ``.dvc`` files or tracked paths
+    :raises DvcMissingObjectError: naming what neither the cache nor the remote holds
+    """
+    return _call(workspace, "pull", {"targets": list(targets)})
+
+
+def push(workspace: Workspace, targets: Iterable[str] = (), *, run_cache: bool = True) -> dict[str, Any]:
+    """Push what this worker's cache holds of ``targets`` to the remote; list what it lacks.
+
+    :param workspace: the checkout
+    :param targets: stages, ``.dvc`` files or tracked paths; default: everything
+    :param run_cache: push the run-cache too
+    """
+    return _call(workspace, "push", {"targets": list(targets), "run_cache": run_cache})
+
+
+def metrics(workspace: Workspace, baseline_sha: str | None = None) -> MetricsReport:
+    """Metrics and params at the workspace's revision, and their diff against ``baseline_sha``.
+
+    :param workspace: the checkout (its revision is the "new" side)
+    :param baseline_sha: a commit of the same repository (the "old" side), or ``None``
+    """
+    return MetricsReport(**_call(workspace, "metrics", {"baseline": baseline_sha}))
+
+
+def stage_graph(workspace: Workspace) -> dict[str, list[str]]:
+    """The pipeline at the workspace's revision as DVC sees it: ``{stage: [upstream stages]}``.
+
+    :param workspace: the checkout
+    """
+    return _call(workspace, "graph", {})
 
 
 _BAD_TARGET = re.compile(r"[\x00-\x1f\x7f]|^-|^/|(^|/)\.\.(/|:|$)")
@@ -126,10 +308,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-# --------------------------------------------------------------------------- parent side
-
-
-def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> dict[str, Any]:
+def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> Any:
     where = f"{workspace.access.git.display_url} at {workspace.rev} ({workspace.sha[:12]})"
     if not (workspace.path / ".dvc").is_dir():
         raise DvcFileError(f"Not a DVC project: the revision has no .dvc folder at its root [in {where}]")
@@ -144,244 +323,19 @@ def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> dict[str, Any]
             "result_path": str(result_path),
             **workspace.access.dvc.dvc_overrides(),
         }
-        env = dict(os.environ)
-        env.update(workspace.access.dvc.environment())
-        # Stage commands run with this worker's interpreter and its tools first on PATH.
-        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-        env["DVC_NO_ANALYTICS"] = "1"
-        env["PYTHONUNBUFFERED"] = "1"
         completed = runner.run(
-            [sys.executable, "-m", "airflow_provider_mlci.core.dvc_ops"],
+            [sys.executable, "-m", "airflow_provider_mlci.core.dvc_child"],
             cwd=workspace.path,
-            env=env,
+            env=workspace.environment(),
             input_text=json.dumps(request),
         )
         if not result_path.exists():
             raise DvcError(
-                f"DVC {op} in {workspace.access.git.display_url}@{workspace.sha[:12]} ended with exit status "
-                f"{completed.returncode} and no result:\n{completed.tail_text}"
+                f"DVC {op} ended with exit status {completed.returncode} and no result [in {where}]:\n"
+                f"{completed.tail_text}"
             )
         payload = json.loads(result_path.read_text())
     if "error" in payload:
         error = payload["error"]
         raise error_class(error["type"])(f"{error['message']} [in {where}]")
     return payload["result"]
-
-
-# ---------------------------------------------------------------------------- child side
-
-
-class _OutcomeRecorder(logging.Handler):
-    """Learn from DVC's log which stages were restored from the run-cache."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.restored: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "Stage '%s' is cached - skipping run, checking out outputs" and record.args:
-            self.restored.add(str(record.args[0]))
-
-
-def _stages_in_scope(repo: Repo, targets: Iterable[str], single_stage: bool) -> list[Any]:
-    """The stages a reproduction of ``targets`` covers, upstream first."""
-    import networkx as nx
-
-    graph = repo.index.graph
-    if targets:
-        chosen = []
-        for target in targets:
-            chosen.extend(repo.stage.collect(target))
-        if not single_stage:
-            scope = set(chosen)
-            for stage in chosen:
-                scope |= nx.descendants(graph, stage)  # edges point from a stage to its upstream
-            chosen = list(scope)
-    else:
-        chosen = list(graph.nodes)
-    order = {stage: index for index, stage in enumerate(reversed(list(nx.topological_sort(graph))))}
-    return sorted(set(chosen), key=lambda stage: order.get(stage, 0))
-
-
-def _pull_inputs(repo: Repo, stages: list[Any]) -> None:
-    """Pull what ``stages`` need from outside themselves, failing on anything missing.
-
-    That is every data source (``.dvc`` file) among or directly upstream of them, and the
-    outputs of upstream pipeline stages left out of the run (``single_stage``).
-    """
-    graph = repo.index.graph
-    scope = set(stages)
-    upstream = {dep for stage in stages for dep in graph.successors(stage)} - scope
-    needed = [stage for stage in stages if not stage.cmd] + sorted(upstream, key=lambda stage: stage.addressing)
-    if needed:
-        names = [stage.addressing for stage in needed]
-        stats = repo.pull(targets=names)
-        log.info("Pulled %s: %s file(s) fetched", ", ".join(names), stats.get("stats", {}).get("fetched", 0))
-
-
-def _require_remote(repo: Repo) -> None:
-    """Fail, naming what to set, when no DVC remote is configured."""
-    name = repo.config["core"].get("remote")
-    if not name:
-        raise MlciConfigError(
-            "The repository has no default DVC remote: set 'dvc_remote' or 'dvc_remote_url' on the connection, "
-            "or a default remote in the repository's .dvc/config."
-        )
-    if name not in repo.config.get("remote", {}):
-        raise MlciConfigError(f"The DVC remote {name!r} is not defined in the repository's .dvc/config.")
-
-
-def _metrics(repo: Repo) -> dict[str, Any]:
-    shown = repo.metrics.show()
-    workspace = shown.get("workspace") or shown.get("") or {}
-    files = workspace.get("data", {})
-    metrics: dict[str, Any] = {}
-    for path, entry in files.items():
-        error = entry.get("error")
-        if error is None:
-            metrics[path] = entry.get("data", {})
-        elif isinstance(error, FileNotFoundError) or "No such file" in str(error):
-            log.info("No metrics file %s (its stage did not run in this task)", path)
-        else:
-            raise DvcFileError(f"Cannot read the metrics file {path}: {error}")
-    return json_safe(metrics)
-
-
-def _op_repro(
-    repo: Repo,
-    *,
-    targets: list[str],
-    force: bool,
-    single_stage: bool,
-    pull: bool,
-    push: bool,
-) -> dict[str, Any]:
-    stages = _stages_in_scope(repo, targets, single_stage)
-    if pull or push:
-        _require_remote(repo)
-    if pull:
-        _pull_inputs(repo, stages)
-    recorder = _OutcomeRecorder()
-    dvc_logger = logging.getLogger("dvc")
-    dvc_logger.addHandler(recorder)
-    try:
-        # pull=True: fetch the run-cache, pull what unchanged stages and restored runs need.
-        # Never allow_missing: that would skip stages whose data is missing.
-        reproduced = repo.reproduce(targets or None, single_item=single_stage, force=force, pull=pull)
-    finally:
-        dvc_logger.removeHandler(recorder)
-    ran = {stage.addressing for stage in reproduced}
-    outcomes: dict[str, str] = {}
-    for stage in stages:
-        if not stage.cmd:
-            continue
-        name = stage.addressing
-        if name in recorder.restored:
-            outcomes[name] = RESTORED
-        elif name in ran:
-            outcomes[name] = RAN
-        else:
-            outcomes[name] = SKIPPED
-    if push:
-        repo.push(targets=[stage.addressing for stage in stages] or None, run_cache=True)
-    return {"stages": outcomes, "metrics": _metrics(repo), "pushed": push}
-
-
-_OPS: dict[str, Callable[..., dict[str, Any]]] = {"repro": _op_repro}
-
-
-def _translate(exc: BaseException) -> BaseException:
-    """Map a DVC exception to ours (child side, DVC imported)."""
-    from dvc.config import ConfigError, NoRemoteError, RemoteNotFoundError
-    from dvc.exceptions import (
-        CheckoutError,
-        CyclicGraphError,
-        DvcException,
-        FileMissingError,
-        FileTransferError,
-        NoOutputOrStageError,
-        NotDvcRepoError,
-        OutputDuplicationError,
-        OverlappingOutputPathsError,
-        ReproductionError,
-        StageNotFoundError,
-    )
-    from dvc.lock import LockError
-    from dvc.parsing import ResolveError
-    from dvc.stage.exceptions import MissingDataSource, StageCmdFailedError, StageFileDoesNotExistError, StageNotFound
-    from dvc.utils.serialize import ParseError
-    from dvc.utils.strictyaml import YAMLSyntaxError, YAMLValidationError
-
-    from airflow_provider_mlci import exceptions as errors
-
-    if isinstance(exc, errors.MlciError):
-        return exc
-    message = _describe(exc)
-    if isinstance(exc, ReproductionError) and exc.__cause__ is not None:
-        cause = exc.__cause__
-        if isinstance(cause, StageCmdFailedError):
-            return errors.DvcStageFailedError(f"{message}: {_describe(cause)}")
-        translated = _translate(cause)
-        return type(translated)(f"{message}: {translated}")
-    if isinstance(exc, NotDvcRepoError):
-        return errors.DvcFileError(f"Not a DVC project: the revision has no .dvc folder at its root ({message})")
-    if isinstance(exc, LockError):
-        return errors.DvcLockError(message)
-    if isinstance(exc, NoRemoteError | RemoteNotFoundError):
-        return errors.MlciConfigError(
-            f"{message}. Name a remote on the connection (extra 'dvc_remote' or 'dvc_remote_url') "
-            "or set a default remote in the repository's .dvc/config."
-        )
-    if isinstance(exc, YAMLSyntaxError | YAMLValidationError | ParseError | ResolveError | ConfigError):
-        return errors.DvcFileError(message)
-    if isinstance(exc, CyclicGraphError | OutputDuplicationError | OverlappingOutputPathsError):
-        return errors.DvcFileError(message)
-    if isinstance(exc, StageNotFound | StageNotFoundError | NoOutputOrStageError | StageFileDoesNotExistError):
-        return errors.DvcStageNotFoundError(message)
-    if isinstance(exc, CheckoutError | MissingDataSource | FileMissingError):
-        return errors.DvcMissingObjectError(message)
-    if isinstance(exc, FileTransferError):
-        return errors.DvcTransferError(message)
-    if isinstance(exc, StageCmdFailedError):
-        return errors.DvcStageFailedError(message)
-    if isinstance(exc, DvcException):
-        return errors.DvcError(message)
-    return errors.DvcError(f"{type(exc).__name__}: {exc}")
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _describe(exc: BaseException) -> str:
-    text = _ANSI.sub("", str(exc)).strip()
-    return text or type(exc).__name__
-
-
-def main() -> int:
-    """Child entry point: read a request on stdin, run it, write the result file."""
-    # DVC logs to stdout/stderr through handlers of its own; ours go the same way.
-    own = logging.getLogger("airflow_provider_mlci")
-    own.addHandler(logging.StreamHandler(sys.stdout))
-    own.setLevel(logging.INFO)
-    request = json.loads(sys.stdin.read())
-    result_path = Path(request["result_path"])
-    try:
-        from dvc.repo import Repo
-
-        repo_kwargs = {key: request[key] for key in ("remote", "remote_config") if key in request}
-        with Repo(request["root"], config=request["config"], **repo_kwargs) as repo:
-            payload: dict[str, Any] = {"result": _OPS[request["op"]](repo, **request["args"])}
-        status = 0
-    except Exception as exc:  # every failure goes back to the parent, typed
-        translated = _translate(exc)
-        payload = {"error": {"type": type(translated).__name__, "message": str(translated)}}
-        logging.getLogger(__name__).debug("DVC operation failed", exc_info=True)
-        status = 3
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, result_path)
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,6 +27,7 @@ import re
 import secrets
 import shutil
 import stat
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,9 +37,9 @@ from typing import Any
 from airflow_provider_mlci.core.access import RepoAccess
 from airflow_provider_mlci.core.git import Git, check_rev
 from airflow_provider_mlci.core.process import CommandRunner
-from airflow_provider_mlci.exceptions import WorkspaceError
+from airflow_provider_mlci.exceptions import MlciConfigError, WorkspaceError
 
-__all__ = ["WorkerCache", "Workspace", "default_cache_dir"]
+__all__ = ["WorkerCache", "Workspace", "default_cache_dir", "resolve_python"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,8 @@ class Workspace:
     :param access: the repository and DVC remote
     :param cache: the worker cache it was made from
     :param git: git for the repository (holds the credentials)
+    :param python: the interpreter stage commands run with (its folder goes first on ``PATH``);
+        ``None``: this worker's interpreter
     """
 
     path: Path
@@ -192,6 +195,7 @@ class Workspace:
     access: RepoAccess
     cache: WorkerCache
     git: Git
+    python: str | None = None
 
     @classmethod
     @contextlib.contextmanager
@@ -202,6 +206,7 @@ class Workspace:
         *,
         cache_dir: str | os.PathLike[str],
         runner: CommandRunner | None = None,
+        python: str | None = None,
     ) -> Iterator[Workspace]:
         """Check out ``rev`` of the repository into a private folder.
 
@@ -210,10 +215,13 @@ class Workspace:
             repository's default branch
         :param cache_dir: the worker cache root
         :param runner: runs git (and later DVC); give one to be able to stop it from another thread
-        :raises MlciConfigError: ``rev`` is not a valid revision
+        :param python: an interpreter, or a virtualenv folder, for stage commands (default: this
+            worker's interpreter)
+        :raises MlciConfigError: ``rev`` or ``python`` is not valid
         :raises GitRemoteError: the repository cannot be reached
         :raises GitRevisionNotFoundError: the repository has no such revision
         """
+        interpreter = resolve_python(python)
         runner = runner or CommandRunner(log=log)
         runner.add_secrets(access.secrets)
         cache = WorkerCache(cache_dir)
@@ -225,7 +233,21 @@ class Workspace:
                 git.check(["remote", "set-url", "origin", access.git.url], cwd=path)
                 git.check(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha], cwd=path)
                 log.info("Checked out %s (%s) of %s into %s", rev, sha[:12], access.git.display_url, path)
-                yield cls(path=path, rev=rev, sha=sha, access=access, cache=cache, git=git)
+                yield cls(path=path, rev=rev, sha=sha, access=access, cache=cache, git=git, python=interpreter)
+
+    def environment(self) -> dict[str, str]:
+        """The environment of DVC and of the stage commands it runs (holds the remote's credentials).
+
+        The chosen interpreter's folder comes first on ``PATH``, then this worker's.
+        """
+        env = dict(os.environ)
+        env.update(self.access.dvc.environment())
+        folders = [os.path.dirname(self.python)] if self.python else []
+        folders.append(os.path.dirname(sys.executable))
+        env["PATH"] = os.pathsep.join([*folders, env.get("PATH", "")])
+        env["DVC_NO_ANALYTICS"] = "1"
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
 
     def dvc_config(self) -> dict[str, Any]:
         """DVC settings for this checkout: the worker's shared cache and site cache."""
@@ -233,6 +255,22 @@ class Workspace:
             "cache": {"dir": str(self.cache.dvc_cache)},
             "core": {"site_cache_dir": str(self.cache.dvc_site)},
         }
+
+
+def resolve_python(python: str | None) -> str | None:
+    """Return the interpreter ``python`` names (a path, or a virtualenv folder), checked.
+
+    :param python: an interpreter path, a virtualenv folder, or ``None`` for this worker's
+    :raises MlciConfigError: naming a path that is no executable interpreter
+    """
+    if not python:
+        return None
+    path = Path(python).expanduser()
+    if path.is_dir():
+        path = path / "bin" / "python"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise MlciConfigError(f"python={python!r} is not an executable interpreter or a virtualenv folder.")
+    return str(path.absolute())
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_mlci.core import dvc_ops
+from airflow_provider_mlci.core import dvc_child, dvc_ops
 from airflow_provider_mlci.core.access import RepoAccess
 from airflow_provider_mlci.core.dvc_ops import ReproRequest, check_targets, json_safe
 from airflow_provider_mlci.core.workspace import Workspace
@@ -155,16 +155,16 @@ def test_dvc_errors_map_to_ours():
     from dvc.lock import LockError
     from dvc.stage.exceptions import StageCmdFailedError
 
-    assert isinstance(dvc_ops._translate(LockError("Unable to acquire lock")), DvcLockError)
-    assert isinstance(dvc_ops._translate(DownloadError(3)), DvcTransferError)
-    assert isinstance(dvc_ops._translate(CheckoutError(["data/raw.csv"], {})), DvcMissingObjectError)
+    assert isinstance(dvc_child.translate(LockError("Unable to acquire lock")), DvcLockError)
+    assert isinstance(dvc_child.translate(DownloadError(3)), DvcTransferError)
+    assert isinstance(dvc_child.translate(CheckoutError(["data/raw.csv"], {})), DvcMissingObjectError)
     try:
         try:
             raise StageCmdFailedError("python train.py", 1)
         except StageCmdFailedError as cause:
             raise ReproductionError("train") from cause
     except ReproductionError as exc:
-        translated = dvc_ops._translate(exc)
+        translated = dvc_child.translate(exc)
     assert isinstance(translated, DvcStageFailedError)
     assert "train" in str(translated)
 
@@ -193,3 +193,151 @@ def test_a_revision_without_dvc_is_named(dvc_project, worker_cache):
     dvc_project.commit_and_push("Drop DVC", dvc_push=False)
     with pytest.raises(DvcFileError, match=r"Not a DVC project.*\[in .*remote\.git at main \("):
         repro(dvc_project, worker_cache)
+
+
+# ------------------------------------------------------------------ per-stage handoff and planning
+
+
+def open_ws(project, cache: Path, rev: str = "main"):
+    return Workspace.open(access_for(project), rev, cache_dir=cache)
+
+
+def test_stages_run_in_separate_workspaces_hand_their_results_on(dvc_project, tmp_path):
+    """Each stage on its own 'worker': the next one sees the previous one's new outputs."""
+    handoffs = []
+    outcomes = {}
+    for index, stage in enumerate(STAGES):
+        handoff = dvc_ops.StageHandoff.merged(handoffs)
+        with open_ws(dvc_project, tmp_path / f"worker-{index}") as ws:
+            outcome = dvc_ops.repro(ws, ReproRequest(targets=(stage,), single_stage=True, handoff=handoff))
+        outcomes.update(outcome.stages)
+        assert set(outcome.handoff.lock["dvc.lock"]) == {stage}
+        handoffs.append(outcome.handoff)
+    assert outcomes == dict.fromkeys(STAGES, "ran")
+    final = dvc_ops.StageHandoff.merged(handoffs)
+    assert set(final.lock["dvc.lock"]) == set(STAGES)
+    assert json.loads(final.files["metrics.json"])["rows"] == 150
+    assert "eval/predictions.csv" in final.files
+    # A last worker, given the whole handoff, finds everything in sync with the remote.
+    with open_ws(dvc_project, tmp_path / "worker-check") as ws:
+        again = dvc_ops.repro(ws, ReproRequest(handoff=final))
+    assert again.stages == dict.fromkeys(STAGES, "skipped")
+
+
+def test_a_repro_reports_the_git_files_it_changed(dvc_project, worker_cache):
+    with open_ws(dvc_project, worker_cache) as ws:
+        outcome = dvc_ops.repro(ws, ReproRequest())
+    assert "dvc.lock" in outcome.changed_files
+    assert "metrics.json" in outcome.changed_files
+    assert not any(name.startswith(("data/prepared", "models/model.json")) for name in outcome.changed_files)
+
+
+def test_plan_on_a_new_pipeline_runs_everything(dvc_project, worker_cache):
+    with open_ws(dvc_project, worker_cache) as ws:
+        outcome = dvc_ops.plan(ws)
+    assert outcome.stages == dict.fromkeys(STAGES, "run")
+    assert outcome.will_run == list(STAGES)
+
+
+def test_plan_sees_the_lock_and_the_run_cache_without_running_anything(dvc_project, tmp_path):
+    repro(dvc_project, tmp_path / "worker-a")  # pushes outputs and run-cache; the lock stays uncommitted
+    marker = dvc_project.work / "src" / "train.py"
+    with open_ws(dvc_project, tmp_path / "worker-b") as ws:
+        outcome = dvc_ops.plan(ws, ["train"])
+        assert outcome.stages == {"prepare": "restore", "train": "restore"}
+        assert outcome.will_run == []
+    assert marker.exists()
+
+
+def test_plan_after_a_param_change(dvc_project, tmp_path):
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Baseline")
+    params = dvc_project.work / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 150", "epochs: 30"))
+    dvc_project.commit_and_push("Fewer epochs", dvc_push=False)
+    with open_ws(dvc_project, tmp_path / "worker") as ws:
+        outcome = dvc_ops.plan(ws)
+    assert outcome.stages == {"prepare": "skip", "train": "run", "evaluate": "run"}
+
+
+def test_sync_status_lists_what_the_lock_does_not_match(dvc_project, worker_cache):
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Reproduce and commit")
+    with open_ws(dvc_project, worker_cache) as ws:
+        assert dvc_ops.sync_status(ws).in_sync
+    train = dvc_project.work / "src" / "train.py"
+    train.write_text(train.read_text() + "\n# tweak\n")
+    params = dvc_project.work / "params.yaml"
+    params.write_text(params.read_text().replace("test_fraction: 0.25", "test_fraction: 0.3"))
+    dvc_project.commit_and_push("Change code and params, forget to reproduce", dvc_push=False)
+    with open_ws(dvc_project, worker_cache) as ws:
+        status = dvc_ops.sync_status(ws)
+    assert not status.in_sync
+    assert any("src/train.py" in item and "modified" in item for item in status.changed["train"])
+    assert status.changed["prepare"] == ["changed deps: params.yaml:prepare (modified)"]
+    assert "evaluate" not in status.changed
+    assert status.not_in_remote == []
+
+
+def test_sync_status_lists_data_the_remote_lacks(dvc_project, worker_cache, tmp_path):
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Reproduce but push only git", dvc_push=False)
+    with open_ws(dvc_project, tmp_path / "fresh") as ws:
+        status = dvc_ops.sync_status(ws)
+    assert status.not_in_remote == ["data/prepared", "models/model.json"]
+    assert status.changed == {}, "missing data is reported once, as missing, not as changes"
+
+
+def test_pull_and_push(dvc_project, worker_cache, tmp_path):
+    with open_ws(dvc_project, worker_cache) as ws:
+        pulled = dvc_ops.pull(ws, ["data/raw.csv.dvc"])
+        assert (ws.path / "data" / "raw.csv").is_file()
+    assert pulled["fetched"] >= 1
+    before = remote_files(dvc_project.dvc_remote_url)
+    with open_ws(dvc_project, worker_cache) as ws:
+        dvc_ops.repro(ws, ReproRequest(push=False))
+    assert remote_files(dvc_project.dvc_remote_url) == before
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Commit the lock, keep data local", dvc_push=False)
+    with open_ws(dvc_project, worker_cache) as ws:
+        pushed = dvc_ops.push(ws)
+    assert pushed["missing"] == []
+    assert any(name.startswith("runs/") for name in remote_files(dvc_project.dvc_remote_url) - before)
+    with open_ws(dvc_project, tmp_path / "other-worker") as ws:
+        dvc_ops.pull(ws)
+        assert (ws.path / "models" / "model.json").is_file()
+
+
+def test_pull_of_missing_data_names_it(dvc_project, worker_cache, tmp_path):
+    empty = tmp_path / "empty-remote"
+    empty.mkdir()
+    access = RepoAccess.local(str(dvc_project.remote), url=str(empty))
+    with Workspace.open(access, "main", cache_dir=worker_cache) as ws, pytest.raises(DvcMissingObjectError) as info:
+        dvc_ops.pull(ws)
+    assert "data/raw.csv" in str(info.value)
+
+
+def test_metrics_and_params_against_a_baseline(dvc_project, worker_cache):
+    dvc_project.dvc("repro", "--quiet")
+    baseline = dvc_project.commit_and_push("Baseline")
+    params = dvc_project.work / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 150", "epochs: 20"))
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Fewer epochs")
+    with open_ws(dvc_project, worker_cache) as ws:
+        report = dvc_ops.metrics(ws, baseline)
+    assert report.metrics["metrics.json"]["rows"] == 150
+    assert report.params["params.yaml"]["train"]["epochs"] == 20
+    assert report.params_diff["params.yaml"]["train.epochs"] == {"old": 150, "new": 20, "diff": -130}
+    logloss = report.metrics_diff["metrics.json"]["logloss"]
+    assert logloss["old"] != logloss["new"]
+    with open_ws(dvc_project, worker_cache) as ws:
+        alone = dvc_ops.metrics(ws)
+    assert alone.metrics_diff == {}
+    assert alone.metrics == report.metrics
+
+
+def test_the_stage_graph_as_dvc_sees_it(dvc_project, worker_cache):
+    with open_ws(dvc_project, worker_cache) as ws:
+        graph = dvc_ops.stage_graph(ws)
+    assert graph == {"prepare": [], "train": ["prepare"], "evaluate": ["prepare", "train"]}

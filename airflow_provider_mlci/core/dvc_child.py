@@ -1,0 +1,505 @@
+"""The subprocess side of :mod:`airflow_provider_mlci.core.dvc_ops`: DVC itself.
+
+Run as ``python -m airflow_provider_mlci.core.dvc_child`` in the workspace, with a JSON request
+on standard input (``op``, ``args``, ``root``, ``config``, ``remote``, ``remote_config``,
+``result_path``). It writes ``{"result": ...}`` or ``{"error": {"type", "message"}}`` to
+``result_path`` and exits 0 or 3. DVC's exceptions become ours here (:func:`translate`).
+
+DVC 3.x, through ``dvc.repo.Repo``; the few internals used (log messages that say a stage was
+restored, ``dvc.stage.run.cmd_run`` to plan without running) are pinned by the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mlci import exceptions as errors
+from airflow_provider_mlci.core.dvc_ops import (
+    MAX_CARRIED_FILE_BYTES,
+    RAN,
+    RESTORED,
+    SKIPPED,
+    json_safe,
+)
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+    from dvc.stage import Stage
+
+log = logging.getLogger("airflow_provider_mlci.core.dvc_child")
+
+_RESTORED_MESSAGE = "Stage '%s' is cached - skipping run, checking out outputs"
+
+
+class _OutcomeRecorder(logging.Handler):
+    """Learn from DVC's log which stages were restored from the run-cache."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.restored: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == _RESTORED_MESSAGE and record.args:
+            self.restored.add(str(record.args[0]))
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[_OutcomeRecorder]:
+    recorder = _OutcomeRecorder()
+    dvc_logger = logging.getLogger("dvc")
+    dvc_logger.addHandler(recorder)
+    try:
+        yield recorder
+    finally:
+        dvc_logger.removeHandler(recorder)
+
+
+# ------------------------------------------------------------------------------ stage helpers
+
+
+def _upstream_first(repo: Repo) -> dict[Stage, int]:
+    import networkx as nx
+
+    return {stage: index for index, stage in enumerate(reversed(list(nx.topological_sort(repo.index.graph))))}
+
+
+def _stages_in_scope(repo: Repo, targets: Iterable[str], single_stage: bool) -> list[Stage]:
+    """The stages a reproduction of ``targets`` covers, upstream first."""
+    import networkx as nx
+
+    graph = repo.index.graph
+    targets = list(targets)
+    if targets:
+        chosen = []
+        for target in targets:
+            chosen.extend(repo.stage.collect(target))
+        if not single_stage:
+            scope = set(chosen)
+            for stage in chosen:
+                scope |= nx.descendants(graph, stage)  # edges point from a stage to its upstream
+            chosen = list(scope)
+    else:
+        chosen = list(graph.nodes)
+    order = _upstream_first(repo)
+    return sorted(set(chosen), key=lambda stage: order.get(stage, 0))
+
+
+def _pipeline(stages: Iterable[Stage]) -> list[Stage]:
+    return [stage for stage in stages if stage.cmd]
+
+
+def _require_remote(repo: Repo) -> None:
+    """Fail, naming what to set, when no DVC remote is configured."""
+    name = repo.config["core"].get("remote")
+    if not name:
+        raise errors.MlciConfigError(
+            "The repository has no default DVC remote: set 'dvc_remote' or 'dvc_remote_url' on the connection, "
+            "or a default remote in the repository's .dvc/config."
+        )
+    if name not in repo.config.get("remote", {}):
+        raise errors.MlciConfigError(f"The DVC remote {name!r} is not defined in the repository's .dvc/config.")
+
+
+def _pull_inputs(repo: Repo, stages: list[Stage]) -> None:
+    """Pull what ``stages`` need from outside themselves, failing on anything missing.
+
+    That is every data source (``.dvc`` file) among or directly upstream of them, and the
+    outputs of upstream pipeline stages left out of the run.
+    """
+    graph = repo.index.graph
+    scope = set(stages)
+    upstream = {dep for stage in stages for dep in graph.successors(stage)} - scope
+    needed = [stage for stage in stages if not stage.cmd] + sorted(upstream, key=lambda stage: stage.addressing)
+    if needed:
+        names = [stage.addressing for stage in needed]
+        stats = repo.pull(targets=names)
+        log.info("Pulled %s: %s file(s) fetched", ", ".join(names), stats.get("stats", {}).get("fetched", 0))
+
+
+def _lock_path(stage: Stage) -> str:
+    return os.path.relpath(os.path.splitext(stage.dvcfile.path)[0] + ".lock", stage.repo.root_dir)
+
+
+def _apply_handoff(repo: Repo, handoff: dict[str, Any] | None) -> None:
+    """Write upstream tasks' lock entries and uncached files into the checkout."""
+    if not handoff:
+        return
+    from dvc.utils.serialize import dump_yaml, load_yaml
+
+    root = Path(repo.root_dir)
+    for lockfile, entries in (handoff.get("lock") or {}).items():
+        path = _inside(root, lockfile)
+        data = load_yaml(str(path)) if path.exists() else {"schema": "2.0", "stages": {}}
+        data.setdefault("stages", {}).update(entries)
+        dump_yaml(str(path), data)
+        log.info("Applied lock entries of %s from upstream tasks", ", ".join(sorted(entries)))
+    for name, text in (handoff.get("files") or {}).items():
+        path = _inside(root, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8"))  # bytes as they were: the lock holds their md5
+    # The index read the old lock when the repo opened; read it again.
+    repo._reset()
+
+
+def _inside(root: Path, name: str) -> Path:
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise errors.MlciConfigError(f"{name!r} is outside the repository")
+    return path
+
+
+def _handoff(repo: Repo, stages: list[Stage]) -> dict[str, Any]:
+    """The lock entries and uncached outputs of ``stages``, as they are now."""
+    from dvc.utils.serialize import load_yaml
+
+    lock: dict[str, dict[str, Any]] = {}
+    files: dict[str, str] = {}
+    root = Path(repo.root_dir)
+    for stage in _pipeline(stages):
+        lockfile = _lock_path(stage)
+        path = root / lockfile
+        entries = (load_yaml(str(path)) or {}).get("stages", {}) if path.exists() else {}
+        if stage.name in entries:
+            lock.setdefault(lockfile, {})[stage.name] = entries[stage.name]
+        for out in stage.outs:
+            if out.use_cache:
+                continue
+            out_path = Path(out.fs_path)
+            if out_path.is_file() and out_path.stat().st_size <= MAX_CARRIED_FILE_BYTES:
+                with contextlib.suppress(UnicodeDecodeError):
+                    files[os.path.relpath(out_path, root)] = out_path.read_bytes().decode("utf-8")
+    return {"lock": lock, "files": files}
+
+
+def _changed_git_files(repo: Repo) -> list[str]:
+    """Files the run changed that belong in git: modified tracked files, and new lock files,
+    ``.gitignore`` files and uncached outputs (metrics, plots)."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain=v1", "-z", "--untracked-files=all"],
+        cwd=repo.root_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    uncached = {
+        os.path.relpath(out.fs_path, repo.root_dir)
+        for stage in repo.index.stages
+        for out in stage.outs
+        if not out.use_cache
+    }
+    changed = []
+    for entry in filter(None, status.split("\0")):
+        code, name = entry[:2], entry[3:]
+        if code != "??" or name.endswith((".lock", ".gitignore")) or name in uncached:
+            changed.append(name)
+    return sorted(changed)
+
+
+def _metrics(repo: Repo) -> dict[str, Any]:
+    shown = repo.metrics.show()
+    workspace = shown.get("workspace") or shown.get("") or {}
+    metrics: dict[str, Any] = {}
+    for path, entry in workspace.get("data", {}).items():
+        error = entry.get("error")
+        if error is None:
+            metrics[path] = entry.get("data", {})
+        elif isinstance(error, FileNotFoundError) or "No such file" in str(error):
+            log.info("No metrics file %s (its stage did not run in this task)", path)
+        else:
+            raise errors.DvcFileError(f"Cannot read the metrics file {path}: {error}")
+    return json_safe(metrics)
+
+
+# ------------------------------------------------------------------------------------- ops
+
+
+def op_repro(
+    repo: Repo,
+    *,
+    targets: list[str],
+    force: bool,
+    single_stage: bool,
+    pull: bool,
+    push: bool,
+    handoff: dict[str, Any] | None,
+) -> dict[str, Any]:
+    _apply_handoff(repo, handoff)
+    stages = _stages_in_scope(repo, targets, single_stage)
+    if pull or push:
+        _require_remote(repo)
+    if pull:
+        _pull_inputs(repo, stages)
+    with _recording() as recorder:
+        # pull=True: fetch the run-cache, pull what unchanged stages and restored runs need.
+        # Never allow_missing: that would skip stages whose data is missing.
+        reproduced = repo.reproduce(targets or None, single_item=single_stage, force=force, pull=pull)
+    ran = {stage.addressing for stage in reproduced}
+    outcomes: dict[str, str] = {}
+    for stage in _pipeline(stages):
+        name = stage.addressing
+        outcomes[name] = RESTORED if name in recorder.restored else RAN if name in ran else SKIPPED
+    if push:
+        repo.push(targets=[stage.addressing for stage in stages] or None, run_cache=True)
+    return {
+        "stages": outcomes,
+        "metrics": _metrics(repo),
+        "pushed": push,
+        "handoff": _handoff(repo, stages),
+        "changed_files": _changed_git_files(repo),
+    }
+
+
+class _WouldRun(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised instead of running a stage's command when planning."""
+
+
+def op_plan(repo: Repo, *, targets: list[str], single_stage: bool, handoff: dict[str, Any] | None) -> dict[str, Any]:
+    import networkx as nx
+    from dvc.exceptions import ReproductionError
+    from dvc.stage import run as stage_run
+
+    _apply_handoff(repo, handoff)
+    stages = _stages_in_scope(repo, targets, single_stage)
+    _require_remote(repo)
+    _pull_inputs(repo, stages)
+    would_run: list[str] = []
+
+    def refuse(stage: Stage, *args: Any, **kwargs: Any) -> None:
+        would_run.append(stage.addressing)
+        raise _WouldRun(f"planning only: stage '{stage.addressing}' would run its command")
+
+    original = stage_run.cmd_run
+    stage_run.cmd_run = refuse
+    try:
+        # keep-going: a stage that would run stops only the stages below it.
+        with _recording() as recorder, contextlib.suppress(ReproductionError):
+            repo.reproduce(targets or None, single_item=single_stage, pull=True, on_error="keep-going")
+    finally:
+        stage_run.cmd_run = original
+    graph = repo.index.graph
+    blocked = set(would_run)
+    by_name = {stage.addressing: stage for stage in stages}
+    for name in would_run:
+        blocked |= {s.addressing for s in nx.ancestors(graph, by_name[name])} if name in by_name else set()
+    fates: dict[str, str] = {}
+    for stage in _pipeline(stages):
+        name = stage.addressing
+        fates[name] = "run" if name in blocked else "restore" if name in recorder.restored else "skip"
+    return {"stages": fates}
+
+
+def op_status(repo: Repo, *, targets: list[str], check_remote: bool) -> dict[str, Any]:
+    stages = _stages_in_scope(repo, targets, single_stage=False)
+    names = [stage.addressing for stage in stages] or None
+    _require_remote(repo)
+    repo.pull(targets=names, allow_missing=True)
+    items = {name: list(_status_items(entries)) for name, entries in repo.status(targets=names).items()}
+    # Data named by the lock that neither the cache nor the remote holds.
+    absent = {path for entries in items.values() for kind, path, state in entries if state == "not in cache"}
+    if check_remote:
+        cloud = repo.status(targets=names, cloud=True)
+        absent |= {path for path, state in cloud.items() if state in ("new", "missing")}
+
+    def caused_by_absent_data(path: str | None) -> bool:
+        return path is not None and any(path == gone or path.startswith(gone.rstrip("/") + "/") for gone in absent)
+
+    changed: dict[str, list[str]] = {}
+    for name, entries in items.items():
+        described = [
+            f"{kind}: {path} ({state})" if path else f"{kind}"
+            for kind, path, state in entries
+            if not caused_by_absent_data(path)
+        ]
+        if described:
+            changed[name] = described
+    return {"changed": changed, "not_in_remote": sorted(absent) if check_remote else []}
+
+
+def _status_items(entries: list[Any]) -> Iterator[tuple[str, str | None, str | None]]:
+    """(kind, path, state) for each difference ``repo.status()`` reports for a stage."""
+    for entry in entries:
+        if isinstance(entry, str):
+            if entry != "always changed":
+                yield entry, None, None
+            continue
+        for kind, detail in entry.items():
+            if not isinstance(detail, dict):
+                yield f"{kind}: {detail}", None, None
+                continue
+            for path, state in detail.items():
+                if isinstance(state, dict):  # params: {file: {param: state}}
+                    for param, param_state in state.items():
+                        yield kind, f"{path}:{param}", str(param_state)
+                else:
+                    yield kind, path, str(state)
+
+
+def op_pull(repo: Repo, *, targets: list[str]) -> dict[str, Any]:
+    _require_remote(repo)
+    stats = repo.pull(targets=targets or None)
+    return {"fetched": stats.get("stats", {}).get("fetched", 0), "added": sorted(stats.get("added", []))}
+
+
+def op_push(repo: Repo, *, targets: list[str], run_cache: bool) -> dict[str, Any]:
+    _require_remote(repo)
+    status = repo.status(targets=targets or None, cloud=True)
+    missing = sorted(path for path, state in status.items() if state == "missing")
+    pushed = repo.push(targets=targets or None, run_cache=run_cache)
+    return {"pushed": pushed, "missing": missing}
+
+
+def op_metrics(repo: Repo, *, baseline: str | None) -> dict[str, Any]:
+    sha = repo.scm.get_rev()
+    revs = [sha] + ([baseline] if baseline else [])
+    shown_metrics = repo.metrics.show(revs=revs, hide_workspace=True)
+    shown_params = repo.params.show(revs=revs, hide_workspace=True)
+    result: dict[str, Any] = {
+        "metrics": _files_at(shown_metrics, sha, "metrics"),
+        "params": _files_at(shown_params, sha, "params"),
+        "metrics_diff": {},
+        "params_diff": {},
+    }
+    if baseline:
+        for key, diff in (("metrics_diff", repo.metrics.diff), ("params_diff", repo.params.diff)):
+            answer = diff(a_rev=baseline, b_rev=sha)
+            for rev, problems in (answer.get("errors") or {}).items():
+                log.warning("Could not read every %s file at %s: %s", key.split("_")[0], rev, problems)
+            result[key] = answer.get("diff", {})
+    return json_safe(result)
+
+
+def _files_at(shown: dict[str, Any], rev: str, what: str) -> dict[str, Any]:
+    entry = shown.get(rev) or {}
+    if "error" in entry:
+        raise errors.DvcFileError(f"Cannot read the {what} at {rev[:12]}: {entry['error']}")
+    out: dict[str, Any] = {}
+    for path, value in entry.get("data", {}).items():
+        if "error" in value:
+            raise errors.DvcFileError(f"Cannot read the {what} file {path} at {rev[:12]}: {value['error']}")
+        out[path] = value.get("data", {})
+    return out
+
+
+def op_graph(repo: Repo) -> dict[str, list[str]]:
+    graph = repo.index.graph
+    order = _upstream_first(repo)
+    stages = sorted(_pipeline(graph.nodes), key=lambda stage: order.get(stage, 0))
+    return {stage.addressing: sorted(dep.addressing for dep in graph.successors(stage) if dep.cmd) for stage in stages}
+
+
+OPS: dict[str, Callable[..., Any]] = {
+    "repro": op_repro,
+    "plan": op_plan,
+    "status": op_status,
+    "pull": op_pull,
+    "push": op_push,
+    "metrics": op_metrics,
+    "graph": op_graph,
+}
+
+
+# --------------------------------------------------------------------------------- errors
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Map a DVC exception to ours."""
+    from dvc.config import ConfigError, NoRemoteError, RemoteNotFoundError
+    from dvc.exceptions import (
+        CheckoutError,
+        CyclicGraphError,
+        DvcException,
+        FileMissingError,
+        FileTransferError,
+        NoOutputOrStageError,
+        NotDvcRepoError,
+        OutputDuplicationError,
+        OverlappingOutputPathsError,
+        ReproductionError,
+        StageNotFoundError,
+    )
+    from dvc.lock import LockError
+    from dvc.parsing import ResolveError
+    from dvc.stage.exceptions import MissingDataSource, StageCmdFailedError, StageFileDoesNotExistError, StageNotFound
+    from dvc.utils.serialize import ParseError
+    from dvc.utils.strictyaml import YAMLSyntaxError, YAMLValidationError
+
+    if isinstance(exc, errors.MlciError):
+        return exc
+    message = _describe(exc)
+    if isinstance(exc, ReproductionError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+        if isinstance(cause, StageCmdFailedError):
+            return errors.DvcStageFailedError(f"{message}: {_describe(cause)}")
+        translated = translate(cause)
+        return type(translated)(f"{message}: {translated}")
+    if isinstance(exc, NotDvcRepoError):
+        return errors.DvcFileError(f"Not a DVC project: the revision has no .dvc folder at its root ({message})")
+    if isinstance(exc, LockError):
+        return errors.DvcLockError(message)
+    if isinstance(exc, NoRemoteError | RemoteNotFoundError):
+        return errors.MlciConfigError(
+            f"{message}. Name a remote on the connection (extra 'dvc_remote' or 'dvc_remote_url') "
+            "or set a default remote in the repository's .dvc/config."
+        )
+    if isinstance(exc, YAMLSyntaxError | YAMLValidationError | ParseError | ResolveError | ConfigError):
+        return errors.DvcFileError(message)
+    if isinstance(exc, CyclicGraphError | OutputDuplicationError | OverlappingOutputPathsError):
+        return errors.DvcFileError(message)
+    if isinstance(exc, StageNotFound | StageNotFoundError | NoOutputOrStageError | StageFileDoesNotExistError):
+        return errors.DvcStageNotFoundError(message)
+    if isinstance(exc, CheckoutError | MissingDataSource | FileMissingError):
+        return errors.DvcMissingObjectError(message)
+    if isinstance(exc, FileTransferError):
+        return errors.DvcTransferError(message)
+    if isinstance(exc, StageCmdFailedError):
+        return errors.DvcStageFailedError(message)
+    if isinstance(exc, DvcException):
+        return errors.DvcError(message)
+    return errors.DvcError(f"{type(exc).__name__}: {exc}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _describe(exc: BaseException) -> str:
+    text = _ANSI.sub("", str(exc)).strip()
+    return text or type(exc).__name__
+
+
+def main() -> int:
+    """Read a request on stdin, run it, write the result file."""
+    # DVC logs to stdout/stderr through handlers of its own; ours go the same way.
+    own = logging.getLogger("airflow_provider_mlci")
+    own.addHandler(logging.StreamHandler(sys.stdout))
+    own.setLevel(logging.INFO)
+    request = json.loads(sys.stdin.read())
+    result_path = Path(request["result_path"])
+    try:
+        from dvc.repo import Repo
+
+        repo_kwargs = {key: request[key] for key in ("remote", "remote_config") if key in request}
+        with Repo(request["root"], config=request["config"], **repo_kwargs) as repo:
+            payload: dict[str, Any] = {"result": OPS[request["op"]](repo, **request["args"])}
+        status = 0
+    except Exception as exc:  # every failure goes back to the parent, typed
+        translated = translate(exc)
+        payload = {"error": {"type": type(translated).__name__, "message": str(translated)}}
+        log.debug("DVC operation failed", exc_info=True)
+        status = 3
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, result_path)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
