@@ -23,7 +23,9 @@ The tree::
     │   ├── DvcStageNotFoundError           a target that is no stage of the pipeline
     │   ├── DvcMissingObjectError           data the lock file names is in no cache or remote
     │   ├── DvcTransferError                a push or pull failed in transit (retryable)
-    │   └── DvcStageFailedError             a stage's command exited non-zero
+    │   ├── DvcStageFailedError             a stage's command exited non-zero
+    │   ├── DvcOutOfSyncError               dvc.lock does not match the code, params or data
+    │   └── DvcPipelineMismatchError        the pipeline at the revision is not the one rendered
     ├── DataValidationError                 data broke its schema or drifted too far
     ├── ModelValidationError                a model failed its contract, dependencies or thresholds
     ├── GateRefusedError                    the candidate model is not better than the deployed one
@@ -49,6 +51,8 @@ __all__ = [
     "DvcFileError",
     "DvcLockError",
     "DvcMissingObjectError",
+    "DvcOutOfSyncError",
+    "DvcPipelineMismatchError",
     "DvcStageFailedError",
     "DvcStageNotFoundError",
     "DvcTransferError",
@@ -144,6 +148,15 @@ class DvcTransferError(DvcError):
 
 class DvcStageFailedError(DvcError):
     """A pipeline stage's command exited with a non-zero status."""
+
+
+class DvcOutOfSyncError(DvcError):
+    """``dvc.lock`` does not match the code, params and data of its revision, or the remote
+    lacks data it names."""
+
+
+class DvcPipelineMismatchError(DvcError):
+    """The stages at the revision differ from the ones the DAG was rendered from."""
 
 
 class DataValidationError(MlciError):

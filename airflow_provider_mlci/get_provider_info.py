@@ -82,6 +82,10 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "TLS verification for S3: true, false or a CA bundle path",
                         "schema": {"type": ["string", "boolean", "null"]},
                     },
+                    "verify_objects": {
+                        "label": "Re-hash objects pulled from the DVC remote, refuse corrupted ones",
+                        "schema": {"type": ["boolean", "null"]},
+                    },
                 },
             }
         ],

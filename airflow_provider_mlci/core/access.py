@@ -94,6 +94,8 @@ class DvcRemoteAccess:
     :param url: a URL for that remote, overriding the committed one (``s3://``, a path, ...)
     :param endpoint_url: an S3-compatible endpoint (MinIO, moto, ...)
     :param verify: TLS verification for S3: ``True``/``False`` or a CA bundle path
+    :param verify_objects: re-hash every object downloaded from the remote and refuse corrupted
+        ones (DVC's remote option ``verify``); ``None``: as the repository's config says
     :param aws_access_key_id: S3 access key (from an Airflow ``aws`` connection)
     :param aws_secret_access_key: S3 secret key
     :param aws_session_token: S3 session token
@@ -104,6 +106,7 @@ class DvcRemoteAccess:
     url: str | None = None
     endpoint_url: str | None = None
     verify: bool | str | None = None
+    verify_objects: bool | None = None
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_session_token: str | None = field(default=None, repr=False)
@@ -127,6 +130,8 @@ class DvcRemoteAccess:
             remote_config["endpointurl"] = self.endpoint_url
         if self.verify is not None:
             remote_config["ssl_verify"] = self.verify
+        if self.verify_objects is not None:
+            remote_config["verify"] = self.verify_objects
         if self.region_name and (self.url or "").startswith("s3://"):
             remote_config["region"] = self.region_name
         remote = self.remote

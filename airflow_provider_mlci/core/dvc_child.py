@@ -40,6 +40,20 @@ log = logging.getLogger("airflow_provider_mlci.core.dvc_child")
 _RESTORED_MESSAGE = "Stage '%s' is cached - skipping run, checking out outputs"
 
 
+class _WarningRecorder(logging.Handler):
+    """Keep DVC's last warnings: they name the objects behind a failed checkout."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages = [*self.messages[-4:], record.getMessage()]
+
+
+_WARNINGS = _WarningRecorder()
+
+
 class _OutcomeRecorder(logging.Handler):
     """Learn from DVC's log which stages were restored from the run-cache."""
 
@@ -396,7 +410,13 @@ def op_graph(repo: Repo) -> dict[str, list[str]]:
     return {stage.addressing: sorted(dep.addressing for dep in graph.successors(stage) if dep.cmd) for stage in stages}
 
 
+def op_apply(repo: Repo, *, handoff: dict[str, Any]) -> dict[str, Any]:
+    _apply_handoff(repo, handoff)
+    return {"changed_files": _changed_git_files(repo)}
+
+
 OPS: dict[str, Callable[..., Any]] = {
+    "apply": op_apply,
     "repro": op_repro,
     "plan": op_plan,
     "status": op_status,
@@ -410,8 +430,8 @@ OPS: dict[str, Callable[..., Any]] = {
 # --------------------------------------------------------------------------------- errors
 
 
-def translate(exc: BaseException) -> BaseException:
-    """Map a DVC exception to ours."""
+def translate(exc: BaseException, repo: Repo | None = None) -> BaseException:
+    """Map a DVC exception to ours; with the repository, name the objects behind missing data."""
     from dvc.config import ConfigError, NoRemoteError, RemoteNotFoundError
     from dvc.exceptions import (
         CheckoutError,
@@ -439,7 +459,7 @@ def translate(exc: BaseException) -> BaseException:
         cause = exc.__cause__
         if isinstance(cause, StageCmdFailedError):
             return errors.DvcStageFailedError(f"{message}: {_describe(cause)}")
-        translated = translate(cause)
+        translated = translate(cause, repo)
         return type(translated)(f"{message}: {translated}")
     if isinstance(exc, NotDvcRepoError):
         return errors.DvcFileError(f"Not a DVC project: the revision has no .dvc folder at its root ({message})")
@@ -457,7 +477,14 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, StageNotFound | StageNotFoundError | NoOutputOrStageError | StageFileDoesNotExistError):
         return errors.DvcStageNotFoundError(message)
     if isinstance(exc, CheckoutError | MissingDataSource | FileMissingError):
-        return errors.DvcMissingObjectError(message)
+        said = [text for text in _WARNINGS.messages if any(w in text for w in ("cache files", "md5", "corrupt"))]
+        objects = _objects_of(repo, getattr(exc, "target_infos", []))
+        detail = f" Objects: {', '.join(objects)}." if objects else ""
+        detail += f" DVC said: {' '.join(said)}" if said else ""
+        return errors.DvcMissingObjectError(
+            f"{message}\nThe data is missing from the cache and the remote, or the remote's copy is corrupted"
+            f" (it failed verification).{detail}"
+        )
     if isinstance(exc, FileTransferError):
         return errors.DvcTransferError(message)
     if isinstance(exc, StageCmdFailedError):
@@ -465,6 +492,21 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, DvcException):
         return errors.DvcError(message)
     return errors.DvcError(f"{type(exc).__name__}: {exc}")
+
+
+def _objects_of(repo: Repo | None, targets: Iterable[Any]) -> list[str]:
+    """``path (md5 ...)`` for each target the index knows."""
+    if repo is None:
+        return []
+    wanted = {os.path.abspath(os.path.join(repo.root_dir, str(target))) for target in targets}
+    found = []
+    with contextlib.suppress(Exception):  # best effort: only to make a message more precise
+        for out in repo.index.outs:
+            if out.fs_path in wanted and out.hash_info and out.hash_info.value:
+                found.append(
+                    f"{os.path.relpath(out.fs_path, repo.root_dir)} ({out.hash_info.name} {out.hash_info.value})"
+                )
+    return sorted(found)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -481,8 +523,10 @@ def main() -> int:
     own = logging.getLogger("airflow_provider_mlci")
     own.addHandler(logging.StreamHandler(sys.stdout))
     own.setLevel(logging.INFO)
+    logging.getLogger().addHandler(_WARNINGS)  # dvc, dvc_data, dvc_objects: every warning
     request = json.loads(sys.stdin.read())
     result_path = Path(request["result_path"])
+    repo = None
     try:
         from dvc.repo import Repo
 
@@ -491,7 +535,7 @@ def main() -> int:
             payload: dict[str, Any] = {"result": OPS[request["op"]](repo, **request["args"])}
         status = 0
     except Exception as exc:  # every failure goes back to the parent, typed
-        translated = translate(exc)
+        translated = translate(exc, repo)
         payload = {"error": {"type": type(translated).__name__, "message": str(translated)}}
         log.debug("DVC operation failed", exc_info=True)
         status = 3

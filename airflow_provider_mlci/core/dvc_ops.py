@@ -42,6 +42,7 @@ __all__ = [
     "ReproRequest",
     "StageHandoff",
     "SyncStatus",
+    "apply_handoff",
     "check_targets",
     "json_safe",
     "metrics",
@@ -261,6 +262,17 @@ def metrics(workspace: Workspace, baseline_sha: str | None = None) -> MetricsRep
     :param baseline_sha: a commit of the same repository (the "old" side), or ``None``
     """
     return MetricsReport(**_call(workspace, "metrics", {"baseline": baseline_sha}))
+
+
+def apply_handoff(workspace: Workspace, handoff: StageHandoff) -> tuple[str, ...]:
+    """Write upstream tasks' lock entries and uncached files into the workspace.
+
+    Returns the files under git that now differ from the revision (to commit them).
+
+    :param workspace: the checkout
+    :param handoff: what the stage tasks handed on
+    """
+    return tuple(_call(workspace, "apply", {"handoff": handoff.to_json()})["changed_files"])
 
 
 def stage_graph(workspace: Workspace) -> dict[str, list[str]]:

@@ -235,6 +235,14 @@ class Workspace:
                 log.info("Checked out %s (%s) of %s into %s", rev, sha[:12], access.git.display_url, path)
                 yield cls(path=path, rev=rev, sha=sha, access=access, cache=cache, git=git, python=interpreter)
 
+    def resolve(self, rev: str) -> str:
+        """The commit id of another revision of the same repository (its objects become readable here).
+
+        :param rev: a branch, tag, commit id or expression
+        :raises GitRevisionNotFoundError: the repository has no such revision
+        """
+        return self.cache.resolve(self.git, rev)[1]
+
     def environment(self) -> dict[str, str]:
         """The environment of DVC and of the stage commands it runs (holds the remote's credentials).
 

@@ -10,7 +10,8 @@ Fields, after Airflow's own git connection:
 - extra ``dvc_remote``: a remote name from the repository's ``.dvc/config`` (default: its
   default remote); ``dvc_remote_url``: a URL that overrides that remote's; ``aws_conn_id``:
   an Airflow ``aws`` connection whose credentials (and region, endpoint) reach an S3 remote;
-  ``endpoint_url``; ``verify`` (TLS for S3: ``true``, ``false`` or a CA bundle path).
+  ``endpoint_url``; ``verify`` (TLS for S3: ``true``, ``false`` or a CA bundle path);
+  ``verify_objects`` (re-hash downloaded objects and refuse corrupted ones).
 
 Settings on the connection override the repository's committed DVC config. Secrets go to git
 and DVC through the environment of their subprocess only.
@@ -44,6 +45,7 @@ _KNOWN_EXTRAS = frozenset(
         "aws_conn_id",
         "endpoint_url",
         "verify",
+        "verify_objects",
     }
 )
 
@@ -117,6 +119,7 @@ class DvcHook(BaseHook):
             "url": extra.get("dvc_remote_url") or None,
             "endpoint_url": extra.get("endpoint_url") or None,
             "verify": _parse_verify(extra.get("verify"), self.dvc_conn_id),
+            "verify_objects": _parse_bool(extra.get("verify_objects"), "verify_objects", self.dvc_conn_id),
         }
         aws_conn_id = extra.get("aws_conn_id")
         if aws_conn_id:
@@ -124,15 +127,19 @@ class DvcHook(BaseHook):
         return RepoAccess(git=git, dvc=DvcRemoteAccess(**dvc_fields))
 
     @contextlib.contextmanager
-    def open_workspace(self, rev: str, *, runner: CommandRunner | None = None) -> Iterator[Workspace]:
+    def open_workspace(
+        self, rev: str, *, runner: CommandRunner | None = None, python: str | None = None
+    ) -> Iterator[Workspace]:
         """Check out ``rev`` of the connection's repository into a private folder on this worker.
 
         :param rev: a branch, tag, commit id or expression; ``HEAD`` is the default branch
         :param runner: runs git and DVC; keep it to stop them from ``on_kill``
+        :param python: the interpreter (or virtualenv folder) stage commands run with
         """
         from airflow_provider_mlci.core.workspace import Workspace
 
-        with Workspace.open(self.get_access(), rev, cache_dir=self.cache_dir, runner=runner) as workspace:
+        access = self.get_access()
+        with Workspace.open(access, rev, cache_dir=self.cache_dir, runner=runner, python=python) as workspace:
             yield workspace
 
     def test_connection(self) -> tuple[bool, str]:
@@ -161,6 +168,19 @@ def _parse_verify(value: Any, conn_id: str) -> bool | str | None:
     if text.startswith("-") or "\n" in text:
         raise MlciConfigError(f"Connection {conn_id!r}: 'verify' must be true, false or a CA bundle path.")
     return text
+
+
+def _parse_bool(value: Any, name: str, conn_id: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise MlciConfigError(f"Connection {conn_id!r}: {name!r} must be true or false, not {value!r}.")
 
 
 def _aws_settings(aws_conn_id: str, current: dict[str, Any]) -> dict[str, Any]:

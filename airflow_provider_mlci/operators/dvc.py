@@ -1,4 +1,11 @@
-"""Operators that run DVC on a repository checked out at an exact revision."""
+"""Operators that run DVC on a repository checked out at an exact revision.
+
+Every operator here checks the revision out into a private folder on the worker (made cheaply
+from the worker's mirror of the repository), does its work there through
+:mod:`airflow_provider_mlci.core.dvc_ops`, removes the folder and returns small JSON that starts
+with ``{"repo", "rev", "sha"}``. Nothing passes between tasks through a worker's disk: data and
+run-cache go through the DVC remote, lock entries through XCom.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +13,146 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseBranchOperator, BaseOperator
 
 from airflow_provider_mlci.operators._errors import airflow_failures
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_mlci.core.commit import CommitSpec
+    from airflow_provider_mlci.core.dvc_ops import StageHandoff
     from airflow_provider_mlci.core.process import CommandRunner
+    from airflow_provider_mlci.core.workspace import Workspace
     from airflow_provider_mlci.hooks.dvc import DvcHook
 
-__all__ = ["DvcReproOperator"]
+__all__ = [
+    "DvcCheckoutOperator",
+    "DvcCommitOperator",
+    "DvcMetricsOperator",
+    "DvcPipelineSyncCheckOperator",
+    "DvcPushOperator",
+    "DvcReproOperator",
+    "DvcWillItRunBranchOperator",
+    "DvcWillItRunOperator",
+]
 
 _DVC_PURPLE = "#945dd6"
 
 
-class DvcReproOperator(BaseOperator):
-    """Reproduce a DVC pipeline at a git revision, on this worker, and share what it produced.
+class _DvcWorkspaceMixin:
+    """Arguments and plumbing every operator here shares.
 
-    The task checks out ``rev`` into a private folder, pulls the data sources (failing if any
-    is missing), reproduces the pipeline, letting each stage fetch the run-cache and what it
-    needs, then pushes outputs and run-cache to the DVC remote so that other tasks and workers
-    can use them. It returns ``{"repo", "rev", "sha", "stages", "metrics", "pushed"}`` where
-    ``stages`` maps each stage to ``ran``, ``restored`` (from the run-cache) or ``skipped``.
+    :param rev: branch, tag, commit id or expression (templated); ``HEAD`` is the default branch
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
+    """
+
+    rev: str
+    dvc_conn_id: str
+    cache_dir: str | None
+    python: str | None = None
+    _runner: CommandRunner | None = None
+
+    @cached_property
+    def hook(self) -> DvcHook:
+        """The hook for the repository's connection."""
+        from airflow_provider_mlci.hooks.dvc import DvcHook
+
+        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir)
+
+    def _with_workspace(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core.process import CommandRunner
+
+        self._runner = CommandRunner(log=self.log)  # type: ignore[attr-defined]
+        with airflow_failures():
+            self.check_arguments()
+            with self.hook.open_workspace(self.rev, runner=self._runner, python=self.python) as workspace:
+                result = self.work(workspace, context)
+                return {"repo": workspace.access.git.display_url, "rev": self.rev, "sha": workspace.sha, **result}
+
+    def check_arguments(self) -> None:
+        """Check rendered arguments before any expensive work (raise :class:`MlciError`)."""
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        """Do the operator's work in the checked-out workspace; return its part of the XCom."""
+        raise NotImplementedError
+
+    def on_kill(self) -> None:
+        """Stop the running git or DVC process (and the stage command it runs)."""
+        if self._runner is not None:
+            self._runner.stop()
+
+    def handoff_from_tasks(self, context: Context, task_ids: Sequence[str]) -> StageHandoff | None:
+        """Merge the handoffs that the tasks ``task_ids`` returned (key ``handoff`` of their XCom)."""
+        from airflow_provider_mlci.core.dvc_ops import StageHandoff
+
+        if not task_ids:
+            return None
+        values = context["ti"].xcom_pull(task_ids=list(task_ids))
+        if not isinstance(values, list):
+            values = [values]
+        return StageHandoff.merged((value or {}).get("handoff") for value in values)
+
+
+class DvcCheckoutOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Resolve ``rev`` to a commit and pull ``targets`` (or everything) from the DVC remote.
+
+    Checks that the revision exists and that the remote holds its data, and warms this
+    worker's cache. Returns ``{"repo", "rev", "sha", "targets", "fetched"}``; tasks downstream
+    can pin the commit with ``{{ ti.xcom_pull(task_ids='<this>')['sha'] }}``.
+
+    :param rev: branch, tag, commit id or expression (templated)
+    :param targets: ``.dvc`` files, stages or tracked paths (templated); default: everything
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("rev", "targets")
+    ui_color = _DVC_PURPLE
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        rev: str = "HEAD",
+        targets: str | Sequence[str] | None = None,
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rev = rev
+        self.targets = targets
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._with_workspace(context)
+
+    def check_arguments(self) -> None:
+        from airflow_provider_mlci.core.dvc_ops import check_targets
+
+        check_targets(self.targets)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import dvc_ops
+
+        targets = dvc_ops.check_targets(self.targets)
+        pulled = dvc_ops.pull(workspace, targets)
+        return {"targets": list(targets), "fetched": pulled["fetched"]}
+
+
+class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Reproduce a DVC pipeline at a git revision on this worker and share what it produced.
+
+    The task checks out ``rev`` into a private folder, pulls what the stages need from outside
+    themselves (failing, by name, if anything is missing), reproduces them (each stage fetches
+    the run-cache and its unchanged outputs; never ``--allow-missing``), pushes outputs and
+    run-cache so that other tasks and workers can use them and, if asked, commits ``dvc.lock``
+    and the metrics it changed to a branch (never a force-push). It returns
+    ``{"repo", "rev", "sha", "stages", "metrics", "pushed", "commit"}`` where ``stages`` maps each
+    stage to ``ran``, ``restored`` (from the run-cache) or ``skipped``.
 
     :param rev: branch, tag, commit id or expression (templated); ``HEAD`` is the default branch
     :param targets: stages to reproduce (templated); default: the whole pipeline
@@ -36,11 +160,19 @@ class DvcReproOperator(BaseOperator):
     :param single_stage: run only the targets, not their upstream stages
     :param pull: pull inputs and run-cache first
     :param push: push outputs and run-cache afterwards
+    :param commit_to: a branch to commit ``dvc.lock`` (and changed metrics, plots) to; default: none
+    :param commit_message: the message of that commit
+    :param commit_author: ``"Name <email>"`` of that commit
+    :param python: the interpreter (or virtualenv folder) stage commands run with; default: this
+        worker's interpreter
+    :param handoff_from: task ids of upstream stage tasks whose results (lock entries, uncached
+        outputs) this one applies first; used by ``DvcPipelineTaskGroup``
+    :param hand_off: add this run's lock entries and uncached outputs to the XCom (``handoff``)
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
     """
 
-    template_fields: Sequence[str] = ("rev", "targets")
+    template_fields: Sequence[str] = ("rev", "targets", "commit_to", "commit_message")
     ui_color = _DVC_PURPLE
     ui_fgcolor = "#ffffff"
 
@@ -53,6 +185,12 @@ class DvcReproOperator(BaseOperator):
         single_stage: bool = False,
         pull: bool = True,
         push: bool = True,
+        commit_to: str | None = None,
+        commit_message: str = "Reproduce the pipeline [mlci]",
+        commit_author: str = "Airflow MLCI <mlci@airflow.invalid>",
+        python: str | None = None,
+        handoff_from: Sequence[str] = (),
+        hand_off: bool = False,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
         **kwargs: Any,
@@ -64,45 +202,409 @@ class DvcReproOperator(BaseOperator):
         self.single_stage = single_stage
         self.pull = pull
         self.push = push
+        self.commit_to = commit_to
+        self.commit_message = commit_message
+        self.commit_author = commit_author
+        self.python = python
+        self.handoff_from = tuple(handoff_from)
+        self.hand_off = hand_off
         self.dvc_conn_id = dvc_conn_id
         self.cache_dir = cache_dir
-        self._runner: CommandRunner | None = None
-
-    @cached_property
-    def hook(self) -> DvcHook:
-        """The hook for the repository's connection."""
-        from airflow_provider_mlci.hooks.dvc import DvcHook
-
-        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.process import CommandRunner
-
-        self._runner = CommandRunner(log=self.log)
-        with airflow_failures():
-            request = dvc_ops.ReproRequest(
-                targets=dvc_ops.check_targets(self.targets),
-                force=self.force,
-                single_stage=self.single_stage,
-                pull=self.pull,
-                push=self.push,
-            )
-            with self.hook.open_workspace(self.rev, runner=self._runner) as workspace:
-                outcome = dvc_ops.repro(workspace, request)
-                result = {
-                    "repo": workspace.access.git.display_url,
-                    "rev": self.rev,
-                    "sha": workspace.sha,
-                    "stages": outcome.stages,
-                    "metrics": outcome.metrics,
-                    "pushed": outcome.pushed,
-                }
-        for stage, state in outcome.stages.items():
+        result = self._with_workspace(context)
+        for stage, state in result["stages"].items():
             self.log.info("Stage %s: %s", stage, state)
         return result
 
-    def on_kill(self) -> None:
-        """Stop the running git or DVC process (and the stage command it runs)."""
-        if self._runner is not None:
-            self._runner.stop()
+    def check_arguments(self) -> None:
+        from airflow_provider_mlci.core.dvc_ops import check_targets
+        from airflow_provider_mlci.exceptions import MlciConfigError
+
+        check_targets(self.targets)
+        if self.commit_to:
+            if not self.push:
+                raise MlciConfigError("commit_to needs push=True: a commit must not name data the remote lacks.")
+            self.commit_spec()
+
+    def commit_spec(self) -> CommitSpec:
+        """Where and how to commit (``commit_to`` and friends)."""
+        from airflow_provider_mlci.core.commit import CommitSpec
+
+        return CommitSpec(branch=self.commit_to or "", message=self.commit_message, author=self.commit_author)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import dvc_ops
+
+        request = dvc_ops.ReproRequest(
+            targets=dvc_ops.check_targets(self.targets),
+            force=self.force,
+            single_stage=self.single_stage,
+            pull=self.pull,
+            push=self.push,
+            handoff=self.handoff_from_tasks(context, self.handoff_from),
+        )
+        outcome = dvc_ops.repro(workspace, request)
+        result: dict[str, Any] = {
+            "stages": outcome.stages,
+            "metrics": outcome.metrics,
+            "pushed": outcome.pushed,
+            "commit": None,
+        }
+        if self.commit_to:
+            result["commit"] = _commit(workspace, list(outcome.changed_files), self.commit_spec(), self.log)
+        if self.hand_off:
+            result["handoff"] = outcome.handoff.to_json()
+        return result
+
+
+class DvcCommitOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Commit the lock entries and uncached outputs that stage tasks handed on, to a branch.
+
+    The last task of a ``DvcPipelineTaskGroup`` that runs one task per stage: it checks out the
+    commit the stages ran at, writes their new ``dvc.lock`` entries and metrics, and commits them
+    to ``branch`` (never a force-push; a moved branch is rebased onto, a real conflict fails
+    naming the file; no commit when the branch already holds the same files). Returns
+    ``{"repo", "rev", "sha", "commit": {"branch", "commit", "created"}}``.
+
+    :param rev: the commit the stages ran at (templated)
+    :param handoff_from: task ids of the stage tasks
+    :param branch: the branch to commit to (templated)
+    :param message: the commit message (templated)
+    :param author: ``"Name <email>"``
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("rev", "branch", "message")
+    ui_color = _DVC_PURPLE
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        rev: str,
+        handoff_from: Sequence[str],
+        branch: str,
+        message: str = "Reproduce the pipeline [mlci]",
+        author: str = "Airflow MLCI <mlci@airflow.invalid>",
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rev = rev
+        self.handoff_from = tuple(handoff_from)
+        self.branch = branch
+        self.message = message
+        self.author = author
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._with_workspace(context)
+
+    def check_arguments(self) -> None:
+        from airflow_provider_mlci.core.commit import CommitSpec
+
+        CommitSpec(branch=self.branch, message=self.message, author=self.author)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.commit import CommitSpec
+
+        handoff = self.handoff_from_tasks(context, self.handoff_from)
+        changed = dvc_ops.apply_handoff(workspace, handoff) if handoff else ()
+        spec = CommitSpec(branch=self.branch, message=self.message, author=self.author)
+        return {"commit": _commit(workspace, list(changed), spec, self.log)}
+
+
+def _commit(workspace: Workspace, files: list[str], spec: CommitSpec, log: Any) -> dict[str, Any]:
+    from airflow_provider_mlci.core.commit import commit_files
+
+    if not files:
+        log.info("Nothing changed under git: no commit")
+        return {"branch": spec.branch, "commit": None, "created": False}
+    result = commit_files(workspace, files, spec)
+    if result.created:
+        log.info("Committed %s to %s as %s", ", ".join(files), spec.branch, result.commit[:12])
+    else:
+        log.info("Branch %s already holds these files at %s: no new commit", spec.branch, result.commit[:12])
+    return {"branch": result.branch, "commit": result.commit, "created": result.created}
+
+
+class DvcWillItRunOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Say, from the lock file and the run-cache, which stages a reproduction at ``rev`` would run.
+
+    Runs no stage command: stages restorable from the run-cache are restored in the private
+    checkout (so stages below them are judged on their real inputs), and a stage below one that
+    would run would run too. Returns ``{"repo", "rev", "sha", "stages", "will_run"}`` where
+    ``stages`` maps each stage to ``run``, ``restore`` or ``skip``. Put it before an expensive
+    step (starting a GPU) and skip that step when ``will_run`` is empty; see
+    :class:`DvcWillItRunBranchOperator`.
+
+    :param rev: branch, tag, commit id or expression (templated)
+    :param targets: stages to consider (templated); default: every stage
+    :param single_stage: consider only the targets, not their upstream stages
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("rev", "targets")
+    ui_color = _DVC_PURPLE
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        rev: str = "HEAD",
+        targets: str | Sequence[str] | None = None,
+        single_stage: bool = False,
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rev = rev
+        self.targets = targets
+        self.single_stage = single_stage
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        result = self._with_workspace(context)
+        self.log.info("Stages that would run: %s", ", ".join(result["will_run"]) or "none")
+        return result
+
+    def check_arguments(self) -> None:
+        from airflow_provider_mlci.core.dvc_ops import check_targets
+
+        check_targets(self.targets)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import dvc_ops
+
+        outcome = dvc_ops.plan(workspace, dvc_ops.check_targets(self.targets), single_stage=self.single_stage)
+        return {"stages": outcome.stages, "will_run": outcome.will_run}
+
+
+class DvcWillItRunBranchOperator(_DvcWorkspaceMixin, BaseBranchOperator):
+    """Follow ``if_run`` when a reproduction at ``rev`` would run any stage, else ``if_nothing``.
+
+    The branching form of :class:`DvcWillItRunOperator` (same arguments, same XCom): put it
+    before the GPU setup task so no instance starts when every stage is a lock hit or a
+    run-cache restore.
+
+    :param if_run: task id(s) to follow when some stage would run
+    :param if_nothing: task id(s) to follow when nothing would run
+    :param rev: branch, tag, commit id or expression (templated)
+    :param targets: stages to consider (templated); default: every stage
+    :param single_stage: consider only the targets
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("rev", "targets")
+    ui_color = _DVC_PURPLE
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        if_run: str | Sequence[str],
+        if_nothing: str | Sequence[str],
+        rev: str = "HEAD",
+        targets: str | Sequence[str] | None = None,
+        single_stage: bool = False,
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.if_run = if_run
+        self.if_nothing = if_nothing
+        self.rev = rev
+        self.targets = targets
+        self.single_stage = single_stage
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    check_arguments = DvcWillItRunOperator.check_arguments
+    work = DvcWillItRunOperator.work
+
+    def choose_branch(self, context: Context) -> str | Sequence[str]:
+        result = self._with_workspace(context)
+        context["ti"].xcom_push(key="plan", value=result)
+        chosen = self.if_run if result["will_run"] else self.if_nothing
+        self.log.info("Stages that would run: %s -> %s", ", ".join(result["will_run"]) or "none", chosen)
+        return chosen
+
+
+class DvcPushOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Push what this worker's cache holds of ``targets`` at ``rev`` (and the run-cache) to the remote.
+
+    Fails, naming them, if the cache lacks data the revision names that the remote lacks too:
+    after this task, the remote holds everything ``rev`` needs. Returns
+    ``{"repo", "rev", "sha", "pushed", "missing"}``.
+
+    :param rev: branch, tag, commit id or expression (templated)
+    :param targets: ``.dvc`` files, stages or tracked paths (templated); default: everything
+    :param run_cache: push the run-cache too
+    :param allow_missing: only warn about data neither the cache nor the remote holds
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("rev", "targets")
+    ui_color = _DVC_PURPLE
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        rev: str = "HEAD",
+        targets: str | Sequence[str] | None = None,
+        run_cache: bool = True,
+        allow_missing: bool = False,
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rev = rev
+        self.targets = targets
+        self.run_cache = run_cache
+        self.allow_missing = allow_missing
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._with_workspace(context)
+
+    def check_arguments(self) -> None:
+        from airflow_provider_mlci.core.dvc_ops import check_targets
+
+        check_targets(self.targets)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.exceptions import DvcMissingObjectError
+
+        result = dvc_ops.push(workspace, dvc_ops.check_targets(self.targets), run_cache=self.run_cache)
+        if result["missing"]:
+            message = f"Neither this worker's cache nor the remote holds: {', '.join(result['missing'])}"
+            if not self.allow_missing:
+                raise DvcMissingObjectError(message)
+            self.log.warning("%s", message)
+        return result
+
+
+class DvcMetricsOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Metrics and params at ``rev``, and their diff against ``baseline_rev``.
+
+    Reads what git holds (no data is pulled). Returns ``{"repo", "rev", "sha", "baseline_rev",
+    "baseline_sha", "metrics", "params", "metrics_diff", "params_diff"}`` with the diffs shaped
+    as ``dvc metrics diff --json`` and ``dvc params diff --json`` shape them.
+
+    :param rev: branch, tag, commit id or expression (templated)
+    :param baseline_rev: the revision to compare with (templated); default: no diff
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("rev", "baseline_rev")
+    ui_color = _DVC_PURPLE
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        rev: str = "HEAD",
+        baseline_rev: str | None = None,
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rev = rev
+        self.baseline_rev = baseline_rev
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._with_workspace(context)
+
+    def check_arguments(self) -> None:
+        from airflow_provider_mlci.core.git import check_rev
+
+        if self.baseline_rev:
+            check_rev(self.baseline_rev)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from airflow_provider_mlci.core import dvc_ops
+
+        baseline_sha = workspace.resolve(self.baseline_rev) if self.baseline_rev else None
+        report = dvc_ops.metrics(workspace, baseline_sha)
+        return {"baseline_rev": self.baseline_rev, "baseline_sha": baseline_sha, **asdict(report)}
+
+
+class DvcPipelineSyncCheckOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Are commits and artifacts in sync? Fail, listing every difference, if not.
+
+    Fails with ``DvcOutOfSyncError`` (not retried) if ``dvc.lock`` at ``rev`` does not match the
+    code, params and data at ``rev`` (each changed stage with its changed dependencies, outputs,
+    params or command), or if the remote lacks data the lock and ``.dvc`` files name. Returns
+    ``{"repo", "rev", "sha", "in_sync": true, "changed": {}, "not_in_remote": []}`` otherwise.
+
+    :param rev: branch, tag, commit id or expression (templated)
+    :param targets: stages to check (templated); default: every stage
+    :param check_remote: also require the remote to hold every object the revision names
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("rev", "targets")
+    ui_color = _DVC_PURPLE
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        rev: str = "HEAD",
+        targets: str | Sequence[str] | None = None,
+        check_remote: bool = True,
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rev = rev
+        self.targets = targets
+        self.check_remote = check_remote
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._with_workspace(context)
+
+    def check_arguments(self) -> None:
+        from airflow_provider_mlci.core.dvc_ops import check_targets
+
+        check_targets(self.targets)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.exceptions import DvcOutOfSyncError
+
+        status = dvc_ops.sync_status(workspace, dvc_ops.check_targets(self.targets), check_remote=self.check_remote)
+        if not status.in_sync:
+            lines = [f"dvc.lock at {self.rev} ({workspace.sha[:12]}) is out of sync:"]
+            for stage, items in status.changed.items():
+                lines.append(f"  stage {stage}:")
+                lines += [f"    {item}" for item in items]
+            if status.not_in_remote:
+                lines.append("  not in the DVC remote: " + ", ".join(status.not_in_remote))
+            raise DvcOutOfSyncError("\n".join(lines))
+        return {"in_sync": True, "changed": {}, "not_in_remote": []}

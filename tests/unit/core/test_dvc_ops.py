@@ -341,3 +341,62 @@ def test_the_stage_graph_as_dvc_sees_it(dvc_project, worker_cache):
     with open_ws(dvc_project, worker_cache) as ws:
         graph = dvc_ops.stage_graph(ws)
     assert graph == {"prepare": [], "train": ["prepare"], "evaluate": ["prepare", "train"]}
+
+
+def s3_access(project, endpoint: str, bucket: str, **fields) -> RepoAccess:
+    return RepoAccess.local(
+        str(project.remote),
+        url=f"s3://{bucket}/store",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        **fields,
+    )
+
+
+def test_a_corrupted_object_is_refused_with_verify_objects_on(s3_dvc_project, moto_endpoint, s3_bucket, tmp_path):
+    import boto3
+    import yaml
+
+    md5 = yaml.safe_load((s3_dvc_project.work / "data" / "raw.csv.dvc").read_text())["outs"][0]["md5"]
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.put_object(Bucket=s3_bucket, Key=f"store/files/md5/{md5[:2]}/{md5[2:]}", Body=b"garbage\n")
+    access = s3_access(s3_dvc_project, moto_endpoint, s3_bucket, verify_objects=True)
+    with Workspace.open(access, "main", cache_dir=tmp_path / "verifying") as ws:
+        with pytest.raises(DvcMissingObjectError) as info:
+            dvc_ops.pull(ws, ["data/raw.csv.dvc"])
+        assert not (ws.path / "data" / "raw.csv").exists()
+    assert "data/raw.csv" in str(info.value)
+    assert md5 in str(info.value)
+    assert not info.value.retryable
+
+
+def test_a_dvc_lock_held_by_another_process_is_a_retryable_lock_error(dvc_project, worker_cache):
+    import subprocess
+    import sys
+    import time
+
+    with open_ws(dvc_project, worker_cache) as ws:
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time; from dvc.repo import Repo; r = Repo(sys.argv[1]); r.lock.lock(); "
+                "print('locked', flush=True); time.sleep(60)",
+                str(ws.path),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            started = time.monotonic()
+            with pytest.raises(DvcLockError) as info:
+                dvc_ops.repro(ws, ReproRequest())
+            assert time.monotonic() - started < 30
+        finally:
+            holder.kill()
+            holder.wait()
+    assert info.value.retryable
+    assert "lock" in str(info.value).lower()

@@ -19,7 +19,7 @@ def test_the_constructor_only_stores(tmp_path):
     assert not cache.exists()
     assert op.targets == "train"
     assert op.rev == "v1"
-    assert set(op.template_fields) == {"rev", "targets"}
+    assert set(op.template_fields) == {"rev", "targets", "commit_to", "commit_message"}
 
 
 def test_deterministic_errors_are_not_retried_and_transient_ones_are():
