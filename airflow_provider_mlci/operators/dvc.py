@@ -30,6 +30,7 @@ __all__ = [
     "DvcCheckoutOperator",
     "DvcCommitOperator",
     "DvcMetricsOperator",
+    "DvcPipelineResolveOperator",
     "DvcPipelineSyncCheckOperator",
     "DvcPushOperator",
     "DvcReproOperator",
@@ -608,3 +609,72 @@ class DvcPipelineSyncCheckOperator(_DvcWorkspaceMixin, BaseOperator):
                 lines.append("  not in the DVC remote: " + ", ".join(status.not_in_remote))
             raise DvcOutOfSyncError("\n".join(lines))
         return {"in_sync": True, "changed": {}, "not_in_remote": []}
+
+
+class DvcPipelineResolveOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Pin ``rev`` to a commit and check that its pipeline is the one the DAG was rendered from.
+
+    The first task of a ``DvcPipelineTaskGroup`` that runs one task per stage: every stage task
+    then works on the commit this one returns, even if the branch moves during the run. Fails
+    with ``DvcPipelineMismatchError``, naming the stages added or removed and the dependencies
+    changed, when the stages at the commit differ from ``expected_stages``. Returns
+    ``{"repo", "rev", "sha", "stages"}``.
+
+    :param rev: branch, tag, commit id or expression (templated)
+    :param expected_stages: ``{stage: [upstream stages]}`` as rendered
+    :param dvc_file: the ``dvc.yaml`` the stages come from, relative to the repository root
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("rev",)
+    ui_color = _DVC_PURPLE
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        rev: str = "HEAD",
+        expected_stages: dict[str, list[str]],
+        dvc_file: str = "dvc.yaml",
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rev = rev
+        self.expected_stages = expected_stages
+        self.dvc_file = dvc_file
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._with_workspace(context)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.exceptions import DvcPipelineMismatchError
+
+        prefix = "" if self.dvc_file == "dvc.yaml" else f"{self.dvc_file}:"
+        actual = {
+            name: upstream
+            for name, upstream in dvc_ops.stage_graph(workspace).items()
+            if (name.startswith(prefix) if prefix else ":" not in name)
+        }
+        expected = {name: sorted(upstream) for name, upstream in self.expected_stages.items()}
+        problems = []
+        if added := sorted(set(actual) - set(expected)):
+            problems.append(f"stages added: {', '.join(added)}")
+        if removed := sorted(set(expected) - set(actual)):
+            problems.append(f"stages removed: {', '.join(removed)}")
+        for name in sorted(set(actual) & set(expected)):
+            if actual[name] != expected[name]:
+                problems.append(
+                    f"stage {name} now depends on [{', '.join(actual[name])}], not [{', '.join(expected[name])}]"
+                )
+        if problems:
+            raise DvcPipelineMismatchError(
+                f"The pipeline in {self.dvc_file} at {self.rev} ({workspace.sha[:12]}) is not the one this DAG was "
+                f"rendered from ({'; '.join(problems)}). Update the DAG's copy of the project."
+            )
+        return {"stages": actual}

@@ -1,0 +1,1 @@
+"""Task groups that render external projects (DVC pipelines) as Airflow tasks."""

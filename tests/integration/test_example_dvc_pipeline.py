@@ -1,0 +1,136 @@
+"""The pipeline-as-tasks example, run for real: one task per stage, each from a fresh checkout
+in a worker cache of its own (nothing shared on disk between stages), S3 remote on moto."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEMO_PROJECT, EXAMPLE_DAGS
+
+DAG_ID = "example_dvc_pipeline"
+STAGES = ("prepare", "train", "evaluate")
+
+
+@pytest.fixture
+def example_installed(dags_folder):
+    """The example and the copy of the project it renders from, in the test DAGs folder."""
+    shutil.copytree(DEMO_PROJECT, dags_folder / "demo_project", dirs_exist_ok=True)
+    shutil.copyfile(EXAMPLE_DAGS / ".airflowignore", dags_folder / ".airflowignore")
+    return EXAMPLE_DAGS / f"{DAG_ID}.py"
+
+
+@pytest.fixture
+def separate_workers(monkeypatch, tmp_path):
+    """Give every task its own worker cache, as if each ran on another machine."""
+    from airflow_provider_mlci.hooks.dvc import DvcHook
+
+    roots = []
+
+    def fresh_cache(self):
+        root = tmp_path / f"worker-{len(roots)}"
+        roots.append(root)
+        return str(root)
+
+    monkeypatch.setattr(DvcHook, "cache_dir", property(fresh_cache))
+    return roots
+
+
+@pytest.fixture
+def s3_connection(monkeypatch, dvc_connection, s3_dvc_project, moto_endpoint, s3_bucket):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_MOTO",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    dvc_connection(
+        str(s3_dvc_project.remote), extra={"aws_conn_id": "aws_moto", "dvc_remote_url": f"s3://{s3_bucket}/store"}
+    )
+    return s3_dvc_project
+
+
+def s3_keys(endpoint, bucket, prefix):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return {obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}
+
+
+def test_every_stage_runs_in_its_own_workspace_and_reaches_the_s3_remote(
+    run_dag, example_installed, s3_connection, separate_workers, moto_endpoint, s3_bucket
+):
+    before = s3_keys(moto_endpoint, s3_bucket, "store/")
+    record = run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
+    assert record.state == "success", record.task_states
+    expected = {"pipeline.resolve", *(f"pipeline.{s}" for s in STAGES), "report"}
+    assert set(record.task_states) == expected
+    assert set(record.task_states.values()) == {"success"}
+    sha = s3_connection.head()
+    for stage in STAGES:
+        result = record.xcom[f"pipeline.{stage}"]
+        assert result["sha"] == sha
+        assert result["stages"] == {stage: "ran"}
+        assert set(result["handoff"]["lock"]["dvc.lock"]) == {stage}
+    assert record.xcom["report"]["metrics.json"]["rows"] == 150
+    # Each stage task (and the resolve task) used a worker cache of its own.
+    assert len(separate_workers) >= 4
+    added = s3_keys(moto_endpoint, s3_bucket, "store/") - before
+    assert any(key.startswith("store/runs/") for key in added)
+    assert len([key for key in added if key.startswith("store/files/")]) >= 3
+
+
+def test_a_second_run_restores_from_the_run_cache(run_dag, example_installed, s3_connection, separate_workers):
+    run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
+    record = run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
+    assert record.state == "success"
+    assert record.xcom["pipeline.prepare"]["stages"] == {"prepare": "restored"}
+    assert record.xcom["pipeline.train"]["stages"] == {"train": "restored"}
+
+
+def test_code_changed_since_the_committed_lock_reruns_what_it_affects(
+    run_dag, example_installed, dvc_project, dvc_connection, separate_workers
+):
+    """The usual CI case: the lock is behind the code; affected stages really run and push."""
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Reproduce and commit the lock")
+    train = dvc_project.work / "src" / "train.py"
+    code = train.read_text()
+    assert "weights, bias = [0.0] * len(FEATURES), 0.0" in code
+    train.write_text(
+        code.replace("weights, bias = [0.0] * len(FEATURES), 0.0", "weights, bias = [0.1] * len(FEATURES), 0.0")
+    )
+    new_sha = dvc_project.commit_and_push("Change training code, lock not updated", dvc_push=False)
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    record = run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
+    assert record.state == "success", record.task_states
+    assert record.xcom["pipeline.resolve"]["sha"] == new_sha
+    assert record.xcom["pipeline.prepare"]["stages"] == {"prepare": "skipped"}
+    assert record.xcom["pipeline.train"]["stages"] == {"train": "ran"}
+    assert record.xcom["pipeline.evaluate"]["stages"] == {"evaluate": "ran"}
+    new_model = record.xcom["pipeline.train"]["handoff"]["lock"]["dvc.lock"]["train"]["outs"][0]["md5"]
+    assert (Path(dvc_project.dvc_remote_url) / "files" / "md5" / new_model[:2] / new_model[2:]).exists()
+
+
+def test_a_pipeline_that_changed_since_rendering_fails_naming_the_stages(
+    run_dag, example_installed, dvc_project, dvc_connection, separate_workers, capfd
+):
+    dvc_yaml = dvc_project.work / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text() + "  publish:\n    cmd: echo publish\n    deps:\n      - metrics.json\n")
+    dvc_project.commit_and_push("Add a stage", dvc_push=False)
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    record = run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
+    assert record.state == "failed"
+    assert record.task_states["pipeline.resolve"] == "failed"
+    assert record.task_states["pipeline.prepare"] == "upstream_failed"
+    out = capfd.readouterr().out
+    assert "DvcPipelineMismatchError" in out
+    assert "stages added: publish" in out
