@@ -59,7 +59,10 @@ DAG_SOURCE = textwrap.dedent(
 
         # Starts with the run and waits in the triggerer, holding no worker slot meanwhile.
         wait = TimeDeltaSensor(task_id="deferred_wait", delta=timedelta(seconds=10), deferrable=True)
-        reproduce = DvcReproOperator(task_id="reproduce", rev="main", dvc_conn_id="mlci_dvc_cluster")
+        # Two repros of the same repository at once, on one worker (one cache): no lock conflict.
+        reproduce = DvcReproOperator.partial(
+            task_id="reproduce", rev="main", dvc_conn_id="mlci_dvc_cluster", force=True
+        ).expand(targets=[["evaluate"], ["evaluate"]])
         [work.expand(index=[0, 1, 2, 3]), wait] >> flaky() >> reproduce
     """
 )
@@ -92,14 +95,20 @@ def test_a_real_scheduler_runs_mapped_tasks_in_parallel_defers_and_retries(airfl
     assert sensor["state"] == "success"
     assert "deferred" in airflow_cluster.seen_states[("deferred_wait", -1)], "the sensor never deferred"
 
-    assert by_task[("reproduce", -1)]["state"] == "success"
-    xcom = airflow_cluster.api(
-        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/reproduce/xcomEntries/return_value"
-    )
-    value = xcom["value"]
-    result = value if isinstance(value, dict) else json.loads(value)
-    assert result["sha"] == dvc_project.head()
-    assert result["stages"] == {"prepare": "ran", "train": "ran", "evaluate": "ran"}
+    repros = [ti for ti in tis if ti["task_id"] == "reproduce"]
+    assert [ti["state"] for ti in repros] == ["success", "success"]
+    (_, e1), (s2, _) = sorted((_ts(ti["start_date"]), _ts(ti["end_date"])) for ti in repros)
+    assert s2 < e1, "the two repros did not run at the same time"
+    for index in (0, 1):
+        xcom = airflow_cluster.api(
+            "GET",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/reproduce/xcomEntries/return_value"
+            f"?map_index={index}",
+        )
+        value = xcom["value"]
+        result = value if isinstance(value, dict) else json.loads(value)
+        assert result["sha"] == dvc_project.head()
+        assert result["stages"] == {"prepare": "ran", "train": "ran", "evaluate": "ran"}
 
 
 HANG_DAG_ID = "mlci_cluster_kill"

@@ -1,0 +1,161 @@
+"""Every DVC failure a DAG can meet ends its task with a typed error from exceptions.py that
+names the file, stage, revision, object or URL at fault, before expensive work where it can.
+Each case is a real DAG run (dag.test()) on a real project."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import yaml
+
+DAG_TEMPLATE = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG, Param
+
+    from airflow_provider_mlci.operators.dvc import DvcPipelineSyncCheckOperator, DvcReproOperator
+
+    with DAG(
+        dag_id="{dag_id}",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        render_template_as_native_obj=True,
+        params={{"rev": Param("main"), "targets": Param(None, type=["null", "array"])}},
+    ):
+        {task}
+    """
+)
+DAGS = {
+    "reproduce": (
+        "mlci_dvc_errors_repro",
+        'DvcReproOperator(task_id="reproduce", rev="{{ params.rev }}", targets="{{ params.targets }}")',
+    ),
+    "sync_check": (
+        "mlci_dvc_errors_sync",
+        'DvcPipelineSyncCheckOperator(task_id="sync_check", rev="{{ params.rev }}")',
+    ),
+}
+
+
+@pytest.fixture
+def run_errors_dag(run_dag, dvc_connection, worker_cache, monkeypatch, capfd):
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
+
+    def _run(project, *, task="reproduce", conf=None, remote_url=None, extra=None):
+        dvc_connection(
+            str(project.remote), extra={"dvc_remote_url": remote_url or project.dvc_remote_url, **(extra or {})}
+        )
+        dag_id, task_source = DAGS[task]
+        source = DAG_TEMPLATE.format(dag_id=dag_id, task=task_source)
+        capfd.readouterr()
+        record = run_dag(dag_id, source=source, conf={"rev": "main", **(conf or {})})
+        return record, capfd.readouterr().out
+
+    return _run
+
+
+def test_a_malformed_dvc_yaml_names_the_file(run_errors_dag, dvc_project):
+    (dvc_project.work / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: [unclosed\n")
+    dvc_project.commit_and_push("Break dvc.yaml", dvc_push=False)
+    record, out = run_errors_dag(dvc_project)
+    assert record.task_states["reproduce"] == "failed"
+    assert "DvcFileError" in out
+    assert "'dvc.yaml'" in out or "dvc.yaml" in out.split("DvcFileError", 1)[1][:400]
+
+
+def test_a_malformed_dvc_file_names_it(run_errors_dag, dvc_project):
+    (dvc_project.work / "data" / "raw.csv.dvc").write_text("outs:\n- md5: [not, a, hash]\n  path: raw.csv\n")
+    dvc_project.commit_and_push("Break the .dvc file", dvc_push=False)
+    record, out = run_errors_dag(dvc_project)
+    assert record.task_states["reproduce"] == "failed"
+    assert "DvcFileError" in out
+    assert "raw.csv.dvc" in out.split("DvcFileError", 1)[1][:600]
+
+
+def test_data_missing_from_the_remote_names_it(run_errors_dag, dvc_project, tmp_path):
+    empty = tmp_path / "empty-remote"
+    empty.mkdir()
+    record, out = run_errors_dag(dvc_project, remote_url=str(empty))
+    assert record.task_states["reproduce"] == "failed"
+    assert "DvcMissingObjectError" in out
+    assert "data/raw.csv" in out.split("DvcMissingObjectError", 1)[1][:600]
+    assert list(empty.iterdir()) == [], "nothing may be pushed after a failed pull"
+
+
+def test_a_corrupted_remote_object_is_refused_with_verify_on(
+    run_errors_dag, s3_dvc_project, moto_endpoint, s3_bucket, monkeypatch
+):
+    import boto3
+
+    md5 = yaml.safe_load((s3_dvc_project.work / "data" / "raw.csv.dvc").read_text())["outs"][0]["md5"]
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.put_object(Bucket=s3_bucket, Key=f"store/files/md5/{md5[:2]}/{md5[2:]}", Body=b"not the data\n")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_MOTO",
+        json.dumps(
+            {"conn_type": "aws", "login": "testing", "password": "testing", "extra": {"endpoint_url": moto_endpoint}}
+        ),
+    )
+    record, out = run_errors_dag(
+        s3_dvc_project,
+        remote_url=f"s3://{s3_bucket}/store",
+        extra={"aws_conn_id": "aws_moto", "verify_objects": True},
+    )
+    assert record.task_states["reproduce"] == "failed"
+    assert "DvcMissingObjectError" in out
+    assert md5 in out
+
+
+def test_a_failing_stage_names_it_with_its_exit_code_and_output(run_errors_dag, dvc_project):
+    train = dvc_project.work / "src" / "train.py"
+    train.write_text("import sys\nprint('training blew up: matrix is singular')\nsys.exit(3)\n")
+    dvc_project.commit_and_push("Break training", dvc_push=False)
+    record, out = run_errors_dag(dvc_project)
+    assert record.task_states["reproduce"] == "failed"
+    assert "DvcStageFailedError" in out
+    assert "'train'" in out
+    assert "exited with 3" in out
+    assert "training blew up: matrix is singular" in out
+
+
+def test_a_lock_held_by_another_process_is_retryable(run_errors_dag, dvc_project):
+    """The stage starts a process that takes DVC's repository lock and keeps it after the stage
+    returns, so DVC cannot take it back to record the stage: a real lock conflict."""
+    train = dvc_project.work / "src" / "train.py"
+    train.write_text(
+        "import subprocess, sys, time\n"
+        "holder = subprocess.Popen([sys.executable, '-c', 'import time; from dvc.repo import Repo; "
+        'r = Repo("."); r.lock.lock(); print("holding", flush=True); time.sleep(30)\'], stdout=subprocess.PIPE)\n'
+        "holder.stdout.readline()\n"
+    )
+    dvc_project.commit_and_push("A stage that leaves the lock taken", dvc_push=False)
+    record, out = run_errors_dag(dvc_project)
+    assert record.task_states["reproduce"] in ("failed", "up_for_retry")
+    assert "DvcLockError" in out
+    assert "AirflowFailException: DvcLockError" not in out, "a lock conflict must stay retryable"
+
+
+def test_a_stale_lock_fails_the_sync_check_listing_what_changed(run_errors_dag, dvc_project):
+    dvc_project.dvc("repro", "--quiet")
+    dvc_project.commit_and_push("Reproduce and commit")
+    params = dvc_project.work / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 150", "epochs: 10"))
+    evaluate = dvc_project.work / "src" / "evaluate.py"
+    evaluate.write_text(evaluate.read_text() + "\n# changed\n")
+    dvc_project.commit_and_push("Change params and code, forget dvc repro", dvc_push=False)
+    record, out = run_errors_dag(dvc_project, task="sync_check")
+    assert record.task_states["sync_check"] == "failed"
+    assert "DvcOutOfSyncError" in out
+    assert "stage train:" in out
+    assert "params.yaml:train (modified)" in out
+    assert "stage evaluate:" in out
+    assert "src/evaluate.py (modified)" in out
+
+
+def test_a_target_that_could_be_an_option_is_refused_before_any_work(run_errors_dag, dvc_project, worker_cache):
+    record, out = run_errors_dag(dvc_project, conf={"targets": ["--force"]})
+    assert record.task_states["reproduce"] == "failed"
+    assert "MlciConfigError: '--force' is not a valid DVC target" in out
+    assert not any((worker_cache / "mirrors").glob("*.git")), "the repository was fetched before the check"
