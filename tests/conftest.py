@@ -132,11 +132,13 @@ def airflow_cluster(airflow_db: Path) -> Iterator[Any]:
     from tests.helpers.cluster import AirflowCluster
 
     cluster = AirflowCluster(home=airflow_db, log_dir=airflow_db / "cluster-logs")
-    cluster.start()
     try:
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()
+        # Keep the components' logs for a look after the run (the session's home is removed).
+        shutil.copytree(cluster.log_dir, ARTIFACTS / "cluster-logs", dirs_exist_ok=True)
 
 
 # ------------------------------------------------------------------------------------ S3 / EC2

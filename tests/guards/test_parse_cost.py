@@ -20,7 +20,7 @@ from tests.conftest import EXAMPLE_DAGS
 HEAVY = ("dvc", "pandas", "pandera", "numpy", "boto3", "botocore", "sklearn", "pyarrow", "scipy", "moto")
 HEAVY_PREFIXES = ("airflow.providers.amazon.aws",)  # its hooks, operators and boto3 behind them
 #: What DAG files import: the package root, these subpackages and these modules.
-DAG_FACING_PACKAGES = ("operators", "sensors", "task_groups", "links")
+DAG_FACING_PACKAGES = ("operators", "sensors", "task_groups", "links", "triggers")  # triggers: AssetWatchers
 DAG_FACING_MODULES = ("config", "exceptions", "get_provider_info")
 
 _PROBE = """

@@ -171,3 +171,72 @@ def test_stopping_the_cluster_leaves_no_process_behind(airflow_db, tmp_path):
 
 def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+WATCH_DAG_ID = "mlci_cluster_watch"
+WATCH_DAG_SOURCE = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG, Asset, AssetWatcher, task
+
+    from airflow_provider_mlci.triggers.dvc import DvcDataChangedTrigger
+
+    RAW = Asset(
+        "x-dvc-data://cluster-watch/raw",
+        watchers=[
+            AssetWatcher(
+                name="raw_data_watch",
+                trigger=DvcDataChangedTrigger(
+                    dvc_conn_id="mlci_dvc_watch", targets=["data/raw.csv"], rev="main", poll_interval=2
+                ),
+            )
+        ],
+    )
+
+    with DAG(dag_id="mlci_cluster_watch", schedule=[RAW], start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+
+        @task
+        def on_new_data():
+            return "seen"
+
+        on_new_data()
+    """
+)
+
+
+def test_an_asset_watcher_schedules_runs_on_data_changes_only(airflow_cluster, dags_folder, dvc_project):
+    """Event-driven: no DAG run waits; the triggerer watches and the scheduler starts runs."""
+    airflow_cluster.add_connection(
+        "mlci_dvc_watch", "mlci_dvc", host=str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url}
+    )
+    (dags_folder / f"{WATCH_DAG_ID}.py").write_text(WATCH_DAG_SOURCE)
+    airflow_cluster.wait_for_dag(WATCH_DAG_ID)
+
+    def runs() -> int:
+        return airflow_cluster.api("GET", f"/api/v2/dags/{WATCH_DAG_ID}/dagRuns")["total_entries"]
+
+    def wait_for_runs(count: int, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while runs() < count and time.monotonic() < deadline:
+            time.sleep(1)
+        return runs()
+
+    assert wait_for_runs(1) == 1, "the first look did not fire"
+    (dvc_project.work / "data" / "raw.csv").touch()
+    dvc_project.dvc("add", "--quiet", "data/raw.csv")
+    dvc_project.commit_and_push("Touch the data")
+    time.sleep(10)  # five looks at the touched data
+    assert runs() == 1, "a touch scheduled a run"
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "src/generate.py", "data/raw.csv", "--rows", "300", "--seed", "9"],
+        cwd=dvc_project.work,
+        check=True,
+    )
+    dvc_project.dvc("add", "--quiet", "data/raw.csv")
+    dvc_project.commit_and_push("New data")
+    assert wait_for_runs(2) == 2, "new data did not schedule a run"
+    time.sleep(6)
+    assert runs() == 2, "one change scheduled more than one run"

@@ -1,0 +1,1 @@
+"""Triggers: the waiting half of deferrable sensors and operators (run in the triggerer)."""
