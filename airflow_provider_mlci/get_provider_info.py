@@ -101,6 +101,15 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "/var/cache/airflow-mlci",
                         "default": "",
                     },
+                    "cache_max_size_gb": {
+                        "description": "Cap on each worker's DVC cache. When a task ends and no other task on "
+                        "the worker uses the cache, the least recently used objects go until it is under 80 % of "
+                        "the cap (they can be pulled again). 0 means no cap.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "200",
+                        "default": "50",
+                    },
                 },
             }
         },

@@ -7,12 +7,17 @@ Layout of the per-worker cache root (the provider setting ``[mlci] cache_dir``):
     <root>/checkouts/<name>/     one private checkout per task, removed when the task ends
     <root>/checkouts/<name>.lock held by the task while the checkout lives
     <root>/dvc/cache             the DVC cache shared by this worker's tasks
+    <root>/dvc/cache.lock        held shared by every live checkout, exclusively by eviction
     <root>/dvc/site              DVC's site cache (indexes, hash state)
 
 A checkout borrows the mirror's objects (``git clone --shared``), so a second checkout of the
 same repository costs a few milliseconds plus the files themselves. Every checkout has its own
 ``.dvc/tmp``, so two tasks on one worker never wait on each other's DVC lock. Checkouts left
 behind by a killed task are removed by the next :meth:`Workspace.open` on that worker.
+
+The DVC cache is kept under a size cap: when a task ends and no other task on the worker is
+using the cache, the least recently used objects go until it is under 80 % of the cap (they
+can always be pulled again from the remote).
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ log = logging.getLogger(__name__)
 
 #: A lock file younger than this is never treated as abandoned (it may be being created).
 _LOCK_GRACE_SECONDS = 60.0
+#: Eviction brings the cache down to this share of its cap.
+_EVICT_TO = 0.8
+#: Site-cache entries (one per checkout path, which never comes back) older than this go.
+_SITE_ENTRY_MAX_AGE = 24 * 3600.0
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
 
@@ -138,6 +147,67 @@ class WorkerCache:
                 lock_path.unlink()
             os.close(fd)
 
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Hold the DVC cache against eviction for the life of the ``with`` block (shared lock)."""
+        fd = os.open(self.root / "dvc" / "cache.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def evict(self, max_bytes: int) -> int:
+        """Shrink the DVC cache to 80 % of ``max_bytes`` if it is over, least recently used first.
+
+        Does nothing while any task on this worker uses the cache. Also removes site-cache
+        entries of long-gone checkouts. Returns the bytes freed.
+
+        :param max_bytes: the cap; 0 or less means no cap
+        """
+        fd = os.open(self.root / "dvc" / "cache.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    return 0  # a task is using the cache: next time
+                raise
+            self._prune_site_cache()
+            if max_bytes <= 0:
+                return 0
+            entries = []
+            total = 0
+            for path in self.dvc_cache.rglob("*"):
+                with contextlib.suppress(FileNotFoundError):
+                    info = path.lstat()
+                    if stat.S_ISREG(info.st_mode):
+                        entries.append((max(info.st_atime, info.st_mtime), info.st_size, path))
+                        total += info.st_size
+            if total <= max_bytes:
+                return 0
+            freed, target = 0, total - int(max_bytes * _EVICT_TO)
+            for _, size, path in sorted(entries):
+                if freed >= target:
+                    break
+                with contextlib.suppress(FileNotFoundError):
+                    path.chmod(stat.S_IWUSR | stat.S_IRUSR)
+                    path.unlink()
+                    freed += size
+            log.info(
+                "Evicted %.1f MB from the DVC cache at %s (cap %.1f MB)", freed / 1e6, self.dvc_cache, max_bytes / 1e6
+            )
+            return freed
+        finally:
+            os.close(fd)
+
+    def _prune_site_cache(self) -> None:
+        now = time.time()
+        for entry in (self.dvc_site / "repo").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime > _SITE_ENTRY_MAX_AGE:
+                    _rmtree(entry)
+
     def prune_checkouts(self) -> list[Path]:
         """Remove checkouts whose task is gone (their lock is free); return what was removed."""
         removed: list[Path] = []
@@ -207,6 +277,7 @@ class Workspace:
         cache_dir: str | os.PathLike[str],
         runner: CommandRunner | None = None,
         python: str | None = None,
+        max_cache_bytes: int = 0,
     ) -> Iterator[Workspace]:
         """Check out ``rev`` of the repository into a private folder.
 
@@ -217,6 +288,8 @@ class Workspace:
         :param runner: runs git (and later DVC); give one to be able to stop it from another thread
         :param python: an interpreter, or a virtualenv folder, for stage commands (default: this
             worker's interpreter)
+        :param max_cache_bytes: the worker's DVC cache cap, enforced when the checkout goes;
+            0 = no cap
         :raises MlciConfigError: ``rev`` or ``python`` is not valid
         :raises GitRemoteError: the repository cannot be reached
         :raises GitRevisionNotFoundError: the repository has no such revision
@@ -226,14 +299,17 @@ class Workspace:
         runner.add_secrets(access.secrets)
         cache = WorkerCache(cache_dir)
         cache.prune_checkouts()
-        with Git(access.git, runner) as git:
-            mirror, sha = cache.resolve(git, rev)
-            with cache.checkout_dir() as path:
-                git.check(["clone", "--shared", "--no-checkout", "--quiet", "--", str(mirror), str(path)])
-                git.check(["remote", "set-url", "origin", access.git.url], cwd=path)
-                git.check(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha], cwd=path)
-                log.info("Checked out %s (%s) of %s into %s", rev, sha[:12], access.git.display_url, path)
-                yield cls(path=path, rev=rev, sha=sha, access=access, cache=cache, git=git, python=interpreter)
+        try:
+            with Git(access.git, runner) as git, cache.in_use():
+                mirror, sha = cache.resolve(git, rev)
+                with cache.checkout_dir() as path:
+                    git.check(["clone", "--shared", "--no-checkout", "--quiet", "--", str(mirror), str(path)])
+                    git.check(["remote", "set-url", "origin", access.git.url], cwd=path)
+                    git.check(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha], cwd=path)
+                    log.info("Checked out %s (%s) of %s into %s", rev, sha[:12], access.git.display_url, path)
+                    yield cls(path=path, rev=rev, sha=sha, access=access, cache=cache, git=git, python=interpreter)
+        finally:
+            cache.evict(max_cache_bytes)
 
     def resolve(self, rev: str) -> str:
         """The commit id of another revision of the same repository (its objects become readable here).

@@ -78,6 +78,17 @@ class DvcHook(BaseHook):
 
         return conf.get("mlci", "cache_dir", fallback="") or default_cache_dir()
 
+    @property
+    def max_cache_bytes(self) -> int:
+        """The worker's DVC cache cap from ``[mlci] cache_max_size_gb`` (0: no cap)."""
+        from airflow.sdk import conf
+
+        text = conf.get("mlci", "cache_max_size_gb", fallback="") or "50"
+        try:
+            return int(float(text) * 1e9)
+        except ValueError as exc:
+            raise MlciConfigError(f"[mlci] cache_max_size_gb={text!r} is not a number of gigabytes.") from exc
+
     def get_access(self) -> RepoAccess:
         """Read the connection (and the ``aws`` connection it names) into a :class:`RepoAccess`.
 
@@ -139,7 +150,9 @@ class DvcHook(BaseHook):
         from airflow_provider_mlci.core.workspace import Workspace
 
         access = self.get_access()
-        with Workspace.open(access, rev, cache_dir=self.cache_dir, runner=runner, python=python) as workspace:
+        with Workspace.open(
+            access, rev, cache_dir=self.cache_dir, runner=runner, python=python, max_cache_bytes=self.max_cache_bytes
+        ) as workspace:
             yield workspace
 
     def test_connection(self) -> tuple[bool, str]:

@@ -175,3 +175,79 @@ def test_dvc_points_at_the_worker_cache(dvc_project, worker_cache):
 def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == str(tmp_path / "airflow-provider-mlci")
+
+
+def fill_cache(cache: WorkerCache, sizes_and_ages: list[tuple[int, float]]) -> list[Path]:
+    paths = []
+    now = time.time()
+    for index, (size, age) in enumerate(sizes_and_ages):
+        path = cache.dvc_cache / "files" / "md5" / f"{index:02d}" / ("f" * 30)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        path.chmod(0o444)  # as DVC leaves its cache files
+        os.utime(path, (now - age, now - age))
+        paths.append(path)
+    return paths
+
+
+def test_eviction_removes_the_least_recently_used_objects_down_to_80_percent(worker_cache):
+    cache = WorkerCache(worker_cache)
+    paths = fill_cache(cache, [(1000, 500), (1000, 400), (1000, 300), (1000, 200), (1000, 100)])
+    freed = cache.evict(max_bytes=4000)
+    assert freed == 2000  # 5000 -> 3000 (80 % of 4000 is 3200)
+    assert [p.exists() for p in paths] == [False, False, True, True, True]
+    assert cache.evict(max_bytes=4000) == 0
+
+
+def test_nothing_is_evicted_while_a_task_uses_the_cache_or_without_a_cap(worker_cache):
+    cache = WorkerCache(worker_cache)
+    paths = fill_cache(cache, [(1000, 100)] * 4)
+    with cache.in_use():
+        assert cache.evict(max_bytes=1000) == 0
+    assert all(p.exists() for p in paths)
+    assert cache.evict(max_bytes=0) == 0
+    assert all(p.exists() for p in paths)
+
+
+def test_a_checkout_enforces_the_cap_when_it_goes(dvc_project, worker_cache):
+    cache = WorkerCache(worker_cache)
+    old = fill_cache(cache, [(5000, 10_000)])
+    access = RepoAccess.local(str(dvc_project.remote))
+    with Workspace.open(access, "main", cache_dir=worker_cache, max_cache_bytes=1000):
+        assert old[0].exists(), "nothing may go while the checkout lives"
+    assert not old[0].exists()
+
+
+def test_stage_commands_run_with_the_interpreter_asked_for(tmp_path, worker_cache):
+    import subprocess
+    import sys
+
+    from airflow_provider_mlci.core import dvc_ops
+    from airflow_provider_mlci.core.dvc_ops import ReproRequest
+    from airflow_provider_mlci.testing import create_dvc_project
+
+    template = tmp_path / "template"
+    template.mkdir()
+    (template / "dvc.yaml").write_text(
+        "stages:\n  which:\n    cmd: python -c \"import sys; open('which.txt', 'w').write(sys.prefix)\"\n"
+        "    outs:\n      - which.txt\n"
+    )
+    project = create_dvc_project(template, tmp_path / "project")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    access = RepoAccess.local(str(project.remote), url=project.dvc_remote_url)
+    with Workspace.open(access, "main", cache_dir=worker_cache, python=str(venv)) as ws:
+        dvc_ops.repro(ws, ReproRequest())
+        assert Path((ws.path / "which.txt").read_text()).resolve() == venv.resolve()
+    with Workspace.open(access, "main", cache_dir=worker_cache) as ws:
+        dvc_ops.repro(ws, ReproRequest(force=True))
+        assert Path((ws.path / "which.txt").read_text()).resolve() == Path(sys.prefix).resolve()
+
+
+@pytest.mark.parametrize("python", ["/no/such/python", "relative-venv-that-is-not-there"])
+def test_an_interpreter_that_does_not_exist_is_named(python, worker_cache):
+    with (
+        pytest.raises(MlciConfigError, match="not an executable interpreter"),
+        Workspace.open(RepoAccess.local("/nonexistent.git"), "main", cache_dir=worker_cache, python=python),
+    ):
+        pass
