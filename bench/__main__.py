@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench._common import HEADER
 
-BENCHMARKS = ("bench.bench_parse", "bench.bench_repro")
+BENCHMARKS = ("bench.bench_parse", "bench.bench_repro", "bench.bench_checkout", "bench.bench_operators")
 
 
 def main() -> int:

@@ -17,13 +17,20 @@ class Comparison:
     :param baseline: the baseline's timings in seconds
     :param baseline_name: what the baseline is
     :param goal: the ratio we aim at, as text (for example ``<= 1.10``)
+    :param delta_goal_ms: a goal on the difference instead (ours - baseline, in ms)
     """
 
     name: str
     ours: list[float]
     baseline: list[float]
     baseline_name: str
-    goal: str
+    goal: str = ""
+    delta_goal_ms: float | None = None
+
+    @property
+    def delta_ms(self) -> float:
+        """Median of ours minus median of the baseline, in milliseconds."""
+        return (statistics.median(self.ours) - statistics.median(self.baseline)) * 1000
 
     @property
     def ratio(self) -> float:
@@ -32,9 +39,14 @@ class Comparison:
 
     def row(self) -> str:
         ours, base = statistics.median(self.ours), statistics.median(self.baseline)
+        goal = (
+            f"delta {self.delta_ms:+.1f} ms, goal <= +{self.delta_goal_ms:.0f} ms"
+            if self.delta_goal_ms
+            else (f"goal {self.goal}")
+        )
         return (
-            f"{self.name:<44} {ours * 1000:>10.1f} ms {base * 1000:>10.1f} ms {self.ratio:>7.2f}x"
-            f"  goal {self.goal:<8} n={len(self.ours)}  baseline: {self.baseline_name}"
+            f"{self.name:<58} {ours * 1000:>10.1f} ms {base * 1000:>10.1f} ms {self.ratio:>7.2f}x"
+            f"  {goal:<12} n={len(self.ours)}  baseline: {self.baseline_name}"
         )
 
 
@@ -61,4 +73,4 @@ def timed(func: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-HEADER = f"{'benchmark':<44} {'ours':>13} {'baseline':>13} {'ratio':>8}"
+HEADER = f"{'benchmark':<58} {'ours':>13} {'baseline':>13} {'ratio':>8}"

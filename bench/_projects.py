@@ -1,0 +1,147 @@
+"""Projects the benchmarks run on, built in a scratch folder (real git + DVC, local or S3 remotes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_PROJECT = ROOT / "example_dags" / "demo_project"
+
+
+def data_project(root: Path, *, files: int, big_bytes: int) -> Any:
+    """A project tracking ``data/many`` (``files`` files of 1 KiB) and ``data/big.bin``, and a
+    pipeline over them, committed and pushed to a local DVC remote."""
+    from airflow_provider_mlci.testing import create_dvc_project
+
+    template = root / "data-template"
+    template.mkdir(parents=True)
+    (template / "count.py").write_text(
+        "import json, os\njson.dump({'files': len(os.listdir('data/many'))}, open('count.json', 'w'))\n"
+    )
+    (template / "dvc.yaml").write_text(
+        "stages:\n"
+        "  count:\n"
+        "    cmd: python count.py\n"
+        "    deps:\n      - count.py\n      - data/many\n"
+        "    metrics:\n      - count.json:\n          cache: false\n"
+    )
+
+    def make_data(work: Path) -> None:
+        many = work / "data" / "many"
+        many.mkdir(parents=True)
+        for index in range(files):
+            (many / f"{index:05d}.txt").write_bytes(index.to_bytes(4, "big") * 256)
+        with (work / "data" / "big.bin").open("wb") as fh:
+            block = os.urandom(1 << 20)
+            for _ in range(max(1, big_bytes >> 20)):
+                fh.write(block)
+
+    project = create_dvc_project(
+        template, root / "data-project", track=["data/many", "data/big.bin"], prepare=make_data
+    )
+    project.dvc("repro", "--quiet")
+    project.commit_and_push("Reproduce")
+    return project
+
+
+def pipeline_project(root: Path, *, stage_seconds: float) -> Any:
+    """The demo project with a training stage that takes ``stage_seconds`` (CPU-bound)."""
+    from airflow_provider_mlci.testing import create_dvc_project
+
+    template = root / "slow-template"
+    shutil.copytree(DEMO_PROJECT, template)
+    train = template / "src" / "train.py"
+    train.write_text(
+        train.read_text() + "\nimport time\n"
+        f"_deadline = time.perf_counter() + {stage_seconds}\n"
+        "while time.perf_counter() < _deadline:\n"
+        "    sum(i * i for i in range(10000))\n"
+    )
+
+    def make_data(work: Path) -> None:
+        subprocess.run([sys.executable, "src/generate.py", "data/raw.csv", "--rows", "800"], cwd=work, check=True)
+
+    return create_dvc_project(template, root / "slow-project", track=["data/raw.csv"], prepare=make_data)
+
+
+def demo_project(root: Path, rows: int = 600) -> Any:
+    """The demo project as it ships."""
+    from airflow_provider_mlci.testing import create_dvc_project
+
+    def make_data(work: Path) -> None:
+        subprocess.run([sys.executable, "src/generate.py", "data/raw.csv", "--rows", str(rows)], cwd=work, check=True)
+
+    return create_dvc_project(DEMO_PROJECT, root / "demo-project", track=["data/raw.csv"], prepare=make_data)
+
+
+@contextmanager
+def moto_s3():
+    """moto's S3 server on 127.0.0.1; yields its endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def s3_remote(endpoint: str, bucket: str) -> dict[str, str]:
+    """Create ``bucket`` and return DVC remote settings for it."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return {"url": f"s3://{bucket}/store", "endpointurl": endpoint}
+
+
+def use_connection(project: Any, remote: dict[str, str]) -> None:
+    """Point ``mlci_dvc_default`` at ``project`` and the DVC remote ``remote``."""
+    extra = {"dvc_remote_url": remote["url"]}
+    if "endpointurl" in remote:
+        extra["endpoint_url"] = remote["endpointurl"]
+    os.environ["AIRFLOW_CONN_MLCI_DVC_DEFAULT"] = json.dumps(
+        {"conn_type": "mlci_dvc", "host": str(project.remote), "extra": extra}
+    )
+
+
+class Cli:
+    """The DVC command line in a fresh clone, as a CI job would use it (the baseline arm)."""
+
+    def __init__(self, project: Any, scratch: Path, remote: dict[str, str], cache: Path) -> None:
+        self.project = project
+        self.work = scratch / "clone"
+        self.remote = remote
+        self.cache = cache
+        self.env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+        self.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), self.env.get("PATH", "")])
+
+    def run(self, *argv: str) -> str:
+        proc = subprocess.run(argv, cwd=self.work, env=self.env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    def dvc(self, *args: str) -> str:
+        return self.run(sys.executable, "-m", "dvc", *args)
+
+    def clone(self) -> None:
+        subprocess.run(["git", "clone", "--quiet", str(self.project.remote), str(self.work)], check=True)
+        self.dvc("remote", "modify", "--local", "storage", "url", self.remote["url"])
+        if "endpointurl" in self.remote:
+            self.dvc("remote", "modify", "--local", "storage", "endpointurl", self.remote["endpointurl"])
+        self.dvc("config", "--local", "cache.dir", str(self.cache))
