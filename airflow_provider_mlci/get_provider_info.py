@@ -27,6 +27,12 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.operators.dvc"]},
         ],
+        "sensors": [
+            {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.sensors.dvc"]},
+        ],
+        "triggers": [
+            {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.triggers.dvc"]},
+        ],
         "connection-types": [
             {
                 "connection-type": "mlci_dvc",

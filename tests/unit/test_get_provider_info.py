@@ -37,7 +37,7 @@ def test_connection_type_points_at_a_hook_of_that_type():
 
 def test_listed_modules_import():
     info = get_provider_info()
-    for section in ("hooks", "operators"):
+    for section in ("hooks", "operators", "sensors", "triggers"):
         for entry in info[section]:
             for module in entry["python-modules"]:
                 importlib.import_module(module)
