@@ -213,4 +213,4 @@ def run(quick: bool) -> Iterator[Comparison]:
         baseline_name="import amazon EC2 operators",
         goal="<= 0.5",
     )
-    yield _dags_report(2 if quick else 20)
+    yield _dags_report(1 if quick else 20)

@@ -110,3 +110,22 @@ def test_the_ui_test_button_reaches_the_repository(dvc_connection, dvc_project, 
     ok, message = DvcHook().test_connection()
     assert not ok
     assert "missing.git" in message
+
+
+def test_verify_objects_reaches_dvc_as_its_verify_option(dvc_connection):
+    dvc_connection("/srv/repo.git", extra={"verify_objects": "true"})
+    dvc = DvcHook().get_access().dvc
+    assert dvc.verify_objects is True
+    assert dvc.dvc_overrides() == {"remote_config": {"verify": True}}
+    dvc_connection("/srv/repo.git", extra={"verify_objects": "sometimes"})
+    with pytest.raises(MlciConfigError, match="verify_objects"):
+        DvcHook().get_access()
+
+
+def test_the_cache_cap_comes_from_the_setting(monkeypatch):
+    assert DvcHook().max_cache_bytes == 50_000_000_000
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_MAX_SIZE_GB", "0.5")
+    assert DvcHook().max_cache_bytes == 500_000_000
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_MAX_SIZE_GB", "lots")
+    with pytest.raises(MlciConfigError, match="cache_max_size_gb"):
+        _ = DvcHook().max_cache_bytes

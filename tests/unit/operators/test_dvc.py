@@ -64,3 +64,48 @@ def test_on_kill_stops_the_running_stage(dvc_project, dvc_connection, worker_cac
     assert isinstance(errors[0], CommandStoppedError)
     assert wait_dead(stage_pid), "the stage command outlived on_kill"
     assert list((worker_cache / "checkouts").iterdir()) == []
+
+
+def test_every_operator_only_stores_and_templates_its_revision(tmp_path):
+    from airflow_provider_mlci.operators.dvc import (
+        DvcCheckoutOperator,
+        DvcCommitOperator,
+        DvcMetricsOperator,
+        DvcPipelineResolveOperator,
+        DvcPipelineSyncCheckOperator,
+        DvcPushOperator,
+        DvcWillItRunBranchOperator,
+        DvcWillItRunOperator,
+    )
+
+    cache = tmp_path / "never"
+    ops = [
+        DvcCheckoutOperator(task_id="a", cache_dir=str(cache)),
+        DvcCommitOperator(task_id="b", rev="x", handoff_from=["a"], branch="main", cache_dir=str(cache)),
+        DvcMetricsOperator(task_id="c", baseline_rev="main~1", cache_dir=str(cache)),
+        DvcPipelineResolveOperator(task_id="d", expected_stages={}, cache_dir=str(cache)),
+        DvcPipelineSyncCheckOperator(task_id="e", cache_dir=str(cache)),
+        DvcPushOperator(task_id="f", cache_dir=str(cache)),
+        DvcWillItRunOperator(task_id="g", cache_dir=str(cache)),
+        DvcWillItRunBranchOperator(task_id="h", if_run="x", if_nothing="y", cache_dir=str(cache)),
+    ]
+    assert not cache.exists()
+    for op in ops:
+        assert "rev" in op.template_fields
+        op.on_kill()  # nothing running: nothing to do
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"targets": ["-f"]}, "not a valid DVC target"),
+        ({"commit_to": "main", "push": False}, "commit_to needs push=True"),
+        ({"commit_to": "bad name", "commit_author": "nobody"}, "Name <email>"),
+    ],
+)
+def test_repro_arguments_are_checked_before_any_work(kwargs, message):
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    op = DvcReproOperator(task_id="t", **kwargs)
+    with pytest.raises(MlciConfigError, match=message):
+        op.check_arguments()
