@@ -140,8 +140,10 @@ class Cli:
         return self.run(sys.executable, "-m", "dvc", *args)
 
     def clone(self) -> None:
+        """``git clone``, then the local DVC config written directly (no CLI start counted)."""
         subprocess.run(["git", "clone", "--quiet", str(self.project.remote), str(self.work)], check=True)
-        self.dvc("remote", "modify", "--local", "storage", "url", self.remote["url"])
+        lines = ["['remote \"storage\"']", f"    url = {self.remote['url']}"]
         if "endpointurl" in self.remote:
-            self.dvc("remote", "modify", "--local", "storage", "endpointurl", self.remote["endpointurl"])
-        self.dvc("config", "--local", "cache.dir", str(self.cache))
+            lines.append(f"    endpointurl = {self.remote['endpointurl']}")
+        lines += ["[cache]", f"    dir = {self.cache}"]
+        (self.work / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")

@@ -52,10 +52,10 @@ def _arms(
 
     warm = scratch / "warm-cache"  # the project's data, as a worker that produced it holds it
 
-    def ours(op_class: type, **kwargs: Any) -> Callable[[], float]:
+    def ours(op_class: type, *, warm_cache: bool = False, **kwargs: Any) -> Callable[[], float]:
         def run() -> float:
             cache = _fresh(scratch, "ours")
-            if kwargs.pop("_warm", False):
+            if warm_cache:
                 shutil.copytree(warm, cache / "dvc" / "cache")
             op = op_class(task_id="bench", rev="main", cache_dir=str(cache), **kwargs)
             with _Quiet():
@@ -80,7 +80,7 @@ def _arms(
         return run
 
     def checkout_cli(cli: Cli) -> None:
-        cli.dvc("pull", "--quiet")
+        cli.dvc("fetch", "--quiet")
 
     def sync_cli(cli: Cli) -> None:
         cli.dvc("pull", "--quiet", "--allow-missing")
@@ -90,7 +90,7 @@ def _arms(
     def push_cli(cli: Cli) -> None:
         cli.dvc("push", "--quiet", "--run-cache")
 
-    push_ours = ours(DvcPushOperator, _warm=True)
+    push_ours = ours(DvcPushOperator, warm_cache=True)
 
     def push_ours_fresh_remote() -> float:
         _empty_remote(remote)
@@ -101,7 +101,7 @@ def _arms(
         return cli(push_cli, warm_cache=True)()
 
     return [
-        (f"checkout (pull all) {label}", ours(DvcCheckoutOperator), cli(checkout_cli)),
+        (f"checkout (fetch all) {label}", ours(DvcCheckoutOperator), cli(checkout_cli)),
         (f"sync check {label}", ours(DvcPipelineSyncCheckOperator), cli(sync_cli)),
         (f"push from a warm cache {label}", push_ours_fresh_remote, push_cli_fresh_remote),
     ]

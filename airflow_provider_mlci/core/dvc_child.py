@@ -363,6 +363,20 @@ def op_pull(repo: Repo, *, targets: list[str]) -> dict[str, Any]:
     return {"fetched": stats.get("stats", {}).get("fetched", 0), "added": sorted(stats.get("added", []))}
 
 
+def op_fetch(repo: Repo, *, targets: list[str]) -> dict[str, Any]:
+    _require_remote(repo)
+    _WARNINGS.messages = []
+    fetched = repo.fetch(targets=targets or None)
+    if any("do not exist neither locally nor on remote" in text for text in _WARNINGS.messages):
+        status = repo.status(targets=targets or None, cloud=True)
+        missing = sorted(path for path, state in status.items() if state == "missing")
+        raise errors.DvcMissingObjectError(
+            f"Neither this worker's cache nor the remote holds: {', '.join(missing) or 'some objects'}. "
+            + " ".join(_WARNINGS.messages)
+        )
+    return {"fetched": fetched}
+
+
 def op_push(repo: Repo, *, targets: list[str], run_cache: bool) -> dict[str, Any]:
     _require_remote(repo)
     status = repo.status(targets=targets or None, cloud=True)
@@ -421,6 +435,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "plan": op_plan,
     "status": op_status,
     "pull": op_pull,
+    "fetch": op_fetch,
     "push": op_push,
     "metrics": op_metrics,
     "graph": op_graph,

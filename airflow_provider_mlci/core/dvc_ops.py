@@ -44,6 +44,7 @@ __all__ = [
     "SyncStatus",
     "apply_handoff",
     "check_targets",
+    "fetch",
     "json_safe",
     "metrics",
     "plan",
@@ -245,6 +246,17 @@ def pull(workspace: Workspace, targets: Iterable[str] = ()) -> dict[str, Any]:
     return _call(workspace, "pull", {"targets": list(targets)})
 
 
+def fetch(workspace: Workspace, targets: Iterable[str] = ()) -> dict[str, Any]:
+    """Bring the data of ``targets`` (default: everything the revision tracks) into this
+    worker's DVC cache, without writing it into the workspace.
+
+    :param workspace: the checkout
+    :param targets: stages, ``.dvc`` files or tracked paths
+    :raises DvcMissingObjectError: naming what neither the cache nor the remote holds
+    """
+    return _call(workspace, "fetch", {"targets": list(targets)})
+
+
 def push(workspace: Workspace, targets: Iterable[str] = (), *, run_cache: bool = True) -> dict[str, Any]:
     """Push what this worker's cache holds of ``targets`` to the remote; list what it lacks.
 
@@ -331,7 +343,8 @@ def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> Any:
             "op": op,
             "args": args,
             "root": str(workspace.path),
-            "config": workspace.dvc_config(),
+            # Only a repro runs stage commands; planning refuses to run any.
+            "config": workspace.dvc_config(runs_user_code=op == "repro"),
             "result_path": str(result_path),
             **workspace.access.dvc.dvc_overrides(),
         }

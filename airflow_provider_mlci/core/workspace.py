@@ -333,10 +333,20 @@ class Workspace:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def dvc_config(self) -> dict[str, Any]:
-        """DVC settings for this checkout: the worker's shared cache and site cache."""
+    def dvc_config(self, *, runs_user_code: bool = True) -> dict[str, Any]:
+        """DVC settings for this checkout: the worker's shared cache and site cache.
+
+        Data goes from the cache into the checkout as copies (or copy-on-write reflinks) when
+        stage commands will run there, so no command can alter the shared cache (read-only
+        bits do not stop root); otherwise as hard links, which cost nothing.
+
+        :param runs_user_code: whether stage commands will run in the checkout
+        """
         return {
-            "cache": {"dir": str(self.cache.dvc_cache)},
+            "cache": {
+                "dir": str(self.cache.dvc_cache),
+                "type": "reflink,copy" if runs_user_code else "reflink,hardlink,copy",
+            },
             "core": {"site_cache_dir": str(self.cache.dvc_site)},
         }
 

@@ -99,9 +99,11 @@ class _DvcWorkspaceMixin:
 class DvcCheckoutOperator(_DvcWorkspaceMixin, BaseOperator):
     """Resolve ``rev`` to a commit and pull ``targets`` (or everything) from the DVC remote.
 
-    Checks that the revision exists and that the remote holds its data, and warms this
-    worker's cache. Returns ``{"repo", "rev", "sha", "targets", "fetched"}``; tasks downstream
-    can pin the commit with ``{{ ti.xcom_pull(task_ids='<this>')['sha'] }}``.
+    Checks that the revision exists and that the remote holds its data (failing, by name, on
+    anything missing), and brings the data into this worker's DVC cache, where later tasks on
+    the worker find it. The private checkout itself is not filled: no other task could see it.
+    Returns ``{"repo", "rev", "sha", "targets", "fetched"}``; tasks downstream can pin the
+    commit with ``{{ ti.xcom_pull(task_ids='<this>')['sha'] }}``.
 
     :param rev: branch, tag, commit id or expression (templated)
     :param targets: ``.dvc`` files, stages or tracked paths (templated); default: everything
@@ -140,8 +142,8 @@ class DvcCheckoutOperator(_DvcWorkspaceMixin, BaseOperator):
         from airflow_provider_mlci.core import dvc_ops
 
         targets = dvc_ops.check_targets(self.targets)
-        pulled = dvc_ops.pull(workspace, targets)
-        return {"targets": list(targets), "fetched": pulled["fetched"]}
+        fetched = dvc_ops.fetch(workspace, targets)
+        return {"targets": list(targets), "fetched": fetched["fetched"]}
 
 
 class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):

@@ -134,3 +134,41 @@ def test_a_pipeline_that_changed_since_rendering_fails_naming_the_stages(
     out = capfd.readouterr().out
     assert "DvcPipelineMismatchError" in out
     assert "stages added: publish" in out
+
+
+COMMIT_DAG = """
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_mlci.operators.dvc import DvcPipelineSyncCheckOperator
+from airflow_provider_mlci.task_groups.dvc import DvcPipelineTaskGroup
+
+with DAG(dag_id="mlci_pipeline_commit", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    pipeline = DvcPipelineTaskGroup(
+        group_id="pipeline", project_dir="demo_project", rev="main", commit_to="lock-updates",
+        commit_author="Pipeline Bot <bot@example.com>",
+    )
+    pipeline >> DvcPipelineSyncCheckOperator(task_id="in_sync", rev="lock-updates")
+"""
+
+
+def test_stage_by_stage_results_commit_as_one_consistent_lock(
+    run_dag, example_installed, dvc_project, dvc_connection, separate_workers
+):
+    """The lock entries handed from stage to stage, committed at the end, describe exactly the
+    data the stages pushed: a sync check of the new branch passes."""
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    record = run_dag("mlci_pipeline_commit", source=COMMIT_DAG)
+    assert record.state == "success", record.task_states
+    commit = record.xcom["pipeline.commit"]["commit"]
+    assert commit["created"]
+    assert dvc_project.remote_refs()["refs/heads/lock-updates"] == commit["commit"]
+    assert record.xcom["in_sync"]["in_sync"]
+    committed = dvc_project.git("show", "--name-only", "--format=%an", commit["commit"], cwd=dvc_project.remote)
+    assert committed.splitlines()[0] == "Pipeline Bot"
+    assert {"dvc.lock", "metrics.json"} <= set(committed.split())
+    # Run it again: the branch already holds these files, so no second commit.
+    again = run_dag("mlci_pipeline_commit", source=COMMIT_DAG)
+    assert again.state == "success"
+    assert not again.xcom["pipeline.commit"]["commit"]["created"]
+    assert dvc_project.remote_refs()["refs/heads/lock-updates"] == commit["commit"]

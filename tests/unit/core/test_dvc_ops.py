@@ -400,3 +400,36 @@ def test_a_dvc_lock_held_by_another_process_is_a_retryable_lock_error(dvc_projec
             holder.wait()
     assert info.value.retryable
     assert "lock" in str(info.value).lower()
+
+
+def test_fetch_fills_the_worker_cache_without_writing_the_checkout(dvc_project, worker_cache, tmp_path):
+    with open_ws(dvc_project, worker_cache) as ws:
+        fetched = dvc_ops.fetch(ws)
+        assert not (ws.path / "data" / "raw.csv").exists()
+    assert fetched["fetched"] >= 1
+    md5 = dvc_project.work.joinpath("data", "raw.csv.dvc").read_text().split("md5: ")[1].split()[0]
+    assert (worker_cache / "dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    empty = tmp_path / "empty-remote"
+    empty.mkdir()
+    access = RepoAccess.local(str(dvc_project.remote), url=str(empty))
+    with (
+        Workspace.open(access, "main", cache_dir=tmp_path / "other") as ws,
+        pytest.raises(DvcMissingObjectError) as info,
+    ):
+        dvc_ops.fetch(ws)
+    assert "data/raw.csv" in str(info.value)
+
+
+def test_data_is_linked_where_no_stage_runs_and_copied_where_stages_run(dvc_project, worker_cache):
+    md5 = dvc_project.work.joinpath("data", "raw.csv.dvc").read_text().split("md5: ")[1].split()[0]
+    cached = worker_cache / "dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    with open_ws(dvc_project, worker_cache) as ws:
+        dvc_ops.pull(ws, ["data/raw.csv.dvc"])
+        assert (ws.path / "data" / "raw.csv").stat().st_ino == cached.stat().st_ino, "a hard link: free"
+    with open_ws(dvc_project, worker_cache) as ws:
+        dvc_ops.repro(ws, ReproRequest(push=False))
+        raw = ws.path / "data" / "raw.csv"
+        assert raw.stat().st_ino != cached.stat().st_ino, "a stage could write through a link (root ignores modes)"
+        raw.chmod(0o644)
+        raw.write_text("a stage that scribbles on its input\n")
+    assert cached.read_text() != "a stage that scribbles on its input\n"
