@@ -43,6 +43,9 @@ def _session_environment(home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "airflow" / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__MLCI__CACHE_DIR": str(home / "worker-cache"),
+        # One key for this process and every Airflow component the tests start: each must read
+        # what another encrypted (connections made through the API, trigger arguments).
+        "AIRFLOW__CORE__FERNET_KEY": "aTX0Ms5x1lBSw0v8Sp3A-L6nwka__yGl55UruTTt2Bk=",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -60,8 +60,6 @@ class AirflowCluster:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-            # Every component must decrypt what another stored (connections created through the API).
-            "AIRFLOW__CORE__FERNET_KEY": "aTX0Ms5x1lBSw0v8Sp3A-L6nwka__yGl55UruTTt2Bk=",
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
