@@ -12,17 +12,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "DataValidationOperator": "airflow_provider_mlci.operators.validation",
     "DvcHook": "airflow_provider_mlci.hooks.dvc",
     "DvcReproOperator": "airflow_provider_mlci.operators.dvc",
     "MlciError": "airflow_provider_mlci.exceptions",
 }
 
-__all__ = ["DvcHook", "DvcReproOperator", "MlciError", "__version__"]
+__all__ = ["DataValidationOperator", "DvcHook", "DvcReproOperator", "MlciError", "__version__"]
 
 if TYPE_CHECKING:
     from airflow_provider_mlci.exceptions import MlciError
     from airflow_provider_mlci.hooks.dvc import DvcHook
     from airflow_provider_mlci.operators.dvc import DvcReproOperator
+    from airflow_provider_mlci.operators.validation import DataValidationOperator
 
 
 def __getattr__(name: str) -> Any:

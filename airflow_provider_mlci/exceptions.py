@@ -10,7 +10,8 @@ The tree::
 
     MlciError
     ├── MlciConfigError                     bad arguments, connection or setting
-    │   └── ConnectionNotFoundError         the named Airflow connection does not exist
+    │   ├── ConnectionNotFoundError         the named Airflow connection does not exist
+    │   └── SchemaLoadError                 a data schema that does not import or parse
     ├── WorkspaceError                      the worker's cache or checkout is unusable
     ├── GitError
     │   ├── GitRemoteError                  a repository URL that does not resolve or refuses us
@@ -26,6 +27,9 @@ The tree::
     │   ├── DvcStageFailedError             a stage's command exited non-zero
     │   ├── DvcOutOfSyncError               dvc.lock does not match the code, params or data
     │   └── DvcPipelineMismatchError        the pipeline at the revision is not the one rendered
+    ├── DatasetError
+    │   ├── DatasetNotFoundError            no dataset at the path or URL
+    │   └── DatasetFormatError              an unknown format, or a file that cannot be read whole
     ├── DataValidationError                 data broke its schema or drifted too far
     ├── ModelValidationError                a model failed its contract, dependencies or thresholds
     ├── GateRefusedError                    the candidate model is not better than the deployed one
@@ -47,6 +51,9 @@ import re
 __all__ = [
     "ConnectionNotFoundError",
     "DataValidationError",
+    "DatasetError",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
     "DvcError",
     "DvcFileError",
     "DvcLockError",
@@ -71,6 +78,7 @@ __all__ = [
     "RemoteJobError",
     "RemoteJobFailedError",
     "RemoteJobInterruptedError",
+    "SchemaLoadError",
     "WorkspaceError",
     "error_class",
     "redact_url",
@@ -157,6 +165,23 @@ class DvcOutOfSyncError(DvcError):
 
 class DvcPipelineMismatchError(DvcError):
     """The stages at the revision differ from the ones the DAG was rendered from."""
+
+
+class SchemaLoadError(MlciConfigError):
+    """A data schema could not be loaded: an import path that does not import, or a schema file
+    that does not parse."""
+
+
+class DatasetError(MlciError):
+    """A dataset to validate could not be found or read."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """Nothing exists at the dataset's path or URL (at the revision asked for)."""
+
+
+class DatasetFormatError(DatasetError):
+    """The dataset's format is unknown, or the file is unreadable or truncated."""
 
 
 class DataValidationError(MlciError):

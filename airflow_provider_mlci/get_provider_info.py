@@ -19,14 +19,21 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "DVC",
                 "external-doc-url": "https://dvc.org/doc",
                 "tags": ["software"],
-            }
+            },
+            {
+                "integration-name": "pandera",
+                "external-doc-url": "https://pandera.readthedocs.io",
+                "tags": ["software"],
+            },
         ],
         "hooks": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.hooks.dvc"]},
         ],
         "operators": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.operators.dvc"]},
+            {"integration-name": "pandera", "python-modules": ["airflow_provider_mlci.operators.validation"]},
         ],
+        "extra-links": ["airflow_provider_mlci.links.report.MlciReportLink"],
         "sensors": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.sensors.dvc"]},
         ],
@@ -115,6 +122,23 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "float",
                         "example": "200",
                         "default": "50",
+                    },
+                    "reports_dir": {
+                        "description": "Where reports and failure-case tables go: a folder or an object storage "
+                        "URL (s3://bucket/prefix, read with reports_conn_id). Use shared storage when workers are "
+                        "separate machines. Empty means the folder mlci-reports in AIRFLOW_HOME.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://ml-reports/airflow",
+                        "default": "",
+                    },
+                    "reports_conn_id": {
+                        "description": "The connection object storage reports_dir is read and written with "
+                        "(for example an aws connection). Empty means the storage's default.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "aws_default",
+                        "default": "",
                     },
                 },
             }

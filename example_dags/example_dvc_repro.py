@@ -1,4 +1,4 @@
-"""Reproduce a DVC pipeline at a git revision and report its metrics.
+"""Validate the data at a git revision, reproduce the DVC pipeline there, and report its metrics.
 
 The repository comes from the ``mlci_dvc_default`` connection (``make demo`` creates one that
 points at a local bare repository). Trigger with ``{"rev": "<branch, tag or commit>"}``.
@@ -10,6 +10,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from airflow_provider_mlci.operators.dvc import DvcReproOperator
+from airflow_provider_mlci.operators.validation import DataValidationOperator
 
 with DAG(
     dag_id="example_dvc_repro",
@@ -20,7 +21,12 @@ with DAG(
     params={"rev": Param("main", type="string", description="Branch, tag or commit to reproduce")},
     tags=["mlci", "dvc", "example"],
 ):
+    # Nothing trains on data that breaks its schema (schemas/raw.yaml, committed with the data).
+    validate = DataValidationOperator(
+        task_id="validate_data", dataset="data/raw.csv", schema="schemas/raw.yaml", rev="{{ params.rev }}"
+    )
     reproduce = DvcReproOperator(task_id="reproduce", rev="{{ params.rev }}")
+    validate >> reproduce
 
     @task
     def report(result: dict) -> dict:

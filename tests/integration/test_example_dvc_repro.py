@@ -26,7 +26,11 @@ def test_the_demo_dag_reproduces_the_pipeline_and_shares_its_outputs(run_dag, dv
     before = remote_files(dvc_project.dvc_remote_url)
     record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main"})
     assert record.state == "success"
-    assert record.task_states == {"reproduce": "success", "report": "success"}
+    assert record.task_states == {"validate_data": "success", "reproduce": "success", "report": "success"}
+    checked = record.xcom["validate_data"]
+    assert checked["valid"] is True
+    assert checked["rows_checked"] == len((dvc_project.work / "data" / "raw.csv").read_text().splitlines()) - 1
+    assert checked["dataset"] == f"data/raw.csv@{dvc_project.head()[:12]}"
     result = record.xcom["reproduce"]
     assert result["sha"] == dvc_project.head()
     assert result["rev"] == "main"
@@ -47,7 +51,7 @@ def test_a_revision_that_does_not_exist_fails_naming_it_and_pushes_nothing(
     refs, data = dvc_project.remote_refs(), remote_files(dvc_project.dvc_remote_url)
     record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "release-that-never-was"})
     assert record.state == "failed"
-    assert record.task_states == {"reproduce": "failed", "report": "upstream_failed"}
+    assert record.task_states == {"validate_data": "failed", "reproduce": "upstream_failed", "report": "upstream_failed"}
     out = capfd.readouterr().out
     assert "GitRevisionNotFoundError: Revision 'release-that-never-was' does not exist in" in out
     assert dvc_project.remote_refs() == refs

@@ -1,0 +1,301 @@
+"""Read tabular files (CSV, Parquet, JSON lines) as pandas frames, whole or in chunks.
+
+A file is read in chunks of about ``chunk_bytes`` of its own bytes, so one larger than memory
+never lives in memory at once. Each chunk's index holds the global row numbers (0 = the first
+data row of the file), so a failure found in a chunk names the row of the file.
+
+CSV is read with pyarrow (multithreaded, and typed from the schema where the schema says how).
+A value that does not parse as the type the schema asks for does not stop the read: the column
+is read as text instead and the caller is told (:attr:`TableReader.text_columns`), so that each
+such value can be reported as a dtype failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow_provider_mlci.exceptions import DatasetFormatError, DatasetNotFoundError, MlciConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "TableFormat", "TableReader"]
+
+#: Read at most this many bytes of a file into one chunk unless told otherwise.
+DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+class TableFormat(StrEnum):
+    """The formats a dataset can have."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+    JSONL = "jsonl"
+
+    @classmethod
+    def of(cls, path: str, given: str | TableFormat | None = None) -> TableFormat:
+        """The format ``given``, or the one the file name's extension says.
+
+        :param path: the file's path or URL (names it in errors)
+        :param given: a format name, or ``None`` to go by the extension
+        :raises DatasetFormatError: naming the path whose format is unknown
+        """
+        if given:
+            try:
+                return cls(str(given.value if isinstance(given, TableFormat) else given).lower().lstrip("."))
+            except ValueError:
+                pass
+            raise DatasetFormatError(
+                f"Unknown format {given!r} for {path}: use one of {', '.join(f.value for f in cls)}."
+            )
+        name = path.lower()
+        for suffix in (".gz", ".bz2", ".zst", ".lz4"):
+            name = name.removesuffix(suffix)
+        for fmt, suffixes in _SUFFIXES.items():
+            if name.endswith(suffixes):
+                return fmt
+        raise DatasetFormatError(
+            f"Cannot tell the format of {path} from its name: pass format= (one of {', '.join(f.value for f in cls)})."
+        )
+
+
+_SUFFIXES = {
+    TableFormat.CSV: (".csv", ".tsv", ".txt"),
+    TableFormat.PARQUET: (".parquet", ".pq"),
+    TableFormat.JSONL: (".jsonl", ".ndjson", ".json"),
+}
+
+_CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
+
+
+@dataclass(kw_only=True)
+class TableReader:
+    """Reads one tabular file, whole or in chunks.
+
+    :param path: a local path, or a URL that only names the file in messages (see ``opener``)
+    :param format: the file's format
+    :param chunk_bytes: the most bytes of the file that go into one chunk
+    :param column_types: numpy dtype names (``int64``, ``float64``, ``bool``, ``str``) the
+        columns should have, where known (CSV only: Parquet carries its own types)
+    :param opener: opens the file for binary reading (default: :func:`open` on ``path``)
+    :param size: the file's size in bytes if known (used to decide whether to read it whole)
+    """
+
+    path: str
+    format: TableFormat
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    column_types: Mapping[str, str] = field(default_factory=dict)
+    opener: Any = None
+    size: int | None = None
+    #: columns read as text because a value did not parse as the type asked for
+    text_columns: dict[str, str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.chunk_bytes < 1024:
+            raise MlciConfigError(f"chunk_bytes must be at least 1024, not {self.chunk_bytes}.")
+        if self.opener is None:
+            local = Path(self.path)
+            if not local.is_file():
+                raise DatasetNotFoundError(f"No dataset file at {self.path}.")
+            self.size = local.stat().st_size
+            self.opener = lambda: local.open("rb")
+
+    @property
+    def whole(self) -> bool:
+        """Whether the file is small enough to be read as one chunk."""
+        return self.size is not None and self.size <= self.chunk_bytes
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        """Yield the file's rows as frames, in order, each indexed by global row number.
+
+        :raises DatasetFormatError: naming the file, when it is unreadable or truncated
+        """
+        reader = {
+            TableFormat.CSV: self._csv_chunks,
+            TableFormat.PARQUET: self._parquet_chunks,
+            TableFormat.JSONL: self._jsonl_chunks,
+        }[self.format]
+        yield from reader()
+
+    # -- CSV -------------------------------------------------------------------------------
+
+    def _csv_chunks(self) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+
+        offset = 0
+        while True:
+            try:
+                for table in self._csv_tables(skip=offset):
+                    frame = _to_pandas(table, offset)
+                    offset += len(frame)
+                    yield frame
+                return
+            except pa.ArrowInvalid as exc:
+                column = self._unparsed_column(exc)
+                if column is None:
+                    raise DatasetFormatError(f"Cannot read {self.path} as CSV: {_first_line(exc)}") from exc
+                # A value that is not of the column's declared type: read the column as text
+                # from here on (rows already read stay as they were), so that the value is
+                # reported instead of stopping the read.
+                self.text_columns[column] = self.column_types[column]
+
+    def _csv_tables(self, skip: int = 0) -> Iterator[pa.Table]:
+        import pyarrow.csv as pacsv
+
+        with self._open() as fh:
+            header = _csv_header(fh, self.path)
+        types = {name: _arrow_type(dtype) for name, dtype in self.column_types.items() if name in header}
+        for name in self.text_columns:
+            types[name] = _arrow_type("str")
+        convert = pacsv.ConvertOptions(
+            column_types={k: v for k, v in types.items() if v is not None}, strings_can_be_null=True
+        )
+        with self._open() as fh:
+            if self.whole:
+                table = pacsv.read_csv(
+                    fh, read_options=pacsv.ReadOptions(skip_rows_after_names=skip), convert_options=convert
+                )
+                yield table
+                return
+            read = pacsv.ReadOptions(block_size=self.chunk_bytes, use_threads=True, skip_rows_after_names=skip)
+            reader = pacsv.open_csv(fh, read_options=read, convert_options=convert)
+            for batch in reader:
+                yield _table([batch])
+
+    def _unparsed_column(self, exc: Exception) -> str | None:
+        match = _CSV_COLUMN.search(str(exc))
+        if not match or "conversion error" not in str(exc):
+            return None
+        with self._open() as fh:
+            header = _csv_header(fh, self.path)
+        index = int(match.group(1))
+        name = header[index] if index < len(header) else None
+        return name if name in self.column_types and name not in self.text_columns else None
+
+    # -- Parquet ---------------------------------------------------------------------------
+
+    def _parquet_chunks(self) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self._open() as fh:
+            try:
+                parquet = pq.ParquetFile(fh)
+                meta = parquet.metadata
+                rows_per_chunk = _rows_per_chunk(self.chunk_bytes, meta.serialized_size + _uncompressed(meta), meta)
+                offset = 0
+                for batch in parquet.iter_batches(batch_size=rows_per_chunk):
+                    frame = _to_pandas(_table([batch]), offset)
+                    offset += len(frame)
+                    yield frame
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DatasetFormatError(f"Cannot read {self.path} as Parquet: {_first_line(exc)}") from exc
+
+    # -- JSON lines ------------------------------------------------------------------------
+
+    def _jsonl_chunks(self) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+        import pyarrow.json as pajson
+
+        with self._open() as fh:
+            try:
+                reader = pajson.open_json(fh, read_options=pajson.ReadOptions(block_size=self.chunk_bytes))
+                offset = 0
+                for batch in reader:
+                    frame = _to_pandas(_table([batch]), offset)
+                    offset += len(frame)
+                    yield frame
+            except pa.ArrowInvalid as exc:
+                raise DatasetFormatError(f"Cannot read {self.path} as JSON lines: {_first_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[IO[bytes]]:
+        try:
+            fh = self.opener()
+        except FileNotFoundError as exc:
+            raise DatasetNotFoundError(f"No dataset file at {self.path}.") from exc
+        except OSError as exc:
+            raise DatasetFormatError(f"Cannot open {self.path}: {exc}") from exc
+        with fh:
+            yield fh
+
+
+def _csv_header(fh: IO[bytes], path: str) -> list[str]:
+    import csv
+    import io
+
+    line = fh.readline(1024 * 1024)
+    if not line.strip():
+        raise DatasetFormatError(f"{path} is empty: a CSV file needs at least a header row.")
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(f"Cannot read {path} as CSV: its header is not UTF-8 text.") from exc
+    return next(csv.reader(io.StringIO(text)))
+
+
+def _arrow_type(dtype: str) -> pa.DataType | None:
+    import pyarrow as pa
+
+    return {
+        "int64": pa.int64(),
+        "int32": pa.int32(),
+        "float64": pa.float64(),
+        "float32": pa.float32(),
+        "bool": pa.bool_(),
+        "str": pa.string(),
+        "string": pa.string(),
+        "object": pa.string(),
+    }.get(dtype)
+
+
+def _table(batches: list[Any]) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_batches(batches)
+
+
+def _to_pandas(table: pa.Table, offset: int) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    frame.index = pd.RangeIndex(offset, offset + len(frame))
+    return frame
+
+
+def _uncompressed(meta: Any) -> int:
+    total = 0
+    for group in range(meta.num_row_groups):
+        total += meta.row_group(group).total_byte_size
+    return total
+
+
+def _rows_per_chunk(chunk_bytes: int, data_bytes: int, meta: Any) -> int:
+    rows = max(meta.num_rows, 1)
+    per_row = max(data_bytes / rows, 1.0)
+    return max(int(chunk_bytes / per_row), 1024)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    """The size of a local file in bytes.
+
+    :param path: the file
+    :raises DatasetNotFoundError: naming the path where there is no file
+    """
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError as exc:
+        raise DatasetNotFoundError(f"No dataset file at {path}.") from exc

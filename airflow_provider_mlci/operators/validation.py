@@ -1,0 +1,478 @@
+"""Operators that validate a dataset before anything trains on it.
+
+A dataset is either a path inside the DVC repository of an ``mlci_dvc`` connection, read at a
+revision (only that path is pulled, into the worker's DVC cache), or an object storage URL
+(``s3://...``, ``file://...``) read through Airflow's ``ObjectStoragePath`` with ``conn_id``.
+Files larger than memory are read in chunks. The summary goes to XCom; the full failure-case
+table goes to ``[mlci] reports_dir`` and the task's "Report" link points at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_mlci.links.report import REPORT_URI_KEY, MlciReportLink
+from airflow_provider_mlci.operators._errors import airflow_failures
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_mlci.core.tabular import TableReader
+    from airflow_provider_mlci.hooks.dvc import DvcHook
+
+__all__ = ["DataDriftCheckOperator", "DataValidationOperator"]
+
+_PANDERA_GREEN = "#2e7d32"
+_MODES = ("fail", "warn")
+
+
+class _DatasetMixin:
+    """Reading a dataset from a DVC repository at a revision, or from object storage."""
+
+    dvc_conn_id: str
+    conn_id: str | None
+    cache_dir: str | None
+    format: str | None
+    chunk_bytes: int | None
+    log: Any
+
+    @cached_property
+    def hook(self) -> DvcHook:
+        """The hook for the repository's connection."""
+        from airflow_provider_mlci.hooks.dvc import DvcHook
+
+        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir)
+
+    @contextlib.contextmanager
+    def open_dataset(
+        self,
+        dataset: str,
+        rev: str | None,
+        *,
+        column_types: Mapping[str, str] | None = None,
+        workspace: Any = None,
+    ) -> Iterator[tuple[TableReader, str]]:
+        """Yield a reader of ``dataset`` and the name reports give it.
+
+        :param dataset: a path inside the repository, or a URL
+        :param rev: the revision of the repository (``None``: its default branch)
+        :param column_types: dtypes to read CSV columns as
+        :param workspace: a checkout of the repository already open at ``rev``
+        """
+        from airflow_provider_mlci.core.tabular import DEFAULT_CHUNK_BYTES, TableFormat
+
+        options = {
+            "format": TableFormat.of(dataset, self.format),
+            "chunk_bytes": self.chunk_bytes or DEFAULT_CHUNK_BYTES,
+            "column_types": column_types or {},
+        }
+        if is_url(dataset):
+            reader = _url_reader(dataset, self.conn_id, options)
+            yield reader, reader.path
+        elif workspace is not None:
+            yield _repo_reader(workspace, dataset, options)
+        else:
+            with self._maybe_workspace(rev or "HEAD") as opened:
+                yield _repo_reader(opened, dataset, options)
+
+    @contextlib.contextmanager
+    def _maybe_workspace(self, rev: str | None) -> Iterator[Any]:
+        if rev is None:
+            yield None
+            return
+        from airflow_provider_mlci.core.process import CommandRunner
+
+        self._runner = CommandRunner(log=self.log)
+        with self.hook.open_workspace(rev, runner=self._runner) as workspace:
+            yield workspace
+
+    def on_kill(self) -> None:
+        """Stop the running git or DVC process."""
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.stop()
+
+
+def is_url(dataset: str) -> bool:
+    """Whether ``dataset`` is an object storage URL rather than a path in the repository.
+
+    :param dataset: the operator's ``dataset`` argument
+    """
+    return "://" in dataset
+
+
+def _repo_reader(workspace: Any, dataset: str, options: dict[str, Any]) -> tuple[TableReader, str]:
+    """A reader of a file the repository tracks (in git or DVC), pulling only that file."""
+    from airflow_provider_mlci.core import dvc_ops
+    from airflow_provider_mlci.core.tabular import TableReader
+    from airflow_provider_mlci.exceptions import DatasetNotFoundError, DvcFileError, DvcStageNotFoundError
+
+    target = dvc_ops.check_targets(dataset)[0]
+    local = workspace.path / target
+    where = f"{target} in {workspace.access.git.display_url} at {workspace.rev} ({workspace.sha[:12]})"
+    if not local.is_file():
+        try:
+            dvc_ops.pull(workspace, [target])
+        except (DvcStageNotFoundError, DvcFileError) as exc:
+            raise DatasetNotFoundError(f"No dataset {where}: {exc}") from exc
+    if not local.is_file():
+        raise DatasetNotFoundError(f"No dataset {where}: neither git nor DVC tracks a file there.")
+    return TableReader(path=str(local), **options), f"{target}@{workspace.sha[:12]}"
+
+
+def _url_reader(url: str, conn_id: str | None, options: dict[str, Any]) -> TableReader:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_mlci.core.tabular import TableReader
+    from airflow_provider_mlci.exceptions import DatasetFormatError, DatasetNotFoundError, redact_url
+
+    shown = redact_url(url)
+    path = ObjectStoragePath(url, conn_id=conn_id)
+    try:
+        if not path.is_file():
+            raise DatasetNotFoundError(f"No dataset file at {shown}.")
+        size = path.stat().st_size
+    except DatasetNotFoundError:
+        raise
+    except FileNotFoundError as exc:
+        raise DatasetNotFoundError(f"No dataset file at {shown}.") from exc
+    except Exception as exc:  # the storage refused us: credentials, bucket, endpoint
+        raise DatasetFormatError(f"Cannot read {shown}: {exc}") from exc
+    return TableReader(path=shown, opener=lambda: path.open("rb"), size=size, **options)
+
+
+def _mode(mode: str) -> str:
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    value = str(mode).lower()
+    if value not in _MODES:
+        raise MlciConfigError(f"mode={mode!r}: use 'fail' (raise on failures) or 'warn' (log and succeed).")
+    return value
+
+
+def _reports_base(report_dir: str | None) -> tuple[str, str | None]:
+    from airflow.configuration import conf
+
+    base = report_dir or conf.get("mlci", "reports_dir", fallback="") or ""
+    if not base:
+        home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
+        base = os.path.join(home, "mlci-reports")
+    conn_id = conf.get("mlci", "reports_conn_id", fallback="") or None
+    return base, conn_id
+
+
+def _report_folder(context: Context, report_dir: str | None, report_conn_id: str | None) -> Any:
+    """The folder of this task instance's report: ``<base>/<dag>/<run>/<task>[.<map index>]``."""
+    from airflow.sdk import ObjectStoragePath
+
+    base, default_conn = _reports_base(report_dir)
+    ti = context["ti"]
+    task = ti.task_id if ti.map_index in (None, -1) else f"{ti.task_id}.{ti.map_index}"
+    safe_run = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(ti.run_id))
+    url = base if "://" in base else f"file://{os.path.abspath(base)}"
+    return ObjectStoragePath(url, conn_id=report_conn_id or default_conn) / ti.dag_id / safe_run / task
+
+
+class _FailureTable:
+    """Failure cases, chunk by chunk, into one local Parquet file."""
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, "failure_cases.parquet")
+        self.rows = 0
+        self._writer: Any = None
+
+    def __call__(self, cases: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(cases, preserve_index=False, schema=_failure_schema())
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table)
+        self.rows += len(cases)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _failure_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("schema_context", pa.string()),
+            ("column", pa.string()),
+            ("check", pa.string()),
+            ("check_number", pa.int64()),
+            ("failure_case", pa.string()),
+            ("index", pa.int64()),
+        ]
+    )
+
+
+def _store(folder: Any, files: Mapping[str, str]) -> str:
+    """Copy local files into the report folder; return the folder's URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, local in files.items():
+        with open(local, "rb") as src, (folder / name).open("wb") as dst:
+            while block := src.read(8 * 1024 * 1024):
+                dst.write(block)
+    return str(folder)
+
+
+class DataValidationOperator(_DatasetMixin, BaseOperator):
+    """Validate a dataset against a pandera schema, lazily, in chunks if it is large.
+
+    Returns ``{"dataset", "schema", "valid", "rows_checked", "chunks", "sampled", "error_counts",
+    "failure_cases_total", "failure_cases", "warnings", "report_uri"}`` with at most
+    ``max_failure_cases`` cases; all of them are in ``<report_uri>/failure_cases.parquet``.
+
+    :param dataset: a path inside the repository (read at ``rev``), or an object storage URL
+        such as ``s3://bucket/key.parquet`` (templated)
+    :param schema: ``"package.module:attr"`` naming a pandera ``DataFrameSchema`` or
+        ``DataFrameModel``, a pandera YAML/JSON schema file in the repository (read at ``rev``),
+        or the schema object itself (templated when a string)
+    :param rev: the repository's revision (templated); default: its default branch
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param mode: ``"fail"`` raises :class:`~airflow_provider_mlci.exceptions.DataValidationError`
+        (not retried) when anything fails; ``"warn"`` logs the failures and succeeds
+    :param format: ``csv``, ``parquet`` or ``jsonl``; default: from the file name
+    :param conn_id: the connection for a URL dataset (for example ``aws_default``)
+    :param sample: check a fraction of the rows (``0 < sample < 1``) or the first N rows
+    :param min_rows: fail if the dataset has fewer rows
+    :param max_rows: fail if it has more
+    :param max_failure_cases: failure cases in the summary (default 100)
+    :param chunk_bytes: read at most this many bytes of the file at once (default 64 MiB)
+    :param report_dir: where the failure-case table goes; default ``[mlci] reports_dir``
+    :param report_conn_id: the connection for ``report_dir``
+    :param cache_dir: the worker cache root; default ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("dataset", "schema", "rev", "report_dir")
+    operator_extra_links = (MlciReportLink(),)
+    ui_color = _PANDERA_GREEN
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        schema: Any,
+        rev: str | None = None,
+        dvc_conn_id: str = "mlci_dvc_default",
+        mode: str = "fail",
+        format: str | None = None,
+        conn_id: str | None = None,
+        sample: float | int | None = None,
+        min_rows: int | None = None,
+        max_rows: int | None = None,
+        max_failure_cases: int = 100,
+        chunk_bytes: int | None = None,
+        report_dir: str | None = None,
+        report_conn_id: str | None = None,
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.schema = schema
+        self.rev = rev
+        self.dvc_conn_id = dvc_conn_id
+        self.mode = mode
+        self.format = format
+        self.conn_id = conn_id
+        self.sample = sample
+        self.min_rows = min_rows
+        self.max_rows = max_rows
+        self.max_failure_cases = max_failure_cases
+        self.chunk_bytes = chunk_bytes
+        self.report_dir = report_dir
+        self.report_conn_id = report_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import validation
+        from airflow_provider_mlci.core.tabular import TableFormat
+        from airflow_provider_mlci.exceptions import DataValidationError
+
+        with airflow_failures():
+            mode = _mode(self.mode)
+            options = validation.ValidationOptions(
+                max_failure_cases=self.max_failure_cases,
+                sample=self.sample,
+                min_rows=self.min_rows,
+                max_rows=self.max_rows,
+            )
+            TableFormat.of(self.dataset, self.format)
+            validation.check_schema_spec(self.schema)
+            in_repo = isinstance(self.schema, str) and validation.is_schema_file(self.schema)
+            schema = None if in_repo else validation.load_schema(self.schema)
+            need_repo = in_repo and not os.path.isabs(self.schema)
+            with tempfile.TemporaryDirectory(prefix="mlci-validation-") as tmp:
+                table = _FailureTable(tmp)
+                with self._open(schema, need_repo) as (reader, schema, where):
+                    self.log.info("Validating %s against %s", reader.path, validation.schema_name(self.schema))
+                    try:
+                        report = validation.validate_table(
+                            reader,
+                            schema,
+                            options=options,
+                            schema_label=validation.schema_name(self.schema),
+                            failure_sink=table,
+                        )
+                    finally:
+                        table.close()
+                report.dataset = where
+                summary = report.to_json()
+                files = {"validation.json": os.path.join(tmp, "validation.json")}
+                if table.rows:
+                    files["failure_cases.parquet"] = table.path
+                with open(files["validation.json"], "w") as fh:
+                    json.dump(summary, fh, indent=2)
+                uri = _store(_report_folder(context, self.report_dir, self.report_conn_id), files)
+            summary["report_uri"] = uri
+            context["ti"].xcom_push(key=REPORT_URI_KEY, value=uri)
+            for warning in report.warnings:
+                self.log.warning("%s", warning)
+            if report.valid:
+                self.log.info("%s", report.describe())
+                return summary
+            self.log.warning("%s\nAll failure cases: %s", report.describe(), uri)
+            if mode == "fail":
+                raise DataValidationError(report.describe() + f"\nAll failure cases: {uri}")
+            return summary
+
+    @contextlib.contextmanager
+    def _open(self, schema: Any, need_repo: bool) -> Iterator[tuple[TableReader, Any, str]]:
+        """Load the schema (from the repository if it is a file there), then open the dataset."""
+        from airflow_provider_mlci.core import validation
+
+        if not need_repo:
+            schema = schema if schema is not None else validation.load_schema(self.schema)
+            types = validation.schema_column_types(schema)
+            with self.open_dataset(self.dataset, self.rev, column_types=types) as (reader, where):
+                yield reader, schema, where
+            return
+        with self._maybe_workspace(self.rev or "HEAD") as workspace:
+            schema = validation.load_schema(self.schema, base_dir=workspace.path)
+            types = validation.schema_column_types(schema)
+            with self.open_dataset(self.dataset, self.rev, column_types=types, workspace=workspace) as (reader, where):
+                yield reader, schema, where
+
+
+class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
+    """Compare a dataset at ``rev`` with the same dataset at ``baseline_rev``.
+
+    Fails (``mode="fail"``) or warns (``mode="warn"``) when columns were added, removed or
+    retyped, when the row count changed beyond its bounds, or when a column's distribution
+    shifted (PSI over baseline deciles or categories, and the Kolmogorov-Smirnov statistic on
+    numeric columns) beyond the thresholds. Returns the comparison as JSON (see
+    :class:`~airflow_provider_mlci.core.drift.DriftReport`).
+
+    :param dataset: a path inside the repository, or a URL (templated)
+    :param baseline_rev: the revision to compare with (templated)
+    :param rev: the revision to check (templated); default: the default branch
+    :param baseline_dataset: the baseline's path or URL if it is not ``dataset`` (templated)
+    :param columns: compare only these columns
+    :param psi: PSI above which a column has drifted (default 0.2)
+    :param ks: KS statistic above which a numeric column has drifted (default 0.1)
+    :param min_row_ratio: the new row count must be at least this fraction of the old (0.5)
+    :param max_row_ratio: and at most this multiple of it (2.0)
+    :param mode: ``"fail"`` or ``"warn"``
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param format: ``csv``, ``parquet`` or ``jsonl``; default: from the file name
+    :param conn_id: the connection for URL datasets
+    :param chunk_bytes: read at most this many bytes of a file at once
+    :param cache_dir: the worker cache root; default ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("dataset", "baseline_rev", "rev", "baseline_dataset")
+    ui_color = _PANDERA_GREEN
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        baseline_rev: str | None = None,
+        rev: str | None = None,
+        baseline_dataset: str | None = None,
+        columns: Sequence[str] | None = None,
+        psi: float = 0.2,
+        ks: float = 0.1,
+        min_row_ratio: float = 0.5,
+        max_row_ratio: float = 2.0,
+        mode: str = "fail",
+        dvc_conn_id: str = "mlci_dvc_default",
+        format: str | None = None,
+        conn_id: str | None = None,
+        chunk_bytes: int | None = None,
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.baseline_rev = baseline_rev
+        self.rev = rev
+        self.baseline_dataset = baseline_dataset
+        self.columns = columns
+        self.psi = psi
+        self.ks = ks
+        self.min_row_ratio = min_row_ratio
+        self.max_row_ratio = max_row_ratio
+        self.mode = mode
+        self.dvc_conn_id = dvc_conn_id
+        self.format = format
+        self.conn_id = conn_id
+        self.chunk_bytes = chunk_bytes
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import drift
+        from airflow_provider_mlci.core.tabular import TableFormat
+        from airflow_provider_mlci.exceptions import DataValidationError, MlciConfigError
+
+        with airflow_failures():
+            mode = _mode(self.mode)
+            thresholds = drift.DriftThresholds(
+                psi=self.psi, ks=self.ks, min_row_ratio=self.min_row_ratio, max_row_ratio=self.max_row_ratio
+            )
+            baseline_dataset = self.baseline_dataset or self.dataset
+            if baseline_dataset == self.dataset and not is_url(self.dataset) and not self.baseline_rev:
+                raise MlciConfigError(
+                    f"DataDriftCheckOperator on {self.dataset}: give baseline_rev or baseline_dataset."
+                )
+            for name in (self.dataset, baseline_dataset):
+                TableFormat.of(name, self.format)
+            profiles = {}
+            for side, name, rev in (
+                ("baseline", baseline_dataset, self.baseline_rev),
+                ("current", self.dataset, self.rev),
+            ):
+                with self.open_dataset(name, rev) as (reader, label):
+                    self.log.info("Profiling the %s version: %s", side, label)
+                    profiles[side] = (
+                        label,
+                        drift.profile_chunks(reader.chunks(), columns=self.columns, sample_size=thresholds.sample_size),
+                    )
+            report = drift.compare_profiles(profiles["baseline"][1], profiles["current"][1], thresholds)
+            summary = {"dataset": profiles["current"][0], "baseline": profiles["baseline"][0], **report.to_json()}
+            for name, stats in report.columns.items():
+                self.log.info("  %s: %s", name, stats)
+            if not report.drifted:
+                self.log.info("%s: no drift against %s", summary["dataset"], summary["baseline"])
+                return summary
+            message = f"{summary['dataset']} drifted from {summary['baseline']}: " + "; ".join(report.failures)
+            self.log.warning("%s", message)
+            if mode == "fail":
+                raise DataValidationError(message)
+            return summary
