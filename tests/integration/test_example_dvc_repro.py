@@ -51,7 +51,11 @@ def test_a_revision_that_does_not_exist_fails_naming_it_and_pushes_nothing(
     refs, data = dvc_project.remote_refs(), remote_files(dvc_project.dvc_remote_url)
     record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "release-that-never-was"})
     assert record.state == "failed"
-    assert record.task_states == {"validate_data": "failed", "reproduce": "upstream_failed", "report": "upstream_failed"}
+    assert record.task_states == {
+        "validate_data": "failed",
+        "reproduce": "upstream_failed",
+        "report": "upstream_failed",
+    }
     out = capfd.readouterr().out
     assert "GitRevisionNotFoundError: Revision 'release-that-never-was' does not exist in" in out
     assert dvc_project.remote_refs() == refs
