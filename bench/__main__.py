@@ -11,7 +11,13 @@ from pathlib import Path
 
 from bench._common import HEADER
 
-BENCHMARKS = ("bench.bench_parse", "bench.bench_repro", "bench.bench_checkout", "bench.bench_operators")
+BENCHMARKS = (
+    "bench.bench_parse",
+    "bench.bench_repro",
+    "bench.bench_checkout",
+    "bench.bench_operators",
+    "bench.bench_validation",
+)
 
 
 def main() -> int:

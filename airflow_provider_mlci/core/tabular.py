@@ -129,56 +129,77 @@ class TableReader:
 
     def _csv_chunks(self) -> Iterator[pd.DataFrame]:
         import pyarrow as pa
-
-        offset = 0
-        while True:
-            try:
-                for table in self._csv_tables(skip=offset):
-                    frame = _to_pandas(table, offset)
-                    offset += len(frame)
-                    yield frame
-                return
-            except pa.ArrowInvalid as exc:
-                column = self._unparsed_column(exc)
-                if column is None:
-                    raise DatasetFormatError(f"Cannot read {self.path} as CSV: {_first_line(exc)}") from exc
-                # A value that is not of the column's declared type: read the column as text
-                # from here on (rows already read stay as they were), so that the value is
-                # reported instead of stopping the read.
-                self.text_columns[column] = self.column_types[column]
-
-    def _csv_tables(self, skip: int = 0) -> Iterator[pa.Table]:
         import pyarrow.csv as pacsv
 
         with self._open() as fh:
-            header = _csv_header(fh, self.path)
-        types = {name: _arrow_type(dtype) for name, dtype in self.column_types.items() if name in header}
+            header_line = fh.readline(1024 * 1024)
+            header = _csv_header(header_line, self.path)
+            offset = 0
+            fixed: dict[str, Any] = {}  # column types after the first block, as pyarrow's reader does
+            for block in self._csv_blocks(fh, header_line):
+                while True:
+                    types = {**fixed, **self._declared_types(header)}
+                    convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+                    try:
+                        table = pacsv.read_csv(pa.py_buffer(block), convert_options=convert)
+                        break
+                    except pa.ArrowInvalid as exc:
+                        column = self._unparsed_column(exc, header)
+                        if column is None:
+                            raise DatasetFormatError(
+                                f"Cannot read {self.path} as CSV (rows from {offset}): {_first_line(exc)}"
+                            ) from exc
+                        # A value that is not of the column's declared type: read the column
+                        # as text from this block on, so that the value is reported.
+                        self.text_columns[column] = self.column_types.get(column) or str(fixed[column])
+                        fixed.pop(column, None)
+                if not fixed:
+                    fixed = {f.name: f.type for f in table.schema if f.name not in self.column_types}
+                    fixed = {k: v for k, v in fixed.items() if not pa.types.is_null(v)}
+                frame = _to_pandas(table, offset)
+                offset += len(frame)
+                yield frame
+
+    def _csv_blocks(self, fh: IO[bytes], header_line: bytes) -> Iterator[bytes]:
+        """The file's rows in blocks of about ``chunk_bytes``, cut at line ends, each with the header."""
+        if self.whole:
+            rest = fh.read()
+            if rest.strip():
+                yield header_line + rest
+            return
+        leftover = b""
+        while True:
+            data = fh.read(self.chunk_bytes)
+            if not data:
+                if leftover.strip():
+                    yield header_line + leftover
+                return
+            data = leftover + data
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                leftover = data
+                continue
+            leftover = data[cut + 1 :]
+            yield header_line + data[: cut + 1]
+
+    def _declared_types(self, header: list[str]) -> dict[str, Any]:
+        types = {}
+        for name, dtype in self.column_types.items():
+            if name in header:
+                arrow = _arrow_type("str" if name in self.text_columns else dtype)
+                if arrow is not None:
+                    types[name] = arrow
         for name in self.text_columns:
             types[name] = _arrow_type("str")
-        convert = pacsv.ConvertOptions(
-            column_types={k: v for k, v in types.items() if v is not None}, strings_can_be_null=True
-        )
-        with self._open() as fh:
-            if self.whole:
-                table = pacsv.read_csv(
-                    fh, read_options=pacsv.ReadOptions(skip_rows_after_names=skip), convert_options=convert
-                )
-                yield table
-                return
-            read = pacsv.ReadOptions(block_size=self.chunk_bytes, use_threads=True, skip_rows_after_names=skip)
-            reader = pacsv.open_csv(fh, read_options=read, convert_options=convert)
-            for batch in reader:
-                yield _table([batch])
+        return types
 
-    def _unparsed_column(self, exc: Exception) -> str | None:
+    def _unparsed_column(self, exc: Exception, header: list[str]) -> str | None:
         match = _CSV_COLUMN.search(str(exc))
         if not match or "conversion error" not in str(exc):
             return None
-        with self._open() as fh:
-            header = _csv_header(fh, self.path)
         index = int(match.group(1))
         name = header[index] if index < len(header) else None
-        return name if name in self.column_types and name not in self.text_columns else None
+        return name if name is not None and name not in self.text_columns else None
 
     # -- Parquet ---------------------------------------------------------------------------
 
@@ -228,11 +249,10 @@ class TableReader:
             yield fh
 
 
-def _csv_header(fh: IO[bytes], path: str) -> list[str]:
+def _csv_header(line: bytes, path: str) -> list[str]:
     import csv
     import io
 
-    line = fh.readline(1024 * 1024)
     if not line.strip():
         raise DatasetFormatError(f"{path} is empty: a CSV file needs at least a header row.")
     try:

@@ -25,6 +25,8 @@ import json
 import math
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,10 +337,13 @@ def validate_table(
     options = options or ValidationOptions()
     report = ValidationReport(dataset=reader.path, schema=schema_label)
     run = _Run(schema, options, report, failure_sink)
-    with full_validation():
-        for chunk in _sampled(reader.chunks(), options, report):
-            run.chunk(chunk, reader.text_columns)
-        run.finish(reader)
+    try:
+        with full_validation():
+            for chunk in _sampled(reader.chunks(), options, report):
+                run.chunk(chunk, reader.text_columns)
+            run.finish(reader)
+    finally:
+        run.close()
     return report
 
 
@@ -358,7 +363,7 @@ class _Run:
         self.sink = sink
         self.chunk_schema, self.unique_sets, self.not_null = _split_schema(schema, options.max_failure_cases)
         self.seen_dataset_failures: set[tuple[Any, ...]] = set()
-        self.hashes: dict[tuple[str, ...], list[Any]] = {cols: [] for cols, _ in self.unique_sets}
+        self.hashes: dict[tuple[str, ...], _HashSpill] = {cols: _HashSpill() for cols, _ in self.unique_sets}
         self.last_chunk: pd.DataFrame | None = None
         self.text_schema_cache: dict[tuple[str, ...], pa.DataFrameSchema] = {}
 
@@ -385,7 +390,7 @@ class _Run:
                     parts.append(_cases("Column", column, "not_nullable", None, frame[column][nulls]))
         for cols in self.hashes:
             if all(c in frame.columns for c in cols):
-                self.hashes[cols].append(_row_hashes(frame, cols))
+                self.hashes[cols].add(_row_hashes(frame, cols))
         self.last_chunk = frame
         if parts:
             self._record(pd.concat([p for p in parts if len(p)], ignore_index=True) if len(parts) > 1 else parts[0])
@@ -443,7 +448,6 @@ class _Run:
             self.sink(_as_strings(cases))
 
     def finish(self, reader: TableReader) -> None:
-        import pandas as pd
 
         rows = self.report.rows_checked
         bounds = []
@@ -454,8 +458,7 @@ class _Run:
         for check in bounds:
             self._record(_frame([("DataFrameSchema", None, check, None, rows, None)]))
         for (cols, label), hashes in zip(self.unique_sets, self.hashes.values(), strict=True):
-            if hashes:
-                self._record(self._duplicates(cols, label, pd.concat(hashes), reader))
+            self._record(self._duplicates(cols, label, hashes.repeated(), reader))
         if self.report.chunks > 1 and self.schema.checks:
             names = ", ".join(str(getattr(c, "name", c)) for c in self.schema.checks)
             self.report.warnings.append(
@@ -463,14 +466,17 @@ class _Run:
                 "that aggregates over rows saw one chunk at a time. Raise chunk_bytes to check in one piece."
             )
 
-    def _duplicates(self, cols: tuple[str, ...], label: tuple[str, str, Any], hashes: pd.Series, reader: TableReader):
+    def close(self) -> None:
+        for spill in self.hashes.values():
+            spill.close()
+
+    def _duplicates(self, cols: tuple[str, ...], label: tuple[str, str, Any], candidates: Any, reader: TableReader):
         """Rows whose values in ``cols`` repeat, found by hash then confirmed on the values."""
         import pandas as pd
 
-        candidates = hashes[hashes.duplicated(keep=False)]
-        if candidates.empty:
+        if not len(candidates):
             return _frame([])
-        wanted = pd.Index(candidates.index)
+        wanted = pd.Index(candidates)
         if self.report.chunks == 1 and self.last_chunk is not None:
             values = self.last_chunk.loc[wanted, list(cols)]
         else:  # a second pass over the file, for the few rows that may repeat
@@ -482,6 +488,46 @@ class _Run:
         return pd.concat([_cases(context, col, check, None, values[col]) for col in cols], ignore_index=True)
 
 
+class _HashSpill:
+    """Row hashes of one uniqueness set, spilled to disk in buckets by their top bits, so that
+    checking uniqueness over a file larger than memory needs memory for one bucket at a time."""
+
+    BUCKETS = 16
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="mlci-unique-")
+        self.files = [open(os.path.join(self.folder, f"{n}.bin"), "wb") for n in range(self.BUCKETS)]  # noqa: SIM115
+
+    def add(self, hashes: pd.Series) -> None:
+        import numpy as np
+
+        records = np.empty(len(hashes), dtype=[("hash", "<u8"), ("row", "<i8")])
+        records["hash"] = hashes.to_numpy(dtype=np.uint64)
+        records["row"] = hashes.index.to_numpy(dtype=np.int64)
+        bucket = records["hash"] >> np.uint64(60)
+        for number in range(self.BUCKETS):
+            records[bucket == number].tofile(self.files[number])
+
+    def repeated(self) -> Any:
+        """The rows whose hash occurs more than once (candidates, to confirm on the values)."""
+        import numpy as np
+
+        rows = []
+        for number, fh in enumerate(self.files):
+            fh.close()
+            records = np.fromfile(os.path.join(self.folder, f"{number}.bin"), dtype=[("hash", "<u8"), ("row", "<i8")])
+            hashes = np.sort(records["hash"])
+            repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+            if len(repeated):
+                rows.append(records["row"][np.isin(records["hash"], repeated)])
+        return np.sort(np.concatenate(rows)) if rows else np.empty(0, dtype=np.int64)
+
+    def close(self) -> None:
+        for fh in self.files:
+            fh.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _split_schema(
     schema: pa.DataFrameSchema, cap: int
 ) -> tuple[pa.DataFrameSchema, list[tuple[tuple[str, ...], tuple[str, str, Any]]], list[str]]:
@@ -490,20 +536,21 @@ def _split_schema(
     per_chunk = copy.deepcopy(schema)
     unique_sets: list[tuple[tuple[str, ...], tuple[str, str, Any]]] = []
     not_null: list[str] = []
-    for name, column in list(per_chunk.columns.items()):
+    updates: dict[Any, dict[str, Any]] = {}
+    for name, column in per_chunk.columns.items():
+        if column.regex:
+            continue
+        if column.unique:
+            unique_sets.append(((str(name),), ("Column", "field_uniqueness", _keep(column.report_duplicates))))
+            updates.setdefault(name, {})["unique"] = False
+        if not column.nullable:
+            not_null.append(str(name))
+            updates.setdefault(name, {})["nullable"] = True
+    if updates:
+        per_chunk = per_chunk.update_columns(updates)
+    for column in per_chunk.columns.values():
         for check in column.checks:
             check.n_failure_cases = max(cap, 1)
-        if column.unique and not column.regex:
-            unique_sets.append(((str(name),), ("Column", "field_uniqueness", _keep(column.report_duplicates))))
-        if not column.nullable and not column.regex:
-            not_null.append(str(name))
-        updates: dict[str, Any] = {}
-        if column.unique and not column.regex:
-            updates["unique"] = False
-        if not column.nullable and not column.regex:
-            updates["nullable"] = True
-        if updates:
-            per_chunk = per_chunk.update_column(name, **updates)
     for check in per_chunk.checks:
         check.n_failure_cases = max(cap, 1)
     if schema.unique:
@@ -585,8 +632,13 @@ def _failed_index(parts: list[pd.DataFrame], column: str) -> list[Any]:
 
 
 def _row_hashes(frame: pd.DataFrame, cols: tuple[str, ...]) -> pd.Series:
+    """A 64-bit key per row: the value itself for one integer column (exact), else a hash."""
+    import numpy as np
     import pandas as pd
 
+    if len(cols) == 1 and pd.api.types.is_integer_dtype(frame[cols[0]].dtype):
+        column = frame[cols[0]]
+        return pd.Series(column.to_numpy(dtype=np.int64).view(np.uint64), index=column.index)
     return pd.util.hash_pandas_object(frame[list(cols)], index=False)
 
 
@@ -673,6 +725,16 @@ def _case_dicts(cases: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def _strings(values: pd.Series) -> Any:
+    """``values`` as text (nulls stay null), through pyarrow where the values have one type."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values.to_numpy(), from_pandas=True).cast(pa.string()).to_pandas(types_mapper=None)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
+        return values.astype(str).where(values.notna(), None)
+
+
 def _as_strings(cases: pd.DataFrame) -> pd.DataFrame:
     """The failure cases with one type per column, to store as a table."""
     import pandas as pd
@@ -683,7 +745,7 @@ def _as_strings(cases: pd.DataFrame) -> pd.DataFrame:
             "column": cases["column"].astype(object).where(cases["column"].notna(), None),
             "check": cases["check"].astype(str),
             "check_number": pd.to_numeric(cases["check_number"], errors="coerce").astype("Int64"),
-            "failure_case": cases["failure_case"].astype(str).where(cases["failure_case"].notna(), None),
+            "failure_case": _strings(cases["failure_case"]),
             "index": pd.to_numeric(cases["index"], errors="coerce").astype("Int64"),
         }
     )
