@@ -52,7 +52,7 @@ class DriftThresholds:
     sample_size: int = 100_000
 
     def __post_init__(self) -> None:
-        if self.psi <= 0 or not 0 < self.ks <= 1:
+        if not self.psi > 0 or not 0 < self.ks <= 1:
             raise MlciConfigError(f"Drift thresholds must be positive (psi={self.psi}, ks={self.ks} <= 1).")
         if not 0 <= self.min_row_ratio <= 1 <= self.max_row_ratio:
             raise MlciConfigError(

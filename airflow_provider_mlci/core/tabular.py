@@ -145,14 +145,18 @@ class TableReader:
                         break
                     except pa.ArrowInvalid as exc:
                         column = self._unparsed_column(exc, header)
-                        if column is None:
+                        if column is not None and column not in self.column_types and column in fixed:
+                            # No type was asked for: the type pyarrow inferred from the first
+                            # block does not fit this one, so infer the column afresh from here on.
+                            fixed.pop(column)
+                            continue
+                        if column is None or column not in self.column_types:
                             raise DatasetFormatError(
                                 f"Cannot read {self.path} as CSV (rows from {offset}): {_first_line(exc)}"
                             ) from exc
                         # A value that is not of the column's declared type: read the column
                         # as text from this block on, so that the value is reported.
-                        self.text_columns[column] = self.column_types.get(column) or str(fixed[column])
-                        fixed.pop(column, None)
+                        self.text_columns[column] = self.column_types[column]
                 if not fixed:
                     fixed = {f.name: f.type for f in table.schema if f.name not in self.column_types}
                     fixed = {k: v for k, v in fixed.items() if not pa.types.is_null(v)}

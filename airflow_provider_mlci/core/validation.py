@@ -614,6 +614,12 @@ def _parse_text_columns(frame: pd.DataFrame, text_columns: dict[str, str]) -> tu
         else:
             parsed = pd.to_numeric(raw.str.strip(), errors="coerce")
         bad = parsed.isna() & raw.notna() & (raw.str.strip() != "")
+        if dtype.startswith("int"):  # a number, but no whole number of the type (1.5, 1e30): no int
+            number = parsed.astype(np.float64)
+            low = float(np.iinfo(dtype).min)
+            whole = np.isfinite(number) & (number == np.trunc(number)) & (number >= low) & (number < -low)
+            bad |= parsed.notna() & ~whole
+            parsed = parsed.where(~bad)
         if bad.any():
             failures.append(_cases("Column", name, f"dtype('{dtype}')", None, raw[bad]))
         if dtype.startswith("int") and not parsed.isna().any():
@@ -632,14 +638,32 @@ def _failed_index(parts: list[pd.DataFrame], column: str) -> list[Any]:
 
 
 def _row_hashes(frame: pd.DataFrame, cols: tuple[str, ...]) -> pd.Series:
-    """A 64-bit key per row: the value itself for one integer column (exact), else a hash."""
+    """A 64-bit key per row, the same for equal values whatever dtype their chunk read them as (an
+    integer column reads as float in a chunk where it has a null): for one numeric column the whole
+    number itself (exact), else a hash; numbers are hashed as float64."""
     import numpy as np
     import pandas as pd
 
-    if len(cols) == 1 and pd.api.types.is_integer_dtype(frame[cols[0]].dtype):
-        column = frame[cols[0]]
-        return pd.Series(column.to_numpy(dtype=np.int64).view(np.uint64), index=column.index)
-    return pd.util.hash_pandas_object(frame[list(cols)], index=False)
+    def numeric(series: pd.Series) -> bool:
+        return pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+
+    values = frame[list(cols)]
+    if len(cols) == 1 and numeric(values[cols[0]]):
+        column = values[cols[0]]
+        whole = column.notna().to_numpy(copy=True)
+        if pd.api.types.is_integer_dtype(column.dtype):
+            ints = column.to_numpy(dtype=np.int64, na_value=0)
+        else:
+            floats = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            whole &= np.isfinite(floats) & (np.trunc(floats) == floats) & (np.abs(floats) < 2.0**63)
+            ints = np.where(whole, floats, 0).astype(np.int64)
+        keys = ints.view(np.uint64).copy()
+        if not whole.all():
+            rest = pd.Series(column.to_numpy(dtype=np.float64, na_value=np.nan)[~whole])
+            keys[~whole] = pd.util.hash_pandas_object(rest, index=False).to_numpy()
+        return pd.Series(keys, index=column.index)
+    numbers = {c: np.float64 for c in cols if numeric(values[c])}
+    return pd.util.hash_pandas_object(values.astype(numbers) if numbers else values, index=False)
 
 
 def _sampled(chunks: Iterator[pd.DataFrame], options: ValidationOptions, report: ValidationReport):
@@ -739,6 +763,7 @@ def _as_strings(cases: pd.DataFrame) -> pd.DataFrame:
     """The failure cases with one type per column, to store as a table."""
     import pandas as pd
 
+    cases = cases.reset_index(drop=True)  # _strings' values come back on a fresh index: align them
     out = pd.DataFrame(
         {
             "schema_context": cases["schema_context"].astype(object).where(cases["schema_context"].notna(), None),
