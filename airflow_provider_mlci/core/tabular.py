@@ -136,12 +136,17 @@ class TableReader:
             header = _csv_header(header_line, self.path)
             offset = 0
             fixed: dict[str, Any] = {}  # column types after the first block, as pyarrow's reader does
-            for block in self._csv_blocks(fh, header_line):
+            names = pacsv.ReadOptions(column_names=header)
+            for block in self._csv_blocks(fh):
                 while True:
                     types = {**fixed, **self._declared_types(header)}
                     convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
                     try:
-                        table = pacsv.read_csv(pa.py_buffer(block), convert_options=convert)
+                        if block is None:  # the whole file, read by pyarrow itself (no copies)
+                            fh.seek(0)
+                            table = pacsv.read_csv(fh, convert_options=convert)
+                        else:
+                            table = pacsv.read_csv(pa.py_buffer(block), read_options=names, convert_options=convert)
                         break
                     except pa.ArrowInvalid as exc:
                         column = self._unparsed_column(exc, header)
@@ -164,27 +169,13 @@ class TableReader:
                 offset += len(frame)
                 yield frame
 
-    def _csv_blocks(self, fh: IO[bytes], header_line: bytes) -> Iterator[bytes]:
-        """The file's rows in blocks of about ``chunk_bytes``, cut at line ends, each with the header."""
+    def _csv_blocks(self, fh: IO[bytes]) -> Iterator[bytes | None]:
+        """The rows after the header in blocks of about ``chunk_bytes``, cut at line ends
+        (``None``: the file is small enough to be read whole)."""
         if self.whole:
-            rest = fh.read()
-            if rest.strip():
-                yield header_line + rest
+            yield None
             return
-        leftover = b""
-        while True:
-            data = fh.read(self.chunk_bytes)
-            if not data:
-                if leftover.strip():
-                    yield header_line + leftover
-                return
-            data = leftover + data
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                leftover = data
-                continue
-            leftover = data[cut + 1 :]
-            yield header_line + data[: cut + 1]
+        yield from self._line_blocks(fh)
 
     def _declared_types(self, header: list[str]) -> dict[str, Any]:
         types = {}
@@ -231,15 +222,36 @@ class TableReader:
         import pyarrow.json as pajson
 
         with self._open() as fh:
-            try:
-                reader = pajson.open_json(fh, read_options=pajson.ReadOptions(block_size=self.chunk_bytes))
-                offset = 0
-                for batch in reader:
-                    frame = _to_pandas(_table([batch]), offset)
-                    offset += len(frame)
-                    yield frame
-            except pa.ArrowInvalid as exc:
-                raise DatasetFormatError(f"Cannot read {self.path} as JSON lines: {_first_line(exc)}") from exc
+            offset = 0
+            for block in self._line_blocks(fh):
+                # Each block's types are inferred on their own (pyarrow's streaming reader would
+                # fix them from the first block and refuse a later 1.5 in a field of integers).
+                try:
+                    table = pajson.read_json(pa.py_buffer(block))
+                except pa.ArrowInvalid as exc:
+                    raise DatasetFormatError(
+                        f"Cannot read {self.path} as JSON lines (rows from {offset}): {_first_line(exc)}"
+                    ) from exc
+                frame = _to_pandas(table, offset)
+                offset += len(frame)
+                yield frame
+
+    def _line_blocks(self, fh: IO[bytes]) -> Iterator[bytes]:
+        """The file in blocks of about ``chunk_bytes``, cut at line ends."""
+        leftover = b""
+        while True:
+            data = fh.read(self.chunk_bytes)
+            if not data:
+                if leftover.strip():
+                    yield leftover
+                return
+            data = leftover + data if leftover else data
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                leftover = data
+                continue
+            leftover = data[cut + 1 :]
+            yield data[: cut + 1]
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[IO[bytes]]:

@@ -97,6 +97,7 @@ class ValidationReport:
     :param dataset: the dataset's path or URL
     :param schema: the schema's name (import path or file)
     :param rows_checked: rows validated (after sampling)
+    :param rows_total: rows in the dataset (what ``min_rows`` / ``max_rows`` are judged on)
     :param chunks: how many chunks the file was read in
     :param sampled: how the rows were sampled, or ``None``
     :param error_counts: ``{column: {check: number of failures}}``; ``(dataset)`` for
@@ -110,6 +111,7 @@ class ValidationReport:
     dataset: str
     schema: str
     rows_checked: int = 0
+    rows_total: int | None = None
     chunks: int = 0
     sampled: str | None = None
     error_counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -129,6 +131,7 @@ class ValidationReport:
             "schema": self.schema,
             "valid": self.valid,
             "rows_checked": self.rows_checked,
+            "rows_total": self.rows_total,
             "chunks": self.chunks,
             "sampled": self.sampled,
             "error_counts": self.error_counts,
@@ -368,7 +371,6 @@ class _Run:
         self.text_schema_cache: dict[tuple[str, ...], pa.DataFrameSchema] = {}
 
     def chunk(self, frame: pd.DataFrame, text_columns: dict[str, str]) -> None:
-        import pandas as pd
         import pandera.pandas as pa
 
         self.report.chunks += 1
@@ -380,7 +382,7 @@ class _Run:
         try:
             schema.validate(frame, lazy=True)
         except pa.errors.SchemaErrors as exc:
-            parts.append(self._full_cases(exc.failure_cases, frame, schema))
+            parts.extend(self._full_cases(exc.failure_cases, frame, schema))
         for column in self.not_null:
             if column in frame.columns:
                 nulls = frame[column].isna()
@@ -392,8 +394,8 @@ class _Run:
             if all(c in frame.columns for c in cols):
                 self.hashes[cols].add(_row_hashes(frame, cols))
         self.last_chunk = frame
-        if parts:
-            self._record(pd.concat([p for p in parts if len(p)], ignore_index=True) if len(parts) > 1 else parts[0])
+        for part in parts:
+            self._record(part)
 
     def _schema_for(self, text_columns: tuple[str, ...]) -> pa.DataFrameSchema:
         if not text_columns:
@@ -406,10 +408,8 @@ class _Run:
             self.text_schema_cache[text_columns] = schema
         return self.text_schema_cache[text_columns]
 
-    def _full_cases(self, cases: pd.DataFrame, frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    def _full_cases(self, cases: pd.DataFrame, frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[pd.DataFrame]:
         """pandera's (capped) failure cases, with each failing check's rows found in full."""
-        import pandas as pd
-
         per_check = (
             cases["check_number"].notna()
             & cases["index"].notna()
@@ -419,25 +419,29 @@ class _Run:
         keys = cases[per_check][["schema_context", "column", "check", "check_number"]].drop_duplicates()
         for context, column, check_name, number in keys.itertuples(index=False):
             out.append(_check_cases(schema, frame, context, column, check_name, int(number)))
-        return pd.concat([o for o in out if len(o)], ignore_index=True) if len(out) > 1 else out[0]
+        return out
 
     def _record(self, cases: pd.DataFrame) -> None:
         if not len(cases):
             return
+        key = cases.attrs.pop("mlci_key", None)
         cases = cases.reindex(columns=list(FAILURE_COLUMNS))
         whole = cases["index"].isna()
         if whole.any():
             keep = []
             for row in cases[whole].itertuples(index=False):
-                key = (row.schema_context, row.column, row.check, _plain(row.failure_case))
-                keep.append(key not in self.seen_dataset_failures)
-                self.seen_dataset_failures.add(key)
+                seen = (row.schema_context, row.column, row.check, _plain(row.failure_case))
+                keep.append(seen not in self.seen_dataset_failures)
+                self.seen_dataset_failures.add(seen)
             dataset_cases = cases[whole][keep]
             cases = cases[~whole] if not dataset_cases.shape[0] else _concat(dataset_cases, cases[~whole])
         if not len(cases):
             return
-        counts = cases.groupby([cases["column"].fillna(_DATASET), "check"], sort=False, dropna=False).size()
-        for (column, check), count in counts.items():
+        if key is not None:  # one column and check throughout: no need to group
+            counts = {(_DATASET if key[0] is None else key[0], key[1]): len(cases)}.items()
+        else:
+            counts = cases.groupby([cases["column"].fillna(_DATASET), "check"], sort=False, dropna=False).size().items()
+        for (column, check), count in counts:
             checks = self.report.error_counts.setdefault(str(column), {})
             checks[str(check)] = checks.get(str(check), 0) + int(count)
         self.report.failure_cases_total += len(cases)
@@ -448,8 +452,7 @@ class _Run:
             self.sink(_as_strings(cases))
 
     def finish(self, reader: TableReader) -> None:
-
-        rows = self.report.rows_checked
+        rows = self.report.rows_total if self.report.rows_total is not None else self.report.rows_checked
         bounds = []
         if self.options.min_rows is not None and rows < self.options.min_rows:
             bounds.append(f"row_count >= {self.options.min_rows}")
@@ -504,7 +507,10 @@ class _HashSpill:
         records = np.empty(len(hashes), dtype=[("hash", "<u8"), ("row", "<i8")])
         records["hash"] = hashes.to_numpy(dtype=np.uint64)
         records["row"] = hashes.index.to_numpy(dtype=np.int64)
-        bucket = records["hash"] >> np.uint64(60)
+        # Bucket by a mix of all the key's bits: keys that are the values themselves (small
+        # integers) would otherwise all share their top bits and land in one bucket.
+        with np.errstate(over="ignore"):
+            bucket = (records["hash"] * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(60)
         for number in range(self.BUCKETS):
             records[bucket == number].tofile(self.files[number])
 
@@ -667,38 +673,48 @@ def _row_hashes(frame: pd.DataFrame, cols: tuple[str, ...]) -> pd.Series:
 
 
 def _sampled(chunks: Iterator[pd.DataFrame], options: ValidationOptions, report: ValidationReport):
+    """The chunks as sampled; ``report.rows_total`` counts every row of the dataset."""
     sample = options.sample
+    report.rows_total = 0
     if sample is None:
-        yield from chunks
+        for chunk in chunks:
+            report.rows_total += len(chunk)
+            yield chunk
         return
     if sample < 1:
         report.sampled = f"{sample:.0%} of the rows of each chunk (seed {options.seed})"
         for number, chunk in enumerate(chunks):
+            report.rows_total += len(chunk)
             yield chunk.sample(frac=sample, random_state=options.seed + number).sort_index()
         return
     left = int(sample)
     report.sampled = f"the first {left} rows"
+    counting = options.min_rows is not None or options.max_rows is not None
     for chunk in chunks:
-        yield chunk.iloc[:left]
-        left -= len(chunk)
-        if left <= 0:
+        report.rows_total += len(chunk)
+        if left > 0:
+            yield chunk.iloc[:left]
+            left -= len(chunk)
+        if left <= 0 and not counting:  # the rest is only read to count rows for the bounds
             return
 
 
 def _cases(context: str, column: Any, check: str, number: int | None, values: pd.Series) -> pd.DataFrame:
     import pandas as pd
 
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "schema_context": context,
             "column": column,
             "check": check,
             "check_number": number,
-            "failure_case": values.astype(object).to_numpy(),
+            "failure_case": values.to_numpy(),
             "index": values.index.to_numpy(),
         },
         columns=list(FAILURE_COLUMNS),
     )
+    frame.attrs["mlci_key"] = (column, check)
+    return frame
 
 
 def _frame(rows: Iterable[tuple[Any, ...]]) -> pd.DataFrame:

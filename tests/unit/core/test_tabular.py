@@ -264,12 +264,6 @@ def test_jsonl_line_that_is_not_json_is_a_format_error_naming_the_path(tmp_path)
         list(TableReader(path=str(path), format=TableFormat.JSONL).chunks())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DatasetFormatError,
-    reason="known: pyarrow's streaming JSON reader fixes the types from the first block, so a valid "
-    "file whose integer-looking field holds 1.5 in a later block cannot be read in chunks",
-)
 def test_jsonl_field_that_widens_from_int_to_float_in_a_later_chunk_reads_in_chunks(tmp_path):
     path = tmp_path / "widen.jsonl"
     rows = [{"id": i, "v": i % 3} for i in range(1000)]

@@ -668,16 +668,17 @@ def test_sampling_the_first_rows_checks_exactly_those_across_chunks(tmp_path):
     assert sorted(sunk["index"].tolist()) == list(range(700))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: row bounds are compared with the rows checked after sampling, not the dataset's rows",
-)
 def test_row_bounds_apply_to_the_dataset_when_sampling(tmp_path):
     path = tmp_path / "t.csv"
     pd.DataFrame({"a": range(1000)}).to_csv(path, index=False)
     schema = pa.DataFrameSchema({"a": pa.Column("int64")})
     report, _ = validate(path, schema, options=ValidationOptions(sample=0.1, min_rows=500))
     assert report.valid
+    assert report.rows_total == 1000
+    assert report.rows_checked == 100
+    report, _ = validate(path, schema, options=ValidationOptions(sample=50, max_rows=999))
+    assert report.rows_checked == 50
+    assert report.error_counts == {"(dataset)": {"row_count <= 999": 1}}
 
 
 @pytest.mark.parametrize(
