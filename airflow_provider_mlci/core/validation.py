@@ -492,19 +492,33 @@ class _Run:
 
 
 class _HashSpill:
-    """Row hashes of one uniqueness set, spilled to disk in buckets by their top bits, so that
-    checking uniqueness over a file larger than memory needs memory for one bucket at a time."""
+    """Row keys of one uniqueness set. The first chunk's stay in memory; from the second chunk
+    on, all are spilled to disk in buckets by a mix of their bits, so that checking uniqueness
+    over a file larger than memory needs memory for one bucket at a time."""
 
     BUCKETS = 16
+    _RECORD = [("hash", "<u8"), ("row", "<i8")]
 
     def __init__(self) -> None:
-        self.folder = tempfile.mkdtemp(prefix="mlci-unique-")
-        self.files = [open(os.path.join(self.folder, f"{n}.bin"), "wb") for n in range(self.BUCKETS)]  # noqa: SIM115
+        self.first: pd.Series | None = None
+        self.folder: str | None = None
+        self.files: list[Any] = []
 
     def add(self, hashes: pd.Series) -> None:
+        if self.first is None and self.folder is None:
+            self.first = hashes
+            return
+        if self.folder is None:
+            self.folder = tempfile.mkdtemp(prefix="mlci-unique-")
+            self.files = [open(os.path.join(self.folder, f"{n}.bin"), "wb") for n in range(self.BUCKETS)]  # noqa: SIM115
+            first, self.first = self.first, None
+            self._spill(first)
+        self._spill(hashes)
+
+    def _spill(self, hashes: pd.Series) -> None:
         import numpy as np
 
-        records = np.empty(len(hashes), dtype=[("hash", "<u8"), ("row", "<i8")])
+        records = np.empty(len(hashes), dtype=self._RECORD)
         records["hash"] = hashes.to_numpy(dtype=np.uint64)
         records["row"] = hashes.index.to_numpy(dtype=np.int64)
         # Bucket by a mix of all the key's bits: keys that are the values themselves (small
@@ -515,13 +529,17 @@ class _HashSpill:
             records[bucket == number].tofile(self.files[number])
 
     def repeated(self) -> Any:
-        """The rows whose hash occurs more than once (candidates, to confirm on the values)."""
+        """The rows whose key occurs more than once (candidates, to confirm on the values)."""
         import numpy as np
 
+        if self.folder is None:
+            if self.first is None:
+                return np.empty(0, dtype=np.int64)
+            return self.first.index[self.first.duplicated(keep=False)].to_numpy(dtype=np.int64)
         rows = []
         for number, fh in enumerate(self.files):
             fh.close()
-            records = np.fromfile(os.path.join(self.folder, f"{number}.bin"), dtype=[("hash", "<u8"), ("row", "<i8")])
+            records = np.fromfile(os.path.join(self.folder, f"{number}.bin"), dtype=self._RECORD)
             hashes = np.sort(records["hash"])
             repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
             if len(repeated):
@@ -531,7 +549,9 @@ class _HashSpill:
     def close(self) -> None:
         for fh in self.files:
             fh.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.first = None
 
 
 def _split_schema(
