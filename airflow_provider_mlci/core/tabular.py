@@ -57,7 +57,7 @@ class TableFormat(StrEnum):
                 f"Unknown format {given!r} for {path}: use one of {', '.join(f.value for f in cls)}."
             )
         name = path.lower()
-        for suffix in (".gz", ".bz2", ".zst", ".lz4"):
+        for suffix in _COMPRESSED:
             name = name.removesuffix(suffix)
         for fmt, suffixes in _SUFFIXES.items():
             if name.endswith(suffixes):
@@ -72,6 +72,9 @@ _SUFFIXES = {
     TableFormat.PARQUET: (".parquet", ".pq"),
     TableFormat.JSONL: (".jsonl", ".ndjson", ".json"),
 }
+
+#: Compressed files (CSV and JSON lines) are read through a decompressing stream, in blocks.
+_COMPRESSED = (".gz", ".bz2")
 
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
 
@@ -105,8 +108,16 @@ class TableReader:
             local = Path(self.path)
             if not local.is_file():
                 raise DatasetNotFoundError(f"No dataset file at {self.path}.")
-            self.size = local.stat().st_size
-            self.opener = lambda: local.open("rb")
+            if local.name.lower().endswith(_COMPRESSED):
+                self.opener = lambda: _decompressing(local)
+                self.size = None  # unknown until read: read in blocks
+            else:
+                self.size = local.stat().st_size
+                self.opener = lambda: local.open("rb")
+        elif self.path.lower().endswith(_COMPRESSED):
+            opener = self.opener
+            self.opener = lambda: _decompressing(opener(), self.path)
+            self.size = None
 
     @property
     def whole(self) -> bool:
@@ -263,6 +274,17 @@ class TableReader:
             raise DatasetFormatError(f"Cannot open {self.path}: {exc}") from exc
         with fh:
             yield fh
+
+
+def _decompressing(source: Any, name: str | None = None) -> Any:
+    """A stream of the decompressed bytes of a local path or an open binary file."""
+    import bz2
+    import gzip
+
+    label = str(name or source).lower()
+    if isinstance(source, Path):
+        source = source.open("rb")
+    return gzip.GzipFile(fileobj=source, mode="rb") if label.endswith(".gz") else bz2.BZ2File(source, mode="rb")
 
 
 def _csv_header(line: bytes, path: str) -> list[str]:

@@ -49,7 +49,7 @@ def assert_global_index(chunks: list[pd.DataFrame], rows: int) -> None:
         ("s3://bucket/key/train.parquet", TableFormat.PARQUET),
         ("train.pq", TableFormat.PARQUET),
         ("train.jsonl", TableFormat.JSONL),
-        ("train.ndjson.zst", TableFormat.JSONL),
+        ("train.ndjson.bz2", TableFormat.JSONL),
         ("train.json", TableFormat.JSONL),
     ],
 )
@@ -321,3 +321,24 @@ def test_chunk_bytes_below_1024_is_refused(tmp_path):
     path.write_text("a\n1\n")
     with pytest.raises(MlciConfigError, match="chunk_bytes must be at least 1024, not 100"):
         TableReader(path=str(path), format=TableFormat.CSV, chunk_bytes=100)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2"])
+def test_compressed_csv_and_json_lines_read_in_blocks_like_plain_files(tmp_path, suffix):
+    import bz2
+    import gzip
+
+    frame = pd.DataFrame({"id": range(4000), "label": [f"row {i}" for i in range(4000)]})
+    plain = tmp_path / "plain.csv"
+    frame.to_csv(plain, index=False)
+    packed = tmp_path / f"packed.csv{suffix}"
+    frame.to_csv(packed, index=False)
+    _, expected = read_all(TableReader(path=str(plain), format=TableFormat.CSV))
+    chunks, got = read_all(TableReader(path=str(packed), format=TableFormat.of(str(packed)), chunk_bytes=SMALL))
+    assert len(chunks) > 1
+    pd.testing.assert_frame_equal(got, expected)
+    lines = tmp_path / f"rows.jsonl{suffix}"
+    with (gzip.open if suffix == ".gz" else bz2.open)(lines, "wt") as fh:
+        fh.write("".join(json.dumps({"id": i}) + "\n" for i in range(3000)))
+    _, rows = read_all(TableReader(path=str(lines), format=TableFormat.of(str(lines)), chunk_bytes=SMALL))
+    assert rows["id"].tolist() == list(range(3000))
