@@ -105,7 +105,8 @@ def main() -> int:
     step(3, total, f"Running the DAG {DAG_ID} with `airflow dags test` (rev={args.rev!r}, repo={repo_url})")
     log_path = DEMO / "logs" / "dags-test.log"
     conf = json.dumps({"rev": args.rev})
-    show = ("Checked out", "Running stage", "is cached", "didn't change", "Stage ", "Pulled", "pushed",
+    show = ("Checked out", "Validating", "rows valid", "failure case", "Running stage", "is cached",
+            "didn't change", "Stage ", "Pulled", "pushed",
             "Error", "Marking task", "Task instance in", "Dag run")  # fmt: skip
     code = run_logged([str(BIN / "airflow"), "dags", "test", DAG_ID, "--conf", conf], env, log_path, show=show)
 
@@ -119,6 +120,10 @@ def main() -> int:
     for task_id, task_state in sorted(record.task_states.items()) if record else ():
         print(f"    task {task_id}: {task_state}")
     print(f"    DAG run state: {state}")
+    checked = record.xcom.get("validate_data") if record else None
+    if checked:
+        print(f"    data {checked['dataset']}: {checked['rows_checked']} rows against {checked['schema']}, "
+              f"valid={checked['valid']} (report: {checked['report_uri']})")  # fmt: skip
     if result:
         print(f"    commit: {result['sha']} ({result['rev']})")
         for stage, outcome in result["stages"].items():
