@@ -232,6 +232,15 @@ def dvc_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
 
 
 @pytest.fixture
+def aws_moto_connection(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> str:
+    """The Airflow ``aws`` connection ``aws_moto``: the moto server's endpoint and test credentials."""
+    extra = {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}
+    value = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_MOTO", json.dumps(value))
+    return "aws_moto"
+
+
+@pytest.fixture
 def artifacts_dir() -> Path:
     """Where tests keep artifacts worth looking at after a run (screenshots, logs)."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -198,22 +198,11 @@ def test_a_truncated_parquet_file_fails_naming_it(run_task, project, tmp_path):
 
 
 def test_a_parquet_dataset_on_s3_through_an_aws_connection(
-    run_task, project, monkeypatch, moto_endpoint, s3_bucket, tmp_path
+    run_task, project, aws_moto_connection, moto_endpoint, s3_bucket, tmp_path
 ):
     import boto3
     import pandas as pd
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_MOTO",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
-            }
-        ),
-    )
     frame = pd.read_csv(project.work / "data" / "raw.csv")
     frame.loc[5, "distance_km"] = -3.0
     local = tmp_path / "raw.parquet"

@@ -3,7 +3,6 @@ in a worker cache of its own (nothing shared on disk between stages), S3 remote 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -40,18 +39,7 @@ def separate_workers(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def s3_connection(monkeypatch, dvc_connection, s3_dvc_project, moto_endpoint, s3_bucket):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_MOTO",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
-            }
-        ),
-    )
+def s3_connection(aws_moto_connection, dvc_connection, s3_dvc_project, moto_endpoint, s3_bucket):
     dvc_connection(
         str(s3_dvc_project.remote), extra={"aws_conn_id": "aws_moto", "dvc_remote_url": f"s3://{s3_bucket}/store"}
     )

@@ -75,21 +75,10 @@ def test_a_repository_url_that_does_not_resolve_fails_naming_it(run_dag, dvc_pro
 
 
 def test_an_s3_remote_through_an_aws_connection(
-    run_dag, s3_dvc_project, dvc_connection, monkeypatch, moto_endpoint, s3_bucket, use_cache
+    run_dag, s3_dvc_project, dvc_connection, aws_moto_connection, moto_endpoint, s3_bucket, use_cache
 ):
     import boto3
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_MOTO",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
-            }
-        ),
-    )
     dvc_connection(
         str(s3_dvc_project.remote), extra={"aws_conn_id": "aws_moto", "dvc_remote_url": f"s3://{s3_bucket}/store"}
     )
