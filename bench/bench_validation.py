@@ -193,7 +193,9 @@ def _memory(tmp: Path, quick: bool) -> Comparison:
     target = budget // 4 if quick else 3 * budget  # full: 3 GB for 1 GB; quick (does not rot): 128 MB
     path = tmp / "large.csv"
     _write_large(path, target)
-    chunk = budget // 32  # peak RSS is about the interpreter (~130 MiB) + 12 chunks
+    from airflow_provider_mlci.core.tabular import chunk_bytes_for_budget
+
+    chunk = chunk_bytes_for_budget(budget)  # what DataValidationOperator(memory_budget_mb=...) uses
     code = _MEMORY_CHILD.format(root=str(Path(__file__).resolve().parent.parent), path=str(path), chunk=chunk)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if proc.returncode != 0:

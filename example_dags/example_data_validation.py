@@ -32,6 +32,7 @@ with DAG(
         schema="schemas/raw.yaml",
         rev="{{ params.rev }}",
         min_rows=100,
+        memory_budget_mb=512,  # files larger than this are validated in chunks that fit
     )
     drift = DataDriftCheckOperator(
         task_id="drift",

@@ -252,6 +252,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
     :param max_rows: fail if it has more
     :param max_failure_cases: failure cases in the summary (default 100)
     :param chunk_bytes: read at most this many bytes of the file at once (default 64 MiB)
+    :param memory_budget_mb: the memory the validation may use; sets ``chunk_bytes`` to fit it
     :param report_dir: where the failure-case table goes; default ``[mlci] reports_dir``
     :param report_conn_id: the connection for ``report_dir``
     :param cache_dir: the worker cache root; default ``[mlci] cache_dir``
@@ -277,6 +278,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
         max_rows: int | None = None,
         max_failure_cases: int = 100,
         chunk_bytes: int | None = None,
+        memory_budget_mb: int | None = None,
         report_dir: str | None = None,
         report_conn_id: str | None = None,
         cache_dir: str | None = None,
@@ -295,6 +297,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
         self.max_rows = max_rows
         self.max_failure_cases = max_failure_cases
         self.chunk_bytes = chunk_bytes
+        self.memory_budget_mb = memory_budget_mb
         self.report_dir = report_dir
         self.report_conn_id = report_conn_id
         self.cache_dir = cache_dir
@@ -306,6 +309,13 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
 
         with airflow_failures():
             mode = _mode(self.mode)
+            if self.memory_budget_mb is not None:
+                from airflow_provider_mlci.core.tabular import chunk_bytes_for_budget
+                from airflow_provider_mlci.exceptions import MlciConfigError
+
+                if self.chunk_bytes is not None:
+                    raise MlciConfigError("Give chunk_bytes or memory_budget_mb, not both.")
+                self.chunk_bytes = chunk_bytes_for_budget(self.memory_budget_mb * 2**20)
             options = validation.ValidationOptions(
                 max_failure_cases=self.max_failure_cases,
                 sample=self.sample,

@@ -188,6 +188,7 @@ def test_drift_is_found_on_a_shifted_column_and_not_on_a_resample(run_task, proj
         ('dataset="data/raw.csv", schema="schemas/raw.yaml", format="avro"', "DatasetFormatError", "avro"),
         ('dataset="file:///nonexistent/raw.csv", schema="schemas/raw.yaml"', "DatasetNotFoundError", "/nonexistent"),
         ('dataset="data/raw.csv", schema="schemas/raw.yaml", mode="loud"', "MlciConfigError", "loud"),
+        ('dataset="data/raw.csv", schema="schemas/raw.yaml", memory_budget_mb=100', "MlciConfigError", "100 MiB"),
     ],
 )
 def test_each_bad_input_fails_typed_and_named(run_task, project, task, error, named):

@@ -342,3 +342,12 @@ def test_compressed_csv_and_json_lines_read_in_blocks_like_plain_files(tmp_path,
         fh.write("".join(json.dumps({"id": i}) + "\n" for i in range(3000)))
     _, rows = read_all(TableReader(path=str(lines), format=TableFormat.of(str(lines)), chunk_bytes=SMALL))
     assert rows["id"].tolist() == list(range(3000))
+
+
+def test_a_memory_budget_sets_a_chunk_size_that_fits_it_or_is_refused():
+    from airflow_provider_mlci.core.tabular import chunk_bytes_for_budget
+
+    small, large = chunk_bytes_for_budget(512 * 2**20), chunk_bytes_for_budget(1024 * 2**20)
+    assert 2**20 <= small < large < 1024 * 2**20 // 16
+    with pytest.raises(MlciConfigError, match="100 MiB"):
+        chunk_bytes_for_budget(100 * 2**20)
