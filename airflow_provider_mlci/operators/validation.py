@@ -457,7 +457,11 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
                 psi=self.psi, ks=self.ks, min_row_ratio=self.min_row_ratio, max_row_ratio=self.max_row_ratio
             )
             baseline_dataset = self.baseline_dataset or self.dataset
-            if baseline_dataset == self.dataset and not is_url(self.dataset) and not self.baseline_rev:
+            if baseline_dataset == self.dataset and is_url(self.dataset):
+                raise MlciConfigError(
+                    f"DataDriftCheckOperator on {self.dataset}: a URL has no revisions; give baseline_dataset."
+                )
+            if baseline_dataset == self.dataset and not self.baseline_rev:
                 raise MlciConfigError(
                     f"DataDriftCheckOperator on {self.dataset}: give baseline_rev or baseline_dataset."
                 )

@@ -1,0 +1,48 @@
+"""Arguments of the validation operators: stored as given, refused before any work when they cannot work."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_mlci.operators.validation import DataDriftCheckOperator, DataValidationOperator
+
+
+def test_constructors_only_store_their_arguments():
+    op = DataValidationOperator(
+        task_id="v", dataset="data/raw.csv", schema="pkg.missing:Schema", rev="{{ params.rev }}"
+    )
+    assert (op.dataset, op.schema, op.rev, op.mode) == (
+        "data/raw.csv",
+        "pkg.missing:Schema",
+        "{{ params.rev }}",
+        "fail",
+    )
+    assert set(op.template_fields) >= {"dataset", "schema", "rev"}
+    drift = DataDriftCheckOperator(task_id="d", dataset="data/raw.csv", baseline_rev="main")
+    assert drift.psi == 0.2
+    assert drift.ks == 0.1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"dataset": "s3://bucket/raw.csv"}, "a URL has no revisions"),
+        ({"dataset": "data/raw.csv"}, "give baseline_rev or baseline_dataset"),
+        ({"dataset": "data/raw.csv", "baseline_rev": "main", "psi": 0}, "thresholds must be positive"),
+        ({"dataset": "data/raw.csv", "baseline_rev": "main", "mode": "quiet"}, "quiet"),
+        ({"dataset": "data/raw.xls", "baseline_rev": "main"}, "data/raw.xls"),
+    ],
+)
+def test_drift_arguments_that_cannot_work_fail_before_reading_anything(kwargs, named):
+    op = DataDriftCheckOperator(task_id="d", dvc_conn_id="no_such_connection", **kwargs)
+    with pytest.raises(AirflowFailException, match=named):
+        op.execute({})
+
+
+def test_validation_with_both_chunk_bytes_and_a_memory_budget_is_refused():
+    op = DataValidationOperator(
+        task_id="v", dataset="data/raw.csv", schema="schemas/raw.yaml", chunk_bytes=2**20, memory_budget_mb=1024
+    )
+    with pytest.raises(AirflowFailException, match="not both"):
+        op.execute({})
