@@ -160,7 +160,7 @@ def _hand(path: Path) -> int:
 
 _MEMORY_CHILD = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     sys.path.insert(0, {root!r})
     from bench.bench_validation import _schema
     from airflow_provider_mlci.core.tabular import TableFormat, TableReader
@@ -170,7 +170,8 @@ _MEMORY_CHILD = textwrap.dedent(
     reader = TableReader(path={path!r}, format=TableFormat.CSV, chunk_bytes={chunk},
                          column_types=schema_column_types(schema))
     report = validate_table(reader, schema, failure_sink=lambda cases: None)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process's own high-water mark (ru_maxrss keeps the parent's across fork + exec).
+    peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(json.dumps({{"valid": report.valid, "rows": report.rows_checked, "chunks": report.chunks, "peak": peak}}))
     """
 )
