@@ -177,7 +177,8 @@ def check_schema_spec(spec: Any) -> None:
     if not isinstance(spec, str):
         return
     if is_schema_file(spec):
-        schema_file_in_repo(spec) if not os.path.isabs(spec) else None
+        if not os.path.isabs(spec):
+            schema_file_in_repo(spec)
         return
     if not _IMPORT_PATH.match(spec):
         raise SchemaLoadError(
