@@ -1,18 +1,18 @@
-"""Score models/model.json on data/prepared/test.csv; write metrics.json and eval/predictions.csv."""
+"""Score models/model.pkl on data/prepared/test.csv; write metrics.json and eval/predictions.csv."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import pickle
 from pathlib import Path
 
-from model import load, predict, standardise
+from model import load
 
-model = json.loads(Path("models/model.json").read_text())
+model = pickle.loads(Path("models/model.pkl").read_bytes())  # the team's own model, from its own pipeline
 xs, ys = load("data/prepared/test.csv")
-xs = standardise(xs, model["means"], model["scales"])
-probs = [predict(model["weights"], model["bias"], row) for row in xs]
+probs = [p for _, p in model.predict_proba(xs)]
 preds = [int(p >= 0.5) for p in probs]
 tp = sum(1 for p, y in zip(preds, ys, strict=True) if p and y)
 fp = sum(1 for p, y in zip(preds, ys, strict=True) if p and not y)

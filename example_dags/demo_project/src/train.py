@@ -1,13 +1,13 @@
-"""Fit the model on data/prepared/train.csv; write models/model.json."""
+"""Fit the model on data/prepared/train.csv; write models/model.pkl."""
 
 from __future__ import annotations
 
-import json
+import pickle
 import statistics
 from pathlib import Path
 
 import yaml
-from model import FEATURES, load, predict, standardise
+from model import FEATURES, LogisticModel, load, predict, standardise
 
 params = yaml.safe_load(Path("params.yaml").read_text())["train"]
 xs, ys = load("data/prepared/train.csv")
@@ -26,6 +26,6 @@ for _ in range(params["epochs"]):
     weights = [w - params["learning_rate"] * (g / n + params["l2"] * w) for w, g in zip(weights, grad_w, strict=True)]
     bias -= params["learning_rate"] * grad_b / n
 Path("models").mkdir(exist_ok=True)
-model = {"features": list(FEATURES), "means": means, "scales": scales, "weights": weights, "bias": bias}
-Path("models/model.json").write_text(json.dumps(model, indent=2) + "\n")
+model = LogisticModel(means=means, scales=scales, weights=weights, bias=bias)
+Path("models/model.pkl").write_bytes(pickle.dumps(model, protocol=5))
 print(f"train: fitted on {len(xs)} rows")

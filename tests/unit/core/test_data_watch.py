@@ -52,8 +52,8 @@ def test_a_stage_output_is_fingerprinted_from_dvc_lock(dvc_project, worker_cache
     dvc_project.commit_and_push("Reproduce")
     lock = yaml.safe_load((dvc_project.work / "dvc.lock").read_text())
     model_md5 = lock["stages"]["train"]["outs"][0]["md5"]
-    fp = fingerprint(RepoAccess.local(str(dvc_project.remote)), ["models/model.json"], cache_dir=str(worker_cache))
-    assert fp.items == {"models/model.json": f"md5:{model_md5}"}
+    fp = fingerprint(RepoAccess.local(str(dvc_project.remote)), ["models/model.pkl"], cache_dir=str(worker_cache))
+    assert fp.items == {"models/model.pkl": f"md5:{model_md5}"}
 
 
 def test_untracked_targets_are_named(dvc_project, worker_cache):

@@ -229,7 +229,7 @@ def test_a_repro_reports_the_git_files_it_changed(dvc_project, worker_cache):
         outcome = dvc_ops.repro(ws, ReproRequest())
     assert "dvc.lock" in outcome.changed_files
     assert "metrics.json" in outcome.changed_files
-    assert not any(name.startswith(("data/prepared", "models/model.json")) for name in outcome.changed_files)
+    assert not any(name.startswith(("data/prepared", "models/model.pkl")) for name in outcome.changed_files)
 
 
 def test_plan_on_a_new_pipeline_runs_everything(dvc_project, worker_cache):
@@ -284,7 +284,7 @@ def test_sync_status_lists_data_the_remote_lacks(dvc_project, worker_cache, tmp_
     dvc_project.commit_and_push("Reproduce but push only git", dvc_push=False)
     with open_ws(dvc_project, tmp_path / "fresh") as ws:
         status = dvc_ops.sync_status(ws)
-    assert status.not_in_remote == ["data/prepared", "models/model.json"]
+    assert status.not_in_remote == ["data/prepared", "models/model.pkl"]
     assert status.changed == {}, "missing data is reported once, as missing, not as changes"
 
 
@@ -305,7 +305,7 @@ def test_pull_and_push(dvc_project, worker_cache, tmp_path):
     assert any(name.startswith("runs/") for name in remote_files(dvc_project.dvc_remote_url) - before)
     with open_ws(dvc_project, tmp_path / "other-worker") as ws:
         dvc_ops.pull(ws)
-        assert (ws.path / "models" / "model.json").is_file()
+        assert (ws.path / "models" / "model.pkl").is_file()
 
 
 def test_pull_of_missing_data_names_it(dvc_project, worker_cache, tmp_path):
