@@ -393,6 +393,7 @@ def op_metrics(repo: Repo, *, baseline: str | None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "metrics": _files_at(shown_metrics, sha, "metrics"),
         "params": _files_at(shown_params, sha, "params"),
+        "baseline_metrics": _files_at(shown_metrics, baseline, "metrics") if baseline else {},
         "metrics_diff": {},
         "params_diff": {},
     }

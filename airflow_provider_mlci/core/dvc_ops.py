@@ -179,12 +179,14 @@ class MetricsReport:
     :param params: ``{file: values}`` at the revision
     :param metrics_diff: ``{file: {key: {"old", "new", "diff"}}}`` as ``dvc metrics diff --json``
     :param params_diff: the same for params, as ``dvc params diff --json``
+    :param baseline_metrics: ``{file: values}`` at the baseline revision (empty without one)
     """
 
     metrics: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     metrics_diff: dict[str, Any] = field(default_factory=dict)
     params_diff: dict[str, Any] = field(default_factory=dict)
+    baseline_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def repro(workspace: Workspace, request: ReproRequest) -> ReproOutcome:
