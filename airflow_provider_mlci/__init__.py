@@ -16,14 +16,37 @@ _LAZY = {
     "DvcHook": "airflow_provider_mlci.hooks.dvc",
     "DvcReproOperator": "airflow_provider_mlci.operators.dvc",
     "MlciError": "airflow_provider_mlci.exceptions",
+    "ModelGateBranchOperator": "airflow_provider_mlci.operators.model",
+    "ModelGateOperator": "airflow_provider_mlci.operators.model",
+    "ModelValidationOperator": "airflow_provider_mlci.operators.model",
+    "PromoteModelOperator": "airflow_provider_mlci.operators.model",
+    "RollbackModelOperator": "airflow_provider_mlci.operators.model",
 }
 
-__all__ = ["DataValidationOperator", "DvcHook", "DvcReproOperator", "MlciError", "__version__"]
+__all__ = [
+    "DataValidationOperator",
+    "DvcHook",
+    "DvcReproOperator",
+    "MlciError",
+    "ModelGateBranchOperator",
+    "ModelGateOperator",
+    "ModelValidationOperator",
+    "PromoteModelOperator",
+    "RollbackModelOperator",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from airflow_provider_mlci.exceptions import MlciError
     from airflow_provider_mlci.hooks.dvc import DvcHook
     from airflow_provider_mlci.operators.dvc import DvcReproOperator
+    from airflow_provider_mlci.operators.model import (
+        ModelGateBranchOperator,
+        ModelGateOperator,
+        ModelValidationOperator,
+        PromoteModelOperator,
+        RollbackModelOperator,
+    )
     from airflow_provider_mlci.operators.validation import DataValidationOperator
 
 

@@ -25,6 +25,11 @@ def get_provider_info() -> dict[str, Any]:
                 "external-doc-url": "https://pandera.readthedocs.io",
                 "tags": ["software"],
             },
+            {
+                "integration-name": "GTO",
+                "external-doc-url": "https://dvc.org/doc/gto",
+                "tags": ["software"],
+            },
         ],
         "hooks": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.hooks.dvc"]},
@@ -32,6 +37,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.operators.dvc"]},
             {"integration-name": "pandera", "python-modules": ["airflow_provider_mlci.operators.validation"]},
+            {"integration-name": "GTO", "python-modules": ["airflow_provider_mlci.operators.model"]},
         ],
         "extra-links": ["airflow_provider_mlci.links.report.MlciReportLink"],
         "sensors": [

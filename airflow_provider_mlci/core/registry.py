@@ -45,6 +45,7 @@ __all__ = [
     "RegistryState",
     "RegistryTag",
     "ReleaseResult",
+    "artifact_path",
     "check_model_name",
     "check_stage_name",
     "parse_tag",
@@ -627,3 +628,22 @@ def _bump(latest: str | None, bump: Bump) -> str:
     if bump is Bump.MINOR:
         return f"v{major}.{minor + 1}.0"
     return f"v{major}.{minor}.{patch + 1}"
+
+
+def artifact_path(root: Path, name: str) -> str | None:
+    """The path ``dvc.yaml`` at ``root`` gives the artifact ``name`` (``None`` if it declares none).
+
+    :param root: the checkout
+    :param name: the artifact, as in ``artifacts:`` of ``dvc.yaml``
+    :raises MlciConfigError: ``dvc.yaml`` does not parse
+    """
+    path = root / "dvc.yaml"
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MlciConfigError(f"Cannot parse dvc.yaml: {exc}") from exc
+    entry = (data.get("artifacts") or {}).get(name) if isinstance(data, dict) else None
+    found = entry.get("path") if isinstance(entry, dict) else None
+    return str(found) if found else None

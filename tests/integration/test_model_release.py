@@ -1,0 +1,235 @@
+"""The model release DAG for real (dag.test()) against a bare git remote and a DVC remote: a better
+candidate is promoted and a worse one is not (the tags show it), a stage that changed after the gate
+aborts the promotion, a broken model fails validation naming it, and rollback is one tag."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from airflow_provider_mlci.core.access import RepoAccess
+from airflow_provider_mlci.core.registry import GitRegistry
+from airflow_provider_mlci.core.workspace import Workspace
+from tests.conftest import EXAMPLE_DAGS
+from tests.integration.test_data_validation import _xcom
+
+DAG_ID = "example_model_release"
+MODEL = "fraud-detector"
+
+
+def train(project, epochs: int) -> str:
+    """Reproduce the pipeline with ``epochs`` training epochs; commit and push it; return the commit."""
+    params = project.work / "params.yaml"
+    text = params.read_text()
+    head, _, tail = text.partition("epochs: ")
+    params.write_text(f"{head}epochs: {epochs}\n{tail.split(chr(10), 1)[1]}")
+    project.dvc("repro", "--quiet")
+    return project.commit_and_push(f"Train for {epochs} epochs")
+
+
+def tags(project) -> dict[str, str]:
+    out = project.git("for-each-ref", "--format=%(refname:lstrip=2) %(*objectname)", "refs/tags", cwd=project.remote)
+    return dict(line.split(" ") for line in out.splitlines())
+
+
+@pytest.fixture
+def released(dvc_project, dvc_connection, worker_cache, monkeypatch, tmp_path):
+    """The demo project with a model trained for 10 epochs released to prod as v0.1.0."""
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    champion = train(dvc_project, 10)
+    access = RepoAccess.local(str(dvc_project.remote))
+    with Workspace.open(access, "main", cache_dir=tmp_path / "setup-cache") as ws:
+        GitRegistry(workspace=ws).promote(name=MODEL, sha=champion, stage="prod")
+    dvc_project.champion = champion
+    return dvc_project
+
+
+def deployed(project, tmp_path, name: str) -> str:
+    """The commit ``dvc.api.artifacts_show`` resolves for prod, from a fresh clone."""
+    clone = tmp_path / name
+    project.git("clone", "--quiet", str(project.remote), str(clone))
+    code = f"import dvc.api; print(dvc.api.artifacts_show({MODEL!r}, stage='prod', repo={str(clone)!r})['rev'])"
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_better_model_is_promoted_and_a_worse_one_is_not(run_dag, released, tmp_path):
+    better = train(released, 150)
+    record = run_dag(DAG_ID, path=EXAMPLE_DAGS / "example_model_release.py", conf={"rev": better})
+    assert record.state == "success", record.task_states
+    assert record.task_states == {
+        "validate_model": "success",
+        "gate": "success",
+        "promote": "success",
+        "keep_deployed": "skipped",
+        "summary": "success",
+    }
+    verdict = record.xcom["validate_model"]
+    assert verdict["passed"] is True
+    assert {c["kind"] for c in verdict["checks"]} >= {"dependencies", "load", "contract", "scores"}
+    decision = _xcom(record, "gate", "decision")
+    assert decision["promote"] is True
+    assert decision["champion"]["version"] == "v0.1.0"
+    assert decision["evaluation"]["same"] is True
+    logloss = next(m for m in decision["metrics"] if m["metric"] == "logloss")
+    assert logloss["delta"] < -0.01
+    assert record.xcom["promote"]["version"] == "v0.2.0"
+    assert record.xcom["summary"] == {"promoted": True, "version": "v0.2.0"}
+    assert tags(released) == {
+        f"{MODEL}@v0.1.0": released.champion,
+        f"{MODEL}#prod#1": released.champion,
+        f"{MODEL}@v0.2.0": better,
+        f"{MODEL}#prod#2": better,
+    }
+    message = released.git("tag", "-l", "--format=%(contents)", f"{MODEL}#prod#2", cwd=released.remote)
+    assert '"replaced"' in message
+    assert '"run_id"' in message
+    assert deployed(released, tmp_path, "after-better") == better
+
+    worse = train(released, 2)
+    before = tags(released)
+    record = run_dag(DAG_ID, path=EXAMPLE_DAGS / "example_model_release.py", conf={"rev": worse})
+    assert record.state == "success", record.task_states
+    assert record.task_states["promote"] == "skipped"
+    assert record.task_states["keep_deployed"] == "success"
+    decision = _xcom(record, "gate", "decision")
+    assert decision["promote"] is False
+    assert decision["champion"]["version"] == "v0.2.0"
+    assert any("logloss" in reason for reason in decision["reasons"])
+    assert record.xcom["summary"] == {"promoted": False, "version": None}
+    assert tags(released) == before
+    assert deployed(released, tmp_path, "after-worse") == better
+
+
+RACE_DAG = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG, task
+
+    from airflow_provider_mlci.operators.model import ModelGateOperator, PromoteModelOperator
+
+    with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        gate = ModelGateOperator(task_id="gate", model="fraud-detector", rev="{candidate}",
+                                 rules={{"logloss": {{"direction": "lower"}}}})
+
+        @task
+        def someone_else_promotes():
+            from airflow_provider_mlci.core.access import RepoAccess
+            from airflow_provider_mlci.core.registry import GitRegistry
+            from airflow_provider_mlci.core.workspace import Workspace
+
+            with Workspace.open(RepoAccess.local("{remote}"), "main", cache_dir="{cache}") as ws:
+                return GitRegistry(workspace=ws).promote(name="fraud-detector", sha="{other}", stage="prod").to_json()
+
+        promote = PromoteModelOperator(
+            task_id="promote", model="fraud-detector", rev="{candidate}", gate_task_id="gate"
+        )
+        gate >> someone_else_promotes() >> promote
+    """
+)
+
+
+def test_a_stage_that_changed_after_the_gate_aborts_the_promotion(run_dag, released, tmp_path, capfd):
+    candidate = train(released, 150)
+    other = train(released, 40)
+    source = RACE_DAG.format(
+        dag_id="release_race",
+        candidate=candidate,
+        other=other,
+        remote=released.remote,
+        cache=tmp_path / "other-worker",
+    )
+    record = run_dag("release_race", source=source)
+    assert record.task_states == {"gate": "success", "someone_else_promotes": "success", "promote": "failed"}
+    assert "PromotionConflictError: Stage 'prod' of 'fraud-detector' changed since the gate" in capfd.readouterr().out
+    on_prod = {sha for tag, sha in tags(released).items() if "#prod#" in tag}
+    assert candidate not in on_prod
+    assert deployed(released, tmp_path, "after-race") == other
+
+
+TASK_DAG = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.operators.model import ModelValidationOperator, RollbackModelOperator, ModelGateOperator
+
+    with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        {task}
+    """
+)
+
+
+def test_a_broken_model_fails_validation_naming_the_file_and_writes_no_tag(run_dag, released, capfd):
+    (released.work / "models" / "broken.pkl").write_bytes((released.work / "models" / "model.pkl").read_bytes()[:40])
+    released.git("add", "-f", "models/broken.pkl")
+    broken = released.commit_and_push("A truncated model", dvc_push=False)
+    before = tags(released)
+    task = (
+        f'ModelValidationOperator(task_id="validate", model="models/broken.pkl", rev="{broken}", '
+        'thresholds={"accuracy": {"min": 0.6}, "f1": {"min": 0.5}})'
+    )
+    record = run_dag("validate_broken", source=TASK_DAG.format(dag_id="validate_broken", task=task))
+    assert record.task_states == {"validate": "failed"}
+    out = capfd.readouterr().out
+    assert "ModelValidationError: Model models/broken.pkl@" in out
+    assert "corrupted or truncated" in out
+    assert "metric 'f1' not found" in out
+    verdict = _xcom(record, "validate", "verdict")
+    assert verdict["passed"] is False
+    assert any(c["kind"] == "load" and c["passed"] is False for c in verdict["checks"])
+    assert tags(released) == before
+
+
+def test_rollback_puts_the_previous_version_back_in_one_tag(run_dag, released, tmp_path, capfd):
+    better = train(released, 150)
+    access = RepoAccess.local(str(released.remote))
+    with Workspace.open(access, "main", cache_dir=tmp_path / "setup-cache") as ws:
+        GitRegistry(workspace=ws).promote(name=MODEL, sha=better, stage="prod")
+    before = tags(released)
+    stale = 'RollbackModelOperator(task_id="rollback", model="fraud-detector", expected_version="v0.1.0")'
+    record = run_dag("rollback_stale", source=TASK_DAG.format(dag_id="rollback_stale", task=stale))
+    assert record.task_states == {"rollback": "failed"}
+    assert "holds v0.2.0, not v0.1.0" in capfd.readouterr().out
+    assert tags(released) == before
+
+    task = 'RollbackModelOperator(task_id="rollback", model="fraud-detector", expected_version="v0.2.0")'
+    record = run_dag("rollback", source=TASK_DAG.format(dag_id="rollback", task=task))
+    assert record.state == "success"
+    result = record.xcom["rollback"]
+    assert (result["version"], result["sha"], result["tags"]) == ("v0.1.0", released.champion, [f"{MODEL}#prod#3"])
+    assert set(tags(released)) - set(before) == {f"{MODEL}#prod#3"}
+    assert deployed(released, tmp_path, "after-rollback") == released.champion
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        (
+            'ModelGateOperator(task_id="t", model="fraud-detector", rules={"logloss": {"direction": "down"}})',
+            "direction='down' is not one of higher, lower",
+        ),
+        (
+            'ModelGateOperator(task_id="t", model="fraud-detector", stage="production", '
+            'rules={"logloss": {"direction": "lower"}})',
+            "Unknown stage 'production': the repository's .gto allows staging, prod",
+        ),
+        (
+            'RollbackModelOperator(task_id="t", model="fraud-detector", to_version="1.x")',
+            "'1.x' is not a semantic version",
+        ),
+        (
+            'ModelValidationOperator(task_id="t", model="models/nothing.pkl")',
+            "models/nothing.pkl",
+        ),
+    ],
+)
+def test_bad_arguments_fail_typed_and_named_with_no_tag_written(run_dag, released, capfd, task, message):
+    before = tags(released)
+    record = run_dag("bad_release_input", source=TASK_DAG.format(dag_id="bad_release_input", task=task))
+    assert record.task_states == {"t": "failed"}
+    assert message in capfd.readouterr().out
+    assert tags(released) == before
