@@ -216,6 +216,19 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
         return [str(r) for r in self.requirements]
 
 
+_GATE_ARGUMENTS = (
+    "model",
+    "rules",
+    "rev",
+    "stage",
+    "metrics_files",
+    "eval_data",
+    "allow_different_data",
+    "dvc_conn_id",
+    "cache_dir",
+)
+
+
 class _GateMixin(_DvcWorkspaceMixin):
     """The comparison both gate operators make."""
 
@@ -226,6 +239,11 @@ class _GateMixin(_DvcWorkspaceMixin):
     eval_data: Sequence[str] | None
     allow_different_data: bool
     log: Any
+
+    def _store(self, arguments: Mapping[str, Any]) -> None:
+        """Keep the gate's arguments (the constructor's ``locals()``) as attributes."""
+        for name in _GATE_ARGUMENTS:
+            setattr(self, name, arguments[name])
 
     def check_arguments(self) -> None:
         from airflow_provider_mlci.core.gate import GateSpec
@@ -356,15 +374,7 @@ class ModelGateOperator(_GateMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.model = model
-        self.rules = rules
-        self.rev = rev
-        self.stage = stage
-        self.metrics_files = metrics_files
-        self.eval_data = eval_data
-        self.allow_different_data = allow_different_data
-        self.dvc_conn_id = dvc_conn_id
-        self.cache_dir = cache_dir
+        self._store(locals())
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.exceptions import GateRefusedError
@@ -410,17 +420,9 @@ class ModelGateBranchOperator(_GateMixin, BaseBranchOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.model = model
-        self.rules = rules
         self.if_promote = if_promote
         self.if_skip = if_skip
-        self.rev = rev
-        self.stage = stage
-        self.metrics_files = metrics_files
-        self.eval_data = eval_data
-        self.allow_different_data = allow_different_data
-        self.dvc_conn_id = dvc_conn_id
-        self.cache_dir = cache_dir
+        self._store(locals())
 
     def choose_branch(self, context: Context) -> str | Sequence[str]:
         decision = self.decide(context)
