@@ -17,6 +17,7 @@ BENCHMARKS = (
     "bench.bench_checkout",
     "bench.bench_operators",
     "bench.bench_validation",
+    "bench.bench_registry",
 )
 
 
