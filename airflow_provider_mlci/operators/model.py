@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseBranchOperator, BaseOperator
 
+from airflow_provider_mlci.links.report import MlciReportLink
 from airflow_provider_mlci.operators.dvc import _DvcWorkspaceMixin
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("model", "rev", "requirements", "contract", "thresholds")
     template_fields_renderers = {"contract": "json", "thresholds": "json"}
+    operator_extra_links = (MlciReportLink(),)
     ui_color = _MODEL_BLUE
     ui_fgcolor = "#ffffff"
 
@@ -185,10 +187,10 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
             "checks": [c.to_json() for c in checks],
             "failed": [c.name for c in failed],
         }
+        full = {"rev": self.rev, "sha": workspace.sha, **verdict}
+        _store_report(context, "verdict", full, _verdict_markdown(label, verdict))
         if not verdict["passed"]:
-            context["ti"].xcom_push(
-                key=VERDICT_KEY, value=dvc_ops.json_safe({"rev": self.rev, "sha": workspace.sha, **verdict})
-            )
+            context["ti"].xcom_push(key=VERDICT_KEY, value=dvc_ops.json_safe(full))
             lines = "\n".join(f"  - {c.kind}: {c.name}: {c.detail}" for c in failed)
             not_run = sum(c.passed is None for c in checks)
             raise ModelValidationError(
@@ -313,6 +315,7 @@ class _GateMixin(_DvcWorkspaceMixin):
         """Compare, push the decision under the XCom key ``decision``, and return it."""
         decision = self._with_workspace(context)
         context["ti"].xcom_push(key=DECISION_KEY, value=decision)
+        _store_report(context, "decision", decision, _decision_markdown(decision))
         verdict = "promote" if decision["promote"] else "keep the deployed model"
         self.log.info("Gate decision for %s at %s: %s", self.model, decision["sha"][:12], verdict)
         for reason in decision["reasons"]:
@@ -356,6 +359,7 @@ class ModelGateOperator(_GateMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("model", "rev", "stage")
+    operator_extra_links = (MlciReportLink(),)
     ui_color = _MODEL_BLUE
     ui_fgcolor = "#ffffff"
 
@@ -400,6 +404,7 @@ class ModelGateBranchOperator(_GateMixin, BaseBranchOperator):
     """
 
     template_fields: Sequence[str] = ("model", "rev", "stage")
+    operator_extra_links = (MlciReportLink(),)
     ui_color = _MODEL_BLUE
     ui_fgcolor = "#ffffff"
 
@@ -607,6 +612,62 @@ class RollbackModelOperator(_DvcWorkspaceMixin, BaseOperator):
             "%s on %s is %s again (%s)", self.model, self.stage, result.version, ", ".join(result.tags) or "unchanged"
         )
         return result.to_json()
+
+
+def _store_report(context: Context, name: str, payload: Mapping[str, Any], markdown: str) -> None:
+    """Write ``<name>.json`` and ``<name>.md`` to the task's report folder; the "Report" link opens it."""
+    import json
+
+    from airflow_provider_mlci.core.dvc_ops import json_safe
+    from airflow_provider_mlci.links.report import REPORT_URI_KEY
+    from airflow_provider_mlci.operators.validation import _report_folder
+
+    folder = _report_folder(context, None, None)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
+    context["ti"].xcom_push(key=REPORT_URI_KEY, value=str(folder))
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _verdict_markdown(label: str, verdict: Mapping[str, Any]) -> str:
+    status = {True: "ok", False: "**failed**", None: "not run"}
+    lines = [f"# Model validation: {label}", "", f"Result: **{'passed' if verdict['passed'] else 'failed'}**", ""]
+    lines += ["| group | check | result | detail |", "|---|---|---|---|"]
+    for check in verdict["checks"]:
+        detail = str(check.get("detail") or "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {check['kind']} | {check['name']} | {status[check['passed']]} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def _decision_markdown(decision: Mapping[str, Any]) -> str:
+    champion = decision.get("champion")
+    against = (
+        f"{champion['version'] or champion['sha'][:12]} on {decision['stage']}" if champion else "nothing deployed"
+    )
+    verdict = "promote" if decision["promote"] else "keep the deployed model"
+    lines = [
+        f"# Gate: {decision['model']} at {decision['sha'][:12]} against {against}",
+        "",
+        f"Decision: **{verdict}**",
+        "",
+    ]
+    lines += ["| metric | better | candidate | deployed | delta | passed |", "|---|---|---|---|---|---|"]
+    for m in decision["metrics"]:
+        lines.append(
+            f"| {m['metric']} | {m['direction']} | {_number(m['candidate'])} | {_number(m['champion'])} "
+            f"| {_number(m['delta'])} | {'yes' if m['passed'] else '**no**'} |"
+        )
+    if decision["reasons"]:
+        lines += ["", "Why not:", *[f"- {reason}" for reason in decision["reasons"]]]
+    evaluation = decision.get("evaluation") or {}
+    if evaluation:
+        lines += ["", f"Same evaluation inputs: {'yes' if evaluation.get('same') else 'no'}"]
+        lines += [f"- {difference}" for difference in evaluation.get("differences") or []]
+    return "\n".join(lines) + "\n"
 
 
 def _run_evidence(context: Context) -> dict[str, Any]:

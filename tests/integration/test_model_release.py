@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -36,9 +37,10 @@ def tags(project) -> dict[str, str]:
 
 
 @pytest.fixture
-def project(dvc_project, dvc_connection, worker_cache, monkeypatch):
+def project(dvc_project, dvc_connection, worker_cache, monkeypatch, tmp_path):
     """The demo project (nothing trained yet) behind the default connection."""
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
+    monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
     return dvc_project
 
@@ -81,6 +83,12 @@ def test_a_better_model_is_promoted_and_a_worse_one_is_not(run_dag, released, tm
     assert decision["promote"] is True
     assert decision["champion"]["version"] == "v0.1.0"
     assert decision["evaluation"]["same"] is True
+    report = _xcom(record, "gate", "mlci_report_uri")
+    assert report.startswith(f"file://{tmp_path / 'reports'}/{DAG_ID}/")
+    markdown = Path(report.removeprefix("file://"), "decision.md").read_text()
+    assert "Decision: **promote**" in markdown
+    assert "| logloss | lower |" in markdown
+    assert Path(_xcom(record, "validate_model", "mlci_report_uri").removeprefix("file://"), "verdict.json").is_file()
     logloss = next(m for m in decision["metrics"] if m["metric"] == "logloss")
     assert logloss["delta"] < -0.01
     assert record.xcom["promote"]["version"] == "v0.2.0"
@@ -187,6 +195,8 @@ def test_a_broken_model_fails_validation_naming_the_file_and_writes_no_tag(run_d
     assert "metric 'f1' not found" in out
     verdict = _xcom(record, "validate", "verdict")
     assert verdict["passed"] is False
+    report = Path(_xcom(record, "validate", "mlci_report_uri").removeprefix("file://"), "verdict.md").read_text()
+    assert "| load | load models/broken.pkl@" in report
     assert any(c["kind"] == "load" and c["passed"] is False for c in verdict["checks"])
     assert tags(released) == before
 
