@@ -112,7 +112,9 @@ def test_a_pipeline_that_changed_since_rendering_fails_naming_the_stages(
     run_dag, example_installed, dvc_project, dvc_connection, separate_workers, capfd
 ):
     dvc_yaml = dvc_project.work / "dvc.yaml"
-    dvc_yaml.write_text(dvc_yaml.read_text() + "  publish:\n    cmd: echo publish\n    deps:\n      - metrics.json\n")
+    stage = "  publish:\n    cmd: echo publish\n    deps:\n      - metrics.json\n"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("\nartifacts:\n", f"\n{stage}artifacts:\n"))
+    assert "publish" in dvc_yaml.read_text()
     dvc_project.commit_and_push("Add a stage", dvc_push=False)
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
     record = run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
