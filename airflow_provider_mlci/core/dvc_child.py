@@ -430,6 +430,65 @@ def op_apply(repo: Repo, *, handoff: dict[str, Any]) -> dict[str, Any]:
     return {"changed_files": _changed_git_files(repo)}
 
 
+def op_report(repo: Repo, *, revs: list[str], out: str, plots: bool = True) -> dict[str, Any]:
+    """Metrics, params and plots at each of ``revs``, never failing on one bad file.
+
+    Plots come back as DVC renders them: a Vega-Lite spec holding every revision's data (one
+    per plot definition), or image files copied into ``out``. Whatever could not be read goes
+    to ``problems``, naming the file and the revision.
+    """
+    from dvc.render.convert import to_json
+    from dvc.render.match import match_defs_renderers
+
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {}
+    for kind, show in (("metrics", repo.metrics.show), ("params", repo.params.show)):
+        shown = show(revs=revs, hide_workspace=True)
+        for rev in revs:
+            entry = shown.get(rev) or {}
+            files: dict[str, Any] = {}
+            if "error" in entry:
+                problems.append(f"Cannot read the {kind} at {rev[:12]}: {_describe(entry['error'])}")
+            for path, value in (entry.get("data") or {}).items():
+                if "error" in value:
+                    problems.append(f"Cannot read the {kind} file {path} at {rev[:12]}: {_describe(value['error'])}")
+                else:
+                    files[path] = value.get("data", {})
+            values.setdefault(kind, {})[rev] = files
+    data = repo.plots.show(revs=revs) if plots else {}
+    for rev, entry in data.items():
+        error = ((entry.get("definitions") or {}).get("error")) if isinstance(entry, dict) else None
+        if error:
+            problems.append(f"Cannot read the plot definitions at {rev[:12]}: {_describe(error)}")
+    rendered: list[dict[str, Any]] = []
+    for renderer, source_errors, definition_errors in match_defs_renderers(
+        data=data, out=out, templates_dir=repo.plots.templates_dir
+    ):
+        for rev, by_source in (source_errors or {}).items():
+            for source, exc in by_source.items():
+                problems.append(f"Plot {renderer.name}: cannot read {source} at {rev[:12]}: {_describe(exc)}")
+        for rev, exc in (definition_errors or {}).items():
+            problems.append(f"Plot {renderer.name}: bad definition at {rev[:12]}: {_describe(exc)}")
+        for item in to_json(renderer):
+            rendered.append(
+                {
+                    "name": renderer.name,
+                    "type": item["type"],
+                    "revisions": item.get("revisions") or [],
+                    "content": item.get("content"),
+                    "path": item.get("url"),
+                }
+            )
+    return json_safe(
+        {
+            "metrics": values.get("metrics", {}),
+            "params": values.get("params", {}),
+            "plots": rendered,
+            "problems": problems,
+        }
+    )
+
+
 OPS: dict[str, Callable[..., Any]] = {
     "apply": op_apply,
     "repro": op_repro,
@@ -439,6 +498,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "fetch": op_fetch,
     "push": op_push,
     "metrics": op_metrics,
+    "report": op_report,
     "graph": op_graph,
 }
 

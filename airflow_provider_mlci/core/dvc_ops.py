@@ -278,6 +278,20 @@ def metrics(workspace: Workspace, baseline_sha: str | None = None) -> MetricsRep
     return MetricsReport(**_call(workspace, "metrics", {"baseline": baseline_sha}))
 
 
+def report_inputs(workspace: Workspace, revs: Iterable[str], out: str | Path, *, plots: bool = True) -> dict[str, Any]:
+    """Metrics, params and rendered plot specs at each of ``revs``, tolerating unreadable files.
+
+    Returns ``{"metrics": {rev: {file: values}}, "params": {...}, "plots": [{"name", "type",
+    "revisions", "content", "path"}], "problems": [...]}``; image plots are copied into ``out``.
+
+    :param workspace: the checkout
+    :param revs: commit ids of the same repository (readable in the checkout)
+    :param out: a folder for image plots
+    :param plots: read and render the plots too
+    """
+    return _call(workspace, "report", {"revs": list(revs), "out": str(out), "plots": plots})
+
+
 def apply_handoff(workspace: Workspace, handoff: StageHandoff) -> tuple[str, ...]:
     """Write upstream tasks' lock entries and uncached files into the workspace.
 

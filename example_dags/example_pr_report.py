@@ -1,0 +1,48 @@
+"""Report what a change does to the model: metrics, params and plots against the base, in one page.
+
+``report`` reads the metrics, params and plots the pipeline recorded at ``rev`` and at
+``baseline_rev`` (the base branch of a pull request), renders every plot ``dvc.yaml`` defines
+for both (confusion matrix, ROC curve, scatter, the feature-weight image), adds the trend of
+``accuracy`` over the last commits of the base branch, and stores ``report.md`` and
+``report.html`` under ``[mlci] reports_dir``; its "Report" link opens it. Trigger with
+``{"rev": "<branch or commit>", "baseline_rev": "main"}``.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from airflow_provider_mlci.operators.report import MetricsReportOperator
+
+with DAG(
+    dag_id="example_pr_report",
+    description="Metrics, params and plots of a revision against its base, stored and linked from the task.",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    params={
+        "rev": Param("main", type="string", description="The revision to report on (a PR's head)"),
+        "baseline_rev": Param("main", type="string", description="The revision to compare with (the PR's base)"),
+    },
+    tags=["mlci", "report", "example"],
+):
+    report = MetricsReportOperator(
+        task_id="report",
+        rev="{{ params.rev }}",
+        baseline_rev="{{ params.baseline_rev }}",
+        trend={"metric": "accuracy", "branch": "{{ params.baseline_rev }}", "commits": 10},
+        title="Fraud detector: {{ params.rev }} against {{ params.baseline_rev }}",
+    )
+
+    @task
+    def where(result: dict) -> str:
+        """Say where the report is and what changed."""
+        print(f"Report: {result['html']}")
+        print(f"  metrics changed: {', '.join(result['metrics_changed']) or 'none'}")
+        print(f"  plots: {len(result['plots'])}")
+        for problem in result["problems"]:
+            print(f"  problem: {problem}")
+        return result["html"]
+
+    where(report.output)
