@@ -1,9 +1,11 @@
-"""``make demo``: run the demo DAG end to end on the embedded default.
+"""``make demo``: run the demo DAGs end to end on the embedded default.
 
 Everything lives under ``.demo/`` in the checkout: an Airflow home with a SQLite database, the
 demo DVC project (copied from ``example_dags/demo_project``) pushed to a local bare git remote
-and a local DVC remote, and the worker cache. Then ``airflow dags test`` runs the DAG and the
-script prints the run's state and the metrics the pipeline produced.
+and a local DVC remote, and the worker cache. Then ``airflow dags test`` runs the DAG that
+validates the data and reproduces the pipeline, and the script prints the run's state and the
+metrics the pipeline produced. Last, a change (more training epochs, on a branch) is reported
+against ``main`` with ``example_pr_report``, and the script prints where the report is.
 
 Options (also as ``make demo REV=...``): ``--rev`` reproduces another revision, ``--repo-url``
 points the connection at another repository (both to see how bad input fails).
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -36,8 +39,8 @@ def step(number: int, total: int, text: str) -> None:
     print(f"\n[{number}/{total}] {text}", flush=True)
 
 
-def build_project(root: Path) -> Path:
-    """Create the demo project, its bare git remote and its DVC remote; return the bare remote."""
+def build_project(root: Path) -> Any:
+    """Create the demo project, its bare git remote and its DVC remote."""
     from airflow_provider_mlci.testing import create_dvc_project
 
     def generate_data(work: Path) -> None:
@@ -48,7 +51,19 @@ def build_project(root: Path) -> Path:
     )
     print(f"    git remote: {project.remote}  (branch main at {project.head()[:12]})")
     print(f"    DVC remote: {project.dvc_remote_url}")
-    return project.remote
+    return project
+
+
+def commit_training(project: Any, epochs: int, branch: str) -> str:
+    """Train for ``epochs`` in the working copy, commit the results to ``branch`` and push it."""
+    params = project.work / "params.yaml"
+    params.write_text(re.sub(r"epochs: \d+", f"epochs: {epochs}", params.read_text()))
+    project.dvc("repro", "--quiet")
+    project.git("add", "-A")
+    project.git("commit", "--quiet", "-m", f"Train for {epochs} epochs")
+    project.dvc("push", "--quiet")
+    project.git("push", "--quiet", "origin", branch)
+    return project.head()
 
 
 def airflow_env(repo_url: str) -> dict[str, str]:
@@ -87,13 +102,13 @@ def main() -> int:
     parser.add_argument("--repo-url", default=os.environ.get("REPO_URL") or None, help="another repository URL")
     args = parser.parse_args()
     started = time.monotonic()
-    total = 4
+    total = 5
 
     step(1, total, "Creating the demo DVC project with a local git remote and a local DVC remote")
     for scratch in ("project", "worker-cache"):
         shutil.rmtree(DEMO / scratch, ignore_errors=True)
-    remote = build_project(DEMO / "project")
-    repo_url = args.repo_url or str(remote)
+    project = build_project(DEMO / "project")
+    repo_url = args.repo_url or str(project.remote)
 
     step(2, total, f"Preparing Airflow (SQLite metadata database in {DEMO / 'airflow'})")
     env = airflow_env(repo_url)
@@ -131,8 +146,39 @@ def main() -> int:
         for path, values in result["metrics"].items():
             print(f"    metrics {path}: {json.dumps(values)}")
     print(f"    full log: {log_path}")
+    ok = state == "success" and code == 0
+    if ok and not args.repo_url:
+        ok = report_a_change(project, env, total)
     print(f"    took {time.monotonic() - started:.0f} s")
-    return 0 if state == "success" and code == 0 else 1
+    return 0 if ok else 1
+
+
+def report_a_change(project: Any, env: dict[str, str], total: int) -> bool:
+    """Commit a trained model on main and a better-trained one on a branch; report the branch against main."""
+    from airflow_provider_mlci.testing.airflow import latest_run
+
+    step(5, total, "Reporting a change: branch more-epochs (150 epochs) against main (10 epochs)")
+    commit_training(project, 10, "main")
+    project.git("checkout", "--quiet", "-b", "more-epochs")
+    commit_training(project, 150, "more-epochs")
+    log_path = DEMO / "logs" / "report.log"
+    conf = json.dumps({"rev": "more-epochs", "baseline_rev": "main"})
+    code = run_logged(
+        [str(BIN / "airflow"), "dags", "test", "example_pr_report", "--conf", conf],
+        env,
+        log_path,
+        show=("Report:", "Report problem", "Error"),
+    )
+    record = latest_run("example_pr_report")
+    result = record.xcom.get("report") if record else None
+    if code != 0 or not result:
+        print(f"    the report failed: see {log_path}")
+        return False
+    print(f"    metrics changed: {', '.join(result['metrics_changed']) or 'none'}")
+    print(f"    plots: {', '.join(result['plots'])}")
+    print(f"    report: {result['html']}")
+    print(f"            {result['markdown']}")
+    return True
 
 
 if __name__ == "__main__":
