@@ -15,6 +15,7 @@ _LAZY = {
     "DataValidationOperator": "airflow_provider_mlci.operators.validation",
     "DvcHook": "airflow_provider_mlci.hooks.dvc",
     "DvcReproOperator": "airflow_provider_mlci.operators.dvc",
+    "MetricsReportOperator": "airflow_provider_mlci.operators.report",
     "MlciError": "airflow_provider_mlci.exceptions",
     "ModelGateBranchOperator": "airflow_provider_mlci.operators.model",
     "ModelGateOperator": "airflow_provider_mlci.operators.model",
@@ -27,6 +28,7 @@ __all__ = [
     "DataValidationOperator",
     "DvcHook",
     "DvcReproOperator",
+    "MetricsReportOperator",
     "MlciError",
     "ModelGateBranchOperator",
     "ModelGateOperator",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
         PromoteModelOperator,
         RollbackModelOperator,
     )
+    from airflow_provider_mlci.operators.report import MetricsReportOperator
     from airflow_provider_mlci.operators.validation import DataValidationOperator
 
 

@@ -35,7 +35,10 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.hooks.dvc"]},
         ],
         "operators": [
-            {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.operators.dvc"]},
+            {
+                "integration-name": "DVC",
+                "python-modules": ["airflow_provider_mlci.operators.dvc", "airflow_provider_mlci.operators.report"],
+            },
             {"integration-name": "pandera", "python-modules": ["airflow_provider_mlci.operators.validation"]},
             {"integration-name": "GTO", "python-modules": ["airflow_provider_mlci.operators.model"]},
         ],
