@@ -34,6 +34,10 @@ The tree::
     ├── ModelValidationError                a model failed its contract, dependencies or thresholds
     ├── GateRefusedError                    the candidate model is not better than the deployed one
     ├── PromotionConflictError              the champion changed between the gate and the promotion
+    ├── ForgeError                          the code host (GitHub) refused a comment or status
+    │   ├── ForgeAuthError                  a token that is missing, invalid or lacks a permission
+    │   ├── ForgeNotFoundError              no such repository, pull request, commit or comment
+    │   └── ForgeUnavailableError           server error, rate limit or network failure (retryable)
     ├── GpuProvisioningError                an instance could not be launched
     │   └── GpuCapacityError                no capacity for any type and zone tried (retryable)
     └── RemoteJobError
@@ -63,6 +67,10 @@ __all__ = [
     "DvcStageFailedError",
     "DvcStageNotFoundError",
     "DvcTransferError",
+    "ForgeAuthError",
+    "ForgeError",
+    "ForgeNotFoundError",
+    "ForgeUnavailableError",
     "GateRefusedError",
     "GitConflictError",
     "GitError",
@@ -198,6 +206,24 @@ class GateRefusedError(MlciError):
 
 class PromotionConflictError(MlciError):
     """The model on the stage changed between the gate's decision and the promotion."""
+
+
+class ForgeError(MlciError):
+    """The code host (GitHub) refused to create or update a comment or a commit status."""
+
+
+class ForgeAuthError(ForgeError):
+    """The code host refused the connection's token: missing, invalid, expired or without the permission."""
+
+
+class ForgeNotFoundError(ForgeError):
+    """The repository, pull request, commit or comment does not exist, or the token cannot see it."""
+
+
+class ForgeUnavailableError(ForgeError):
+    """The code host failed (5xx), limited our rate (429, secondary limit) or could not be reached."""
+
+    retryable = True
 
 
 class GpuProvisioningError(MlciError):

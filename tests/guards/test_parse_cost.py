@@ -17,7 +17,7 @@ from pathlib import Path
 import airflow_provider_mlci
 from tests.conftest import EXAMPLE_DAGS
 
-HEAVY = ("dvc", "pandas", "pandera", "numpy", "boto3", "botocore", "sklearn", "pyarrow", "scipy", "moto")
+HEAVY = ("dvc", "pandas", "pandera", "numpy", "boto3", "botocore", "sklearn", "pyarrow", "scipy", "moto", "github")
 HEAVY_PREFIXES = ("airflow.providers.amazon.aws",)  # its hooks, operators and boto3 behind them
 #: What DAG files import: the package root, these subpackages and these modules.
 DAG_FACING_PACKAGES = ("operators", "sensors", "task_groups", "links", "triggers")  # triggers: AssetWatchers

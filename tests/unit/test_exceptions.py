@@ -15,6 +15,7 @@ CLASSES = [
 RETRYABLE = {
     "DvcLockError",
     "DvcTransferError",
+    "ForgeUnavailableError",
     "GitPushRejectedError",
     "GpuCapacityError",
     "RemoteJobInterruptedError",
