@@ -4,8 +4,11 @@
 ``baseline_rev`` (the base branch of a pull request), renders every plot ``dvc.yaml`` defines
 for both (confusion matrix, ROC curve, scatter, the feature-weight image), adds the trend of
 ``accuracy`` over the last commits of the base branch, and stores ``report.md`` and
-``report.html`` under ``[mlci] reports_dir``; its "Report" link opens it. Trigger with
-``{"rev": "<branch or commit>", "baseline_rev": "main"}``.
+``report.html`` under ``[mlci] reports_dir``; its "Report" link opens it. With ``repo`` and
+``pr_number`` given, ``comment`` posts the report on that pull request through the
+``github_default`` connection, editing its earlier comment on later runs. Trigger with
+``{"rev": "<branch or commit>", "baseline_rev": "main"}`` (plus ``"repo": "owner/name",
+"pr_number": 42`` to comment).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from airflow_provider_mlci.operators.forge import PullRequestCommentOperator
 from airflow_provider_mlci.operators.report import MetricsReportOperator
 
 with DAG(
@@ -24,6 +28,8 @@ with DAG(
     params={
         "rev": Param("main", type="string", description="The revision to report on (a PR's head)"),
         "baseline_rev": Param("main", type="string", description="The revision to compare with (the PR's base)"),
+        "repo": Param("", type="string", description="owner/name on GitHub, to comment on a pull request"),
+        "pr_number": Param(0, type="integer", description="The pull request to comment on (0: none)"),
     },
     tags=["mlci", "report", "example"],
 ):
@@ -45,4 +51,15 @@ with DAG(
             print(f"  problem: {problem}")
         return result["html"]
 
-    where(report.output)
+    @task.short_circuit
+    def on_a_pull_request(params=None) -> bool:
+        """Comment only when the run names a pull request."""
+        return bool(params["repo"] and params["pr_number"])
+
+    comment = PullRequestCommentOperator(
+        task_id="comment",
+        repo="{{ params.repo }}",
+        pr_number="{{ params.pr_number }}",
+        report_uri="{{ ti.xcom_pull(task_ids='report')['report_uri'] }}",
+    )
+    where(report.output) >> on_a_pull_request() >> comment

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE_DAGS
+from tests.helpers.github_server import GitHubServer
 from tests.integration.test_model_release import train
 
 DAG_ID = "example_pr_report"
@@ -79,6 +80,22 @@ def test_the_report_shows_metrics_params_and_every_plot_for_both_revisions(run_d
     assert "<table>" in page
     assert "src='images/" not in page  # self-contained
     assert record.xcom["where"] == f"{result['report_uri']}/report.html"
+    assert record.task_states["comment"] == "skipped"  # no pull request named
+
+
+def test_the_example_posts_the_report_on_a_pull_request(run_dag, two_revisions, monkeypatch):
+    """The comment goes to tests/helpers/github_server.py, which stands in for GitHub's REST API."""
+    with GitHubServer(token="ghp_test_token_0123456789") as github:
+        github.add_pull("acme/fraud-model", 7, two_revisions.head_sha)
+        connection = {"conn_type": "github", "host": github.url, "password": "ghp_test_token_0123456789"}
+        monkeypatch.setenv("AIRFLOW_CONN_GITHUB_DEFAULT", json.dumps(connection))
+        conf = {"rev": "experiment", "baseline_rev": "main", "repo": "acme/fraud-model", "pr_number": 7}
+        record = run_dag(DAG_ID, path=EXAMPLE_DAGS / "example_pr_report.py", conf=conf)
+        assert record.state == "success", record.task_states
+        (comment,) = github.comments("acme/fraud-model", pr_number=7)
+    assert "<!-- mlci-report: example_pr_report -->" in comment["body"]
+    assert "| params.yaml | train.epochs | 10 | 150 | +140 |" in comment["body"]
+    assert "![eval/roc.csv](images/eval-roc.csv.svg)" in comment["body"]
 
 
 TASK_DAG = textwrap.dedent(
