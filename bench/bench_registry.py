@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench._common import Comparison, interleave, timed
+from bench.bench_operators import _Quiet
 
 _ENV = {
     **os.environ,
@@ -58,7 +59,7 @@ def run(quick: bool) -> Iterator[Comparison]:
         clone = scratch / "clone"
         _git(scratch, "clone", "--quiet", str(remote), str(clone))
         expected = f"v0.{versions - 1}.0"
-        with Workspace.open(RepoAccess.local(str(remote)), "main", cache_dir=scratch / "worker") as workspace:
+        with _Quiet(), Workspace.open(RepoAccess.local(str(remote)), "main", cache_dir=scratch / "worker") as workspace:
             registry = GitRegistry(workspace=workspace)
 
             def ours() -> float:
