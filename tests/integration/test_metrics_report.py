@@ -17,17 +17,25 @@ from tests.integration.test_model_release import train
 DAG_ID = "example_pr_report"
 
 
+@pytest.fixture(scope="module")
+def two_revisions_template(demo_project_template, tmp_path_factory):
+    """Trained once per module: main with a model of 10 epochs, branch experiment with one of 150."""
+    template = demo_project_template.copy_to(tmp_path_factory.mktemp("two-revisions") / "project")
+    template.base = train(template, 10)
+    template.git("checkout", "--quiet", "-b", "experiment")
+    template.head_sha = train_on_branch(template, 150, "experiment")
+    return template
+
+
 @pytest.fixture
-def two_revisions(dvc_project, dvc_connection, worker_cache, monkeypatch, tmp_path):
-    """main: a model trained for 10 epochs; branch experiment: one trained for 150."""
+def two_revisions(two_revisions_template, dvc_connection, worker_cache, monkeypatch, tmp_path):
+    """A private copy of the two-revision project behind the default connection."""
+    project = two_revisions_template.copy_to(tmp_path / "project")
+    project.base, project.head_sha = two_revisions_template.base, two_revisions_template.head_sha
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
     monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
-    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
-    base = train(dvc_project, 10)
-    dvc_project.git("checkout", "--quiet", "-b", "experiment")
-    head = train_on_branch(dvc_project, 150, "experiment")
-    dvc_project.base, dvc_project.head_sha = base, head
-    return dvc_project
+    dvc_connection(str(project.remote), extra={"dvc_remote_url": project.dvc_remote_url})
+    return project
 
 
 def train_on_branch(project, epochs: int, branch: str) -> str:

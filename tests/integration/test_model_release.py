@@ -39,22 +39,34 @@ def tags(project) -> dict[str, str]:
 @pytest.fixture
 def project(dvc_project, dvc_connection, worker_cache, monkeypatch, tmp_path):
     """The demo project (nothing trained yet) behind the default connection."""
+    return _serve(dvc_project, dvc_connection, worker_cache, monkeypatch, tmp_path)
+
+
+def _serve(project, dvc_connection, worker_cache, monkeypatch, tmp_path):
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
     monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
-    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
-    return dvc_project
+    dvc_connection(str(project.remote), extra={"dvc_remote_url": project.dvc_remote_url})
+    return project
+
+
+@pytest.fixture(scope="module")
+def released_template(demo_project_template, tmp_path_factory):
+    """Trained once per module: a model of 10 epochs on main, released to prod as v0.1.0."""
+    root = tmp_path_factory.mktemp("released")
+    template = demo_project_template.copy_to(root / "project")
+    champion = train(template, 10)
+    with Workspace.open(RepoAccess.local(str(template.remote)), "main", cache_dir=root / "cache") as ws:
+        GitRegistry(workspace=ws).promote(name=MODEL, sha=champion, stage="prod")
+    template.champion = champion
+    return template
 
 
 @pytest.fixture
-def released(project, tmp_path):
-    """The demo project with a model trained for 10 epochs released to prod as v0.1.0."""
-    dvc_project = project
-    champion = train(dvc_project, 10)
-    access = RepoAccess.local(str(dvc_project.remote))
-    with Workspace.open(access, "main", cache_dir=tmp_path / "setup-cache") as ws:
-        GitRegistry(workspace=ws).promote(name=MODEL, sha=champion, stage="prod")
-    dvc_project.champion = champion
-    return dvc_project
+def released(released_template, dvc_connection, worker_cache, monkeypatch, tmp_path):
+    """A private copy of the released project behind the default connection."""
+    copy = released_template.copy_to(tmp_path / "project")
+    copy.champion = released_template.champion
+    return _serve(copy, dvc_connection, worker_cache, monkeypatch, tmp_path)
 
 
 def deployed(project, tmp_path, name: str) -> str:

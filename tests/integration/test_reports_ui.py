@@ -1,0 +1,305 @@
+"""The reports plugin in a real ``airflow api-server``, looked at by a real browser (headless Chromium).
+
+The api-server runs on the session's Airflow home with ``[mlci] reports_dir`` pointing at a folder
+holding one report (an HTML page with a table and an SVG plot). Login: the SimpleAuthManager with
+``simple_auth_manager_all_admins``, so the browser needs none (the unit tests check the real login).
+Screenshots stay in ``tests/artifacts/``. Without Chromium (``apt-get install chromium``) the browser
+tests are skipped and the api-server checks still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cluster import free_port
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+DAG_ID = "ui_demo"
+RUN = "manual__2026-11-26T10_00_00+00_00"
+FOLDER = f"/mlci/reports/{DAG_ID}/{RUN}/evaluate/"
+#: The plot's bars, a colour nothing else on the page has: the screenshot shows the image if it has it.
+PLOT_RGB = (230, 57, 70)
+PLOT_SVG = (
+    "<svg xmlns='http://www.w3.org/2000/svg' width='480' height='240' viewBox='0 0 480 240'>"
+    "<rect width='480' height='240' fill='#f1faee'/>"
+    + "".join(
+        f"<rect x='{30 + i * 70}' y='{220 - h}' width='50' height='{h}' fill='#e63946'/>"
+        for i, h in enumerate((60, 120, 90, 180, 150, 200))
+    )
+    + "</svg>"
+)
+REPORT_HTML = """<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Evaluation</title>
+<style>body{font-family:sans-serif;margin:2rem}td,th{border:1px solid #999;padding:.3rem .8rem}</style>
+</head><body><h1>Evaluation of the candidate</h1>
+<table id='metrics'><tr><th>metric</th><th>main</th><th>candidate</th></tr>
+<tr><td>accuracy</td><td>0.912</td><td>0.934</td></tr><tr><td>f1</td><td>0.871</td><td>0.902</td></tr></table>
+<h2>Plots</h2><figure><img id='plot' alt='ROC' src='images/plot.svg'><figcaption>ROC</figcaption></figure>
+</body></html>
+"""
+
+
+@dataclass
+class ApiServer:
+    """A running ``airflow api-server`` and where its things are."""
+
+    url: str
+    reports: Path
+    log: Path
+
+    def get(self, path: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=timeout) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def raw_get(self, path: str) -> tuple[int, bytes]:
+        """GET ``path`` as given: no client-side clean-up of ``..``."""
+        host, port = self.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+
+@pytest.fixture(scope="module")
+def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """``airflow api-server`` on a free port, serving one stored report; stopped with all it started."""
+    root = tmp_path_factory.mktemp("reports-ui")
+    reports = root / "reports"
+    folder = reports / DAG_ID / RUN / "evaluate"
+    (folder / "images").mkdir(parents=True)
+    (folder / "report.html").write_text(REPORT_HTML)
+    (folder / "images" / "plot.svg").write_text(PLOT_SVG)
+    (folder / "report.md").write_text("# Evaluation\n\n| metric | value |\n|---|---|\n| accuracy | 0.934 |\n")
+    (root / "secret.txt").write_text("top secret")
+    port = free_port()
+    env = {
+        **os.environ,
+        "AIRFLOW__MLCI__REPORTS_DIR": str(reports),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "mlci-reports-ui-test-" + "0123456789abcdef" * 4,
+        "AIRFLOW__API__SECRET_KEY": "mlci-reports-ui-test-key",
+    }
+    log = root / "api-server.log"
+    airflow = str(Path(sys.executable).parent / "airflow")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [airflow, "api-server", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = ApiServer(url=f"http://127.0.0.1:{port}", reports=reports, log=log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"airflow api-server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                if server.get("/api/v2/monitor/health", timeout=2)[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"airflow api-server did not answer in 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+                break
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(log, ARTIFACTS / "reports-ui-api-server.log")
+
+
+# ------------------------------------------------------------------------------------ api-server
+
+
+def test_the_api_server_loads_the_plugin(api_server):
+    status, _, body = api_server.get("/api/v2/plugins")
+    assert status == 200
+    (plugin,) = [p for p in json.loads(body)["plugins"] if p["name"] == "mlci_reports"]
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/mlci"
+    routes = {view["url_route"]: view for view in plugin["external_views"]}
+    assert routes["mlci-reports"]["href"] == "/mlci/reports"
+    assert routes["mlci-task-report"]["destination"] == "task_instance"
+    status, _, body = api_server.get("/api/v2/plugins/importErrors")
+    assert status == 200
+    assert json.loads(body)["import_errors"] == []
+
+
+def test_the_api_server_serves_the_index_the_report_and_its_image(api_server):
+    status, _, index = api_server.get("/mlci/reports")
+    assert status == 200
+    assert f"href='{FOLDER}'".encode() in index
+    status, headers, page = api_server.get(FOLDER)
+    assert status == 200
+    assert page.decode() == REPORT_HTML
+    assert "default-src 'none'" in headers["content-security-policy"]
+    status, headers, image = api_server.get(f"{FOLDER}images/plot.svg")
+    assert status == 200
+    assert headers["content-type"] == "image/svg+xml"
+    assert image.decode() == PLOT_SVG
+    status, _, files = api_server.get(f"{FOLDER}?view=files")
+    assert b"<td>0.934</td>" in files
+
+
+def test_the_task_instance_tab_leads_to_the_folder(api_server):
+    request = f"/mlci/task-report/{DAG_ID}/manual__2026-11-26T10:00:00%2B00:00/evaluate?map_index=-1"
+    status, headers, _ = api_server.get(request)  # urllib follows the redirect
+    assert status == 200
+    assert headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{FOLDER}../../../../secret.txt",
+        f"{FOLDER}%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+        f"{FOLDER}..%2f..%2f..%2f..%2fsecret.txt",
+        f"{FOLDER}%2fetc%2fpasswd",
+        "/mlci/reports/%2e%2e/%2e%2e/x/secret.txt",
+    ],
+)
+def test_the_api_server_refuses_paths_out_of_the_reports_dir(api_server, path):
+    status, body = api_server.raw_get(path)
+    assert status == 404
+    assert b"top secret" not in body
+
+
+# ------------------------------------------------------------------------------------ browser
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    return path
+
+
+def browse(chromium: str, url: str, *args: str, budget_ms: int = 3000) -> str:
+    """Run headless Chromium on ``url`` with ``args``; return what it printed."""
+    with tempfile.TemporaryDirectory(prefix="mlci-chromium-") as profile:
+        proc = subprocess.run(
+            [
+                chromium,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                f"--virtual-time-budget={budget_ms}",
+                *args,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_a_browser_shows_the_report_with_its_table_and_image(api_server, chromium):
+    dom = browse(chromium, f"{api_server.url}{FOLDER}", "--dump-dom")
+    assert '<table id="metrics">' in dom
+    assert "<td>0.934</td>" in dom
+    assert '<img id="plot" alt="ROC" src="images/plot.svg">' in dom
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "reports-ui-report.png"
+    shot.unlink(missing_ok=True)
+    browse(chromium, f"{api_server.url}{FOLDER}", f"--screenshot={shot}", "--window-size=1280,900")
+    assert shot.stat().st_size > 5_000
+    width, height, pixels = png_pixels(shot.read_bytes())
+    assert (width, height) == (1280, 900)
+    assert len(set(pixels)) > 20, "the screenshot is (nearly) blank"
+    plot = sum(1 for p in pixels if all(abs(a - b) <= 6 for a, b in zip(p, PLOT_RGB, strict=True)))
+    assert plot > 5_000, "the plot's bars are not on the screenshot: the image did not load"
+
+
+def test_the_airflow_ui_shows_the_reports_page(api_server, chromium):
+    url = f"{api_server.url}/plugin/mlci-reports"
+    dom = browse(chromium, url, "--dump-dom", budget_ms=10_000)
+    assert 'src="/mlci/reports"' in dom
+    assert 'title="MLCI reports"' in dom
+    shot = ARTIFACTS / "reports-ui-airflow.png"
+    shot.unlink(missing_ok=True)
+    browse(chromium, url, f"--screenshot={shot}", "--window-size=1280,900", budget_ms=10_000)
+    assert shot.stat().st_size > 5_000
+    _, _, pixels = png_pixels(shot.read_bytes())
+    assert len(set(pixels)) > 20, "the screenshot is (nearly) blank"
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """Decode an 8-bit RGB(A), non-interlaced PNG (what Chromium writes) into RGB pixels."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat = 8, bytearray()
+    width = height = depth = color = interlace = 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+        elif kind == b"IDAT":
+            idat += chunk
+    assert (depth, interlace) == (8, 0), "only 8-bit non-interlaced PNGs"
+    assert color in (2, 6), "only RGB or RGBA PNGs"
+    channels = 3 if color == 2 else 4
+    stride = width * channels
+    raw = zlib.decompress(bytes(idat))
+    pixels: list[tuple[int, int, int]] = []
+    previous = bytearray(stride)
+    for row in range(height):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for x in range(stride):
+            left = line[x - channels] if x >= channels else 0
+            up = previous[x]
+            if kind == 1:
+                line[x] = (line[x] + left) & 0xFF
+            elif kind == 2:
+                line[x] = (line[x] + up) & 0xFF
+            elif kind == 3:
+                line[x] = (line[x] + ((left + up) >> 1)) & 0xFF
+            elif kind == 4:
+                corner = previous[x - channels] if x >= channels else 0
+                estimate = left + up - corner
+                da, db, dc = abs(estimate - left), abs(estimate - up), abs(estimate - corner)
+                best = left if da <= db and da <= dc else up if db <= dc else corner
+                line[x] = (line[x] + best) & 0xFF
+        pixels += [tuple(line[i : i + 3]) for i in range(0, stride, channels)]
+        previous = line
+    return width, height, pixels
