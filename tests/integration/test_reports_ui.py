@@ -3,7 +3,7 @@
 The api-server runs on the session's Airflow home with ``[mlci] reports_dir`` pointing at a folder
 holding one report (an HTML page with a table and an SVG plot). Login: the SimpleAuthManager with
 ``simple_auth_manager_all_admins``, so the browser needs none (the unit tests check the real login).
-Screenshots stay in ``tests/artifacts/``. Without Chromium (``apt-get install chromium``) the browser
+Screenshots stay in ``test-artifacts/``. Without Chromium (``apt-get install chromium``) the browser
 tests are skipped and the api-server checks still run.
 """
 
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ARTIFACTS
 from tests.helpers.cluster import free_port
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 DAG_ID = "ui_demo"
 RUN = "manual__2026-11-26T10_00_00+00_00"
 FOLDER = f"/mlci/reports/{DAG_ID}/{RUN}/evaluate/"
@@ -94,6 +94,7 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     (folder / "images" / "plot.svg").write_text(PLOT_SVG)
     (folder / "report.md").write_text("# Evaluation\n\n| metric | value |\n|---|---|\n| accuracy | 0.934 |\n")
     (root / "secret.txt").write_text("top secret")
+    write_generated_report(reports / "example_pr_report" / RUN / "report")
     port = free_port()
     env = {
         **os.environ,
@@ -135,7 +136,7 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
                 break
-        ARTIFACTS.mkdir(exist_ok=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(log, ARTIFACTS / "reports-ui-api-server.log")
 
 
@@ -237,7 +238,7 @@ def test_a_browser_shows_the_report_with_its_table_and_image(api_server, chromiu
     assert "<td>0.934</td>" in dom
     assert '<img id="plot" alt="ROC" src="images/plot.svg">' in dom
 
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "reports-ui-report.png"
     shot.unlink(missing_ok=True)
     browse(chromium, f"{api_server.url}{FOLDER}", f"--screenshot={shot}", "--window-size=1280,900")
@@ -247,6 +248,58 @@ def test_a_browser_shows_the_report_with_its_table_and_image(api_server, chromiu
     assert len(set(pixels)) > 20, "the screenshot is (nearly) blank"
     plot = sum(1 for p in pixels if all(abs(a - b) <= 6 for a, b in zip(p, PLOT_RGB, strict=True)))
     assert plot > 5_000, "the plot's bars are not on the screenshot: the image did not load"
+
+
+GENERATED = f"/mlci/reports/example_pr_report/{RUN}/report/"
+SHA, BASE = "c" * 40, "d" * 40
+
+
+def write_generated_report(folder: Path) -> None:
+    """A report as MetricsReportOperator writes it: tables, and a plot rendered by vl-convert."""
+    from airflow_provider_mlci.core.report import build_report
+
+    bars = {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "width": 420,
+        "height": 240,
+        "data": {"values": [{"step": i, "loss": v, "rev": SHA} for i, v in enumerate((9, 7, 6, 4, 3, 2))]},
+        "mark": {"type": "bar", "color": "#e63946"},
+        "encoding": {"x": {"field": "step", "type": "ordinal"}, "y": {"field": "loss", "type": "quantitative"}},
+    }
+    report = build_report(
+        title="Fraud detector: experiment against main",
+        rev="experiment",
+        sha=SHA,
+        baseline_rev="main",
+        baseline_sha=BASE,
+        inputs={
+            "metrics": {SHA: {"metrics.json": {"accuracy": 0.934}}, BASE: {"metrics.json": {"accuracy": 0.912}}},
+            "params": {
+                SHA: {"params.yaml": {"train": {"epochs": 150}}},
+                BASE: {"params.yaml": {"train": {"epochs": 10}}},
+            },
+            "plots": [{"name": "eval/loss.csv", "type": "vega", "revisions": [SHA], "content": bars}],
+        },
+    )
+    (folder / "images").mkdir(parents=True)
+    for image in report.images:
+        (folder / image.file).write_bytes(image.data)
+    (folder / "report.md").write_text(report.markdown)
+    (folder / "report.html").write_text(report.html)
+
+
+def test_a_browser_shows_a_generated_metrics_report(api_server, chromium):
+    dom = browse(chromium, f"{api_server.url}{GENERATED}", "--dump-dom")
+    assert "<td>metrics.json</td><td>accuracy</td>" in dom
+    assert "<td>params.yaml</td><td>train.epochs</td>" in dom
+    assert '<img alt="eval/loss.csv" src="data:image/svg+xml;base64,' in dom
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "reports-ui-metrics-report.png"
+    shot.unlink(missing_ok=True)
+    browse(chromium, f"{api_server.url}{GENERATED}", f"--screenshot={shot}", "--window-size=1280,1400")
+    _, _, pixels = png_pixels(shot.read_bytes())
+    plot = sum(1 for p in pixels if all(abs(a - b) <= 6 for a, b in zip(p, PLOT_RGB, strict=True)))
+    assert plot > 5_000, "the rendered plot is not on the screenshot"
 
 
 def test_the_airflow_ui_shows_the_reports_page(api_server, chromium):

@@ -1,0 +1,1 @@
+"""Airflow plugins of the provider: :mod:`.reports` serves the stored reports in the Airflow UI."""

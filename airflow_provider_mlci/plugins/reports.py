@@ -1,0 +1,605 @@
+"""The UI plugin: the reports tasks stored, served by the api-server and linked from the Airflow UI.
+
+Tasks store reports under the provider setting ``[mlci] reports_dir`` (a folder, or an object storage
+URL such as ``s3://bucket/prefix`` read with ``[mlci] reports_conn_id``), one folder per task instance::
+
+    <reports_dir>/<dag_id>/<run_id, unsafe characters as _>/<task_id>[.<map_index>]/
+        report.html  report.md  images/*.svg  validation.json  verdict.md  decision.md  ...
+
+:class:`MlciReportsPlugin` mounts a web app at ``/mlci`` in the api-server:
+
+- ``GET /mlci/reports``: the reports the user may read, per Dag, newest run first
+- ``GET /mlci/reports/{dag_id}/``: every run of one Dag; ``GET /mlci/reports/{dag_id}/{run_id}/``: one run
+- ``GET /mlci/reports/{dag_id}/{run_id}/{task}/``: one task's folder: its ``report.html`` as stored, else
+  its Markdown files rendered and its list of files (``?view=files`` always shows the latter)
+- ``GET /mlci/reports/{dag_id}/{run_id}/{task}/{path}``: one file of that folder
+- ``GET /mlci/task-report/{dag_id}/{run_id}/{task_id}?map_index=N``: the folder of one task instance
+  (what its "Report" tab in the UI opens; the run id may be given as Airflow spells it)
+
+and adds "MLCI reports" to the UI's Browse menu and a "Report" tab to every task instance.
+
+Who reads what is the api-server's business: a request brings the UI's session cookie or an API token
+(``Authorization: Bearer``), its user is resolved as Airflow's own API resolves it, and the auth manager
+decides which Dags' task instances that user may read; a browser without a login is sent to the login
+page. Only what lies under ``reports_dir`` is ever read, through ``ObjectStoragePath``: a name that is
+empty, ``.``/``..``, hidden, absolute, or holds a character outside ``[\\w.+=@,~ -]`` (decoded or not)
+gets 404, and so does a symlink leading out of a local ``reports_dir``. Pages and files go out with a
+Content-Security-Policy that lets no script run, as the reports share the Airflow UI's origin.
+
+Importing this module is cheap (the standard library and ``airflow.sdk.plugins_manager``): every task
+process loads the installed plugins, so FastAPI, Airflow's API modules, the Markdown renderer and the
+storage backends are imported only when the api-server reads ``fastapi_apps`` or a request comes.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+from airflow.sdk.plugins_manager import AirflowPlugin
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+__all__ = [
+    "URL_PREFIX",
+    "Authenticate",
+    "DagAccess",
+    "MlciReportsPlugin",
+    "airflow_access",
+    "create_app",
+    "render_markdown",
+]
+
+log = logging.getLogger(__name__)
+
+#: Where the plugin mounts the app in the api-server.
+URL_PREFIX = "/mlci"
+#: One name in a report path: no separators, no leading dot, nothing that needs quoting in a shell.
+_NAME = re.compile(r"[\w+=@,~ -][\w.+=@,~ -]*")
+#: Runs per Dag on the index page (the Dag's own page lists them all).
+_RUNS_ON_INDEX = 10
+#: Files up to this size are sent in one piece, larger ones streamed.
+_WHOLE_FILE = 8 * 1024 * 1024
+#: Markdown files larger than this are listed, not rendered.
+_MARKDOWN_LIMIT = 2 * 1024 * 1024
+#: Report pages are documents from storage shown on the Airflow UI's origin: no script may run there.
+_CSP = (
+    "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; "
+    "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "private, no-cache",
+}
+_SHOWN_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".md": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".log": "text/plain; charset=utf-8",
+    ".csv": "text/plain; charset=utf-8",
+    ".json": "application/json",
+}
+_DOWNLOADED_TYPES = {".parquet": "application/vnd.apache.parquet"}
+_ICON = (
+    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='none' stroke='#51504f' "
+    "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'><path d='M14 2H6a2 2 0 0 0-2 2v16a2 2 "
+    "0 0 0 2 2h12a2 2 0 0 0 2-2V8z'/><path d='M14 2v6h6'/><path d='M8 18v-3M12 18v-6M16 18v-4'/></svg>"
+)
+_CSS = (
+    ":root{color-scheme:light dark}body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;"
+    "margin:1.25rem 1.5rem;line-height:1.45;max-width:80rem}a{color:#0b6bcb}nav{font-size:.9rem;"
+    "margin-bottom:1rem}nav a{text-decoration:none}table{border-collapse:collapse;margin:.5rem 0 1.25rem}"
+    "th,td{border:1px solid #8884;padding:.3rem .6rem;text-align:left;vertical-align:top}th{background:#8881}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}code,pre{font-family:ui-monospace,monospace;"
+    "font-size:.9em}pre{background:#8881;padding:.75rem;overflow:auto}img{max-width:100%}ul.tasks{margin:0;"
+    "padding-left:1.1rem}.muted{color:#888}section.md{margin-bottom:2rem}"
+)
+
+
+class DagAccess(Protocol):
+    """What one request may read: the reports of some Dags."""
+
+    def allows(self, dag_id: str) -> bool:
+        """Return whether the reports of ``dag_id`` may be read.
+
+        :param dag_id: the Dag
+        """
+
+
+#: Resolves a request to what it may read, or raises (``HTTPException`` 401/403, or a redirect to log in).
+Authenticate = Callable[["Request"], Awaitable[DagAccess]]
+
+
+class _NotLoggedInError(Exception):
+    """A browser came without a login: send it to the login page."""
+
+
+@dataclass(frozen=True)
+class _AuthManagerAccess:
+    """The auth manager's answer for one user: may they read the Dag's task instances."""
+
+    user: Any
+
+    def allows(self, dag_id: str) -> bool:
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+        return get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, details=DagDetails(id=dag_id), user=self.user
+        )
+
+
+async def airflow_access(request: Request) -> DagAccess:
+    """Resolve the request's user as Airflow's API does: an API token first, else the UI's session cookie.
+
+    :param request: the request
+    :raises HTTPException: 401 without a valid login (a browser's page request is sent to log in instead),
+        403 for a token that is not Airflow's
+    """
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import HTTPException
+    from fastapi.security import HTTPBearer
+
+    credentials = await HTTPBearer(auto_error=False)(request)
+    try:
+        user = await get_user(request, None, credentials)
+    except HTTPException as exc:
+        wants_page = "text/html" in request.headers.get("accept", "")
+        if exc.status_code == 401 and credentials is None and wants_page and request.method == "GET":
+            raise _NotLoggedInError from exc
+        raise
+    return _AuthManagerAccess(user)
+
+
+# ------------------------------------------------------------------------------------ the app
+
+
+def create_app(*, authenticate: Authenticate | None = None) -> FastAPI:
+    """Build the web app that serves the reports (the plugin mounts it at :data:`URL_PREFIX`).
+
+    :param authenticate: resolves a request to what it may read; default :func:`airflow_access`, the
+        api-server's own login and auth manager
+    """
+    from fastapi import FastAPI
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import RedirectResponse, Response
+
+    check = authenticate or airflow_access
+    app = FastAPI(title="MLCI reports", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def page(handler: Callable[..., Response]) -> Callable[[Request], Awaitable[Response]]:
+        # Authenticate on the event loop, then read storage in a worker thread.
+        async def endpoint(request: Request) -> Response:
+            access = await check(request)
+            prefix = request.scope.get("root_path", "")
+            return await run_in_threadpool(handler, access, prefix, request.query_params, **request.path_params)
+
+        endpoint.__name__ = handler.__name__.lstrip("_")
+        return endpoint
+
+    async def icon(request: Request) -> Response:
+        return Response(_ICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
+    async def to_login(request: Request, exc: Exception) -> Response:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=302)
+
+    async def storage_failed(request: Request, exc: Exception) -> Response:
+        log.warning("Cannot read the reports for %s: %s", request.url.path, exc)
+        body = f"<p>Cannot read the reports storage: {_e(exc)}</p>"
+        return _html(_page("Reports storage unavailable", [("Reports", None)], body), status=503)
+
+    methods = ["GET", "HEAD"]
+    app.add_route("/icon.svg", icon, methods=methods)
+    app.add_route("/reports", page(_index), methods=methods)
+    app.add_route("/reports/", page(_index), methods=methods)
+    app.add_route("/reports/{dag_id}/", page(_dag_page), methods=methods)
+    app.add_route("/reports/{dag_id}/{run_id}/", page(_run_page), methods=methods)
+    app.add_route("/reports/{dag_id}/{run_id}/{task}/", page(_folder_page), methods=methods)
+    app.add_route("/reports/{dag_id}/{run_id}/{task}/{path:path}", page(_file), methods=methods)
+    app.add_route("/task-report/{dag_id}/{run_id}/{task_id}", page(_task_instance), methods=methods)
+    app.add_exception_handler(_NotLoggedInError, to_login)
+    app.add_exception_handler(OSError, storage_failed)
+    return app
+
+
+@functools.cache
+def _the_app() -> FastAPI:
+    return create_app()
+
+
+class _FastAPIApps:
+    """``MlciReportsPlugin.fastapi_apps``: the app is built when the api-server first reads it.
+
+    Every task process loads the installed plugins (to add their macros); building the app at import
+    would cost each task start the import of FastAPI.
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> list[dict[str, Any]]:
+        return [{"app": _the_app(), "url_prefix": URL_PREFIX, "name": "MLCI reports"}]
+
+
+class MlciReportsPlugin(AirflowPlugin):
+    """Serve the stored reports in the api-server; link them from the menu and from each task instance."""
+
+    name = "mlci_reports"
+    fastapi_apps = _FastAPIApps()
+    external_views = [
+        {
+            "name": "MLCI reports",
+            "href": f"{URL_PREFIX}/reports",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "mlci-reports",
+            "icon": f"{URL_PREFIX}/icon.svg",
+        },
+        {
+            "name": "Report",
+            "href": f"{URL_PREFIX}/task-report/{{DAG_ID}}/{{RUN_ID}}/{{TASK_ID}}?map_index={{MAP_INDEX}}",
+            "destination": "task_instance",
+            "url_route": "mlci-task-report",
+            "icon": f"{URL_PREFIX}/icon.svg",
+        },
+    ]
+
+
+# ------------------------------------------------------------------------------------ pages
+
+
+def _index(access: DagAccess, prefix: str, query: Any) -> Response:
+    folders = _scan(_reports_root())
+    readable = {dag_id for dag_id in {f.dag_id for f in folders} if access.allows(dag_id)}
+    folders = [f for f in folders if f.dag_id in readable]
+    runs = _runs_by_dag(folders)
+    if not runs:
+        body = "<p class='muted'>No reports stored yet (or none of a Dag you may read).</p>"
+        return _html(_page("MLCI reports", [("Reports", None)], body))
+    body = []
+    for dag_id, dag_runs in runs.items():
+        more = len(dag_runs) - _RUNS_ON_INDEX
+        body.append(f"<h2><a href='{_href(prefix, dag_id)}'>{_e(dag_id)}</a></h2>")
+        body.append(_runs_table(prefix, dag_runs[:_RUNS_ON_INDEX]))
+        if more > 0:
+            body.append(f"<p><a href='{_href(prefix, dag_id)}'>All {len(dag_runs)} runs</a></p>")
+    return _html(_page("MLCI reports", [("Reports", None)], "\n".join(body)))
+
+
+def _dag_page(access: DagAccess, prefix: str, query: Any, dag_id: str) -> Response:
+    if not _valid(dag_id):
+        return _not_found(prefix)
+    _require(access, dag_id)
+    runs = _runs_by_dag(_scan(_reports_root(), dag_id)).get(dag_id)
+    if not runs:
+        return _not_found(prefix, f"No reports stored for the Dag {dag_id}.")
+    crumbs = [("Reports", _href(prefix)), (dag_id, None)]
+    return _html(_page(f"Reports of {dag_id}", crumbs, _runs_table(prefix, runs)))
+
+
+def _run_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str) -> Response:
+    run = _safe_run(run_id)
+    if not _valid(dag_id, run):
+        return _not_found(prefix)
+    _require(access, dag_id)
+    folders = _scan(_reports_root(), dag_id, run)
+    if not folders:
+        return _not_found(prefix, f"No reports stored for the run {run} of {dag_id}.")
+    rows = [
+        f"<tr><td><a href='{_href(prefix, dag_id, run, f.task)}'>{_e(f.task)}</a></td>"
+        f"<td>{_when(f.newest)}</td><td>{_e(', '.join(sorted(f.files)))}</td></tr>"
+        for f in sorted(folders, key=lambda f: f.task)
+    ]
+    table = "<table><tr><th>Task</th><th>Stored</th><th>Files</th></tr>" + "".join(rows) + "</table>"
+    crumbs = [("Reports", _href(prefix)), (dag_id, _href(prefix, dag_id)), (run, None)]
+    return _html(_page(f"Reports of {dag_id} / {run}", crumbs, table))
+
+
+def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task: str) -> Response:
+    run = _safe_run(run_id)
+    if not _valid(dag_id, run, task):
+        return _not_found(prefix)
+    _require(access, dag_id)
+    root = _reports_root()
+    found = _scan(root, dag_id, run, task)
+    if not found:
+        return _not_found(prefix, f"No report stored for {dag_id} / {run} / {task}.")
+    (folder,) = found
+    if "report.html" in folder.files and query.get("view") != "files":
+        response = _file_response(_join(root, (dag_id, run, task, "report.html")), "report.html")
+        if response is not None:  # else it went since the listing: show the folder
+            return response
+    sections = []
+    markdown = sorted((p for p in folder.files if p.endswith(".md") and "/" not in p), key=_markdown_order)
+    for name in markdown:
+        if folder.files[name] > _MARKDOWN_LIMIT:
+            sections.append(f"<p class='muted'>{_e(name)} is too large to show here: open it below.</p>")
+            continue
+        text = _join(root, (dag_id, run, task, name)).read_text(encoding="utf-8", errors="replace")
+        sections.append(f"<section class='md'>{render_markdown(text)}</section>")
+    rows = [
+        f"<tr><td><a href='{_url(path)}'>{_e(path)}</a></td><td class='num'>{_size(size)}</td></tr>"
+        for path, size in sorted(folder.files.items())
+    ]
+    listing = "<h2>Files</h2><table><tr><th>File</th><th>Size</th></tr>" + "".join(rows) + "</table>"
+    crumbs = [
+        ("Reports", _href(prefix)),
+        (dag_id, _href(prefix, dag_id)),
+        (run, _href(prefix, dag_id, run)),
+        (task, None),
+    ]
+    title = f"{dag_id} / {run} / {task}"
+    return _html(_page(title, crumbs, "\n".join([*sections, listing])))
+
+
+def _file(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task: str, path: str) -> Response:
+    run = _safe_run(run_id)
+    parts = path.split("/")
+    if not _valid(dag_id, run, task, *parts):
+        return _not_found(prefix)
+    _require(access, dag_id)
+    root = _reports_root()
+    target = _join(root, (dag_id, run, task, *parts))
+    if not _inside(root, target):
+        return _not_found(prefix)
+    response = _file_response(target, parts[-1])
+    return _not_found(prefix) if response is None else response
+
+
+def _task_instance(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task_id: str) -> Response:
+    from starlette.responses import RedirectResponse
+
+    map_index = str(query.get("map_index", "")).strip()
+    task = f"{task_id}.{map_index}" if map_index.isdigit() else task_id
+    run = _safe_run(run_id)
+    if not _valid(dag_id, run, task):
+        return _not_found(prefix)
+    _require(access, dag_id)
+    if not _scan(_reports_root(), dag_id, run, task):
+        return _not_found(prefix, f"This task instance stored no report ({dag_id} / {run} / {task}).")
+    return RedirectResponse(_href(prefix, dag_id, run, task), status_code=302, headers=_SECURITY_HEADERS)
+
+
+# ------------------------------------------------------------------------------------ storage
+
+
+@dataclass
+class _Folder:
+    """One task instance's report folder, as found in storage."""
+
+    dag_id: str
+    run: str
+    task: str
+    #: path inside the folder -> size in bytes
+    files: dict[str, int] = field(default_factory=dict)
+    #: when the newest file was written (POSIX seconds; 0 if the storage does not say)
+    newest: float = 0.0
+
+
+def _reports_root() -> Any:
+    """``[mlci] reports_dir`` as an ``ObjectStoragePath`` (a folder becomes a ``file://`` URL)."""
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_mlci.operators.validation import _reports_base
+
+    base, conn_id = _reports_base(None)
+    url = base if "://" in base else f"file://{os.path.abspath(base)}"
+    return ObjectStoragePath(url, conn_id=conn_id)
+
+
+def _scan(root: Any, *names: str) -> list[_Folder]:
+    """The report folders under ``root``/``names`` (one listing of the storage, recursive)."""
+    base = root.path.rstrip("/")
+    top = _join(root, names).path.rstrip("/")
+    try:
+        found = root.fs.find(top, detail=True)
+    except FileNotFoundError:
+        return []
+    folders: dict[tuple[str, str, str], _Folder] = {}
+    for name, info in found.items():
+        if info.get("type") != "file" or not name.startswith(f"{base}/"):
+            continue
+        parts = name[len(base) + 1 :].split("/")
+        if len(parts) < 4 or tuple(parts[: len(names)]) != names or not _valid(*parts):
+            continue
+        key = (parts[0], parts[1], parts[2])
+        folder = folders.setdefault(key, _Folder(*key))
+        folder.files["/".join(parts[3:])] = int(info.get("size") or 0)
+        folder.newest = max(folder.newest, _modified(info))
+    return list(folders.values())
+
+
+def _runs_by_dag(folders: Iterable[_Folder]) -> dict[str, list[tuple[str, float, list[_Folder]]]]:
+    """Dag -> its runs (name, newest write, task folders), newest run first; Dags sorted by id."""
+    grouped: dict[str, dict[str, list[_Folder]]] = {}
+    for folder in folders:
+        grouped.setdefault(folder.dag_id, {}).setdefault(folder.run, []).append(folder)
+    result = {}
+    for dag_id in sorted(grouped):
+        runs = [
+            (run, max(f.newest for f in tasks), sorted(tasks, key=lambda f: f.task))
+            for run, tasks in grouped[dag_id].items()
+        ]
+        result[dag_id] = sorted(runs, key=lambda run: (run[1], run[0]), reverse=True)
+    return result
+
+
+def _modified(info: dict[str, Any]) -> float:
+    """When a listed file was written: fsspec backends name it differently."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0
+
+
+def _join(root: Any, names: Iterable[str]) -> Any:
+    path = root
+    for name in names:
+        path = path / name
+    return path
+
+
+def _inside(root: Any, target: Any) -> bool:
+    """Whether ``target`` lies under ``root`` (for a local folder: after following symlinks)."""
+    base = root.path.rstrip("/")
+    if not target.path.startswith(f"{base}/"):
+        return False
+    if root.protocol in ("file", "local"):
+        real_base = os.path.realpath(base)
+        return os.path.realpath(target.path).startswith(real_base.rstrip(os.sep) + os.sep)
+    return True
+
+
+def _file_response(target: Any, name: str) -> Response | None:
+    """The file at ``target`` with its content type, or ``None`` if there is no such file."""
+    from starlette.responses import Response, StreamingResponse
+
+    try:
+        info = target.fs.info(target.path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if info.get("type") != "file":
+        return None
+    suffix = os.path.splitext(name)[1].lower()
+    headers = dict(_SECURITY_HEADERS)
+    media_type = _SHOWN_TYPES.get(suffix)
+    if media_type is None:
+        media_type = _DOWNLOADED_TYPES.get(suffix, "application/octet-stream")
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
+    if int(info.get("size") or 0) <= _WHOLE_FILE:
+        return Response(target.read_bytes(), media_type=media_type, headers=headers)
+    return StreamingResponse(_chunks(target), media_type=media_type, headers=headers)
+
+
+def _chunks(target: Any) -> Iterator[bytes]:
+    with target.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            yield chunk
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def render_markdown(text: str) -> str:
+    """Render Markdown (CommonMark with tables and strikethrough) to HTML; raw HTML in it is escaped.
+
+    Links and images with a ``javascript:``, ``vbscript:``, ``file:`` or non-image ``data:`` URL are not
+    made into links.
+
+    :param text: the Markdown
+    """
+    return _markdown().render(text)
+
+
+@functools.cache
+def _markdown() -> Any:
+    # markdown-it-py comes with Airflow (through rich); html=False escapes any HTML in the text.
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+
+
+def _valid(*names: str) -> bool:
+    return all(_NAME.fullmatch(name) for name in names)
+
+
+def _safe_run(run_id: str) -> str:
+    # As the report folder is named (operators/validation.py, _report_folder); idempotent on such names.
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in run_id)
+
+
+def _require(access: DagAccess, dag_id: str) -> None:
+    from fastapi import HTTPException
+
+    if not access.allows(dag_id):
+        raise HTTPException(status_code=403, detail=f"You may not read the task instances of the Dag {dag_id!r}")
+
+
+def _href(prefix: str, *names: str) -> str:
+    return "/".join([f"{prefix}/reports", *(_url(name) for name in names)]) + ("/" if names else "")
+
+
+def _url(path: str) -> str:
+    # Characters a name may hold that need no quoting in a URL path stay as they are.
+    return quote(path, safe="/+=@,~")
+
+
+def _runs_table(prefix: str, runs: list[tuple[str, float, list[_Folder]]]) -> str:
+    rows = []
+    for run, newest, tasks in runs:
+        dag_id = tasks[0].dag_id
+        links = "".join(f"<li><a href='{_href(prefix, dag_id, run, f.task)}'>{_e(f.task)}</a></li>" for f in tasks)
+        rows.append(
+            f"<tr><td><a href='{_href(prefix, dag_id, run)}'>{_e(run)}</a></td><td>{_when(newest)}</td>"
+            f"<td><ul class='tasks'>{links}</ul></td></tr>"
+        )
+    return "<table><tr><th>Run</th><th>Stored</th><th>Reports</th></tr>" + "".join(rows) + "</table>"
+
+
+def _markdown_order(name: str) -> tuple[int, str]:
+    return (0 if name == "report.md" else 1, name)
+
+
+def _when(seconds: float) -> str:
+    if not seconds:
+        return "<span class='muted'>unknown</span>"
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _page(title: str, crumbs: list[tuple[str, str | None]], body: str) -> str:
+    trail = " / ".join(f"<a href='{href}'>{_e(label)}</a>" if href else _e(label) for label, href in crumbs)
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
+        f"<body><nav>{trail}</nav><h1>{_e(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def _html(page: str, status: int = 200) -> Response:
+    from starlette.responses import HTMLResponse
+
+    return HTMLResponse(page, status_code=status, headers=_SECURITY_HEADERS)
+
+
+def _not_found(prefix: str, message: str = "No such report or file.") -> Response:
+    return _html(_page("Not found", [("Reports", _href(prefix)), ("not found", None)], f"<p>{_e(message)}</p>"), 404)
