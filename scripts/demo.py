@@ -59,11 +59,7 @@ def commit_training(project: Any, epochs: int, branch: str) -> str:
     params = project.work / "params.yaml"
     params.write_text(re.sub(r"epochs: \d+", f"epochs: {epochs}", params.read_text()))
     project.dvc("repro", "--quiet")
-    project.git("add", "-A")
-    project.git("commit", "--quiet", "-m", f"Train for {epochs} epochs")
-    project.dvc("push", "--quiet")
-    project.git("push", "--quiet", "origin", branch)
-    return project.head()
+    return project.commit_and_push(f"Train for {epochs} epochs", branch=branch)
 
 
 def airflow_env(repo_url: str) -> dict[str, str]:

@@ -366,29 +366,19 @@ def _leaderboard_section(title: str, board: Mapping[str, Any]) -> ReportSection:
 
 
 def _rows_markdown(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> list[str]:
-    if not rows:
-        return ["(none)"]
-    header = ["file", "key", "old", "new", "change"] if with_baseline else ["file", "key", "value"]
-    body = [
-        [r["file"], r["key"], _fmt(r["old"]), _fmt(r["new"]), _fmt(r["change"], signed=True)]
-        if with_baseline
-        else [r["file"], r["key"], _fmt(r["new"])]
-        for r in rows
-    ]
-    return _table_md(header, body)
+    return _table_md(*_diff_table(rows, with_baseline)) if rows else ["(none)"]
 
 
 def _rows_html(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> str:
-    if not rows:
-        return "<p>(none)</p>"
-    header = ["file", "key", "old", "new", "change"] if with_baseline else ["file", "key", "value"]
-    body = [
-        [r["file"], r["key"], _fmt(r["old"]), _fmt(r["new"]), _fmt(r["change"], signed=True)]
-        if with_baseline
-        else [r["file"], r["key"], _fmt(r["new"])]
-        for r in rows
-    ]
-    return _table_html(header, body)
+    return _table_html(*_diff_table(rows, with_baseline)) if rows else "<p>(none)</p>"
+
+
+def _diff_table(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a diff table (old, new, change), or of a value table without a baseline."""
+    if not with_baseline:
+        return ["file", "key", "value"], [[r["file"], r["key"], _fmt(r["new"])] for r in rows]
+    body = [[r["file"], r["key"], _fmt(r["old"]), _fmt(r["new"]), _fmt(r["change"], signed=True)] for r in rows]
+    return ["file", "key", "old", "new", "change"], body
 
 
 def _table_md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

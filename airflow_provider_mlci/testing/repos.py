@@ -64,17 +64,18 @@ class LocalDvcProject:
         """
         return _run([sys.executable, "-m", "dvc", *args], self.work, self._env())
 
-    def commit_and_push(self, message: str, *, dvc_push: bool = True) -> str:
-        """Commit everything, push data to the DVC remote and the commit to ``main``; return the sha.
+    def commit_and_push(self, message: str, *, dvc_push: bool = True, branch: str = "main") -> str:
+        """Commit everything, push data to the DVC remote and the commit to ``branch``; return the sha.
 
         :param message: the commit message
         :param dvc_push: also push DVC-tracked data
+        :param branch: the branch checked out in the working copy, pushed to the same name
         """
         self.git("add", "-A")
         self.git("commit", "--quiet", "--allow-empty", "-m", message)
         if dvc_push:
             self.dvc("push", "--quiet")
-        self.git("push", "--quiet", "origin", "main")
+        self.git("push", "--quiet", "origin", branch)
         return self.head()
 
     def head(self) -> str:
