@@ -619,14 +619,14 @@ def _store_report(context: Context, name: str, payload: Mapping[str, Any], markd
     import json
 
     from airflow_provider_mlci.core.dvc_ops import json_safe
-    from airflow_provider_mlci.links.report import REPORT_URI_KEY
+    from airflow_provider_mlci.links.report import REPORT_URI_KEY, storage_uri
     from airflow_provider_mlci.operators.validation import _report_folder
 
     folder = _report_folder(context, None, None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True) + "\n")
     (folder / f"{name}.md").write_text(markdown)
-    context["ti"].xcom_push(key=REPORT_URI_KEY, value=str(folder))
+    context["ti"].xcom_push(key=REPORT_URI_KEY, value=storage_uri(folder))
 
 
 def _number(value: Any) -> str:

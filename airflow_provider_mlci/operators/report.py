@@ -120,7 +120,7 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
         from airflow_provider_mlci.core import dvc_ops
         from airflow_provider_mlci.core.report import build_report, section_for
         from airflow_provider_mlci.exceptions import DvcError, MlciError
-        from airflow_provider_mlci.links.report import REPORT_URI_KEY
+        from airflow_provider_mlci.links.report import REPORT_URI_KEY, storage_uri
         from airflow_provider_mlci.operators.validation import _report_folder
 
         problems: list[str] = []
@@ -154,7 +154,7 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
             (folder / image.file).write_bytes(image.data)
         (folder / "report.md").write_text(report.markdown)
         (folder / "report.html").write_text(report.html)
-        uri = str(folder)
+        uri = storage_uri(folder)
         context["ti"].xcom_push(key=REPORT_URI_KEY, value=uri)
         self.log.info("Report: %s/report.html (%d plots, %d problems)", uri, len(report.images), len(report.problems))
         for problem in report.problems:

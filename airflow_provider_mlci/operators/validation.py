@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_mlci.links.report import REPORT_URI_KEY, MlciReportLink
+from airflow_provider_mlci.links.report import REPORT_URI_KEY, MlciReportLink, storage_uri
 from airflow_provider_mlci.operators._errors import airflow_failures
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ def _store(folder: Any, files: Mapping[str, str]) -> str:
         with open(local, "rb") as src, (folder / name).open("wb") as dst:
             while block := src.read(8 * 1024 * 1024):
                 dst.write(block)
-    return str(folder)
+    return storage_uri(folder)
 
 
 class DataValidationOperator(_DatasetMixin, BaseOperator):

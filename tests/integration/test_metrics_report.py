@@ -206,3 +206,32 @@ def test_upstream_decisions_become_sections(run_dag, two_revisions):
     assert "| logloss | lower | 0.5 | 0.502 | -0.002 | no |" in markdown
     assert "## sweep" in markdown
     assert "| 1 | t1 | 10 | 0.8 |" in markdown
+
+
+def test_the_deployed_model_is_the_default_baseline_and_reports_go_to_s3(
+    run_dag, two_revisions, tmp_path, aws_moto_connection, s3_bucket, moto_endpoint
+):
+    import boto3
+
+    from airflow_provider_mlci.core.access import RepoAccess
+    from airflow_provider_mlci.core.registry import GitRegistry
+    from airflow_provider_mlci.core.workspace import Workspace
+
+    with Workspace.open(RepoAccess.local(str(two_revisions.remote)), "main", cache_dir=tmp_path / "c") as ws:
+        GitRegistry(workspace=ws).promote(name="fraud-detector", sha=two_revisions.base, stage="prod")
+    args = (
+        f'baseline_model="fraud-detector", report_base="s3://{s3_bucket}/reports", '
+        f'report_conn_id="{aws_moto_connection}"'
+    )
+    record = run_report(run_dag, "report_vs_prod", "experiment", args)
+    assert record.state == "success", record.task_states
+    result = record.xcom["report"]
+    assert result["baseline_sha"] == two_revisions.base
+    assert result["baseline_rev"] == "fraud-detector#prod (v0.1.0)"
+    assert result["report_uri"].startswith(f"s3://{s3_bucket}/reports/report_vs_prod/")
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    prefix = result["report_uri"].removeprefix(f"s3://{s3_bucket}/")
+    assert {f"{prefix}/report.md", f"{prefix}/report.html", f"{prefix}/images/eval-roc.csv.svg"} <= keys
+    markdown = s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/report.md")["Body"].read().decode()
+    assert "against fraud-detector#prod (v0.1.0)" in markdown
