@@ -22,6 +22,9 @@ def test_the_demo_pipeline_graph_comes_from_its_paths():
     assert {(o.path, o.cache, o.kind) for o in evaluate.outs} == {
         ("metrics.json", False, "metric"),
         ("eval/predictions.csv", False, "plot"),
+        ("eval/roc.csv", False, "plot"),
+        ("eval/scores.csv", False, "plot"),
+        ("eval/importance.svg", False, "plot"),
     }
     assert spec.ancestors("evaluate") == ["prepare", "train"]
 

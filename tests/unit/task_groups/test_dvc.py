@@ -40,7 +40,10 @@ def test_every_output_is_an_asset_of_its_stage():
     dag, _ = make_dag(asset_namespace="fraud")
     uris = {task_id: {a.uri for a in dag.get_task(task_id).outlets} for task_id in dag.task_ids}
     assert uris["pipeline.train"] == {"x-dvc://fraud/models/model.pkl"}
-    assert uris["pipeline.evaluate"] == {"x-dvc://fraud/metrics.json", "x-dvc://fraud/eval/predictions.csv"}
+    assert uris["pipeline.evaluate"] == {
+        f"x-dvc://fraud/{path}"
+        for path in ("metrics.json", "eval/predictions.csv", "eval/roc.csv", "eval/scores.csv", "eval/importance.svg")
+    }
     no_assets, _ = make_dag(emit_assets=False)
     assert not any(no_assets.get_task(t).outlets for t in no_assets.task_ids)
 
