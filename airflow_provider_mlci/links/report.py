@@ -34,22 +34,25 @@ def storage_uri(path: object) -> str:
 
 
 class MlciReportLink(BaseOperatorLink):
-    """Link a task instance to the report it stored (an ``s3://`` or ``file://`` location)."""
+    """Link a task instance to the report it stored, as the reports UI plugin shows it."""
 
     name = "Report"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """Return the stored location, or an empty string before the task stored one.
+        """Return the reports page of this task instance, or an empty string before it stored one.
+
+        The page is served by the provider's UI plugin in the api-server (``/mlci/task-report/...``),
+        which reads the report wherever it is stored (a local folder or ``s3://``).
 
         :param operator: the task
         :param ti_key: the task instance
         """
+        from urllib.parse import quote
+
         from airflow.sdk.execution_time.xcom import XCom
 
         uri = XCom.get_value(key=REPORT_URI_KEY, ti_key=ti_key)
         if not isinstance(uri, str):
             return ""
-        if uri.startswith("s3://"):
-            bucket, _, key = uri[len("s3://") :].partition("/")
-            return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={key}"
-        return uri
+        parts = "/".join(quote(str(p), safe="") for p in (ti_key.dag_id, ti_key.run_id, ti_key.task_id))
+        return f"/mlci/task-report/{parts}?map_index={ti_key.map_index}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import textwrap
+from urllib.parse import quote
 
 import pyarrow.parquet as pq
 import pytest
@@ -86,7 +87,8 @@ def test_the_example_dag_validates_and_compares_the_data(run_dag, project, tmp_p
     assert stored["rows_checked"] == checked["rows_checked"] > 100
     assert _xcom(record, "validate", "mlci_report_uri") == checked["report_uri"]
     # Airflow 3 resolves extra links on the worker and keeps them in XCom for the UI.
-    assert _xcom(record, "validate", "_link_MlciReportLink") == checked["report_uri"]
+    link = _xcom(record, "validate", "_link_MlciReportLink")
+    assert link == f"/mlci/task-report/example_data_validation/{quote(record.run_id, safe='')}/validate?map_index=-1"
     comparison = record.xcom["drift"]
     assert comparison["drifted"] is False
     assert set(comparison["columns"]) == {"amount", "hour", "merchant_risk", "distance_km", "fraud"}
