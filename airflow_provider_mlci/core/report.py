@@ -317,6 +317,15 @@ def _gate_section(title: str, decision: Mapping[str, Any]) -> ReportSection:
     md += ["", *[f"- {r}" for r in reasons]] if reasons else []
     body = [f"<p>Decision: <strong>{_e(verdict)}</strong> (against {_e(against)}).</p>", _table_html(header, rows)]
     body += ["<ul>", *[f"<li>{_e(r)}</li>" for r in reasons], "</ul>"] if reasons else []
+    evaluation = decision.get("evaluation") or {}
+    if evaluation:
+        same = f"Same evaluation inputs: {'yes' if evaluation.get('same') else 'no'}"
+        differences = list(evaluation.get("differences") or [])
+        md += ["", same, *[f"- {d}" for d in differences]]
+        body += [
+            f"<p>{same}</p>",
+            *(["<ul>", *[f"<li>{_e(d)}</li>" for d in differences], "</ul>"] if differences else []),
+        ]
     return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
 
 

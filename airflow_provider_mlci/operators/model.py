@@ -188,7 +188,7 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
             "failed": [c.name for c in failed],
         }
         full = {"rev": self.rev, "sha": workspace.sha, **verdict}
-        _store_report(context, "verdict", full, _verdict_markdown(label, verdict))
+        _store_report(context, "verdict", full, f"Model validation: {label}")
         if not verdict["passed"]:
             context["ti"].xcom_push(key=VERDICT_KEY, value=dvc_ops.json_safe(full))
             lines = "\n".join(f"  - {c.kind}: {c.name}: {c.detail}" for c in failed)
@@ -315,7 +315,7 @@ class _GateMixin(_DvcWorkspaceMixin):
         """Compare, push the decision under the XCom key ``decision``, and return it."""
         decision = self._with_workspace(context)
         context["ti"].xcom_push(key=DECISION_KEY, value=decision)
-        _store_report(context, "decision", decision, _decision_markdown(decision))
+        _store_report(context, "decision", decision, f"Gate: {self.model} at {decision['sha'][:12]}")
         verdict = "promote" if decision["promote"] else "keep the deployed model"
         self.log.info("Gate decision for %s at %s: %s", self.model, decision["sha"][:12], verdict)
         for reason in decision["reasons"]:
@@ -614,60 +614,20 @@ class RollbackModelOperator(_DvcWorkspaceMixin, BaseOperator):
         return result.to_json()
 
 
-def _store_report(context: Context, name: str, payload: Mapping[str, Any], markdown: str) -> None:
+def _store_report(context: Context, name: str, payload: Mapping[str, Any], title: str) -> None:
     """Write ``<name>.json`` and ``<name>.md`` to the task's report folder; the "Report" link opens it."""
     import json
 
     from airflow_provider_mlci.core.dvc_ops import json_safe
+    from airflow_provider_mlci.core.report import section_for
     from airflow_provider_mlci.links.report import REPORT_URI_KEY, storage_uri
     from airflow_provider_mlci.operators.validation import _report_folder
 
     folder = _report_folder(context, None, None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True) + "\n")
-    (folder / f"{name}.md").write_text(markdown)
+    (folder / f"{name}.md").write_text(f"# {title}\n\n{section_for(title, payload).markdown}\n")
     context["ti"].xcom_push(key=REPORT_URI_KEY, value=storage_uri(folder))
-
-
-def _number(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _verdict_markdown(label: str, verdict: Mapping[str, Any]) -> str:
-    status = {True: "ok", False: "**failed**", None: "not run"}
-    lines = [f"# Model validation: {label}", "", f"Result: **{'passed' if verdict['passed'] else 'failed'}**", ""]
-    lines += ["| group | check | result | detail |", "|---|---|---|---|"]
-    for check in verdict["checks"]:
-        detail = str(check.get("detail") or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {check['kind']} | {check['name']} | {status[check['passed']]} | {detail} |")
-    return "\n".join(lines) + "\n"
-
-
-def _decision_markdown(decision: Mapping[str, Any]) -> str:
-    champion = decision.get("champion")
-    against = (
-        f"{champion['version'] or champion['sha'][:12]} on {decision['stage']}" if champion else "nothing deployed"
-    )
-    verdict = "promote" if decision["promote"] else "keep the deployed model"
-    lines = [
-        f"# Gate: {decision['model']} at {decision['sha'][:12]} against {against}",
-        "",
-        f"Decision: **{verdict}**",
-        "",
-    ]
-    lines += ["| metric | better | candidate | deployed | delta | passed |", "|---|---|---|---|---|---|"]
-    for m in decision["metrics"]:
-        lines.append(
-            f"| {m['metric']} | {m['direction']} | {_number(m['candidate'])} | {_number(m['champion'])} "
-            f"| {_number(m['delta'])} | {'yes' if m['passed'] else '**no**'} |"
-        )
-    if decision["reasons"]:
-        lines += ["", "Why not:", *[f"- {reason}" for reason in decision["reasons"]]]
-    evaluation = decision.get("evaluation") or {}
-    if evaluation:
-        lines += ["", f"Same evaluation inputs: {'yes' if evaluation.get('same') else 'no'}"]
-        lines += [f"- {difference}" for difference in evaluation.get("differences") or []]
-    return "\n".join(lines) + "\n"
 
 
 def _run_evidence(context: Context) -> dict[str, Any]:
