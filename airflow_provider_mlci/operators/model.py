@@ -263,9 +263,8 @@ class _GateMixin(_DvcWorkspaceMixin):
         spec = GateSpec.of(self.rules)
         registry = GitRegistry(workspace=workspace)
         registry.check_stage(self.stage)
+        # The tag fetch brought the champion's commit into the checkout: no other fetch is needed.
         champion = registry.refresh().champion(self.model, self.stage)
-        if champion is not None:
-            workspace.resolve(champion.sha)  # its objects become readable here
         report = dvc_ops.metrics(workspace, champion.sha if champion else None)
         reasons: list[str] = []
         evaluation: dict[str, Any] = {}

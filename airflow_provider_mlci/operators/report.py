@@ -179,12 +179,11 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
         from airflow_provider_mlci.core.registry import GitRegistry
         from airflow_provider_mlci.exceptions import GitError
 
-        if self.baseline_model:
+        if self.baseline_model:  # the tag fetch brings the champion's commit into the checkout
             champion = GitRegistry(workspace=workspace).refresh().champion(self.baseline_model, self.baseline_stage)
             if champion is None:
                 problems.append(f"No model {self.baseline_model!r} on stage {self.baseline_stage!r}: no baseline.")
                 return None, None
-            workspace.resolve(champion.sha)
             return f"{self.baseline_model}#{self.baseline_stage} ({champion.version})", champion.sha
         rev = self.baseline_rev or "HEAD"
         try:
