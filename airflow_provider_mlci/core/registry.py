@@ -129,6 +129,11 @@ def parse_version(version: str) -> tuple[int, int, int]:
     return int(match["major"]), int(match["minor"]), int(match["patch"])
 
 
+def _normalised(version: str) -> str:
+    """``1.2.3`` or ``v1.2.3`` as the tag writes it: ``v1.2.3``."""
+    return "v{}.{}.{}".format(*parse_version(version))
+
+
 def _tag_name(name: str) -> str:
     return name.replace(":", "=")
 
@@ -435,7 +440,7 @@ class GitRegistry:
         check_model_name(name)
         self.check_stage(stage)
         bump = Bump.of(bump)
-        wanted = f"v{'.'.join(map(str, parse_version(version)))}" if version else None
+        wanted = _normalised(version) if version else None
         for attempt in range(1, self.max_attempts + 1):
             state = self.refresh()
             current = state.champion(name, stage)
@@ -508,7 +513,7 @@ class GitRegistry:
             current = state.champion(name, stage)
             self._compare(name, stage, expected, current)
             if to_version:
-                wanted = f"v{'.'.join(map(str, parse_version(to_version)))}"
+                wanted = _normalised(to_version)
                 at = state.versions(name).get(wanted)
                 if at is None:
                     known = ", ".join(sorted(state.versions(name), key=parse_version)) or "none"
