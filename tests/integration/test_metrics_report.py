@@ -23,7 +23,7 @@ def two_revisions_template(demo_project_template, tmp_path_factory):
     template = demo_project_template.copy_to(tmp_path_factory.mktemp("two-revisions") / "project")
     template.base = train(template, 10)
     template.git("checkout", "--quiet", "-b", "experiment")
-    template.head_sha = train_on_branch(template, 150, "experiment")
+    template.head_sha = train(template, 150, "experiment")
     return template
 
 
@@ -36,13 +36,6 @@ def two_revisions(two_revisions_template, dvc_connection, worker_cache, monkeypa
     monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
     dvc_connection(str(project.remote), extra={"dvc_remote_url": project.dvc_remote_url})
     return project
-
-
-def train_on_branch(project, epochs: int, branch: str) -> str:
-    params = project.work / "params.yaml"
-    params.write_text(re.sub(r"epochs: \d+", f"epochs: {epochs}", params.read_text()))
-    project.dvc("repro", "--quiet")
-    return project.commit_and_push(f"Train for {epochs} epochs", branch=branch)
 
 
 def folder_of(result: dict) -> Path:

@@ -4,6 +4,7 @@ aborts the promotion, a broken model fails validation naming it, and rollback is
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,14 +22,12 @@ DAG_ID = "example_model_release"
 MODEL = "fraud-detector"
 
 
-def train(project, epochs: int) -> str:
-    """Reproduce the pipeline with ``epochs`` training epochs; commit and push it; return the commit."""
+def train(project, epochs: int, branch: str = "main") -> str:
+    """Reproduce the pipeline with ``epochs`` training epochs; commit and push it to ``branch``; return the commit."""
     params = project.work / "params.yaml"
-    text = params.read_text()
-    head, _, tail = text.partition("epochs: ")
-    params.write_text(f"{head}epochs: {epochs}\n{tail.split(chr(10), 1)[1]}")
+    params.write_text(re.sub(r"epochs: \d+", f"epochs: {epochs}", params.read_text()))
     project.dvc("repro", "--quiet")
-    return project.commit_and_push(f"Train for {epochs} epochs")
+    return project.commit_and_push(f"Train for {epochs} epochs", branch=branch)
 
 
 def tags(project) -> dict[str, str]:
