@@ -18,6 +18,7 @@ delta, is also pushed under the XCom key ``decision``, and a failed validation's
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseBranchOperator, BaseOperator
@@ -158,7 +159,7 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
         requirements = self._requirements(workspace)
         needed = [path]
         if contract is not None:
-            needed.append(str(workspace.path.joinpath(contract.sample_input).relative_to(workspace.path)))
+            needed.append(str(Path(contract.sample_input).relative_to(workspace.path)))
         _ensure_files(workspace, needed)
         label = f"{path}@{workspace.sha[:12]}"
         checks = check_model(
@@ -174,16 +175,16 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
             timeout_s=self.timeout_s,
             runner=self._runner,
         )
-        if self.thresholds:
-            checks += check_scores(dvc_ops.metrics(workspace).metrics, self.thresholds)
-        for check in checks:
-            status = {True: "ok", False: "FAILED", None: "not run"}[check.passed]
-            self.log.info("%-8s %s: %s %s", status, check.kind, check.name, check.detail)
+        if self.thresholds:  # the child process logged its own checks as it ran them
+            scores = check_scores(dvc_ops.metrics(workspace).metrics, self.thresholds)
+            for check in scores:
+                self.log.info("%-6s %s: %s", "ok" if check.passed else "FAILED", check.name, check.detail)
+            checks += scores
         failed = [c for c in checks if c.passed is False]
         verdict = {
             "model": name or path,
             "path": path,
-            "passed": not failed and all(c.passed for c in checks),
+            "passed": all(c.passed is True for c in checks),
             "checks": [c.to_json() for c in checks],
             "failed": [c.name for c in failed],
         }
