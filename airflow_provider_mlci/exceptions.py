@@ -39,7 +39,8 @@ The tree::
     │   ├── ForgeNotFoundError              no such repository, pull request, commit or comment
     │   └── ForgeUnavailableError           server error, rate limit or network failure (retryable)
     ├── GpuProvisioningError                an instance could not be launched
-    │   └── GpuCapacityError                no capacity for any type and zone tried (retryable)
+    │   ├── GpuCapacityError                no capacity for any type and zone tried (retryable)
+    │   └── GpuInstanceLeakError            the reaper found instances that should be gone
     └── RemoteJobError
         ├── RemoteJobFailedError            the job on the instance failed
         └── RemoteJobInterruptedError       the instance went away under the job (retryable)
@@ -78,6 +79,7 @@ __all__ = [
     "GitRemoteError",
     "GitRevisionNotFoundError",
     "GpuCapacityError",
+    "GpuInstanceLeakError",
     "GpuProvisioningError",
     "MlciConfigError",
     "MlciError",
@@ -234,6 +236,10 @@ class GpuCapacityError(GpuProvisioningError):
     """No capacity for any of the instance types and zones tried."""
 
     retryable = True
+
+
+class GpuInstanceLeakError(GpuProvisioningError):
+    """The reaper found GPU instances of ours that should be gone (expired, or their run ended)."""
 
 
 class RemoteJobError(MlciError):
