@@ -15,6 +15,10 @@ _LAZY = {
     "DataValidationOperator": "airflow_provider_mlci.operators.validation",
     "DvcHook": "airflow_provider_mlci.hooks.dvc",
     "DvcReproOperator": "airflow_provider_mlci.operators.dvc",
+    "GpuCreateInstanceOperator": "airflow_provider_mlci.operators.gpu",
+    "GpuInstanceSpec": "airflow_provider_mlci.core.compute.spec",
+    "GpuRunTaskGroup": "airflow_provider_mlci.task_groups.gpu",
+    "GpuTerminateInstanceOperator": "airflow_provider_mlci.operators.gpu",
     "MetricsReportOperator": "airflow_provider_mlci.operators.report",
     "MlciError": "airflow_provider_mlci.exceptions",
     "ModelGateBranchOperator": "airflow_provider_mlci.operators.model",
@@ -28,6 +32,10 @@ __all__ = [
     "DataValidationOperator",
     "DvcHook",
     "DvcReproOperator",
+    "GpuCreateInstanceOperator",
+    "GpuInstanceSpec",
+    "GpuRunTaskGroup",
+    "GpuTerminateInstanceOperator",
     "MetricsReportOperator",
     "MlciError",
     "ModelGateBranchOperator",
@@ -39,9 +47,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
     from airflow_provider_mlci.exceptions import MlciError
     from airflow_provider_mlci.hooks.dvc import DvcHook
     from airflow_provider_mlci.operators.dvc import DvcReproOperator
+    from airflow_provider_mlci.operators.gpu import GpuCreateInstanceOperator, GpuTerminateInstanceOperator
     from airflow_provider_mlci.operators.model import (
         ModelGateBranchOperator,
         ModelGateOperator,
@@ -51,6 +61,7 @@ if TYPE_CHECKING:
     )
     from airflow_provider_mlci.operators.report import MetricsReportOperator
     from airflow_provider_mlci.operators.validation import DataValidationOperator
+    from airflow_provider_mlci.task_groups.gpu import GpuRunTaskGroup
 
 
 def __getattr__(name: str) -> Any:

@@ -30,9 +30,15 @@ def get_provider_info() -> dict[str, Any]:
                 "external-doc-url": "https://dvc.org/doc/gto",
                 "tags": ["software"],
             },
+            {
+                "integration-name": "GPU instances (Amazon EC2)",
+                "external-doc-url": "https://aws.amazon.com/ec2/instance-types/#Accelerated_Computing",
+                "tags": ["aws"],
+            },
         ],
         "hooks": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.hooks.dvc"]},
+            {"integration-name": "GPU instances (Amazon EC2)", "python-modules": ["airflow_provider_mlci.hooks.gpu"]},
         ],
         "operators": [
             {
@@ -41,13 +47,28 @@ def get_provider_info() -> dict[str, Any]:
             },
             {"integration-name": "pandera", "python-modules": ["airflow_provider_mlci.operators.validation"]},
             {"integration-name": "GTO", "python-modules": ["airflow_provider_mlci.operators.model"]},
+            {
+                "integration-name": "GPU instances (Amazon EC2)",
+                "python-modules": ["airflow_provider_mlci.operators.gpu"],
+            },
         ],
-        "extra-links": ["airflow_provider_mlci.links.report.MlciReportLink"],
+        "extra-links": [
+            "airflow_provider_mlci.links.report.MlciReportLink",
+            "airflow_provider_mlci.links.gpu.GpuInstanceLink",
+        ],
         "sensors": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.sensors.dvc"]},
+            {
+                "integration-name": "GPU instances (Amazon EC2)",
+                "python-modules": ["airflow_provider_mlci.sensors.gpu"],
+            },
         ],
         "triggers": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.triggers.dvc"]},
+            {
+                "integration-name": "GPU instances (Amazon EC2)",
+                "python-modules": ["airflow_provider_mlci.triggers.gpu", "airflow_provider_mlci.triggers.compute"],
+            },
         ],
         "connection-types": [
             {
@@ -139,6 +160,16 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "s3://ml-reports/airflow",
+                        "default": "",
+                    },
+                    "compute_job_base": {
+                        "description": "Where GPU instances and workers exchange jobs: an s3://bucket/prefix "
+                        "that the workers' aws connection and the instances' instance profile can both read and "
+                        "write. Each instance gets its own folder (its mailbox) under it. Needed only for the ec2 "
+                        "compute backend.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://ml-jobs/airflow-mlci",
                         "default": "",
                     },
                     "reports_conn_id": {

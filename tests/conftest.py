@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = ROOT / "example_dags"
 DEMO_PROJECT = EXAMPLE_DAGS / "demo_project"
 ARTIFACTS = ROOT / "test-artifacts"
+#: The AWS Deep Learning AMI the moto server offers (see ``moto_endpoint``).
+DLAMI_ID = "ami-0d1a7e5f00d1a4e1"
 
 _HOME = Path(tempfile.mkdtemp(prefix="mlci-tests-"))
 
@@ -150,8 +152,29 @@ def airflow_cluster(airflow_db: Path) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3/EC2 server over HTTP on 127.0.0.1, at a free port."""
+    from moto.ec2.models import amis
     from moto.server import ThreadedMotoServer
 
+    # AWS publishes the Deep Learning AMI that GpuInstanceSpec(ami=None) looks up; moto does not.
+    if not any(ami["ami_id"] == DLAMI_ID for ami in amis.AMIS):
+        amis.AMIS.append(
+            {
+                "ami_id": DLAMI_ID,
+                "state": "available",
+                "public": True,
+                "owner_id": "898082745236",
+                "image_location": "amazon/dlami",
+                "root_device_type": "ebs",
+                "root_device_name": "/dev/sda1",
+                "description": "Deep Learning Base AMI (a stand-in registered by the tests)",
+                "image_type": "machine",
+                "architecture": "x86_64",
+                "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20261120",
+                "virtualization_type": "hvm",
+                "hypervisor": "xen",
+                "creation_date": "2026-11-20T00:00:00.000Z",
+            }
+        )
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -171,11 +171,23 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
     :param handoff_from: task ids of upstream stage tasks whose results (lock entries, uncached
         outputs) this one applies first; used by ``DvcPipelineTaskGroup``
     :param hand_off: add this run's lock entries and uncached outputs to the XCom (``handoff``)
+    :param compute: where the stages run: ``local`` (this worker; GPUs that ``nvidia-smi`` finds
+        are reported in the log) or ``ec2`` (the GPU instance that ``instance_task_id`` started:
+        the commit goes to the instance's agent through S3 and the task defers until the job
+        ends, holding no worker slot, with the instance's log copied into the task log)
+    :param instance_task_id: with ``ec2``: the ``GpuCreateInstanceOperator`` task whose instance
+        runs the job
+    :param aws_conn_id: with ``ec2``: the ``aws`` connection that reaches the instance's mailbox
+    :param poll_interval: with ``ec2``: seconds between looks at the job
+    :param heartbeat_timeout: with ``ec2``: seconds without a heartbeat after which the job counts
+        as lost and the task fails
+    :param start_timeout: with ``ec2``: seconds the job may wait for the instance's agent to take
+        it (boot and install included)
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
     """
 
-    template_fields: Sequence[str] = ("rev", "targets", "commit_to", "commit_message")
+    template_fields: Sequence[str] = ("rev", "targets", "commit_to", "commit_message", "instance_task_id")
     ui_color = _DVC_PURPLE
     ui_fgcolor = "#ffffff"
 
@@ -194,6 +206,12 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
         python: str | None = None,
         handoff_from: Sequence[str] = (),
         hand_off: bool = False,
+        compute: str = "local",
+        instance_task_id: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        poll_interval: float = 10.0,
+        heartbeat_timeout: float = 300.0,
+        start_timeout: float = 1800.0,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
         **kwargs: Any,
@@ -211,11 +229,30 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
         self.python = python
         self.handoff_from = tuple(handoff_from)
         self.hand_off = hand_off
+        self.compute = compute
+        self.instance_task_id = instance_task_id
+        self.aws_conn_id = aws_conn_id
+        self.poll_interval = poll_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.start_timeout = start_timeout
         self.dvc_conn_id = dvc_conn_id
         self.cache_dir = cache_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.compute == "ec2":
+            from airflow_provider_mlci.operators._remote import RemoteRepro
+
+            return RemoteRepro(self).start(context)
         result = self._with_workspace(context)
+        for stage, state in result["stages"].items():
+            self.log.info("Stage %s: %s", stage, state)
+        return result
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Finish a run on a GPU instance: copy the rest of its log, then its outcome (``ec2``)."""
+        from airflow_provider_mlci.operators._remote import RemoteRepro
+
+        result = RemoteRepro(self).finish(context, event)
         for stage, state in result["stages"].items():
             self.log.info("Stage %s: %s", stage, state)
         return result
@@ -225,6 +262,12 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         check_targets(self.targets)
+        if self.compute not in ("local", "ec2"):
+            raise MlciConfigError(f"compute={self.compute!r} is not one of 'local', 'ec2'.")
+        if self.compute == "ec2" and not self.instance_task_id:
+            raise MlciConfigError(
+                "compute='ec2' needs instance_task_id: the GpuCreateInstanceOperator task whose instance runs the job."
+            )
         if self.commit_to:
             if not self.push:
                 raise MlciConfigError("commit_to needs push=True: a commit must not name data the remote lacks.")
@@ -236,10 +279,11 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
 
         return CommitSpec(branch=self.commit_to or "", message=self.commit_message, author=self.commit_author)
 
-    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+    def repro_request(self, context: Context) -> Any:
+        """The :class:`~airflow_provider_mlci.core.dvc_ops.ReproRequest` these arguments ask for."""
         from airflow_provider_mlci.core import dvc_ops
 
-        request = dvc_ops.ReproRequest(
+        return dvc_ops.ReproRequest(
             targets=dvc_ops.check_targets(self.targets),
             force=self.force,
             single_stage=self.single_stage,
@@ -247,7 +291,17 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
             push=self.push,
             handoff=self.handoff_from_tasks(context, self.handoff_from),
         )
-        outcome = dvc_ops.repro(workspace, request)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.compute.local import describe_gpus, detect_gpus
+
+        self.log.info("%s", describe_gpus(detect_gpus(self._runner)))
+        outcome = dvc_ops.repro(workspace, self.repro_request(context))
+        return self.outcome_json(workspace, outcome)
+
+    def outcome_json(self, workspace: Workspace, outcome: Any) -> dict[str, Any]:
+        """The XCom part of a reproduction's outcome; commits to ``commit_to`` first if asked."""
         result: dict[str, Any] = {
             "stages": outcome.stages,
             "metrics": outcome.metrics,

@@ -61,6 +61,10 @@ class DvcPipelineTaskGroup(TaskGroup):
     :param commit_message: that commit's message
     :param commit_author: that commit's ``"Name <email>"``
     :param python: the interpreter (or virtualenv folder) stage commands run with
+    :param compute: where the stages run: ``local`` (the worker) or ``ec2`` (the GPU instance of
+        ``instance_task_id``; see :class:`~airflow_provider_mlci.task_groups.gpu.GpuRunTaskGroup`)
+    :param instance_task_id: with ``ec2``: the task that launched the instance
+    :param aws_conn_id: with ``ec2``: the ``aws`` connection that reaches the instance's mailbox
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
     :param operator_args: more keyword arguments for every task (``retries``, ``pool``, ...)
     :param kwargs: passed to ``TaskGroup`` (``tooltip``, ``default_args``, ...)
@@ -83,6 +87,9 @@ class DvcPipelineTaskGroup(TaskGroup):
         commit_message: str = "Reproduce the pipeline [mlci]",
         commit_author: str = "Airflow MLCI <mlci@airflow.invalid>",
         python: str | None = None,
+        compute: str = "local",
+        instance_task_id: str | None = None,
+        aws_conn_id: str | None = "aws_default",
         cache_dir: str | None = None,
         operator_args: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -103,6 +110,7 @@ class DvcPipelineTaskGroup(TaskGroup):
         )
         namespace = asset_namespace or root.resolve().name
         common = {"dvc_conn_id": dvc_conn_id, "cache_dir": cache_dir, **(operator_args or {})}
+        where = {"compute": compute, "instance_task_id": instance_task_id, "aws_conn_id": aws_conn_id}
         with self:
             if render_mode is RenderMode.SINGLE:
                 targets = list(self.pipeline.stages) if (select or exclude) else None
@@ -115,6 +123,7 @@ class DvcPipelineTaskGroup(TaskGroup):
                     commit_message=commit_message,
                     commit_author=commit_author,
                     outlets=self._assets(namespace, list(self.pipeline.stages)) if emit_assets else [],
+                    **where,
                     **common,
                 )
                 return
@@ -137,6 +146,7 @@ class DvcPipelineTaskGroup(TaskGroup):
                     python=python,
                     doc_md=self.pipeline.stages[name].desc,
                     outlets=self._assets(namespace, [name]) if emit_assets else [],
+                    **where,
                     **common,
                 )
             for name, task in tasks.items():

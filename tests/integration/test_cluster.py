@@ -8,11 +8,13 @@ process on the worker, as in production.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import textwrap
 import time
+import urllib.error
 from datetime import datetime
 
 import pytest
@@ -240,3 +242,66 @@ def test_an_asset_watcher_schedules_runs_on_data_changes_only(airflow_cluster, d
     assert wait_for_runs(2) == 2, "new data did not schedule a run"
     time.sleep(6)
     assert runs() == 2, "one change scheduled more than one run"
+
+
+GPU_DAG_ID = "mlci_cluster_gpu"
+GPU_DAG_SOURCE = """
+import time
+import pendulum
+from airflow.sdk import DAG, task
+from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
+from airflow_provider_mlci.operators.dvc import DvcReproOperator
+from airflow_provider_mlci.task_groups.gpu import GpuRunTaskGroup
+
+with DAG(dag_id="mlci_cluster_gpu", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    with GpuRunTaskGroup(
+        group_id="gpu", spec=GpuInstanceSpec(gpu="t4"), aws_conn_id="aws_cluster", job_base="JOB_BASE"
+    ) as gpu:
+        train = DvcReproOperator(
+            task_id="train", targets=["train"], compute="ec2", instance_task_id=gpu.setup_task_id,
+            aws_conn_id="aws_cluster", dvc_conn_id="mlci_dvc_gpu", poll_interval=0.5,
+            pool="one_slot", priority_weight=100,
+        )
+
+    @task(pool="one_slot", priority_weight=1)
+    def meanwhile() -> float:
+        return time.time()
+
+    gpu.launch >> meanwhile()
+"""
+
+
+def test_a_deferred_gpu_job_holds_no_worker_slot(
+    airflow_cluster, dags_folder, s3_dvc_project, s3_bucket, moto_endpoint, tmp_path
+):
+    """One pool slot between the GPU job's wait and another task: the other task runs while the job waits."""
+    from tests.helpers.ec2_instances import InstanceEmulator
+    from tests.integration.test_example_gpu_training import ours_alive
+
+    train = s3_dvc_project.work / "src" / "train.py"
+    train.write_text(train.read_text() + "\nimport time\n\ntime.sleep(10)\n")
+    s3_dvc_project.commit_and_push("Slow training", dvc_push=False)
+    airflow_cluster.add_connection(
+        "aws_cluster", "aws", login="testing", password="testing", extra={"endpoint_url": moto_endpoint}
+    )
+    airflow_cluster.add_connection(
+        "mlci_dvc_gpu",
+        "mlci_dvc",
+        host=str(s3_dvc_project.remote),
+        extra={"dvc_remote_url": s3_dvc_project.dvc_remote_url, "endpoint_url": moto_endpoint},
+    )
+    with contextlib.suppress(urllib.error.HTTPError):
+        airflow_cluster.api("DELETE", "/api/v2/pools/one_slot")
+    airflow_cluster.api("POST", "/api/v2/pools", {"name": "one_slot", "slots": 1, "include_deferred": False})
+    source = GPU_DAG_SOURCE.replace("JOB_BASE", f"s3://{s3_bucket}/jobs")
+    (dags_folder / f"{GPU_DAG_ID}.py").write_text(source)
+    with InstanceEmulator(moto_endpoint):
+        run_id = airflow_cluster.trigger(GPU_DAG_ID)
+        state = airflow_cluster.wait_for_run(GPU_DAG_ID, run_id, timeout=300)
+    tis = {ti["task_id"]: ti for ti in airflow_cluster.task_instances(GPU_DAG_ID, run_id)}
+    assert state == "success", {k: v["state"] for k, v in tis.items()}
+    assert "deferred" in airflow_cluster.seen_states[("gpu.train", -1)]
+    # The other task took the only slot and finished while the GPU job was still waiting.
+    assert tis["meanwhile"]["end_date"] < tis["gpu.train"]["end_date"]
+    assert tis["meanwhile"]["start_date"] > tis["gpu.train"]["start_date"]
+    assert ours_alive(moto_endpoint) == []

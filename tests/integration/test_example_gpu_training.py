@@ -1,0 +1,146 @@
+"""Training on a GPU instance, for real: moto's EC2 and S3 over HTTP, the agent as a real process.
+
+The instance emulator (tests/helpers/ec2_instances.py) plays the machine: when moto reports one
+of our instances running it starts the agent command found in the instance's user data as a
+local process (the test's AWS keys stand in for the instance profile), and stops it when the
+instance is terminated. Everything else is the real path: the DAG, the triggerer's wait, the
+job bundle and mailbox in S3, DVC pulling from and pushing to the S3 remote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import boto3
+import pytest
+
+from tests.conftest import EXAMPLE_DAGS
+
+DAG_ID = "example_gpu_training"
+DAG_FILE = EXAMPLE_DAGS / "example_gpu_training.py"
+#: Distinctive connection keys: moto accepts any, and they must never show up anywhere.
+ACCESS_KEY = "AKIAMLCITESTKEY00042"
+SECRET_KEY = "mlci-secret-Zq9xT7wLp3vR8sK2"
+
+
+@pytest.fixture
+def gpu_setup(monkeypatch, moto_endpoint, s3_dvc_project, s3_bucket, dvc_connection, worker_cache, airflow_db):
+    """Connections, settings and pool for the GPU DAG; the DLAMI the spec looks up."""
+    from airflow.models.pool import Pool
+
+    aws = {
+        "conn_type": "aws",
+        "login": ACCESS_KEY,
+        "password": SECRET_KEY,
+        "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(aws))
+    monkeypatch.setenv("AIRFLOW__MLCI__COMPUTE_JOB_BASE", f"s3://{s3_bucket}/jobs")
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
+    dvc_connection(
+        str(s3_dvc_project.remote),
+        extra={
+            "dvc_remote_url": s3_dvc_project.dvc_remote_url,
+            "endpoint_url": moto_endpoint,
+            "aws_conn_id": "aws_default",
+        },
+    )
+    Pool.create_or_update_pool("mlci_gpu", slots=2, description="GPU instances", include_deferred=True)
+    iam = boto3.client("iam", endpoint_url=moto_endpoint, region_name="us-east-1")
+    if not iam.list_instance_profiles()["InstanceProfiles"]:
+        iam.create_instance_profile(InstanceProfileName="mlci-gpu-runner")
+    return s3_dvc_project
+
+
+def s3_keys(endpoint: str, url: str) -> set[str]:
+    """Every key under an ``s3://bucket/prefix`` URL, relative to the prefix."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    keys = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        keys |= {obj["Key"].removeprefix(f"{prefix}/") for obj in page.get("Contents", [])}
+    return keys
+
+
+def ours_alive(endpoint: str) -> list[str]:
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1")
+    pages = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag-key", "Values": ["mlci:owner"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )["Reservations"]
+    return [i["InstanceId"] for r in pages for i in r["Instances"]]
+
+
+def test_training_runs_on_the_instance_and_the_instance_is_gone(run_dag, gpu_setup, moto_endpoint, capfd, airflow_home):
+    from tests.helpers.ec2_instances import InstanceEmulator
+
+    project = gpu_setup
+    before = s3_keys(moto_endpoint, project.dvc_remote_url)
+    with InstanceEmulator(moto_endpoint) as machines:
+        record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main"})
+        launched = list(machines.agents)
+    out = capfd.readouterr().out
+    assert record.state == "success", out[-4000:]
+    assert record.task_states == {
+        "gpu.will_it_run": "success",
+        "gpu.launch": "success",
+        "gpu.train": "success",
+        "gpu.terminate": "success",
+        "summary": "success",
+    }
+    result = record.xcom["gpu.train"]
+    instance = record.xcom["gpu.launch"]
+    # One instance for this run (an earlier test on this worker may have left moto others, now terminated).
+    assert instance["instance_id"] in launched, launched
+    assert result["compute"]["backend"] == "ec2"
+    assert result["compute"]["instance_id"] == instance["instance_id"]
+    assert result["sha"] == project.head()
+    assert result["stages"] == {"prepare": "ran", "train": "ran"}
+    assert result["pushed"] is True
+    # The model the instance trained is on the DVC remote, with the run-cache.
+    added = s3_keys(moto_endpoint, project.dvc_remote_url) - before
+    assert any(name.startswith("runs/") for name in added)
+    assert any(name.startswith("files/md5/") for name in added)
+    # The instance's log reached the task log.
+    assert "[instance]" in out
+    assert "Running stage 'train'" in out
+    # No instance of ours is left.
+    assert ours_alive(moto_endpoint) == []
+    # The connection's keys appear nowhere: task output, XCom, user data.
+    ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="us-east-1")
+    user_data = ec2.describe_instance_attribute(InstanceId=instance["instance_id"], Attribute="userData")
+    seen = out + json.dumps(record.xcom) + json.dumps(user_data, default=str)
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(RenderedTaskInstanceFields).filter_by(dag_id=DAG_ID, run_id=record.run_id).all()
+        seen += json.dumps([row.rendered_fields for row in rows], default=str)
+    assert rows
+    for log_file in (airflow_home / "logs").rglob("*"):
+        if log_file.is_file():
+            seen += log_file.read_text(errors="replace")
+    for secret in (ACCESS_KEY, SECRET_KEY):
+        assert secret not in seen
+
+
+def test_nothing_is_launched_when_training_would_not_run(run_dag, gpu_setup, moto_endpoint, capfd):
+    from tests.helpers.ec2_instances import InstanceEmulator
+
+    project = gpu_setup
+    # Train once locally and push: the lock file and the run-cache now answer for the stage.
+    project.dvc("repro", "train")
+    project.dvc("push", "--quiet", "--run-cache")
+    project.commit_and_push("Train", dvc_push=False)
+    with InstanceEmulator(moto_endpoint) as machines:
+        record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main"})
+        assert machines.agents == {}
+    assert record.task_states["gpu.will_it_run"] == "success"
+    assert record.task_states["gpu.launch"] == "skipped"
+    assert record.task_states["gpu.train"] == "skipped"
+    assert record.task_states["gpu.terminate"] == "skipped"
+    assert ours_alive(moto_endpoint) == []
+    assert os.environ["AIRFLOW__MLCI__COMPUTE_JOB_BASE"].startswith("s3://")
