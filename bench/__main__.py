@@ -18,6 +18,7 @@ BENCHMARKS = (
     "bench.bench_operators",
     "bench.bench_validation",
     "bench.bench_registry",
+    "bench.bench_gpu",
 )
 
 
