@@ -227,3 +227,46 @@ def test_sigterm_during_the_wait_terminates_the_instance_once(
     assert (marks / "terminations").read_text().splitlines() == ["TerminateInstances"]
     gone = ec2c.describe_instances(Filters=[{"Name": "tag:mlci:dag_id", "Values": [dag_id]}])["Reservations"]
     assert [i["State"]["Name"] for r in gone for i in r["Instances"]] in (["shutting-down"], ["terminated"])
+
+
+def test_a_worker_sigkilled_after_launch_leaves_the_instance_to_the_reaper(
+    run_dag, airflow_db, dags_folder, aws_moto_connection, aws_default_on_moto, ec2c, tmp_path, capfd
+):
+    """SIGKILL (OOM, node loss): no on_kill, no teardown of a setup that never succeeded. The scheduler
+    fails the run; the reaper then finds the instance by its tags and terminates it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    dag_id = "gpu_lifecycle_sigkill"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    dag_file = dags_folder / f"{dag_id}.py"
+    dag_file.write_text(SIGTERM_DAG.format(dag_id=dag_id, ami=AMI, marks=str(marks)))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN_DAG, str(dag_file), dag_id],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(lambda: (marks / "waiting").exists(), 90, "the launch")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert not (marks / "terminations").exists()  # nothing ran after the kill
+    (leaked,) = live_instances(ec2c, **{"mlci:dag_id": dag_id})
+    # What the scheduler does once the task's heartbeat times out: the run ends, failed.
+    with create_session() as session:
+        for run in session.query(DagRun).filter(DagRun.dag_id == dag_id):
+            run.state = DagRunState.FAILED
+    record = run_dag("example_gpu_reaper", path=EXAMPLE_DAGS / "example_gpu_reaper.py", conf={"dry_run": False})
+    out = "".join(capfd.readouterr())
+    assert record.state == "failed"  # leaks were found: loudly
+    assert leaked["InstanceId"] in out
+    assert not live_instances(ec2c, **{"mlci:dag_id": dag_id})
