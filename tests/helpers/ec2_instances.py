@@ -35,8 +35,6 @@ from typing import Any
 
 __all__ = ["AgentProcess", "InstanceEmulator", "LoopbackImds", "agent_args_from_user_data", "process_group_alive"]
 
-#: Where the boot script names the agent's arguments (see ``core.compute.ec2.boot_script``).
-_ARGS_MARKER = "# mlci-agent-args:"
 _GONE = ("shutting-down", "terminated", "stopping", "stopped")
 #: Agent arguments for quick tests: short polling and log intervals.
 _QUICK = ("--poll-interval", "0.2", "--log-interval", "0.3", "--spot-poll-interval", "0.2")
@@ -45,22 +43,11 @@ _QUICK = ("--poll-interval", "0.2", "--log-interval", "0.3", "--spot-poll-interv
 def agent_args_from_user_data(user_data: str) -> list[str]:
     """The agent arguments in an instance's user data (``[]`` if it names none).
 
-    Uses ``core.compute.ec2.agent_args_from_user_data`` when it exists; the same documented
-    format (one line ``# mlci-agent-args: <JSON list>``) otherwise.
-
     :param user_data: the decoded user data
     """
-    try:
-        from airflow_provider_mlci.core.compute.ec2 import agent_args_from_user_data as parse
-    except ImportError:
-        parse = None
-    if parse is not None:
-        return list(parse(user_data))
-    for line in user_data.splitlines():
-        if line.strip().startswith(_ARGS_MARKER):
-            value = json.loads(line.strip()[len(_ARGS_MARKER) :])
-            return [str(arg) for arg in value]
-    return []
+    from airflow_provider_mlci.core.compute.ec2 import agent_args_from_user_data as parse
+
+    return list(parse(user_data))
 
 
 def process_group_alive(pgid: int) -> bool:
