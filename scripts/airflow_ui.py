@@ -56,6 +56,14 @@ def main() -> int:
             print(f"Airflow did not start; see {log_path}")
             stop()
             return 1
+        # The pool the GPU example's launch and work tasks take a slot of (sized to a GPU quota).
+        subprocess.run(
+            [str(BIN / "airflow"), "pools", "set", "mlci_gpu", "2", "GPU instances", "--include-deferred"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
         user, password = next(iter(json.loads(passwords.read_text()).items()))
         print(f"Airflow UI: http://localhost:{PORT}  user: {user}  password: {password}")
         print(f"(the login is kept in {passwords}; Ctrl-C stops everything)", flush=True)
