@@ -48,7 +48,8 @@ def gpu_setup(monkeypatch, moto_endpoint, s3_dvc_project, s3_bucket, dvc_connect
     )
     Pool.create_or_update_pool("mlci_gpu", slots=2, description="GPU instances", include_deferred=True)
     iam = boto3.client("iam", endpoint_url=moto_endpoint, region_name="us-east-1")
-    if not iam.list_instance_profiles()["InstanceProfiles"]:
+    profiles = {p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]}
+    if "mlci-gpu-runner" not in profiles:
         iam.create_instance_profile(InstanceProfileName="mlci-gpu-runner")
     return s3_dvc_project
 

@@ -215,7 +215,7 @@ def test_sigterm_during_the_wait_terminates_the_instance_once(
         start_new_session=True,
     )
     try:
-        _wait_for(lambda: (marks / "waiting").exists(), 90, "the launch")
+        _wait_for(lambda: (marks / "waiting").exists(), 240, "the launch (a loaded machine)")
         assert int((marks / "launched").read_text()) == proc.pid  # the task runs in this process
         os.kill(proc.pid, signal.SIGTERM)
         _wait_for(lambda: (marks / "terminations").exists(), 30, "on_kill")
@@ -248,14 +248,17 @@ def test_a_worker_sigkilled_after_launch_leaves_the_instance_to_the_reaper(
     marks.mkdir()
     dag_file = dags_folder / f"{dag_id}.py"
     dag_file.write_text(SIGTERM_DAG.format(dag_id=dag_id, ami=AMI, marks=str(marks)))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _RUN_DAG, str(dag_file), dag_id],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log_path = tmp_path / "task.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _RUN_DAG, str(dag_file), dag_id],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        _wait_for(lambda: (marks / "waiting").exists(), 90, "the launch")
+        _wait_for(lambda: (marks / "waiting").exists() or proc.poll() is not None, 240, "the launch (a loaded machine)")
+        assert (marks / "waiting").exists(), log_path.read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
