@@ -43,7 +43,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "DVC",
-                "python-modules": ["airflow_provider_mlci.operators.dvc", "airflow_provider_mlci.operators.report"],
+                "python-modules": [
+                    "airflow_provider_mlci.operators.dvc",
+                    "airflow_provider_mlci.operators.report",
+                    "airflow_provider_mlci.operators.sweep",
+                ],
             },
             {"integration-name": "pandera", "python-modules": ["airflow_provider_mlci.operators.validation"]},
             {"integration-name": "GTO", "python-modules": ["airflow_provider_mlci.operators.model"]},

@@ -348,7 +348,24 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> Any:
+def _call(
+    workspace: Workspace,
+    op: str,
+    args: dict[str, Any],
+    *,
+    module: str = "airflow_provider_mlci.core.dvc_child",
+    runs_user_code: bool | None = None,
+) -> Any:
+    """Run ``op`` in a DVC child process (``module``) in the workspace; return its result or raise its error.
+
+    :param workspace: the checkout
+    :param op: the child's operation
+    :param args: its arguments (JSON)
+    :param module: the child module speaking the protocol
+    :param runs_user_code: whether stage commands run (default: only for ``repro``)
+    """
+    if runs_user_code is None:
+        runs_user_code = op == "repro"
     where = f"{workspace.access.git.display_url} at {workspace.rev} ({workspace.sha[:12]})"
     if not (workspace.path / ".dvc").is_dir():
         raise DvcFileError(f"Not a DVC project: the revision has no .dvc folder at its root [in {where}]")
@@ -359,13 +376,13 @@ def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> Any:
             "op": op,
             "args": args,
             "root": str(workspace.path),
-            # Only a repro runs stage commands; planning refuses to run any.
-            "config": workspace.dvc_config(runs_user_code=op == "repro"),
+            # Only a repro (or an experiment) runs stage commands; planning refuses to run any.
+            "config": workspace.dvc_config(runs_user_code=runs_user_code),
             "result_path": str(result_path),
             **workspace.access.dvc.dvc_overrides(),
         }
         completed = runner.run(
-            [sys.executable, "-m", "airflow_provider_mlci.core.dvc_child"],
+            [sys.executable, "-m", module],
             cwd=workspace.path,
             env=workspace.environment(),
             input_text=json.dumps(request),

@@ -34,6 +34,7 @@ __all__ = ["Goal", "Objective", "Param", "SearchSpace", "Trial", "best_trial", "
 _KINDS = ("grid", "choice", "range", "uniform", "loguniform")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*(?::[A-Za-z_][A-Za-z0-9_.-]*)?$")
 _FUNC = re.compile(r"^(?P<kind>[a-z]+)\((?P<args>.*)\)$")
+_GOAL_ALIASES = {"max": "maximize", "min": "minimize"}
 #: Airflow's default ``[core] max_map_length``.
 DEFAULT_MAP_LIMIT = 1024
 
@@ -195,11 +196,26 @@ class Objective:
         unknown = sorted(set(spec) - {"metric", "goal", "target"})
         if unknown or not isinstance(spec.get("metric"), str):
             raise MlciConfigError(f"objective={dict(spec)!r}: give {{'metric', 'goal', 'target'}}.")
+        written = str(spec.get("goal") or "maximize").lower()
         try:
-            goal = Goal(str(spec.get("goal", "maximize")).lower())
+            goal = Goal(_GOAL_ALIASES.get(written, written))
         except ValueError:
-            raise MlciConfigError(f"objective goal={spec.get('goal')!r} is not one of maximize, minimize.") from None
-        return cls(metric=spec["metric"], goal=goal, target=spec.get("target"))
+            raise MlciConfigError(
+                f"objective goal={spec.get('goal')!r} is not one of maximize, minimize (or max, min)."
+            ) from None
+        target = spec.get("target")
+        if target in ("", "None"):  # a templated target left empty
+            target = None
+        if target is not None:
+            try:
+                target = float(target)
+            except (TypeError, ValueError):
+                raise MlciConfigError(f"objective target={target!r} is not a number.") from None
+        return cls(metric=spec["metric"], goal=goal, target=target)
+
+    def to_json(self) -> dict[str, Any]:
+        """The objective as small JSON (what operators store and serialise)."""
+        return {"metric": self.metric, "goal": self.goal.value, "target": self.target}
 
     def value(self, metrics: Mapping[str, Any]) -> float | None:
         """The objective's value in a trial's metrics (``None``: missing or not finite).

@@ -1,0 +1,441 @@
+"""Hyperparameter sweeps as Airflow mapped tasks: generate the trials, run each one, rank them.
+
+::
+
+    trials = SweepTrialsOperator(task_id="generate", space={"train.lr": {"loguniform": [1e-3, 1]}},
+                                 max_trials=8)
+    run = SweepTrialOperator.partial(task_id="trial", objective={"metric": "accuracy"},
+                                     max_active_tis_per_dagrun=2).expand(trial=trials.output)
+    board = SweepLeaderboardOperator(task_id="leaderboard", generate_task_id="generate",
+                                     trial_task_id="trial", objective={"metric": "accuracy"},
+                                     trigger_rule="all_done")
+    trials >> run >> board
+
+:class:`~airflow_provider_mlci.task_groups.sweep.SweepTaskGroup` wires the three for you. Each
+trial runs the pipeline in its own checkout of the same commit (the one ``generate`` resolved)
+and is recorded as a DVC experiment on the git remote, so ``dvc exp pull origin`` then
+``dvc exp show`` list every trial in any clone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_mlci.links.report import MlciReportLink
+from airflow_provider_mlci.operators._errors import airflow_failures
+from airflow_provider_mlci.operators.dvc import _DvcWorkspaceMixin
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_mlci.core.sweep import Objective
+    from airflow_provider_mlci.core.workspace import Workspace
+
+__all__ = ["SweepLeaderboardOperator", "SweepTrialOperator", "SweepTrialsOperator"]
+
+_SWEEP_COLOR = "#f0b429"
+#: The XCom key under which ``generate`` leaves the commit every trial starts from.
+BASELINE_KEY = "baseline_sha"
+
+
+def _int_or_none(value: Any, name: str) -> int | None:
+    """Rendered templates are strings: ``"8"`` is 8, ``""`` / ``"None"`` is ``None``."""
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    if value is None or value in ("", "None"):
+        return None
+    if isinstance(value, bool):
+        raise MlciConfigError(f"{name}={value!r} is not a whole number.")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MlciConfigError(f"{name}={value!r} is not a whole number.") from None
+
+
+class SweepTrialsOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Expand a search space into the list of trials that a mapped task runs, one per trial.
+
+    Resolves ``rev`` to a commit once, so that every trial starts from the same one even if the
+    branch moves during the sweep, and names each trial ``trial-001-<run key>``: the run key
+    (7 hex characters derived from the DAG run) keeps experiment names unique across runs, so
+    no run's experiments ever collide with another's on the git remote. Fails at once, naming
+    Airflow's ``[core] max_map_length``, when the sweep has more trials than Airflow can map.
+
+    Returns ``[{"name", "params", "overrides", "rev"}]``; also pushes the commit under the XCom
+    key ``baseline_sha``.
+
+    :param space: ``{param: distribution}`` (``[values]`` for a grid, ``{"choice": [...]}``,
+        ``{"range": [start, stop, step]}``, ``{"uniform": [low, high]}``, ``{"loguniform": [low,
+        high]}``) or DVC ``-S`` strings (``"train.lr=0.01,0.1"``, ``"train.epochs=range(5,20,5)"``)
+        (templated)
+    :param max_trials: the trial budget (templated); required when a param is sampled; a grid
+        larger than it is cut to its first ``max_trials`` points
+    :param seed: the seed of the random draws (templated)
+    :param name_suffix: what follows ``trial-NNN-`` in the experiments' names (templated);
+        default: derived from the DAG run; ``""`` for none (then re-running the same sweep on the
+        same commit reuses the experiments already on the remote)
+    :param rev: the revision every trial starts from (templated)
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("space", "max_trials", "seed", "name_suffix", "rev")
+    ui_color = _SWEEP_COLOR
+
+    def __init__(
+        self,
+        *,
+        space: Mapping[str, Any] | Sequence[str],
+        max_trials: int | str | None = None,
+        seed: int | str = 0,
+        name_suffix: str | None = None,
+        rev: str = "HEAD",
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.space = space
+        self.max_trials = max_trials
+        self.seed = seed
+        self.name_suffix = name_suffix
+        self.rev = rev
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        with airflow_failures():
+            trials = self.expand_space(context)
+        with airflow_failures(), self.hook.open_workspace(self.rev) as workspace:
+            sha = workspace.sha
+        context["ti"].xcom_push(key=BASELINE_KEY, value=sha)
+        self.log.info("%d trials from %s (%s)", len(trials), self.rev, sha[:12])
+        for trial in trials:
+            self.log.info("  %s: %s", trial["name"], " ".join(trial["overrides"]))
+        return [{**trial, "rev": sha} for trial in trials]
+
+    def expand_space(self, context: Context | None = None) -> list[dict[str, Any]]:
+        """The trials of the space, named and checked (no I/O): ``[{"name", "params", "overrides"}]``.
+
+        :param context: the task's context (for the default name suffix)
+        :raises MlciConfigError: an unknown or malformed distribution (naming the param), no
+            budget for a sampled space, more trials than ``[core] max_map_length``
+        """
+        from airflow.configuration import conf
+
+        from airflow_provider_mlci.core.experiments import check_experiment_name
+        from airflow_provider_mlci.core.sweep import SearchSpace
+
+        space = SearchSpace.of(self.space)
+        map_limit = conf.getint("core", "max_map_length", fallback=1024)
+        trials = space.trials(
+            max_trials=_int_or_none(self.max_trials, "max_trials"),
+            seed=_int_or_none(self.seed, "seed") or 0,
+            map_limit=map_limit,
+        )
+        suffix = self.name_suffix
+        if suffix is None:
+            key = f"{context['ti'].dag_id}/{context['ti'].run_id}/{self.task_id}" if context else self.task_id
+            suffix = hashlib.sha1(key.encode()).hexdigest()[:7]  # noqa: S324 (a name, not security)
+        out = []
+        for trial in trials:
+            name = check_experiment_name(f"{trial.name}-{suffix}" if suffix else trial.name)
+            out.append({**trial.to_json(), "name": name})
+        return out
+
+
+class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Run one trial of a sweep as a DVC experiment in a checkout of its own; map it over the trials.
+
+    ``dvc exp run --name <trial> -S <param>=<value> ...`` on this worker (each stage first looks in
+    the run-cache), then the outputs and run-cache go to the DVC remote and the experiment's ref
+    to the git remote. Returns ``{"name", "params", "status", "value", "metrics", "exp_ref",
+    "sha", ...}`` (see :func:`~airflow_provider_mlci.core.experiments.run_trial`).
+
+    A trial whose stage fails returns ``status: "failed"`` and the task succeeds, so that the
+    leaderboard can count failures against ``max_failed_trials``; with
+    ``fail_on_trial_failure=True`` the task fails instead (the leaderboard still counts it, as
+    long as it runs with ``trigger_rule="all_done"``). An objective metric that the pipeline does
+    not produce fails the task: the sweep itself is wrong.
+
+    With an objective ``target`` and ``stop_when_target_met``, a trial that starts after another
+    trial of the run reached the target is skipped; trials already running finish.
+
+    :param trial: ``{"name", "params", "rev"}`` from :class:`SweepTrialsOperator` (templated; map
+        with ``.expand(trial=...)``)
+    :param objective: ``{"metric": "accuracy", "goal": "max", "target": 0.9}``
+    :param rev: the revision, when the trial carries none (templated)
+    :param targets: stages to run (templated); default: the whole pipeline
+    :param fail_on_trial_failure: fail the task when the trial fails
+    :param stop_when_target_met: skip this trial when another one already met the target
+    :param python: the interpreter (or virtualenv folder) stage commands run with
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("trial", "rev", "targets")
+    ui_color = _SWEEP_COLOR
+
+    def __init__(
+        self,
+        *,
+        trial: Mapping[str, Any] | str,
+        objective: Mapping[str, Any] | None = None,
+        rev: str = "HEAD",
+        targets: str | Sequence[str] | None = None,
+        fail_on_trial_failure: bool = False,
+        stop_when_target_met: bool = True,
+        python: str | None = None,
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.trial = trial
+        self.objective = objective
+        self.rev = rev
+        self.targets = targets
+        self.fail_on_trial_failure = fail_on_trial_failure
+        self.stop_when_target_met = stop_when_target_met
+        self.python = python
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core.sweep import Objective
+        from airflow_provider_mlci.exceptions import MlciConfigError, MlciError
+
+        with airflow_failures():
+            if not isinstance(self.trial, Mapping) or not isinstance(self.trial.get("params"), Mapping):
+                raise MlciConfigError(f"trial={self.trial!r}: give {{'name', 'params'}} from SweepTrialsOperator.")
+            objective = Objective.of(self.objective) if self.objective else None
+        self._skip_if_target_met(context, objective)
+        if self.trial.get("rev"):
+            self.rev = str(self.trial["rev"])
+        result = self._with_workspace(context)
+        if result["status"] != "success" and self.fail_on_trial_failure:
+            with airflow_failures():
+                raise MlciError(f"Trial {result['name']} failed: {result['error']}")
+        return result
+
+    def check_arguments(self) -> None:
+        from airflow_provider_mlci.core.dvc_ops import check_targets
+
+        check_targets(self.targets)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core.experiments import run_trial
+
+        result = run_trial(workspace, self.trial, objective=self.objective, targets=self.targets)
+        if result["status"] == "success":
+            self.log.info(
+                "Trial %s: %s = %s (experiment %s)", result["name"], self._metric, result["value"], result["exp_ref"]
+            )
+        else:
+            self.log.warning("Trial %s failed: %s", result["name"], result["error"])
+        return result
+
+    @property
+    def _metric(self) -> str:
+        return str((self.objective or {}).get("metric", "value"))
+
+    def _skip_if_target_met(self, context: Context, objective: Objective | None) -> None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from airflow_provider_mlci.core.sweep import best_trial, target_met
+
+        if objective is None or objective.target is None or not self.stop_when_target_met:
+            return
+        # Every map index of this task in this run, in one call; the unfinished have no value yet.
+        done = [r for r in context["ti"].xcom_pull(task_ids=[self.task_id]) or [] if isinstance(r, Mapping)]
+        if target_met(done, objective):
+            best = best_trial(done, objective) or {}
+            raise AirflowSkipException(
+                f"Trial {self.trial.get('name')} skipped: trial {best.get('name')} already reached "
+                f"{objective.metric} = {best.get('value')} (target {objective.target})."
+            )
+
+
+class SweepLeaderboardOperator(BaseOperator):
+    """Rank the trials of a sweep by the objective, pick the best, and store a leaderboard report.
+
+    Reads the trial list from ``generate_task_id`` and the results from the mapped
+    ``trial_task_id``. A trial with no result (its task failed) counts as failed; one skipped
+    because the target was already met counts as skipped. The report (``report.md`` and
+    ``report.html``: the best trial, the counts, the ranked table) goes where
+    :class:`~airflow_provider_mlci.operators.report.MetricsReportOperator` puts reports; the
+    task's "Report" link opens it. Run it with ``trigger_rule="all_done"``.
+
+    Returns ``{"leaderboard": {"objective", "goal", "trials": [{"name", "params", "value",
+    "status"}]}, "best": {..., "exp_ref", "sha"} | None, "target_met", "succeeded", "failed",
+    "skipped", "report_uri"}``.
+
+    Fails (no retry) when more than ``max_failed_trials`` trials failed, or when none succeeded.
+
+    :param generate_task_id: the :class:`SweepTrialsOperator` task
+    :param trial_task_id: the mapped :class:`SweepTrialOperator` task
+    :param objective: ``{"metric": "accuracy", "goal": "max", "target": 0.9}``
+    :param max_failed_trials: how many failed trials are tolerated (templated); ``None``: any number,
+        as long as one succeeds
+    :param title: the report's heading
+    :param report_base: the folder or URL reports go under (default: ``[mlci] reports_dir``)
+    :param report_conn_id: the connection to write ``report_base`` with
+    """
+
+    template_fields: Sequence[str] = ("max_failed_trials", "title")
+    operator_extra_links = (MlciReportLink(),)
+    ui_color = _SWEEP_COLOR
+
+    def __init__(
+        self,
+        *,
+        generate_task_id: str,
+        trial_task_id: str,
+        objective: Mapping[str, Any],
+        max_failed_trials: int | str | None = None,
+        title: str | None = None,
+        report_base: str | None = None,
+        report_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.generate_task_id = generate_task_id
+        self.trial_task_id = trial_task_id
+        self.objective = objective
+        self.max_failed_trials = max_failed_trials
+        self.title = title
+        self.report_base = report_base
+        self.report_conn_id = report_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with airflow_failures():
+            return self._rank(context)
+
+    def _rank(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core.dvc_ops import json_safe
+        from airflow_provider_mlci.core.sweep import Objective, best_trial, leaderboard, target_met
+        from airflow_provider_mlci.exceptions import MlciError
+
+        objective = Objective.of(self.objective)
+        limit = _int_or_none(self.max_failed_trials, "max_failed_trials")
+        ti = context["ti"]
+        planned = ti.xcom_pull(task_ids=self.generate_task_id)
+        if not isinstance(planned, list):
+            raise MlciError(f"No trials to rank: task {self.generate_task_id} left no trial list (did it fail?).")
+        results = ti.xcom_pull(task_ids=[self.trial_task_id]) or []
+        by_name = {r["name"]: r for r in results if isinstance(r, Mapping) and "name" in r}
+        skipped_names = self._skipped(context)
+        rows: list[dict[str, Any]] = []
+        for index, trial in enumerate(planned):
+            result = by_name.get(trial["name"])
+            if result is not None:
+                rows.append(dict(result))
+            elif index in skipped_names:
+                rows.append({"name": trial["name"], "params": trial["params"], "status": "skipped"})
+            else:
+                rows.append(
+                    {
+                        "name": trial["name"],
+                        "params": trial["params"],
+                        "status": "failed",
+                        "error": "the trial's task did not finish (see its log)",
+                    }
+                )
+        board = leaderboard(rows, objective)
+        extra = {r["name"]: r for r in rows}
+        for row in board["trials"]:
+            row.update({k: extra[row["name"]].get(k) for k in ("exp_ref", "sha", "error")})
+        best = best_trial(rows, objective)
+        if best is not None:
+            best = next(row for row in board["trials"] if row["name"] == best["name"])
+        failed = [r for r in rows if r.get("status") == "failed"]
+        skipped = [r for r in rows if r.get("status") == "skipped"]
+        summary = {
+            "leaderboard": board,
+            "best": best,
+            "target_met": target_met(rows, objective),
+            "succeeded": len(rows) - len(failed) - len(skipped),
+            "failed": len(failed),
+            "skipped": len(skipped),
+        }
+        summary["report_uri"] = self._write_report(context, objective, summary)
+        if best is not None:
+            self.log.info(
+                "Best trial: %s, %s = %s (%s)", best["name"], objective.metric, best["value"], best.get("exp_ref")
+            )
+        for row in failed:
+            self.log.warning("Trial %s failed: %s", row["name"], row.get("error"))
+        if limit is not None and len(failed) > limit:
+            raise MlciError(
+                f"{len(failed)} of {len(rows)} trials failed, more than max_failed_trials={limit}: "
+                + "; ".join(f"{r['name']}: {r.get('error')}" for r in failed)
+            )
+        if best is None:
+            raise MlciError(
+                f"No trial of {len(rows)} produced a usable {objective.metric!r} "
+                f"({len(failed)} failed, {len(skipped)} skipped)."
+            )
+        return json_safe(summary)
+
+    def _skipped(self, context: Context) -> set[int]:
+        """Map indexes of the trial task that were skipped (the target was already met)."""
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        try:
+            states = RuntimeTaskInstance.get_task_states(
+                dag_id=context["ti"].dag_id, run_ids=[context["ti"].run_id], task_ids=[self.trial_task_id]
+            )
+        except Exception as exc:  # only to tell skipped from failed in the report
+            self.log.info("Could not read the trials' states (%s): missing results count as failed", exc)
+            return set()
+        found = set()
+        for by_task in states.values():
+            for key, state in by_task.items():
+                task_id, _, index = str(key).rpartition("_")
+                if task_id == self.trial_task_id and state == "skipped" and index.isdigit():
+                    found.add(int(index))
+        return found
+
+    def _write_report(self, context: Context, objective: Objective, summary: Mapping[str, Any]) -> str:
+        from airflow_provider_mlci.core.report import section_for
+        from airflow_provider_mlci.links.report import REPORT_URI_KEY, storage_uri
+        from airflow_provider_mlci.operators.validation import _report_folder
+
+        ti = context["ti"]
+        title = self.title or f"{ti.dag_id}: sweep leaderboard"
+        best = summary["best"]
+        goal = f"{objective.goal.value} {objective.metric}"
+        goal += f", target {objective.target}" if objective.target is not None else ""
+        lines = [
+            f"Objective: {goal}.",
+            f"Trials: {summary['succeeded']} succeeded, {summary['failed']} failed, {summary['skipped']} skipped.",
+        ]
+        if objective.target is not None:
+            lines.append(f"Target met: {'yes' if summary['target_met'] else 'no'}.")
+        if best is not None:
+            params = ", ".join(f"{k}={v}" for k, v in (best.get("params") or {}).items())
+            lines.append(
+                f"Best trial: {best['name']} ({objective.metric} = {best['value']}; {params}), "
+                f"experiment {best.get('exp_ref')} at {str(best.get('sha'))[:12]}."
+            )
+        table = section_for("Leaderboard", summary["leaderboard"])
+        md = [f"# {title}", "", *[f"- {line}" for line in lines], "", f"## {table.title}", "", table.markdown, ""]
+        page = (
+            f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"</head><body><h1>{html.escape(title)}</h1><ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+            + f"</ul><h2>{html.escape(table.title)}</h2>{table.html}</body></html>\n"
+        )
+        folder = _report_folder(context, self.report_base, self.report_conn_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.md").write_text("\n".join(md))
+        (folder / "report.html").write_text(page)
+        uri = storage_uri(folder)
+        ti.xcom_push(key=REPORT_URI_KEY, value=uri)
+        self.log.info("Leaderboard report: %s/report.html", uri)
+        return uri

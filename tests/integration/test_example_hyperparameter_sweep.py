@@ -1,0 +1,129 @@
+"""The sweep example, run for real with ``dag.test()``: trials as mapped tasks, each a DVC experiment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import EXAMPLE_DAGS
+
+DAG_ID = "example_hyperparameter_sweep"
+DAG_FILE = EXAMPLE_DAGS / "example_hyperparameter_sweep.py"
+
+
+@pytest.fixture
+def use_cache(monkeypatch, worker_cache, tmp_path):
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
+    monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
+    return worker_cache
+
+
+def test_the_sweep_records_every_trial_as_an_experiment_and_ranks_them(
+    run_dag, dvc_project, dvc_connection, use_cache, tmp_path
+):
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main", "max_trials": 3, "seed": 1})
+    assert record.state == "success", record.task_states
+    assert record.task_states == {
+        "sweep.generate": "success",
+        "sweep.trial[0]": "success",
+        "sweep.trial[1]": "success",
+        "sweep.trial[2]": "success",
+        "sweep.leaderboard": "success",
+        "best_report": "success",
+    }
+    planned = record.xcom["sweep.generate"]
+    assert len(planned) == 3
+    assert {trial["rev"] for trial in planned} == {dvc_project.head()}
+    assert all(0.03 <= t["params"]["train.learning_rate"] <= 1.0 for t in planned)
+    assert all(t["params"]["train.epochs"] in (10, 20, 30, 40) for t in planned)
+
+    # Every trial is an experiment on the git remote, at the commit the sweep started from.
+    refs = dvc_project.remote_refs()
+    results = [record.xcom[f"sweep.trial[{i}]"] for i in range(3)]
+    for trial, result in zip(planned, results, strict=True):
+        assert result["status"] == "success"
+        assert result["exp_ref"] == f"refs/exps/{dvc_project.head()[:2]}/{dvc_project.head()[2:]}/{trial['name']}"
+        assert refs[result["exp_ref"]] == result["sha"]
+        assert result["value"] == result["metrics"]["metrics.json"]["accuracy"]
+
+    summary = record.xcom["sweep.leaderboard"]
+    json.dumps(summary, allow_nan=False)
+    board = summary["leaderboard"]
+    assert board["objective"] == "accuracy"
+    assert board["goal"] == "maximize"
+    values = [t["value"] for t in board["trials"]]
+    assert values == sorted(values, reverse=True)
+    assert summary["best"]["name"] == board["trials"][0]["name"]
+    assert summary["best"]["value"] == max(r["value"] for r in results)
+    assert summary["target_met"] is False
+    assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (3, 0, 0)
+    report = (tmp_path / "reports").rglob("report.md")
+    texts = {path.parent.name: path.read_text() for path in report}
+    assert "| rank | trial | train.epochs | train.learning_rate | accuracy | status |" in texts["sweep.leaderboard"]
+    assert f"Best trial: {summary['best']['name']}" in texts["sweep.leaderboard"]
+    assert record.xcom["best_report"]["sha"] == summary["best"]["sha"]
+
+    # A fresh clone sees them with DVC's own commands.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(dvc_project.remote), str(clone)], check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "exp", "pull", "origin", *[t["name"] for t in planned]], cwd=clone, check=True)
+    shown = subprocess.run([*dvc, "exp", "show", "--json"], cwd=clone, check=True, capture_output=True, text=True)
+    names = {exp.get("name") for entry in json.loads(shown.stdout) for exp in entry.get("experiments") or []}
+    assert {t["name"] for t in planned} <= names
+
+
+SWEEP_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    SweepTaskGroup(
+        group_id="sweep",
+        space={{"train.epochs": {epochs}}},
+        objective="accuracy",
+        target={target},
+        max_failed_trials={max_failed},
+        rev="main",
+    )
+"""
+
+
+def sweep_dag(dag_id: str, *, epochs: list, target: float | None = None, max_failed: int | None = None) -> str:
+    return SWEEP_DAG.format(dag_id=dag_id, epochs=epochs, target=target, max_failed=max_failed)
+
+
+def test_failed_trials_count_against_max_failed_trials(run_dag, dvc_project, dvc_connection, use_cache, capfd):
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    record = run_dag("sweep_tolerant", source=sweep_dag("sweep_tolerant", epochs=["many", 10], max_failed=1))
+    assert record.state == "success", record.task_states
+    assert record.task_states["sweep.trial[0]"] == "success"  # a failed trial is a result, not a failed task
+    assert record.xcom["sweep.trial[0]"]["status"] == "failed"
+    assert "train" in record.xcom["sweep.trial[0]"]["error"]
+    summary = record.xcom["sweep.leaderboard"]
+    assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (1, 1, 0)
+    assert summary["best"]["name"] == record.xcom["sweep.trial[1]"]["name"]
+    assert [t["status"] for t in summary["leaderboard"]["trials"]] == ["success", "failed"]
+
+    strict = run_dag("sweep_strict", source=sweep_dag("sweep_strict", epochs=["many", 10], max_failed=0))
+    assert strict.state == "failed", strict.task_states
+    assert strict.task_states["sweep.leaderboard"] == "failed"
+    assert "1 of 2 trials failed, more than max_failed_trials=0" in capfd.readouterr().out
+
+
+def test_a_met_target_skips_the_trials_that_start_after_it(run_dag, dvc_project, dvc_connection, use_cache, capfd):
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    record = run_dag("sweep_early", source=sweep_dag("sweep_early", epochs=[10, 20, 30], target=0.0))
+    assert record.state == "success", record.task_states
+    states = sorted(record.task_states[f"sweep.trial[{i}]"] for i in range(3))
+    assert states == ["skipped", "skipped", "success"]  # dag.test() runs one task at a time
+    summary = record.xcom["sweep.leaderboard"]
+    assert summary["target_met"] is True
+    assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (1, 0, 2)
+    assert [t["status"] for t in summary["leaderboard"]["trials"]] == ["success", "skipped", "skipped"]
+    assert "already reached accuracy" in capfd.readouterr().out
