@@ -244,24 +244,35 @@ def test_a_worker_sigkilled_after_launch_leaves_the_instance_to_the_reaper(
     from airflow.utils.state import DagRunState
 
     dag_id = "gpu_lifecycle_sigkill"
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    dag_file = dags_folder / f"{dag_id}.py"
-    dag_file.write_text(SIGTERM_DAG.format(dag_id=dag_id, ami=AMI, marks=str(marks)))
-    log_path = tmp_path / "task.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _RUN_DAG, str(dag_file), dag_id],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_for(lambda: (marks / "waiting").exists() or proc.poll() is not None, 240, "the launch (a loaded machine)")
-        assert (marks / "waiting").exists(), log_path.read_text()[-3000:]
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+    for attempt in range(2):
+        marks = tmp_path / f"marks-{attempt}"
+        marks.mkdir()
+        dag_file = dags_folder / f"{dag_id}.py"
+        dag_file.write_text(SIGTERM_DAG.format(dag_id=dag_id, ami=AMI, marks=str(marks)))
+        log_path = tmp_path / f"task-{attempt}.log"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _RUN_DAG, str(dag_file), dag_id],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_for(
+                lambda marks=marks, proc=proc: (marks / "waiting").exists() or proc.poll() is not None,
+                240,
+                "the launch (a loaded machine)",
+            )
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        if (marks / "waiting").exists():
+            break
+        # Airflow's dag.test() on a loaded machine: its API client can retry a "start" call whose
+        # first try went through, and the task then dies with "TI was not in a state where it
+        # could be marked as running" before our operator runs. A harness race, not ours: run again.
+        assert "could be marked as running" in log_path.read_text(), log_path.read_text()[-3000:]
+    assert (marks / "waiting").exists(), log_path.read_text()[-3000:]
     assert not (marks / "terminations").exists()  # nothing ran after the kill
     (leaked,) = live_instances(ec2c, **{"mlci:dag_id": dag_id})
     # What the scheduler does once the task's heartbeat times out: the run ends, failed.
