@@ -161,9 +161,7 @@ class RemoteRepro:
             if result is None:
                 raise RemoteJobFailedError(f"The job says it succeeded but left no result.json [{where}]")
             outcome = outcome_from_result(result)
-            payload = self.result_json(outcome)
-            if op.commit_to:
-                payload["commit"] = self.commit(job, outcome)
+            payload = op.outcome_json(outcome, self.commit(job, outcome) if op.commit_to else None)
             return {
                 "repo": job.get("repo"),
                 "rev": op.rev,
@@ -171,17 +169,6 @@ class RemoteRepro:
                 **payload,
                 "compute": {"backend": "ec2", "instance_id": job["instance_id"], "job_id": job["job_id"]},
             }
-
-    def result_json(self, outcome: Any) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "stages": outcome.stages,
-            "metrics": outcome.metrics,
-            "pushed": outcome.pushed,
-            "commit": None,
-        }
-        if self.op.hand_off:
-            result["handoff"] = outcome.handoff.to_json()
-        return result
 
     def commit(self, job: dict[str, Any], outcome: Any) -> dict[str, Any]:
         """Write the job's lock entries and metrics into a checkout of its commit; commit them."""

@@ -298,18 +298,19 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
 
         self.log.info("%s", describe_gpus(detect_gpus(self._runner)))
         outcome = dvc_ops.repro(workspace, self.repro_request(context))
-        return self.outcome_json(workspace, outcome)
+        commit = (
+            _commit(workspace, list(outcome.changed_files), self.commit_spec(), self.log) if self.commit_to else None
+        )
+        return self.outcome_json(outcome, commit)
 
-    def outcome_json(self, workspace: Workspace, outcome: Any) -> dict[str, Any]:
-        """The XCom part of a reproduction's outcome; commits to ``commit_to`` first if asked."""
+    def outcome_json(self, outcome: Any, commit: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The XCom part of a reproduction's outcome (wherever it ran) and of its commit, if any."""
         result: dict[str, Any] = {
             "stages": outcome.stages,
             "metrics": outcome.metrics,
             "pushed": outcome.pushed,
-            "commit": None,
+            "commit": commit,
         }
-        if self.commit_to:
-            result["commit"] = _commit(workspace, list(outcome.changed_files), self.commit_spec(), self.log)
         if self.hand_off:
             result["handoff"] = outcome.handoff.to_json()
         return result
