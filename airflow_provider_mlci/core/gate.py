@@ -41,6 +41,8 @@ _ALIASES = {
     "minimize": "lower",
     "min": "lower",
 }
+#: Differences this small (relative to the values) are float rounding, not a change.
+_FLOAT_SLACK = 1e-9
 _RULE_KEYS = {"direction", "floor", "min_improvement", "min_relative_improvement", "max_regression"}
 
 
@@ -261,21 +263,23 @@ def _judge(rule: MetricRule, candidate: Mapping[str, Any], champion: Mapping[str
             delta = new.value - old.value
             relative = delta / abs(old.value) if old.value else None
             gain = delta if higher else -delta
+            # Metrics files round their values: 0.781 - 0.791 must count as exactly -0.01.
+            slack = _FLOAT_SLACK * max(1.0, abs(old.value), abs(new.value))
             if rule.max_regression is not None:
-                if gain < -rule.max_regression:
+                if gain < -rule.max_regression - slack:
                     reasons.append(
                         f"{rule.metric} regressed by {-gain:g} (from {old.value:g} to {new.value:g}); "
                         f"at most {rule.max_regression:g} tolerated"
                     )
             else:
-                if gain < rule.min_improvement:
+                if gain < rule.min_improvement - slack:
                     need = f"at least {rule.min_improvement:g}" if rule.min_improvement else "no regression"
                     reasons.append(
                         f"{rule.metric} changed by {gain:+g} in the better direction "
                         f"(from {old.value:g} to {new.value:g}); {need} required"
                     )
                 wanted = rule.min_relative_improvement * abs(old.value)
-                if rule.min_relative_improvement and gain < wanted:
+                if rule.min_relative_improvement and gain < wanted - slack:
                     reasons.append(
                         f"{rule.metric} improved by {gain:g}, less than {rule.min_relative_improvement:.2%} "
                         f"of {old.value:g} ({wanted:g})"

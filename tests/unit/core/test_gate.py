@@ -61,6 +61,16 @@ def test_no_deployed_model_means_the_floors_alone_decide():
     assert decide(SPEC, m(accuracy=0.81, logloss=9.0), None)[0] is True
 
 
+def test_a_change_exactly_at_the_tolerance_passes_despite_float_rounding():
+    # 0.781 - 0.791 is -0.010000000000000009 in floats: still a regression of exactly 0.01.
+    spec = GateSpec.of({"accuracy": {"direction": "higher", "max_regression": 0.01}})
+    assert decide(spec, m(accuracy=0.781), m(accuracy=0.791))[0] is True
+    assert decide(spec, m(accuracy=0.7809), m(accuracy=0.791))[0] is False
+    improve = GateSpec.of({"accuracy": {"direction": "higher", "min_improvement": 0.01}})
+    assert decide(improve, m(accuracy=0.801), m(accuracy=0.791))[0] is True
+    assert decide(improve, m(accuracy=0.8009), m(accuracy=0.791))[0] is False
+
+
 def test_relative_improvement():
     spec = GateSpec.of({"auc": {"direction": "maximize", "min_relative_improvement": 0.1}})
     assert decide(spec, m(auc=0.55), m(auc=0.5))[0] is True
