@@ -53,7 +53,7 @@ def data_project(root: Path, *, files: int, big_bytes: int) -> Any:
 
 def pipeline_project(root: Path, *, stage_seconds: float) -> Any:
     """The demo project with a training stage that takes ``stage_seconds`` (CPU-bound)."""
-    from airflow_provider_mlci.testing import create_dvc_project
+    from airflow_provider_mlci.testing import create_demo_project
 
     template = root / "slow-template"
     shutil.copytree(DEMO_PROJECT, template)
@@ -65,20 +65,14 @@ def pipeline_project(root: Path, *, stage_seconds: float) -> Any:
         "    sum(i * i for i in range(10000))\n"
     )
 
-    def make_data(work: Path) -> None:
-        subprocess.run([sys.executable, "src/generate.py", "data/raw.csv", "--rows", "800"], cwd=work, check=True)
-
-    return create_dvc_project(template, root / "slow-project", track=["data/raw.csv"], prepare=make_data)
+    return create_demo_project(template, root / "slow-project", rows=800)
 
 
 def demo_project(root: Path, rows: int = 600) -> Any:
     """The demo project as it ships."""
-    from airflow_provider_mlci.testing import create_dvc_project
+    from airflow_provider_mlci.testing import create_demo_project
 
-    def make_data(work: Path) -> None:
-        subprocess.run([sys.executable, "src/generate.py", "data/raw.csv", "--rows", str(rows)], cwd=work, check=True)
-
-    return create_dvc_project(DEMO_PROJECT, root / "demo-project", track=["data/raw.csv"], prepare=make_data)
+    return create_demo_project(DEMO_PROJECT, root / "demo-project", rows=rows)
 
 
 @contextmanager

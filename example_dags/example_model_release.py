@@ -1,7 +1,7 @@
 """Release a trained model only if it proves itself and beats the deployed one.
 
 ``validate_model`` checks the model at ``rev`` (the demo project's ``fraud-detector`` artifact):
-the packages in ``requirements.txt`` are installed, the pickle loads, inference on the held-out
+the packages in ``requirements.txt`` are installed, the pickle loads, inference on the frozen evaluation
 sample returns one probability pair per row within [0, 1], deterministically and within the
 latency budget, and the recorded scores clear their floors. ``gate`` compares it with the model
 on ``stage`` (read from the repository's GTO tags) on the same evaluation data; ``promote``
@@ -43,7 +43,7 @@ with DAG(
         rev="{{ params.rev }}",
         requirements="requirements.txt",
         contract={
-            "sample_input": "data/prepared/test.csv",
+            "sample_input": "data/eval.csv",
             "input_columns": FEATURES,
             "method": "predict_proba",
             "output": {"shape": [2], "dtype": "float", "min_value": 0.0, "max_value": 1.0},

@@ -41,14 +41,9 @@ def step(number: int, total: int, text: str) -> None:
 
 def build_project(root: Path) -> Any:
     """Create the demo project, its bare git remote and its DVC remote."""
-    from airflow_provider_mlci.testing import create_dvc_project
+    from airflow_provider_mlci.testing import create_demo_project
 
-    def generate_data(work: Path) -> None:
-        subprocess.run([sys.executable, "src/generate.py", "data/raw.csv", "--rows", "2000"], cwd=work, check=True)
-
-    project = create_dvc_project(
-        ROOT / "example_dags" / "demo_project", root, track=["data/raw.csv"], prepare=generate_data
-    )
+    project = create_demo_project(ROOT / "example_dags" / "demo_project", root, rows=2000)
     print(f"    git remote: {project.remote}  (branch main at {project.head()[:12]})")
     print(f"    DVC remote: {project.dvc_remote_url}")
     return project

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -28,6 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = ROOT / "example_dags"
 DEMO_PROJECT = EXAMPLE_DAGS / "demo_project"
+EVAL_ROWS = 1000  # the rows of the demo project's frozen evaluation set (src/generate.py)
 ARTIFACTS = ROOT / "test-artifacts"
 #: The AWS Deep Learning AMI the moto server offers (see ``moto_endpoint``).
 DLAMI_ID = "ami-0d1a7e5f00d1a4e1"
@@ -197,22 +197,12 @@ def s3_bucket(moto_endpoint: str) -> str:
 # ------------------------------------------------------------------------------------ git + DVC
 
 
-def generate_demo_data(rows: int = 600) -> Callable[[Path], None]:
-    """A ``prepare`` step that writes the demo project's raw data."""
-
-    def _prepare(work: Path) -> None:
-        subprocess.run([sys.executable, "src/generate.py", "data/raw.csv", "--rows", str(rows)], cwd=work, check=True)
-
-    return _prepare
-
-
 @pytest.fixture(scope="session")
 def demo_project_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The demo DVC project, committed and pushed once per session; tests use copies."""
-    from airflow_provider_mlci.testing import create_dvc_project
+    """The demo DVC project with day 0's data, committed and pushed once per session; tests use copies."""
+    from airflow_provider_mlci.testing import create_demo_project
 
-    root = tmp_path_factory.mktemp("demo-template")
-    return create_dvc_project(DEMO_PROJECT, root, track=["data/raw.csv"], prepare=generate_demo_data())
+    return create_demo_project(DEMO_PROJECT, tmp_path_factory.mktemp("demo-template"), rows=600)
 
 
 @pytest.fixture

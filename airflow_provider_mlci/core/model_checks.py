@@ -193,7 +193,7 @@ class ModelContract:
     def from_mapping(cls, data: Mapping[str, Any], *, root: Path) -> ModelContract:
         """Build from the operator's dict argument, with ``sample_input`` relative to ``root``.
 
-        For example ``{"sample_input": "data/prepared/test.csv", "input_columns": ["a", "b"],
+        For example ``{"sample_input": "data/eval.csv", "input_columns": ["a", "b"],
         "method": "predict_proba", "output": {"shape": [2], "dtype": "float", "min_value": 0,
         "max_value": 1}, "latency_budget_ms": 50}``.
 

@@ -80,7 +80,7 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
     :param model_format: ``auto`` (by extension), ``pickle``, ``joblib`` or ``skops``
     :param requirements: a requirements file in the repository, or a list of requirement strings
         (templated); each must be installed at a matching version
-    :param contract: the I/O contract: ``{"sample_input": "data/prepared/test.csv",
+    :param contract: the I/O contract: ``{"sample_input": "data/eval.csv",
         "input_columns": [...], "method": "predict", "output": {"shape": [], "dtype": "int",
         "min_value": 0, "max_value": 1, "allow_nan": False}, "deterministic": True, "seed": 0,
         "latency_budget_ms": 50}`` (the sample is pulled from the DVC remote if needed)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from airflow_provider_mlci.testing.repos import LocalDvcProject, create_dvc_project
+from airflow_provider_mlci.testing.repos import DEMO_DATA, LocalDvcProject, create_demo_project, create_dvc_project
 
-__all__ = ["LocalDvcProject", "create_dvc_project"]
+__all__ = ["DEMO_DATA", "LocalDvcProject", "create_demo_project", "create_dvc_project"]

@@ -15,11 +15,16 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["REMOTE_NAME", "LocalDvcProject", "create_dvc_project"]
+__all__ = ["DEMO_DATA", "REMOTE_NAME", "LocalDvcProject", "create_demo_project", "create_dvc_project"]
 
 #: The name of the default DVC remote of the projects made here.
 REMOTE_NAME = "storage"
+
+#: What the demo project's ``src/generate.py --init`` writes and DVC tracks: day 0's raw data,
+#: the frozen evaluation set, and the (empty) base model a refinement starts from.
+DEMO_DATA = ("data/raw.csv", "data/eval.csv", "models/base.pkl")
 
 _AUTHOR = {
     "GIT_AUTHOR_NAME": "mlci tests",
@@ -162,6 +167,21 @@ def create_dvc_project(
         project.dvc("add", "--quiet", *track)
     project.commit_and_push("Start the project")
     return project
+
+
+def create_demo_project(template: Path, root: Path, *, rows: int = 600, **options: Any) -> LocalDvcProject:
+    """The demo project (``example_dags/demo_project``) with day 0's data, committed and pushed.
+
+    :param template: the demo project's folder
+    :param root: an empty folder to build in
+    :param rows: the rows of day 0's raw data
+    :param options: more arguments for :func:`create_dvc_project` (remote URL and options, env)
+    """
+
+    def generate(work: Path) -> None:
+        subprocess.run([sys.executable, "src/generate.py", "--init", "--rows", str(rows)], cwd=work, check=True)
+
+    return create_dvc_project(template, root, track=DEMO_DATA, prepare=generate, **options)
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:

@@ -1,4 +1,8 @@
-"""Score models/model.pkl on data/prepared/test.csv; write metrics.json and the plot data under eval/."""
+"""Score models/model.pkl on the frozen data/eval.csv; write metrics.json and the plot data under eval/.
+
+The evaluation set never changes (see src/generate.py), so the scores of models trained on
+different days compare: the release gate checks that both were scored on the same file.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 from model import load
 
 model = pickle.loads(Path("models/model.pkl").read_bytes())  # the team's own model, from its own pipeline
-xs, ys = load("data/prepared/test.csv")
+xs, ys = load("data/eval.csv")
 probs = [p for _, p in model.predict_proba(xs)]
 preds = [int(p >= 0.5) for p in probs]
 tp = sum(1 for p, y in zip(preds, ys, strict=True) if p and y)

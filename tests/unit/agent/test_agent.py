@@ -32,6 +32,7 @@ from airflow_provider_mlci.core.compute.jobs import JobSpec, JobStatus, JobStore
 from airflow_provider_mlci.core.dvc_ops import ReproRequest
 from airflow_provider_mlci.core.workspace import Workspace
 from airflow_provider_mlci.exceptions import MlciConfigError
+from tests.conftest import EVAL_ROWS
 from tests.helpers.procs import wait_dead
 
 #: The AWS secret key the agent runs with: a value that cannot appear by chance.
@@ -247,7 +248,7 @@ def test_the_agent_runs_a_job_pushes_outputs_and_run_cache_and_stops_when_idle(s
     assert status.extra["host"]
     result = setup.store.result("job-001")
     assert result["stages"] == {"prepare": "ran", "train": "ran", "evaluate": "ran"}
-    assert result["metrics"]["metrics.json"]["rows"] == 150
+    assert result["metrics"]["metrics.json"]["rows"] == EVAL_ROWS  # the frozen evaluation set
     assert result["pushed"] is True
     assert "dvc.lock" in result["changed_files"]
     assert "train" in result["handoff"]["lock"]["dvc.lock"]
