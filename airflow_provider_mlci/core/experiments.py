@@ -20,6 +20,11 @@ the trial did produce.
 
 A trial whose experiment is already on the git remote (a retried task) is not run again: its
 commit is fetched and its metrics read from it.
+
+:func:`branch_experiment` does what ``dvc exp branch <trial> <branch>`` then ``git push origin
+<branch>`` do: it makes an experiment's commit reachable from an ordinary branch on the git
+remote (where a release, a pull request or a reviewer can find it), without force and
+idempotently.
 """
 
 from __future__ import annotations
@@ -30,15 +35,21 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.core import dvc_ops
+from airflow_provider_mlci.core.commit import check_branch
 from airflow_provider_mlci.core.dvc_ops import check_targets, json_safe
 from airflow_provider_mlci.core.metrics import flatten_metrics, lookup_metric
 from airflow_provider_mlci.core.sweep import Objective, Trial
-from airflow_provider_mlci.exceptions import DvcError, MlciConfigError
+from airflow_provider_mlci.exceptions import (
+    DvcError,
+    GitConflictError,
+    GitRevisionNotFoundError,
+    MlciConfigError,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_mlci.core.workspace import Workspace
 
-__all__ = ["FAILED", "SUCCESS", "check_experiment_name", "experiment_ref", "run_trial"]
+__all__ = ["FAILED", "SUCCESS", "branch_experiment", "check_experiment_name", "experiment_ref", "run_trial"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,8 @@ log = logging.getLogger(__name__)
 SUCCESS, FAILED = "success", "failed"
 
 _EXP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_EXP_REF = re.compile(r"^refs/exps/[0-9a-f]{2}/[0-9a-f]{38,62}/(?P<name>[^/]+)$")
+_PUSH_REJECTED = ("[rejected]", "[remote rejected]", "already exists", "fetch first", "non-fast-forward")
 
 
 def check_experiment_name(name: str) -> str:
@@ -162,6 +175,62 @@ def run_trial(
         if not found.usable:
             result["error"] = found.problem
     return json_safe(result)
+
+
+def branch_experiment(workspace: Workspace, exp_ref: str, branch: str, *, sha: str | None = None) -> dict[str, Any]:
+    """Point ``branch`` on the git remote at the commit of the experiment ``exp_ref``, as ``dvc exp branch`` would.
+
+    The branch is created with a plain push (never a force-push). A branch that already points
+    at the experiment's commit is left as it is (a retried task changes nothing); one that
+    points elsewhere is an error, and nothing is written. Returns ``{"branch", "sha",
+    "exp_ref", "experiment", "created"}``.
+
+    :param workspace: a checkout of the repository (its ``origin`` is the remote written to)
+    :param exp_ref: the experiment's ref, ``refs/exps/<sha[:2]>/<sha[2:]>/<name>``
+        (see :func:`experiment_ref`)
+    :param branch: the branch to create, e.g. ``sweep/trial-002-3fa2b1c``
+    :param sha: the commit the experiment must be at (the one that was ranked); default: the one
+        its ref points at
+    :raises MlciConfigError: ``exp_ref`` is no experiment ref, or ``branch`` no valid branch name
+    :raises GitRevisionNotFoundError: the git remote has no experiment ``exp_ref``
+    :raises GitConflictError: the branch exists and points at another commit, or the experiment
+        is not at ``sha``
+    :raises GitRemoteError: the remote cannot be reached or refused the push otherwise
+    """
+    match = _EXP_REF.match(exp_ref) if isinstance(exp_ref, str) else None
+    if match is None:
+        raise MlciConfigError(f"{exp_ref!r} is not an experiment ref (refs/exps/<sha[:2]>/<sha[2:]>/<name>).")
+    git, root, url = workspace.git, workspace.path, workspace.access.git.display_url
+    check_branch(git, root, branch)
+    head = f"refs/heads/{branch}"
+    found = _remote_sha(workspace, exp_ref)
+    if found is None:
+        raise GitRevisionNotFoundError(f"The experiment {exp_ref} is not on {url} (was it pushed, or removed since?).")
+    if sha is not None and found != sha:
+        raise GitConflictError(
+            f"The experiment {exp_ref} is at {found[:12]} on {url}, not at {sha[:12]} (the commit that was ranked); "
+            "nothing was pushed."
+        )
+    sha = found
+    result = {"branch": branch, "sha": sha, "exp_ref": exp_ref, "experiment": match["name"], "created": False}
+    git.check(["fetch", "--quiet", "origin", f"+{exp_ref}:{exp_ref}"], cwd=root, remote=True)  # the commit to push
+    for _ in range(2):  # a second look when another writer created the branch between our look and our push
+        current = _remote_sha(workspace, head)
+        if current == sha:
+            log.info("Branch %s of %s already points at experiment %s (%s)", branch, url, match["name"], sha[:12])
+            return result
+        if current is not None:
+            raise GitConflictError(
+                f"Branch {branch!r} of {url} already exists at {current[:12]}, not at experiment "
+                f"{match['name']} ({sha[:12]}): choose another branch name or delete that branch; nothing was pushed."
+            )
+        pushed = git.run(["push", "--porcelain", "origin", f"{sha}:{head}"], cwd=root, capture=True)
+        if pushed.returncode == 0:
+            log.info("Created branch %s of %s at experiment %s (%s)", branch, url, match["name"], sha[:12])
+            return {**result, "created": True}
+        if not any(marker in f"{pushed.stdout}\n{pushed.tail_text}" for marker in _PUSH_REJECTED):
+            break
+    raise git.error(pushed, remote=True)
 
 
 def _remote_sha(workspace: Workspace, ref: str) -> str | None:

@@ -197,7 +197,8 @@ def diff_rows(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[dic
 def section_for(title: str, value: Any) -> ReportSection:
     """A section for what an upstream task returned, shaped by what it is.
 
-    Knows a data validation summary, a model validation verdict, a gate decision and a sweep
+    Knows a data validation summary, a model validation verdict, a gate decision, a sweep
+    (``{"leaderboard": {...}, "best": ...}``, as the sweep's leaderboard task returns it) and a bare
     leaderboard (``{"trials": [...]}``); anything else is shown as JSON.
 
     :param title: the section's heading (e.g. the task id)
@@ -209,6 +210,9 @@ def section_for(title: str, value: Any) -> ReportSection:
         return _verdict_section(title, value)
     if isinstance(value, Mapping) and "rows_checked" in value:
         return _validation_section(title, value)
+    board = value.get("leaderboard") if isinstance(value, Mapping) else None
+    if isinstance(board, Mapping) and isinstance(board.get("trials"), list):
+        return _sweep_section(title, value)
     if isinstance(value, Mapping) and isinstance(value.get("trials"), list):
         return _leaderboard_section(title, value)
     text = json.dumps(value, indent=2, sort_keys=True, default=str)
@@ -369,6 +373,34 @@ def _leaderboard_section(title: str, board: Mapping[str, Any]) -> ReportSection:
         for rank, t in enumerate(trials, 1)
     ]
     return ReportSection(title=title, markdown="\n".join(_table_md(header, rows)), html=_table_html(header, rows))
+
+
+def _sweep_section(title: str, summary: Mapping[str, Any]) -> ReportSection:
+    board = summary["leaderboard"]
+    metric = str(board.get("objective") or "value")
+    goal = f"{board.get('goal') or 'maximize'} {metric}"
+    target = summary.get("target")
+    lines = [f"Objective: {goal}" + (f", target {_fmt(target)}." if target is not None else ".")]
+    if "succeeded" in summary:
+        lines.append(
+            f"Trials: {summary.get('succeeded')} succeeded, {summary.get('failed')} failed, "
+            f"{summary.get('skipped')} skipped."
+        )
+    if target is not None:
+        lines.append(f"Target met: {_yes(summary.get('target_met'))}.")
+    best = summary.get("best")
+    if isinstance(best, Mapping):
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in (best.get("params") or {}).items())
+        lines.append(
+            f"Best trial: {best.get('name')} ({metric} = {_fmt(best.get('value'))}; {params}), "
+            f"experiment {best.get('exp_ref')} at {str(best.get('sha'))[:12]}."
+        )
+    else:
+        lines.append("Best trial: none.")
+    table = _leaderboard_section(title, board)
+    md = [*[f"- {line}" for line in lines], "", table.markdown]
+    body = ["<ul>", *[f"<li>{_e(line)}</li>" for line in lines], "</ul>", table.html]
+    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -15,6 +15,12 @@
 trial runs the pipeline in its own checkout of the same commit (the one ``generate`` resolved)
 and is recorded as a DVC experiment on the git remote, so ``dvc exp pull origin`` then
 ``dvc exp show`` list every trial in any clone.
+
+To release the best trial, :class:`SweepBestBranchOperator` puts its experiment on a branch of
+the git remote, :class:`~airflow_provider_mlci.operators.model.ModelGateBranchOperator` and
+:class:`~airflow_provider_mlci.operators.model.PromoteModelOperator` gate and promote that
+commit, and :class:`SweepPromotionOutcomeOperator` says what happened (the task group's
+``promote`` option wires them).
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.sweep import Objective
     from airflow_provider_mlci.core.workspace import Workspace
 
-__all__ = ["SweepLeaderboardOperator", "SweepTrialOperator", "SweepTrialsOperator"]
+__all__ = [
+    "SweepBestBranchOperator",
+    "SweepLeaderboardOperator",
+    "SweepPromotionOutcomeOperator",
+    "SweepTrialOperator",
+    "SweepTrialsOperator",
+]
 
 _SWEEP_COLOR = "#f0b429"
 #: The XCom key under which ``generate`` leaves the commit every trial starts from.
@@ -67,7 +79,8 @@ class SweepTrialsOperator(_DvcWorkspaceMixin, BaseOperator):
     Airflow's ``[core] max_map_length``, when the sweep has more trials than Airflow can map.
 
     Returns ``[{"name", "params", "overrides", "rev"}]``; also pushes the commit under the XCom
-    key ``baseline_sha``.
+    key ``baseline_sha``. With ``promotion``, also checks, before any trial runs, that the model
+    name is valid and that the repository's ``.gto`` allows the stage.
 
     :param space: ``{param: distribution}`` (``[values]`` for a grid, ``{"choice": [...]}``,
         ``{"range": [start, stop, step]}``, ``{"uniform": [low, high]}``, ``{"loguniform": [low,
@@ -80,11 +93,12 @@ class SweepTrialsOperator(_DvcWorkspaceMixin, BaseOperator):
         default: derived from the DAG run; ``""`` for none (then re-running the same sweep on the
         same commit reuses the experiments already on the remote)
     :param rev: the revision every trial starts from (templated)
+    :param promotion: ``{"model", "stage"}`` the best trial will be promoted to (templated)
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
     """
 
-    template_fields: Sequence[str] = ("space", "max_trials", "seed", "name_suffix", "rev")
+    template_fields: Sequence[str] = ("space", "max_trials", "seed", "name_suffix", "rev", "promotion")
     ui_color = _SWEEP_COLOR
 
     def __init__(
@@ -95,6 +109,7 @@ class SweepTrialsOperator(_DvcWorkspaceMixin, BaseOperator):
         seed: int | str = 0,
         name_suffix: str | None = None,
         rev: str = "HEAD",
+        promotion: Mapping[str, str] | None = None,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
         **kwargs: Any,
@@ -105,14 +120,21 @@ class SweepTrialsOperator(_DvcWorkspaceMixin, BaseOperator):
         self.seed = seed
         self.name_suffix = name_suffix
         self.rev = rev
+        self.promotion = promotion
         self.dvc_conn_id = dvc_conn_id
         self.cache_dir = cache_dir
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_provider_mlci.core.registry import GitRegistry, check_model_name
+
         with airflow_failures():
             trials = self.expand_space(context)
+            if self.promotion:
+                check_model_name(self.promotion.get("model"))
         with airflow_failures(), self.hook.open_workspace(self.rev) as workspace:
             sha = workspace.sha
+            if self.promotion:
+                GitRegistry(workspace=workspace).check_stage(self.promotion.get("stage"))
         context["ti"].xcom_push(key=BASELINE_KEY, value=sha)
         self.log.info("%d trials from %s (%s)", len(trials), self.rev, sha[:12])
         for trial in trials:
@@ -272,8 +294,10 @@ class SweepLeaderboardOperator(BaseOperator):
     task's "Report" link opens it. Run it with ``trigger_rule="all_done"``.
 
     Returns ``{"leaderboard": {"objective", "goal", "trials": [{"name", "params", "value",
-    "status"}]}, "best": {..., "exp_ref", "sha"} | None, "target_met", "succeeded", "failed",
-    "skipped", "report_uri"}``.
+    "status"}]}, "best": {..., "exp_ref", "sha"} | None, "target", "target_met", "succeeded",
+    "failed", "skipped", "report_uri"}``; give the task's id to
+    :class:`~airflow_provider_mlci.operators.report.MetricsReportOperator`'s ``include_tasks``
+    to put the leaderboard in another report.
 
     Fails (no retry) when more than ``max_failed_trials`` trials failed, or when none succeeded.
 
@@ -358,12 +382,13 @@ class SweepLeaderboardOperator(BaseOperator):
         summary = {
             "leaderboard": board,
             "best": best,
+            "target": objective.target,
             "target_met": target_met(rows, objective),
             "succeeded": len(rows) - len(failed) - len(skipped),
             "failed": len(failed),
             "skipped": len(skipped),
         }
-        summary["report_uri"] = self._write_report(context, objective, summary)
+        summary["report_uri"] = self._write_report(context, summary)
         if best is not None:
             self.log.info(
                 "Best trial: %s, %s = %s (%s)", best["name"], objective.metric, best["value"], best.get("exp_ref")
@@ -401,35 +426,18 @@ class SweepLeaderboardOperator(BaseOperator):
                     found.add(int(index))
         return found
 
-    def _write_report(self, context: Context, objective: Objective, summary: Mapping[str, Any]) -> str:
+    def _write_report(self, context: Context, summary: Mapping[str, Any]) -> str:
         from airflow_provider_mlci.core.report import section_for
         from airflow_provider_mlci.links.report import REPORT_URI_KEY, storage_uri
         from airflow_provider_mlci.operators.validation import _report_folder
 
         ti = context["ti"]
         title = self.title or f"{ti.dag_id}: sweep leaderboard"
-        best = summary["best"]
-        goal = f"{objective.goal.value} {objective.metric}"
-        goal += f", target {objective.target}" if objective.target is not None else ""
-        lines = [
-            f"Objective: {goal}.",
-            f"Trials: {summary['succeeded']} succeeded, {summary['failed']} failed, {summary['skipped']} skipped.",
-        ]
-        if objective.target is not None:
-            lines.append(f"Target met: {'yes' if summary['target_met'] else 'no'}.")
-        if best is not None:
-            params = ", ".join(f"{k}={v}" for k, v in (best.get("params") or {}).items())
-            lines.append(
-                f"Best trial: {best['name']} ({objective.metric} = {best['value']}; {params}), "
-                f"experiment {best.get('exp_ref')} at {str(best.get('sha'))[:12]}."
-            )
-        table = section_for("Leaderboard", summary["leaderboard"])
-        md = [f"# {title}", "", *[f"- {line}" for line in lines], "", f"## {table.title}", "", table.markdown, ""]
+        section = section_for("Leaderboard", summary)
+        md = [f"# {title}", "", section.markdown, ""]
         page = (
             f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"</head><body><h1>{html.escape(title)}</h1><ul>"
-            + "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-            + f"</ul><h2>{html.escape(table.title)}</h2>{table.html}</body></html>\n"
+            f"</head><body><h1>{html.escape(title)}</h1>{section.html}</body></html>\n"
         )
         folder = _report_folder(context, self.report_base, self.report_conn_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -439,3 +447,129 @@ class SweepLeaderboardOperator(BaseOperator):
         ti.xcom_push(key=REPORT_URI_KEY, value=uri)
         self.log.info("Leaderboard report: %s/report.html", uri)
         return uri
+
+
+class SweepBestBranchOperator(_DvcWorkspaceMixin, BaseOperator):
+    """Put the best trial of a sweep on a branch of the git remote, as ``dvc exp branch`` and ``git push`` would.
+
+    Reads the best trial from the leaderboard task and creates ``branch`` at its experiment's
+    commit on the git remote, with a plain push (never a force-push). A retried task finds the
+    branch already there and changes nothing; a branch that already holds another commit fails
+    the task (not retried), naming it. The gate and the release then work on an ordinary branch
+    (see :func:`~airflow_provider_mlci.core.experiments.branch_experiment`).
+
+    Returns ``{"repo", "rev", "sha", "branch", "created", "experiment", "exp_ref", "trial":
+    {"name", "params", "value"}}``; pin the commit downstream with
+    ``{{ ti.xcom_pull(task_ids='<this>')['sha'] }}``.
+
+    :param leaderboard_task_id: the :class:`SweepLeaderboardOperator` task
+    :param branch: the branch to create (templated); default: ``sweep/<best trial's name>``,
+        unique per DAG run as trial names are
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    """
+
+    template_fields: Sequence[str] = ("branch",)
+    ui_color = _SWEEP_COLOR
+
+    def __init__(
+        self,
+        *,
+        leaderboard_task_id: str,
+        branch: str | None = None,
+        dvc_conn_id: str = "mlci_dvc_default",
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.leaderboard_task_id = leaderboard_task_id
+        self.branch = branch
+        self.rev = "HEAD"
+        self.dvc_conn_id = dvc_conn_id
+        self.cache_dir = cache_dir
+        self._best: Mapping[str, Any] = {}
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.exceptions import MlciError
+
+        summary = context["ti"].xcom_pull(task_ids=self.leaderboard_task_id)
+        best = summary.get("best") if isinstance(summary, Mapping) else None
+        with airflow_failures():
+            if not isinstance(best, Mapping) or not best.get("sha") or not best.get("exp_ref"):
+                raise MlciError(f"No best trial to branch: task {self.leaderboard_task_id} ranked none.")
+        self._best = best
+        self.rev = str(best["sha"])
+        return self._with_workspace(context)
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core.experiments import branch_experiment
+
+        best = self._best
+        branch = self.branch or f"sweep/{best['name']}"
+        result = branch_experiment(workspace, str(best["exp_ref"]), branch, sha=workspace.sha)
+        self.log.info(
+            "Best trial %s is on branch %s (%s)%s",
+            best["name"],
+            branch,
+            workspace.sha[:12],
+            "" if result["created"] else ", already",
+        )
+        return {**result, "trial": {k: best.get(k) for k in ("name", "params", "value")}}
+
+
+class SweepPromotionOutcomeOperator(BaseOperator):
+    """Say what became of the best trial of a sweep: promoted (version and tags), or kept off the stage and why.
+
+    The last task of a sweep with a promotion: run it with ``trigger_rule="none_failed_min_one_success"``
+    downstream of the gate and of the promotion, so that it runs whichever way the gate went (a
+    refused candidate is an outcome, not a failure). Returns ``{"promoted", "model", "stage",
+    "trial", "branch", "sha", "version", "tags", "replaced", "reasons"}``.
+
+    :param branch_task_id: the :class:`SweepBestBranchOperator` task
+    :param gate_task_id: the :class:`~airflow_provider_mlci.operators.model.ModelGateBranchOperator` task
+    :param promote_task_id: the :class:`~airflow_provider_mlci.operators.model.PromoteModelOperator` task
+    """
+
+    ui_color = _SWEEP_COLOR
+
+    def __init__(self, *, branch_task_id: str, gate_task_id: str, promote_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.branch_task_id = branch_task_id
+        self.gate_task_id = gate_task_id
+        self.promote_task_id = promote_task_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.operators.model import DECISION_KEY
+
+        ti = context["ti"]
+        branched = ti.xcom_pull(task_ids=self.branch_task_id) or {}
+        decision = ti.xcom_pull(task_ids=self.gate_task_id, key=DECISION_KEY) or {}
+        released = ti.xcom_pull(task_ids=self.promote_task_id)
+        released = released if isinstance(released, Mapping) else None
+        trial = (branched.get("trial") or {}).get("name")
+        outcome = {
+            "promoted": released is not None,
+            "model": decision.get("model"),
+            "stage": decision.get("stage"),
+            "trial": trial,
+            "branch": branched.get("branch"),
+            "sha": branched.get("sha"),
+            "version": released.get("version") if released else None,
+            "tags": list(released.get("tags") or []) if released else [],
+            "replaced": released.get("replaced") if released else None,
+            "reasons": list(decision.get("reasons") or []),
+        }
+        if released is not None:
+            self.log.info(
+                "Trial %s is %s %s on %s (%s)",
+                trial,
+                outcome["model"],
+                outcome["version"],
+                outcome["stage"],
+                ", ".join(outcome["tags"]) or "already there",
+            )
+        else:
+            self.log.info("Trial %s was not promoted to %s:", trial, outcome["stage"])
+            for reason in outcome["reasons"]:
+                self.log.info("  because %s", reason)
+        return outcome

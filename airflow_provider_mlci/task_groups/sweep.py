@@ -19,22 +19,118 @@ ranks them, returns the best and stores a leaderboard report.
 the target is skipped; trials already running finish (and are ranked). The leaderboard says
 ``target_met`` and counts the skipped trials. With ``parallel_trials`` = n, up to n - 1 trials
 may still start after the one that met the target, while it is finishing.
+
+**Promotion.** With ``promote=SweepPromotion(model=..., rules=..., stage="prod")``, the best trial
+goes through the same release gate as any other candidate::
+
+    leaderboard >> branch >> gate >> [promote] >> outcome
+
+``<group>.branch`` puts the best trial's experiment on a branch of the git remote (``sweep/<trial
+name>`` unless ``branch`` says otherwise; never force-pushed); ``<group>.gate`` compares that commit
+with the model on the stage (:class:`~airflow_provider_mlci.operators.model.ModelGateBranchOperator`:
+the same evaluation data, every rule); ``<group>.promote`` registers a version and moves the stage
+in one tag push, or is skipped when the gate refuses; ``<group>.outcome`` says which, and is the
+group's last task, so ``sweep >> next_task`` runs either way. Nothing is promoted when no trial
+succeeded, when the leaderboard fails (too many failed trials), or when the gate refuses. The model
+name and the stage are checked by ``generate``, before any trial runs (and when the DAG is parsed,
+unless templated).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk import TaskGroup
 
+from airflow_provider_mlci.exceptions import MlciConfigError
+from airflow_provider_mlci.operators.model import ModelGateBranchOperator, PromoteModelOperator
 from airflow_provider_mlci.operators.sweep import (
+    SweepBestBranchOperator,
     SweepLeaderboardOperator,
+    SweepPromotionOutcomeOperator,
     SweepTrialOperator,
     SweepTrialsOperator,
 )
 
-__all__ = ["SweepTaskGroup"]
+__all__ = ["SweepPromotion", "SweepTaskGroup"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPromotion:
+    """Release the best trial of a sweep through the model gate.
+
+    ::
+
+        SweepPromotion(
+            model="fraud-detector",
+            stage="prod",
+            rules={"accuracy": {"direction": "higher", "floor": 0.8, "min_improvement": 0.005}},
+        )
+
+    :param model: the model's name in the registry (and in ``dvc.yaml``'s ``artifacts:``) (templated)
+    :param rules: the gate's rules, ``{metric: {"direction", "floor", "min_improvement",
+        "min_relative_improvement", "max_regression"}}`` (see
+        :class:`~airflow_provider_mlci.operators.model.ModelGateOperator`)
+    :param stage: the stage to promote to; the model on it is the one to beat (templated)
+    :param branch: the branch of the git remote the best trial's experiment is put on
+        (templated); default: ``sweep/<best trial's name>``
+    :param bump: the part of the version a new registration increments: ``major``, ``minor``
+        or ``patch``
+    :param metrics_files: the metrics files the gate reads (default: every one ``dvc.yaml`` names)
+    :param eval_data: the evaluation inputs that must match the deployed model's (default: every
+        dependency of the stage that writes the metrics, except the model)
+    :param allow_different_data: compare even when the evaluations differ (recorded in the decision)
+    :raises MlciConfigError: an invalid model or stage name, a bad rule or bump, naming it
+    """
+
+    model: str
+    rules: Mapping[str, Mapping[str, Any]]
+    stage: str = "prod"
+    branch: str | None = None
+    bump: str = "minor"
+    metrics_files: Sequence[str] | None = None
+    eval_data: Sequence[str] | None = None
+    allow_different_data: bool = False
+
+    def __post_init__(self) -> None:
+        from airflow_provider_mlci.core.gate import GateSpec
+        from airflow_provider_mlci.core.registry import Bump, check_model_name, check_stage_name
+
+        if not _templated(self.model):
+            check_model_name(self.model)
+        if not _templated(self.stage):
+            check_stage_name(self.stage)
+        if not isinstance(self.rules, Mapping):
+            raise MlciConfigError(f"promote rules must be a mapping of metric to rule, not {self.rules!r}.")
+        GateSpec.of(self.rules)
+        Bump.of(self.bump)
+
+    @classmethod
+    def of(cls, value: SweepPromotion | Mapping[str, Any]) -> SweepPromotion:
+        """Build from a :class:`SweepPromotion` or its mapping (``{"model", "rules", "stage", ...}``).
+
+        :param value: the promotion as written
+        :raises MlciConfigError: an unknown key or a bad value, naming it
+        """
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise MlciConfigError(f"promote={value!r}: give a SweepPromotion or its mapping.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise MlciConfigError(f"promote: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
+        missing = sorted({"model", "rules"} - set(value))
+        if missing:
+            raise MlciConfigError(f"promote: {' and '.join(missing)} missing.")
+        return cls(**value)
+
+
+def _templated(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
 
 
 class SweepTaskGroup(TaskGroup):
@@ -64,6 +160,8 @@ class SweepTaskGroup(TaskGroup):
     :param trial_args: more keyword arguments for the trial tasks (``pool``, ``retries``,
         ``execution_timeout``, ...)
     :param report_base: the folder or URL the leaderboard report goes under
+    :param promote: release the best trial through the model gate: a :class:`SweepPromotion` or
+        its mapping (see the module's docs); ``None``: rank only
     :param kwargs: passed to ``TaskGroup`` (``tooltip``, ``default_args``, ...)
     """
 
@@ -87,8 +185,10 @@ class SweepTaskGroup(TaskGroup):
         cache_dir: str | None = None,
         trial_args: Mapping[str, Any] | None = None,
         report_base: str | None = None,
+        promote: SweepPromotion | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        promotion = SweepPromotion.of(promote) if promote is not None else None
         super().__init__(group_id=group_id, **kwargs)
         goal_spec = {"metric": objective, "goal": goal, "target": target}
         extra = dict(trial_args or {})
@@ -101,6 +201,7 @@ class SweepTaskGroup(TaskGroup):
                 max_trials=max_trials,
                 seed=seed,
                 rev=rev,
+                promotion={"model": promotion.model, "stage": promotion.stage} if promotion else None,
                 dvc_conn_id=dvc_conn_id,
                 cache_dir=cache_dir,
             )
@@ -124,3 +225,49 @@ class SweepTaskGroup(TaskGroup):
                 trigger_rule="all_done",
             )
             self.trials >> self.leaderboard
+            self.branch: SweepBestBranchOperator | None = None
+            self.gate: ModelGateBranchOperator | None = None
+            self.promote: PromoteModelOperator | None = None
+            self.outcome: SweepPromotionOutcomeOperator | None = None
+            if promotion is not None:
+                self._promotion(promotion, dvc_conn_id=dvc_conn_id, cache_dir=cache_dir)
+
+    def _promotion(self, promotion: SweepPromotion, *, dvc_conn_id: str, cache_dir: str | None) -> None:
+        """Add branch >> gate >> [promote] >> outcome after the leaderboard (inside the group)."""
+        repo = {"dvc_conn_id": dvc_conn_id, "cache_dir": cache_dir}
+        self.branch = SweepBestBranchOperator(
+            task_id="branch", leaderboard_task_id=self.leaderboard.task_id, branch=promotion.branch, **repo
+        )
+        best = f"{{{{ ti.xcom_pull(task_ids='{self.child_id('branch')}')['sha'] }}}}"
+        promote_id, outcome_id = self.child_id("promote"), self.child_id("outcome")
+        self.gate = ModelGateBranchOperator(
+            task_id="gate",
+            model=promotion.model,
+            rules=promotion.rules,
+            rev=best,
+            stage=promotion.stage,
+            metrics_files=promotion.metrics_files,
+            eval_data=promotion.eval_data,
+            allow_different_data=promotion.allow_different_data,
+            if_promote=[promote_id, outcome_id],
+            if_skip=outcome_id,
+            **repo,
+        )
+        self.promote = PromoteModelOperator(
+            task_id="promote",
+            model=promotion.model,
+            rev=best,
+            stage=promotion.stage,
+            bump=promotion.bump,
+            gate_task_id=self.gate.task_id,
+            **repo,
+        )
+        self.outcome = SweepPromotionOutcomeOperator(
+            task_id="outcome",
+            branch_task_id=self.branch.task_id,
+            gate_task_id=self.gate.task_id,
+            promote_task_id=promote_id,
+            trigger_rule="none_failed_min_one_success",
+        )
+        self.leaderboard >> self.branch >> self.gate >> [self.promote, self.outcome]
+        self.promote >> self.outcome

@@ -1,4 +1,6 @@
-"""The sweep example, run for real with ``dag.test()``: trials as mapped tasks, each a DVC experiment."""
+"""The sweep example, run for real with ``dag.test()``: trials as mapped tasks, each a DVC experiment;
+the best one branched, gated and promoted with GTO tags; a refusing gate or a failed leaderboard promotes
+nothing."""
 
 from __future__ import annotations
 
@@ -12,6 +14,13 @@ from tests.conftest import EXAMPLE_DAGS
 
 DAG_ID = "example_hyperparameter_sweep"
 DAG_FILE = EXAMPLE_DAGS / "example_hyperparameter_sweep.py"
+MODEL = "fraud-detector"
+
+
+def tags(project) -> dict[str, str]:
+    """The remote's annotated tags and the commit each points at."""
+    out = project.git("for-each-ref", "--format=%(refname:lstrip=2) %(*objectname)", "refs/tags", cwd=project.remote)
+    return dict(line.split(" ") for line in out.splitlines())
 
 
 @pytest.fixture
@@ -21,11 +30,12 @@ def use_cache(monkeypatch, worker_cache, tmp_path):
     return worker_cache
 
 
-def test_the_sweep_records_every_trial_as_an_experiment_and_ranks_them(
+def test_the_sweep_records_every_trial_as_an_experiment_ranks_them_and_promotes_the_best(
     run_dag, dvc_project, dvc_connection, use_cache, tmp_path
 ):
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
-    record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main", "max_trials": 3, "seed": 1})
+    assert tags(dvc_project) == {}  # nothing deployed: the gate's floors alone decide
+    record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main", "max_trials": 3, "seed": 1, "stage": "prod"})
     assert record.state == "success", record.task_states
     assert record.task_states == {
         "sweep.generate": "success",
@@ -33,6 +43,10 @@ def test_the_sweep_records_every_trial_as_an_experiment_and_ranks_them(
         "sweep.trial[1]": "success",
         "sweep.trial[2]": "success",
         "sweep.leaderboard": "success",
+        "sweep.branch": "success",
+        "sweep.gate": "success",
+        "sweep.promote": "success",
+        "sweep.outcome": "success",
         "best_report": "success",
     }
     planned = record.xcom["sweep.generate"]
@@ -66,6 +80,27 @@ def test_the_sweep_records_every_trial_as_an_experiment_and_ranks_them(
     assert "| rank | trial | train.epochs | train.learning_rate | accuracy | status |" in texts["sweep.leaderboard"]
     assert f"Best trial: {summary['best']['name']}" in texts["sweep.leaderboard"]
     assert record.xcom["best_report"]["sha"] == summary["best"]["sha"]
+    assert f"Best trial: {summary['best']['name']}" in texts["best_report"]  # the leaderboard as a section
+    assert "Decision: **promote** (against nothing deployed)." in texts["best_report"]
+
+    # The best trial is on a branch of the remote, and released: GTO tags at its commit.
+    best, refs = summary["best"], dvc_project.remote_refs()
+    assert refs[f"refs/heads/sweep/{best['name']}"] == best["sha"]
+    assert record.xcom["sweep.branch"]["created"] is True
+    outcome = record.xcom["sweep.outcome"]
+    assert outcome == {
+        "promoted": True,
+        "model": MODEL,
+        "stage": "prod",
+        "trial": best["name"],
+        "branch": f"sweep/{best['name']}",
+        "sha": best["sha"],
+        "version": "v0.1.0",
+        "tags": [f"{MODEL}@v0.1.0", f"{MODEL}#prod#1"],
+        "replaced": None,
+        "reasons": [],
+    }
+    assert tags(dvc_project) == {f"{MODEL}@v0.1.0": best["sha"], f"{MODEL}#prod#1": best["sha"]}
 
     # A fresh clone sees them with DVC's own commands.
     clone = tmp_path / "clone"
@@ -90,17 +125,30 @@ with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz=
         target={target},
         max_failed_trials={max_failed},
         rev="main",
+        promote={promote!r},
     )
 """
+#: A release no trial can earn: accuracy above 1.
+UNREACHABLE = {"model": MODEL, "stage": "prod", "rules": {"accuracy": {"direction": "higher", "floor": 1.01}}}
 
 
-def sweep_dag(dag_id: str, *, epochs: list, target: float | None = None, max_failed: int | None = None) -> str:
-    return SWEEP_DAG.format(dag_id=dag_id, epochs=epochs, target=target, max_failed=max_failed)
+def sweep_dag(
+    dag_id: str,
+    *,
+    epochs: list,
+    target: float | None = None,
+    max_failed: int | None = None,
+    promote: dict | None = None,
+) -> str:
+    return SWEEP_DAG.format(dag_id=dag_id, epochs=epochs, target=target, max_failed=max_failed, promote=promote)
 
 
-def test_failed_trials_count_against_max_failed_trials(run_dag, dvc_project, dvc_connection, use_cache, capfd):
+def test_failed_trials_count_against_max_failed_trials_and_nothing_is_promoted_that_is_refused(
+    run_dag, dvc_project, dvc_connection, use_cache, capfd
+):
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
-    record = run_dag("sweep_tolerant", source=sweep_dag("sweep_tolerant", epochs=["many", 10], max_failed=1))
+    source = sweep_dag("sweep_tolerant", epochs=["many", 10], max_failed=1, promote=UNREACHABLE)
+    record = run_dag("sweep_tolerant", source=source)
     assert record.state == "success", record.task_states
     assert record.task_states["sweep.trial[0]"] == "success"  # a failed trial is a result, not a failed task
     assert record.xcom["sweep.trial[0]"]["status"] == "failed"
@@ -109,11 +157,24 @@ def test_failed_trials_count_against_max_failed_trials(run_dag, dvc_project, dvc
     assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (1, 1, 0)
     assert summary["best"]["name"] == record.xcom["sweep.trial[1]"]["name"]
     assert [t["status"] for t in summary["leaderboard"]["trials"]] == ["success", "failed"]
+    # The gate refuses the best trial: it stays on its branch, nothing is tagged, the run is green.
+    assert (record.task_states["sweep.gate"], record.task_states["sweep.promote"]) == ("success", "skipped")
+    assert record.task_states["sweep.outcome"] == "success"
+    outcome = record.xcom["sweep.outcome"]
+    assert (outcome["promoted"], outcome["version"], outcome["tags"]) == (False, None, [])
+    assert outcome["reasons"] == [f"accuracy: accuracy = {summary['best']['value']:g} is below the floor 1.01"]
+    assert dvc_project.remote_refs()[f"refs/heads/{outcome['branch']}"] == summary["best"]["sha"]
+    assert tags(dvc_project) == {}
 
-    strict = run_dag("sweep_strict", source=sweep_dag("sweep_strict", epochs=["many", 10], max_failed=0))
+    # Too many failed trials: the leaderboard fails and the promotion does not even start.
+    strict = run_dag(
+        "sweep_strict", source=sweep_dag("sweep_strict", epochs=["many", 10], max_failed=0, promote=UNREACHABLE)
+    )
     assert strict.state == "failed", strict.task_states
     assert strict.task_states["sweep.leaderboard"] == "failed"
+    assert {strict.task_states[f"sweep.{t}"] for t in ("branch", "gate", "promote", "outcome")} == {"upstream_failed"}
     assert "1 of 2 trials failed, more than max_failed_trials=0" in capfd.readouterr().out
+    assert tags(dvc_project) == {}
 
 
 def test_a_met_target_skips_the_trials_that_start_after_it(run_dag, dvc_project, dvc_connection, use_cache, capfd):

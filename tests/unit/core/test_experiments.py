@@ -8,10 +8,15 @@ import sys
 
 import pytest
 
-from airflow_provider_mlci.core.experiments import check_experiment_name, experiment_ref, run_trial
+from airflow_provider_mlci.core.experiments import (
+    branch_experiment,
+    check_experiment_name,
+    experiment_ref,
+    run_trial,
+)
 from airflow_provider_mlci.core.sweep import Trial
 from airflow_provider_mlci.core.workspace import Workspace
-from airflow_provider_mlci.exceptions import MlciConfigError
+from airflow_provider_mlci.exceptions import GitConflictError, GitRevisionNotFoundError, MlciConfigError
 from airflow_provider_mlci.testing.repos import REMOTE_NAME
 from tests.unit.core.test_dvc_ops import access_for, remote_files
 
@@ -100,3 +105,64 @@ def test_an_objective_the_pipeline_does_not_produce_is_a_config_error_naming_it(
 def test_bad_experiment_names_are_refused(name):
     with pytest.raises(MlciConfigError, match="not a valid experiment name"):
         check_experiment_name(name)
+
+
+def pushed_experiment(project, name: str) -> tuple[str, str]:
+    """An experiment commit on the git remote, laid out as DVC lays it out (``refs/exps/...``).
+
+    Made with git alone: branching an experiment needs nothing of DVC but the ref's layout
+    (the sweep's integration test branches experiments that ``dvc exp run`` made).
+    """
+    base = project.head()
+    project.git("checkout", "--quiet", "--detach")
+    params = project.work / "params.yaml"
+    params.write_text(params.read_text() + f"# {name}\n")
+    project.git("commit", "--quiet", "-am", f"Experiment {name}")
+    sha = project.head()
+    ref = experiment_ref(base, name)
+    project.git("push", "--quiet", "origin", f"HEAD:{ref}")
+    project.git("checkout", "--quiet", "main")
+    return ref, sha
+
+
+def branch_in(project, cache, exp_ref: str, branch: str) -> dict:
+    with Workspace.open(access_for(project), "main", cache_dir=cache) as ws:
+        return branch_experiment(ws, exp_ref, branch)
+
+
+def test_an_experiment_becomes_a_branch_on_the_remote_once(dvc_project, worker_cache):
+    ref, sha = pushed_experiment(dvc_project, "trial-002-abc1234")
+    created = branch_in(dvc_project, worker_cache, ref, "sweep/trial-002-abc1234")
+    assert created == {
+        "branch": "sweep/trial-002-abc1234",
+        "sha": sha,
+        "exp_ref": ref,
+        "experiment": "trial-002-abc1234",
+        "created": True,
+    }
+    assert ls_remote(dvc_project)["refs/heads/sweep/trial-002-abc1234"] == sha
+    refs = ls_remote(dvc_project)
+    again = branch_in(dvc_project, worker_cache, ref, "sweep/trial-002-abc1234")  # a retried task
+    assert again == {**created, "created": False}
+    assert ls_remote(dvc_project) == refs
+
+
+def test_a_branch_that_holds_another_commit_is_a_conflict_naming_it(dvc_project, worker_cache):
+    ref, _ = pushed_experiment(dvc_project, "trial-001-abc1234")
+    main = dvc_project.head()
+    dvc_project.git("push", "--quiet", "origin", "main:refs/heads/release")
+    refs = ls_remote(dvc_project)
+    with pytest.raises(GitConflictError, match=rf"Branch 'release' of .* already exists at {main[:12]}.*nothing was"):
+        branch_in(dvc_project, worker_cache, ref, "release")
+    assert ls_remote(dvc_project) == refs  # not moved, no force
+
+
+def test_what_cannot_be_branched_is_refused_naming_it(dvc_project, worker_cache):
+    ref, _ = pushed_experiment(dvc_project, "trial-001-abc1234")
+    with pytest.raises(MlciConfigError, match=r"'bad\.\.name' is not a valid branch name"):
+        branch_in(dvc_project, worker_cache, ref, "bad..name")
+    with pytest.raises(MlciConfigError, match="'refs/heads/main' is not an experiment ref"):
+        branch_in(dvc_project, worker_cache, "refs/heads/main", "x")
+    missing = experiment_ref(dvc_project.head(), "trial-009-gone")
+    with pytest.raises(GitRevisionNotFoundError, match=f"The experiment {missing} is not on"):
+        branch_in(dvc_project, worker_cache, missing, "x")

@@ -24,7 +24,7 @@ def test_the_constructors_only_store(tmp_path):
     )
     assert gen.space == {"lr": {"gaussian": [0, 1]}}
     assert gen.max_trials == "{{ params.n }}"
-    assert gen.template_fields == ("space", "max_trials", "seed", "name_suffix", "rev")
+    assert gen.template_fields == ("space", "max_trials", "seed", "name_suffix", "rev", "promotion")
     trial = SweepTrialOperator(task_id="t", trial={"name": "x"}, dvc_conn_id="absent", cache_dir=str(cache))
     assert trial.template_fields == ("trial", "rev", "targets")
     board = SweepLeaderboardOperator(task_id="b", generate_task_id="g", trial_task_id="t", objective={"metric": "m"})
@@ -111,3 +111,157 @@ def test_goals_are_written_as_max_or_min_and_targets_as_numbers(goal, expected):
     assert Objective.of({"metric": "accuracy", "target": ""}).target is None
     with pytest.raises(Exception, match="target='high' is not a number"):
         Objective.of({"metric": "accuracy", "target": "high"})
+
+
+RULES = {"accuracy": {"direction": "higher", "floor": 0.6}}
+
+
+def test_a_promotion_adds_branch_gate_promote_and_outcome_after_the_leaderboard():
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.task_groups.sweep import SweepPromotion, SweepTaskGroup
+
+    with DAG("sweep_release", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        group = SweepTaskGroup(
+            group_id="sweep",
+            space=["train.epochs=10,20"],
+            objective="accuracy",
+            promote=SweepPromotion(model="fraud-detector", stage="{{ params.stage }}", rules=RULES, bump="patch"),
+            dvc_conn_id="repo",
+        )
+    assert set(dag.task_dict) == {
+        "sweep.generate",
+        "sweep.trial",
+        "sweep.leaderboard",
+        "sweep.branch",
+        "sweep.gate",
+        "sweep.promote",
+        "sweep.outcome",
+    }
+    assert group.leaderboard.downstream_task_ids == {"sweep.branch"}
+    assert group.branch.downstream_task_ids == {"sweep.gate"}
+    assert group.gate.downstream_task_ids == {"sweep.promote", "sweep.outcome"}
+    assert group.gate.if_promote == ["sweep.promote", "sweep.outcome"]
+    assert group.gate.if_skip == "sweep.outcome"
+    assert group.promote.downstream_task_ids == {"sweep.outcome"}
+    assert group.outcome.trigger_rule == "none_failed_min_one_success"
+    assert group.gate.rev == group.promote.rev == "{{ ti.xcom_pull(task_ids='sweep.branch')['sha'] }}"
+    assert (group.gate.model, group.gate.stage, group.gate.rules) == ("fraud-detector", "{{ params.stage }}", RULES)
+    assert (group.promote.gate_task_id, group.promote.bump) == ("sweep.gate", "patch")
+    assert {t.dvc_conn_id for t in (group.branch, group.gate, group.promote)} == {"repo"}
+    assert group.generate.promotion == {"model": "fraud-detector", "stage": "{{ params.stage }}"}
+    assert "promotion" in group.generate.template_fields
+    assert group.branch.branch is None  # sweep/<best trial's name>, decided when the best is known
+
+
+@pytest.mark.parametrize(
+    ("promote", "message"),
+    [
+        ({"model": "x y", "rules": RULES}, "'x y' is not a valid model name"),
+        ({"model": "fraud", "stage": "pr od", "rules": RULES}, "'pr od' is not a valid stage name"),
+        ({"model": "fraud", "rules": {"accuracy": {"direction": "up"}}}, "direction='up' is not one of higher"),
+        ({"model": "fraud", "rules": {}}, "A gate needs at least one metric rule"),
+        ({"model": "fraud", "rules": RULES, "bump": "huge"}, "bump='huge' is not one of major"),
+        ({"model": "fraud", "rules": RULES, "stages": "prod"}, "unknown key(s) stages"),
+        ({"model": "fraud"}, "promote: rules missing"),
+    ],
+)
+def test_a_bad_promotion_fails_when_the_dag_is_parsed_naming_it(promote, message):
+    from airflow_provider_mlci.exceptions import MlciConfigError
+    from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+    with pytest.raises(MlciConfigError, match=re.escape(message)):
+        SweepTaskGroup(group_id="sweep", space=["train.epochs=10"], objective="accuracy", promote=promote)
+
+
+def test_the_promotion_target_is_checked_before_any_trial_runs():
+    op = SweepTrialsOperator(
+        task_id="g", space={"a": [1]}, promotion={"model": "-bad-", "stage": "prod"}, dvc_conn_id="absent"
+    )
+    with pytest.raises(AirflowFailException, match="'-bad-' is not a valid model name"):
+        op.execute(CONTEXT)  # before the repository is even reached
+
+
+def test_a_stage_the_repository_does_not_allow_fails_before_any_trial_runs(dvc_project, dvc_connection, worker_cache):
+    conn = dvc_connection(str(dvc_project.remote), conn_id="sweep_repo")
+    op = SweepTrialsOperator(
+        task_id="g",
+        space={"a": [1]},
+        rev="main",
+        promotion={"model": "fraud-detector", "stage": "qa"},
+        dvc_conn_id=conn,
+        cache_dir=str(worker_cache),
+    )
+    with pytest.raises(AirflowFailException, match=r"Unknown stage 'qa': the repository's \.gto allows staging, prod"):
+        op.execute(CONTEXT)
+
+
+def test_branching_without_a_best_trial_fails_without_retry():
+    from airflow_provider_mlci.operators.sweep import SweepBestBranchOperator
+
+    op = SweepBestBranchOperator(task_id="b", leaderboard_task_id="board", dvc_conn_id="absent")
+    ti = SimpleNamespace(xcom_pull=lambda **_: {"best": None, "leaderboard": {"trials": []}})
+    with pytest.raises(AirflowFailException, match="No best trial to branch: task board ranked none"):
+        op.execute({"ti": ti})
+
+
+def test_the_outcome_says_what_was_promoted_or_why_not():
+    from airflow_provider_mlci.operators.sweep import SweepPromotionOutcomeOperator
+
+    op = SweepPromotionOutcomeOperator(task_id="o", branch_task_id="b", gate_task_id="g", promote_task_id="p")
+    branched = {"branch": "sweep/trial-001-x", "sha": "a" * 40, "trial": {"name": "trial-001-x"}}
+    decision = {"model": "fraud", "stage": "prod", "promote": False, "reasons": ["accuracy: below the floor 0.99"]}
+    values = {("b", None): branched, ("g", "decision"): decision, ("p", None): None}
+    ti = SimpleNamespace(xcom_pull=lambda task_ids, key=None: values[(task_ids, key)])
+    refused = op.execute({"ti": ti})
+    assert refused == {
+        "promoted": False,
+        "model": "fraud",
+        "stage": "prod",
+        "trial": "trial-001-x",
+        "branch": "sweep/trial-001-x",
+        "sha": "a" * 40,
+        "version": None,
+        "tags": [],
+        "replaced": None,
+        "reasons": ["accuracy: below the floor 0.99"],
+    }
+    values[("g", "decision")] = {**decision, "promote": True, "reasons": []}
+    values[("p", None)] = {"version": "v0.1.0", "tags": ["fraud@v0.1.0", "fraud#prod#1"], "replaced": None}
+    promoted = op.execute({"ti": ti})
+    assert (promoted["promoted"], promoted["version"], promoted["tags"]) == (
+        True,
+        "v0.1.0",
+        ["fraud@v0.1.0", "fraud#prod#1"],
+    )
+
+
+def test_a_sweep_summary_renders_as_a_report_section():
+    from airflow_provider_mlci.core.report import section_for
+
+    summary = {
+        "leaderboard": {
+            "objective": "accuracy",
+            "goal": "maximize",
+            "trials": [
+                {"name": "trial-002", "params": {"lr": 0.1}, "value": 0.91, "status": "success"},
+                {"name": "trial-001", "params": {"lr": 1.0}, "value": None, "status": "failed"},
+            ],
+        },
+        "best": {"name": "trial-002", "params": {"lr": 0.1}, "value": 0.91, "exp_ref": "refs/exps/x", "sha": "b" * 40},
+        "target": 0.95,
+        "target_met": False,
+        "succeeded": 1,
+        "failed": 1,
+        "skipped": 0,
+    }
+    section = section_for("sweep.leaderboard", summary)
+    assert "- Objective: maximize accuracy, target 0.95." in section.markdown
+    assert "- Trials: 1 succeeded, 1 failed, 0 skipped." in section.markdown
+    assert "- Target met: no." in section.markdown
+    best = f"- Best trial: trial-002 (accuracy = 0.91; lr=0.1), experiment refs/exps/x at {'b' * 12}."
+    assert best in section.markdown
+    assert "| 1 | trial-002 | 0.1 | 0.91 | success |" in section.markdown
+    assert "<li>Trials: 1 succeeded, 1 failed, 0 skipped.</li>" in section.html
+    assert section_for("x", {**summary, "best": None}).markdown.count("Best trial: none.") == 1
