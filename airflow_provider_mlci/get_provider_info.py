@@ -176,6 +176,15 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "s3://ml-jobs/airflow-mlci",
                         "default": "",
                     },
+                    "compute_backend": {
+                        "description": "Where task groups that take compute=None run their heavy stages: local "
+                        "(on the worker itself) or ec2 (on a GPU instance launched for the run and terminated after; "
+                        "needs compute_job_base and an aws connection). Read when the DAG file is parsed.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "ec2",
+                        "default": "local",
+                    },
                     "reports_conn_id": {
                         "description": "The connection object storage reports_dir is read and written with "
                         "(for example an aws connection). Empty means the storage's default.",

@@ -110,17 +110,25 @@ def run_dag(airflow_db: Path, dags_folder: Path) -> Callable[..., Any]:
 
     Call as ``run_dag(dag_id, source=...)`` with the DAG file's text, or ``run_dag(dag_id, path=...)``
     with a file to copy (an example DAG); either way the file goes into the DAGs folder first.
+    ``logical_date`` runs it for that date (default: now).
     """
     from airflow_provider_mlci.testing.airflow import latest_run
 
-    def _run(dag_id: str, *, source: str | None = None, path: Path | None = None, conf: dict | None = None) -> Any:
+    def _run(
+        dag_id: str,
+        *,
+        source: str | None = None,
+        path: Path | None = None,
+        conf: dict | None = None,
+        logical_date: Any = None,
+    ) -> Any:
         target = dags_folder / f"{dag_id}.py"
         if source is not None:
             target.write_text(source)
         elif path is not None:
             shutil.copyfile(path, target)
         dag = load_dag_file(target, dag_id)
-        dag_run = dag.test(run_conf=conf)
+        dag_run = dag.test(run_conf=conf, **({"logical_date": logical_date} if logical_date else {}))
         record = latest_run(dag_id, dag_run.run_id)
         assert record is not None
         return record

@@ -260,7 +260,7 @@ def _judge(rule: MetricRule, candidate: Mapping[str, Any], champion: Mapping[str
         if not old.usable:
             reasons.append(f"deployed model: {old.problem}; cannot compare")
         elif new.usable:
-            delta = new.value - old.value
+            delta = round(new.value - old.value, 12)  # 0.4623 - 0.4625 is -0.00020000000000003348
             relative = delta / abs(old.value) if old.value else None
             gain = delta if higher else -delta
             # Metrics files round their values: 0.781 - 0.791 must count as exactly -0.01.

@@ -197,9 +197,10 @@ def diff_rows(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[dic
 def section_for(title: str, value: Any) -> ReportSection:
     """A section for what an upstream task returned, shaped by what it is.
 
-    Knows a data validation summary, a model validation verdict, a gate decision, a sweep
-    (``{"leaderboard": {...}, "best": ...}``, as the sweep's leaderboard task returns it) and a bare
-    leaderboard (``{"trials": [...]}``); anything else is shown as JSON.
+    Knows a data validation summary, a model validation verdict, a gate decision, a release
+    outcome (``{"promoted", "tags", "reasons", ...}``), a sweep (``{"leaderboard": {...}, "best":
+    ...}``, as the sweep's leaderboard task returns it) and a bare leaderboard (``{"trials":
+    [...]}``); anything else is shown as JSON.
 
     :param title: the section's heading (e.g. the task id)
     :param value: the task's XCom value
@@ -208,6 +209,8 @@ def section_for(title: str, value: Any) -> ReportSection:
         return _gate_section(title, value)
     if isinstance(value, Mapping) and "checks" in value and "passed" in value:
         return _verdict_section(title, value)
+    if isinstance(value, Mapping) and {"promoted", "tags", "reasons"} <= value.keys():
+        return _release_section(title, value)
     if isinstance(value, Mapping) and "rows_checked" in value:
         return _validation_section(title, value)
     board = value.get("leaderboard") if isinstance(value, Mapping) else None
@@ -341,6 +344,36 @@ def _verdict_section(title: str, verdict: Mapping[str, Any]) -> ReportSection:
     md = [f"Model {verdict.get('model')}: **{result}**.", "", *_table_md(header, rows)]
     body = [f"<p>Model {_e(str(verdict.get('model')))}: <strong>{result}</strong>.</p>", _table_html(header, rows)]
     return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+
+
+def _release_section(title: str, outcome: Mapping[str, Any]) -> ReportSection:
+    model, stage = outcome.get("model"), outcome.get("stage")
+    lines = []
+    started = outcome.get("from")
+    if isinstance(started, Mapping) and "from_scratch" in started:
+        deployed = started.get("deployed") or {}
+        lines.append(
+            "Trained from scratch: no model was deployed."
+            if started["from_scratch"]
+            else f"Refined from {deployed.get('version') or '?'} ({str(deployed.get('sha'))[:12]})."
+        )
+    if outcome.get("promoted"):
+        replaced = (outcome.get("replaced") or {}).get("version")
+        lines.append(
+            f"**Promoted** {model} {outcome.get('version')} to {stage}"
+            + (f", replacing {replaced}" if replaced else "")
+            + f" (tags: {', '.join(outcome.get('tags') or []) or 'already there'})."
+        )
+    else:
+        lines.append(f"**Kept** the deployed {model} on {stage}.")
+        lines += [f"- {reason}" for reason in outcome.get("reasons") or []]
+    md = "\n\n".join(line for line in lines if not line.startswith("- "))
+    reasons = [line for line in lines if line.startswith("- ")]
+    markdown = md + ("\n\n" + "\n".join(reasons) if reasons else "")
+    html = "".join(f"<p>{_e(line).replace('**', '')}</p>" for line in lines if not line.startswith("- "))
+    if reasons:
+        html += "<ul>" + "".join(f"<li>{_e(line[2:])}</li>" for line in reasons) + "</ul>"
+    return ReportSection(title=title, markdown=markdown, html=html)
 
 
 def _validation_section(title: str, summary: Mapping[str, Any]) -> ReportSection:

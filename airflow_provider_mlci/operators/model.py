@@ -324,15 +324,9 @@ class _GateMixin(_DvcWorkspaceMixin):
 
 
 def _lock_at(workspace: Workspace, sha: str) -> dict[str, Any] | None:
-    import yaml
+    from airflow_provider_mlci.core.refine import yaml_at
 
-    result = workspace.git.run(["show", f"{sha}:dvc.lock"], cwd=workspace.path, capture=True)
-    if result.returncode != 0:
-        return None
-    try:
-        data = yaml.safe_load(result.stdout)
-    except yaml.YAMLError:
-        return None
+    data = yaml_at(workspace, sha, "dvc.lock")
     return data if isinstance(data, dict) else None
 
 
@@ -633,3 +627,27 @@ def _store_report(context: Context, name: str, payload: Mapping[str, Any], title
 def _run_evidence(context: Context) -> dict[str, Any]:
     ti = context["ti"]
     return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id}
+
+
+def release_outcome(ti: Any, gate_task_id: str, promote_task_id: str) -> dict[str, Any]:
+    """What the gate decided and the promotion wrote, as small JSON.
+
+    :param ti: the running task instance
+    :param gate_task_id: the gate task
+    :param promote_task_id: the promotion task
+    """
+    decision = ti.xcom_pull(task_ids=gate_task_id, key=DECISION_KEY) or {}
+    released = ti.xcom_pull(task_ids=promote_task_id)
+    released = released if isinstance(released, Mapping) else None
+    return {
+        "promoted": released is not None,
+        "model": decision.get("model"),
+        "stage": decision.get("stage"),
+        "sha": (decision.get("candidate") or {}).get("sha"),
+        "version": released.get("version") if released else None,
+        "tags": list(released.get("tags") or []) if released else [],
+        "replaced": released.get("replaced") if released else None,
+        "reasons": list(decision.get("reasons") or []),
+        "champion": decision.get("champion"),
+        "metrics": decision.get("metrics") or [],
+    }

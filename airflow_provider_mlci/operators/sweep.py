@@ -539,27 +539,14 @@ class SweepPromotionOutcomeOperator(BaseOperator):
         self.promote_task_id = promote_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.operators.model import DECISION_KEY
+        from airflow_provider_mlci.operators.model import release_outcome
 
         ti = context["ti"]
         branched = ti.xcom_pull(task_ids=self.branch_task_id) or {}
-        decision = ti.xcom_pull(task_ids=self.gate_task_id, key=DECISION_KEY) or {}
-        released = ti.xcom_pull(task_ids=self.promote_task_id)
-        released = released if isinstance(released, Mapping) else None
+        released = release_outcome(ti, self.gate_task_id, self.promote_task_id)
         trial = (branched.get("trial") or {}).get("name")
-        outcome = {
-            "promoted": released is not None,
-            "model": decision.get("model"),
-            "stage": decision.get("stage"),
-            "trial": trial,
-            "branch": branched.get("branch"),
-            "sha": branched.get("sha"),
-            "version": released.get("version") if released else None,
-            "tags": list(released.get("tags") or []) if released else [],
-            "replaced": released.get("replaced") if released else None,
-            "reasons": list(decision.get("reasons") or []),
-        }
-        if released is not None:
+        outcome = {**released, "trial": trial, "branch": branched.get("branch"), "sha": branched.get("sha")}
+        if outcome["promoted"]:
             self.log.info(
                 "Trial %s is %s %s on %s (%s)",
                 trial,

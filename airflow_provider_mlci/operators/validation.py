@@ -398,6 +398,8 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
     :param min_row_ratio: the new row count must be at least this fraction of the old (0.5)
     :param max_row_ratio: and at most this multiple of it (2.0)
     :param mode: ``"fail"`` or ``"warn"``
+    :param skip_without_baseline: skip the task (instead of failing) when ``baseline_rev`` renders
+        empty, e.g. a baseline read from the registry before any model was deployed
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param format: ``csv``, ``parquet`` or ``jsonl``; default: from the file name
     :param conn_id: the connection for URL datasets
@@ -422,6 +424,7 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
         min_row_ratio: float = 0.5,
         max_row_ratio: float = 2.0,
         mode: str = "fail",
+        skip_without_baseline: bool = False,
         dvc_conn_id: str = "mlci_dvc_default",
         format: str | None = None,
         conn_id: str | None = None,
@@ -431,6 +434,7 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.dataset = dataset
+        self.skip_without_baseline = skip_without_baseline
         self.baseline_rev = baseline_rev
         self.rev = rev
         self.baseline_dataset = baseline_dataset
@@ -451,6 +455,10 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
         from airflow_provider_mlci.core.tabular import TableFormat
         from airflow_provider_mlci.exceptions import DataValidationError, MlciConfigError
 
+        if self.skip_without_baseline and not self.baseline_rev and not self.baseline_dataset:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"No baseline revision to compare {self.dataset} with: no drift check.")
         with airflow_failures():
             mode = _mode(self.mode)
             thresholds = drift.DriftThresholds(

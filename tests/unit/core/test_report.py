@@ -125,3 +125,28 @@ def test_trend_spec_orders_commits_oldest_first():
     spec = trend_spec("acc", [{"label": "c1", "value": 0.5}, {"label": "c2", "value": 0.6}])
     assert [v["commit"] for v in spec["data"]["values"]] == ["c1", "c2"]
     assert spec["encoding"]["x"]["sort"] == {"field": "order"}
+
+
+def test_a_release_outcome_says_how_the_candidate_started_and_what_became_of_it():
+    kept = {
+        "promoted": False,
+        "model": "fraud-detector",
+        "stage": "prod",
+        "tags": [],
+        "reasons": ["logloss: regressed by 0.03 <b>"],
+        "from": {"from_scratch": False, "deployed": {"version": "v0.1.0", "sha": "6adf05235efab066e012"}},
+    }
+    section = section_for("refine.outcome", kept)
+    assert "Refined from v0.1.0 (6adf05235efa)." in section.markdown
+    assert "**Kept** the deployed fraud-detector on prod." in section.markdown
+    assert "- logloss: regressed by 0.03 <b>" in section.markdown
+    assert "&lt;b&gt;" in section.html
+    assert "<b>" not in section.html
+    promoted = {**kept, "promoted": True, "version": "v0.2.0", "tags": ["fraud-detector@v0.2.0"], "reasons": []}
+    promoted.update(replaced={"version": "v0.1.0"}, **{"from": {"from_scratch": True, "deployed": None}})
+    section = section_for("refine.outcome", promoted)
+    assert "Trained from scratch: no model was deployed." in section.markdown
+    assert (
+        "**Promoted** fraud-detector v0.2.0 to prod, replacing v0.1.0 (tags: fraud-detector@v0.2.0)."
+        in section.markdown
+    )

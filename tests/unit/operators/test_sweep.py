@@ -226,6 +226,8 @@ def test_the_outcome_says_what_was_promoted_or_why_not():
         "tags": [],
         "replaced": None,
         "reasons": ["accuracy: below the floor 0.99"],
+        "champion": None,
+        "metrics": [],
     }
     values[("g", "decision")] = {**decision, "promote": True, "reasons": []}
     values[("p", None)] = {"version": "v0.1.0", "tags": ["fraud@v0.1.0", "fraud#prod#1"], "replaced": None}

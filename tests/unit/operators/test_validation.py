@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_provider_mlci.operators.validation import DataDriftCheckOperator, DataValidationOperator
 
@@ -45,4 +45,35 @@ def test_validation_with_both_chunk_bytes_and_a_memory_budget_is_refused():
         task_id="v", dataset="data/raw.csv", schema="schemas/raw.yaml", chunk_bytes=2**20, memory_budget_mb=1024
     )
     with pytest.raises(AirflowFailException, match="not both"):
+        op.execute({})
+
+
+def test_drift_without_a_baseline_revision_is_skipped_when_asked_before_reading_anything():
+    # No such connection: any attempt to reach the repository would fail, not skip.
+    op = DataDriftCheckOperator(
+        task_id="d",
+        dataset="data/raw.csv",
+        baseline_rev="",
+        skip_without_baseline=True,
+        dvc_conn_id="no_such_connection",
+    )
+    with pytest.raises(AirflowSkipException, match=r"No baseline revision to compare data/raw\.csv with"):
+        op.execute({})
+
+
+def test_drift_without_a_baseline_revision_still_fails_without_the_flag_or_checks_a_baseline_dataset():
+    op = DataDriftCheckOperator(task_id="d", dataset="data/raw.csv", baseline_rev="", dvc_conn_id="no_such_connection")
+    assert op.skip_without_baseline is False
+    with pytest.raises(AirflowFailException, match="give baseline_rev or baseline_dataset"):
+        op.execute({})
+    # A baseline dataset is a baseline: the flag does not skip, the arguments are checked as usual.
+    op = DataDriftCheckOperator(
+        task_id="d",
+        dataset="data/raw.xls",
+        baseline_dataset="data/old.csv",
+        baseline_rev="",
+        skip_without_baseline=True,
+        dvc_conn_id="no_such_connection",
+    )
+    with pytest.raises(AirflowFailException, match=r"data/raw\.xls"):
         op.execute({})
