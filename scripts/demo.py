@@ -1,14 +1,21 @@
-"""``make demo``: run the demo DAGs end to end on the embedded default.
+"""``make demo``: two nights of refinement and a hyperparameter sweep, end to end on the embedded default.
 
 Everything lives under ``.demo/`` in the checkout: an Airflow home with a SQLite database, the
-demo DVC project (copied from ``example_dags/demo_project``) pushed to a local bare git remote
-and a local DVC remote, and the worker cache. Then ``airflow dags test`` runs the DAG that
-validates the data and reproduces the pipeline, and the script prints the run's state and the
-metrics the pipeline produced. Last, a change (more training epochs, on a branch) is reported
-against ``main`` with ``example_pr_report``, and the script prints where the report is.
+demo DVC project (copied from ``example_dags/demo_project``, day 0's data generated) pushed to a
+local bare git remote and a local DVC remote, the worker cache and the reports. Then, with
+``airflow dags test``:
 
-Options (also as ``make demo REV=...``): ``--rev`` reproduces another revision, ``--repo-url``
-points the connection at another repository (both to see how bad input fails).
+1. ``example_nightly_refinement`` for day 1: nothing is deployed yet, so it trains from scratch,
+   validates, and the gate (floors only) releases ``fraud-detector`` v0.1.0 to ``prod``;
+2. a new day of data lands on ``main``; ``example_nightly_refinement`` for day 2 fine-tunes the
+   deployed model on all the data and the gate compares it with v0.1.0 on the frozen evaluation
+   set: it is promoted or the deployed model is kept;
+3. ``example_hyperparameter_sweep`` runs 8 trials (each a DVC experiment pushed to the git
+   remote), ranks them, and releases the best one only if it beats the deployed model.
+
+The script prints each decision, the best trial and where the reports are. ``--trials`` changes
+the sweep's size; ``--repo-url`` points the connection at another repository (to see how bad
+input fails).
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
-DAG_ID = "example_dvc_repro"
 BIN = Path(sys.executable).parent
 
 sys.path.insert(0, str(ROOT))
@@ -47,14 +53,6 @@ def build_project(root: Path) -> Any:
     print(f"    git remote: {project.remote}  (branch main at {project.head()[:12]})")
     print(f"    DVC remote: {project.dvc_remote_url}")
     return project
-
-
-def commit_training(project: Any, epochs: int, branch: str) -> str:
-    """Train for ``epochs`` in the working copy, commit the results to ``branch`` and push it."""
-    params = project.work / "params.yaml"
-    params.write_text(re.sub(r"epochs: \d+", f"epochs: {epochs}", params.read_text()))
-    project.dvc("repro", "--quiet")
-    return project.commit_and_push(f"Train for {epochs} epochs", branch=branch)
 
 
 def airflow_env(repo_url: str) -> dict[str, str]:
@@ -87,16 +85,52 @@ def run_logged(argv: list[str], env: dict[str, str], log_path: Path, *, show: tu
         return proc.wait()
 
 
+def dags_test(dag_id: str, env: dict[str, str], log_name: str, *, conf: dict[str, Any], date: str = "") -> Any:
+    """``airflow dags test`` one DAG (for ``date``, else now), echoing the lines that tell the story."""
+    from airflow_provider_mlci.testing.airflow import latest_run
+
+    show = ("No fraud-detector model", "Refining", "train: fitted", "evaluate:", "drifted", "no drift",
+            "Gate decision", "  because", "ok    ", "FAILED", "Pushed", "Promoted", "Kept the deployed",
+            "Trial ", "Error", "Marking task as FAILED", "Dag run in failure")  # fmt: skip
+    argv = [str(BIN / "airflow"), "dags", "test", dag_id, *([date] if date else []), "--conf", json.dumps(conf)]
+    log_path = DEMO / "logs" / log_name
+    code = run_logged(argv, env, log_path, show=show)
+    os.environ.update(env)
+    record = latest_run(dag_id)
+    if code != 0 or record is None or record.state != "success":
+        failed = sorted(t for t, s in (record.task_states.items() if record else ()) if s == "failed")
+        print(f"    {dag_id} did not succeed (failed: {', '.join(failed) or 'see the log'}); log: {log_path}")
+        return None
+    print(f"    full log: {log_path}")
+    return record
+
+
+def say_outcome(outcome: dict[str, Any], report: dict[str, Any] | None) -> None:
+    champion = outcome.get("champion") or {}
+    against = f"against {champion.get('version')}" if champion else "with nothing deployed (floors only)"
+    print(f"    candidate {str(outcome.get('sha'))[:12]} {against}:")
+    for metric in outcome.get("metrics") or []:
+        values = f"{metric['candidate']} (deployed {metric['champion']}, delta {metric['delta']})"
+        print(f"      {metric['metric']}: {values}")
+    if outcome["promoted"]:
+        tags = ", ".join(outcome["tags"])
+        print(f"    => PROMOTED {outcome['model']} {outcome['version']} to {outcome['stage']}: {tags}")
+    else:
+        print(f"    => KEPT the deployed model: {'; '.join(outcome['reasons'])}")
+    if report:
+        print(f"    report: {report['html']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rev", default=os.environ.get("REV") or "main", help="revision to reproduce (default main)")
+    parser.add_argument("--trials", type=int, default=int(os.environ.get("TRIALS") or 8), help="sweep size (8)")
     parser.add_argument("--repo-url", default=os.environ.get("REPO_URL") or None, help="another repository URL")
     args = parser.parse_args()
     started = time.monotonic()
-    total = 5
+    total = 6
 
-    step(1, total, "Creating the demo DVC project with a local git remote and a local DVC remote")
-    for scratch in ("project", "worker-cache"):
+    step(1, total, "Creating the demo DVC project (day 0's data) with a local git remote and a local DVC remote")
+    for scratch in ("project", "worker-cache", "airflow"):
         shutil.rmtree(DEMO / scratch, ignore_errors=True)
     project = build_project(DEMO / "project")
     repo_url = args.repo_url or str(project.remote)
@@ -108,68 +142,65 @@ def main() -> int:
         print(f"    airflow db migrate failed: see {DEMO / 'logs' / 'db-migrate.log'}")
         return 1
 
-    step(3, total, f"Running the DAG {DAG_ID} with `airflow dags test` (rev={args.rev!r}, repo={repo_url})")
-    log_path = DEMO / "logs" / "dags-test.log"
-    conf = json.dumps({"rev": args.rev})
-    show = ("Checked out", "Validating", "rows valid", "failure case", "Running stage", "is cached",
-            "didn't change", "Stage ", "Pulled", "pushed",
-            "Error", "Marking task", "Task instance in", "Dag run")  # fmt: skip
-    code = run_logged([str(BIN / "airflow"), "dags", "test", DAG_ID, "--conf", conf], env, log_path, show=show)
+    decisions = []
+    for day, date in ((1, "2026-11-01T02:00:00+00:00"), (2, "2026-11-02T02:00:00+00:00")):
+        if day == 2:
+            step(4, total, "Day 2: a new batch of transactions lands on main; the nightly refinement runs again")
+            sha = add_a_day_of_data(project, day - 1)
+            print(f"    main is now {sha[:12]}: data/raw.csv grew by one day's batch (dvc add, dvc push, git push)")
+        else:
+            step(3, total, "Day 1: the nightly refinement, with no model deployed yet")
+        record = dags_test(
+            "example_nightly_refinement", env, f"refinement-day{day}.log", conf={"rev": "main"}, date=date
+        )
+        if record is None:
+            return 1
+        begun = record.xcom["refine.start"]
+        if begun["from_scratch"]:
+            print("    nothing was on prod: trained from scratch")
+        else:
+            deployed = begun["deployed"]
+            print(f"    refined {deployed['version']} ({deployed['sha'][:12]}) on branch {begun['commit']['branch']}")
+        print(f"    stages: {record.xcom['refine.refine']['stages']}")
+        say_outcome(record.xcom["refine.outcome"], record.xcom.get("refine.report"))
+        decisions.append((f"day {day}", record.xcom["refine.outcome"]))
 
-    step(4, total, "Result")
-    os.environ.update(env)
-    from airflow_provider_mlci.testing.airflow import latest_run
-
-    record = latest_run(DAG_ID)
-    state = record.state if record else "missing"
-    result = record.xcom.get("reproduce") if record else None
-    for task_id, task_state in sorted(record.task_states.items()) if record else ():
-        print(f"    task {task_id}: {task_state}")
-    print(f"    DAG run state: {state}")
-    checked = record.xcom.get("validate_data") if record else None
-    if checked:
-        print(f"    data {checked['dataset']}: {checked['rows_checked']} rows against {checked['schema']}, "
-              f"valid={checked['valid']} (report: {checked['report_uri']})")  # fmt: skip
-    if result:
-        print(f"    commit: {result['sha']} ({result['rev']})")
-        for stage, outcome in result["stages"].items():
-            print(f"    stage {stage}: {outcome}")
-        for path, values in result["metrics"].items():
-            print(f"    metrics {path}: {json.dumps(values)}")
-    print(f"    full log: {log_path}")
-    ok = state == "success" and code == 0
-    if ok and not args.repo_url:
-        ok = report_a_change(project, env, total)
-    print(f"    took {time.monotonic() - started:.0f} s")
-    return 0 if ok else 1
-
-
-def report_a_change(project: Any, env: dict[str, str], total: int) -> bool:
-    """Commit a trained model on main and a better-trained one on a branch; report the branch against main."""
-    from airflow_provider_mlci.testing.airflow import latest_run
-
-    step(5, total, "Reporting a change: branch more-epochs (150 epochs) against main (10 epochs)")
-    commit_training(project, 10, "main")
-    project.git("checkout", "--quiet", "-b", "more-epochs")
-    commit_training(project, 150, "more-epochs")
-    log_path = DEMO / "logs" / "report.log"
-    conf = json.dumps({"rev": "more-epochs", "baseline_rev": "main"})
-    code = run_logged(
-        [str(BIN / "airflow"), "dags", "test", "example_pr_report", "--conf", conf],
-        env,
-        log_path,
-        show=("Report:", "Report problem", "Error"),
+    step(
+        5, total, f"A hyperparameter sweep: {args.trials} trials, each a DVC experiment; the best one through the gate"
     )
-    record = latest_run("example_pr_report")
-    result = record.xcom.get("report") if record else None
-    if code != 0 or not result:
-        print(f"    the report failed: see {log_path}")
-        return False
-    print(f"    metrics changed: {', '.join(result['metrics_changed']) or 'none'}")
-    print(f"    plots: {', '.join(result['plots'])}")
-    print(f"    report: {result['html']}")
-    print(f"            {result['markdown']}")
-    return True
+    conf = {"rev": "main", "max_trials": args.trials, "seed": 1, "stage": "prod"}
+    record = dags_test("example_hyperparameter_sweep", env, "sweep.log", conf=conf)
+    if record is None:
+        return 1
+    board = record.xcom["sweep.leaderboard"]
+    ranked = board["leaderboard"]
+    print(f"    {board['succeeded']} trials succeeded, {board['failed']} failed, {board['skipped']} skipped; top 3:")
+    for rank, row in enumerate(ranked["trials"][:3], start=1):
+        print(f"    #{rank} {row['name']}: {ranked['objective']} {row['value']} {json.dumps(row['params'])}")
+    best = board["best"]
+    print(f"    best trial: {best['name']} ({best['sha'][:12]}), on branch {record.xcom['sweep.branch']['branch']}")
+    say_outcome(record.xcom["sweep.outcome"], record.xcom.get("best_report"))
+    decisions.append(("sweep", record.xcom["sweep.outcome"]))
+
+    step(6, total, "Summary")
+    for label, outcome in decisions:
+        verdict = f"promoted {outcome['version']}" if outcome["promoted"] else "kept the deployed model"
+        print(f"    {label:6} {verdict}")
+    print(f"    releases: cd {project.work} && git fetch -q --tags && {BIN / 'gto'} show")
+    print(
+        f"    reports under {DEMO / 'airflow' / 'mlci-reports'}; `make airflow` shows the runs and their Report links"
+    )
+    print(f"    took {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def add_a_day_of_data(project: Any, day: int) -> str:
+    """Append day ``day``'s batch to data/raw.csv, track it, push data and commit; return the commit."""
+    subprocess.run(
+        [sys.executable, "src/generate.py", "--day", str(day), "--rows", "1000"], cwd=project.work, check=True
+    )
+    project.dvc("add", "--quiet", "data/raw.csv")
+    return project.commit_and_push(f"Transactions of day {day}")
 
 
 if __name__ == "__main__":
