@@ -19,6 +19,7 @@ BENCHMARKS = (
     "bench.bench_validation",
     "bench.bench_registry",
     "bench.bench_gpu",
+    "bench.bench_sweep",
 )
 
 

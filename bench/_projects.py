@@ -141,3 +141,42 @@ class Cli:
             lines.append(f"    endpointurl = {self.remote['endpointurl']}")
         lines += ["[cache]", f"    dir = {self.cache}"]
         (self.work / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
+
+
+def sweep_project(root: Path, *, trial_seconds: float) -> Any:
+    """A one-stage project for sweeps: ``train`` reads ``train.lr``, sleeps ``trial_seconds``
+    (``time.sleep``, so parallel trials cost no CPU) and writes ``metrics.json``.
+
+    :param root: an empty folder to build in
+    :param trial_seconds: how long the stage's command takes (its ``train.seconds`` param)
+    """
+    from airflow_provider_mlci.testing import create_dvc_project
+
+    template = root / "sweep-template"
+    template.mkdir(parents=True)
+    (template / "params.yaml").write_text(f"train:\n  lr: 0.1\n  seconds: {trial_seconds}\n")
+    (template / "train.py").write_text(
+        "import json, math, time\n"
+        "import yaml\n"
+        "params = yaml.safe_load(open('params.yaml'))['train']\n"
+        "rows = open('data/raw.csv').read().splitlines()\n"
+        "time.sleep(float(params['seconds']))\n"
+        "accuracy = 1 - abs(math.log10(float(params['lr'])) + 1.5) / 10\n"
+        "json.dump({'lr': params['lr'], 'rows': len(rows)}, open('model.json', 'w'))\n"
+        "json.dump({'accuracy': round(accuracy, 4)}, open('metrics.json', 'w'))\n"
+    )
+    (template / "dvc.yaml").write_text(
+        "stages:\n"
+        "  train:\n"
+        "    cmd: python train.py\n"
+        "    deps:\n      - train.py\n      - data/raw.csv\n"
+        "    params:\n      - train\n"
+        "    outs:\n      - model.json\n"
+        "    metrics:\n      - metrics.json:\n          cache: false\n"
+    )
+
+    def make_data(work: Path) -> None:
+        (work / "data").mkdir()
+        (work / "data" / "raw.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(500)))
+
+    return create_dvc_project(template, root / "sweep-project", track=["data/raw.csv"], prepare=make_data)

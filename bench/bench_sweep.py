@@ -1,0 +1,288 @@
+"""A hyperparameter sweep under a real scheduler against DVC's own experiment queue.
+
+Ours: a DAG with :class:`~airflow_provider_mlci.task_groups.sweep.SweepTaskGroup` (grid of
+``train.lr``, ``parallel_trials=2``) run by a real Airflow (``tests/helpers/cluster.py``:
+scheduler, dag-processor, triggerer, api-server; LocalExecutor, parallelism 2, SQLite), timed
+on our own clock from the trigger request to the run's ``success`` (the run's span in the
+metadata DB is printed too). Each trial clones, runs ``dvc exp run``, pushes outputs and
+run-cache to the DVC remote and the experiment's ref to the git remote.
+
+Baseline: in a clone of the same project (cloned and data pulled before the clock starts),
+``dvc exp run --queue -S train.lr=<v>`` once per trial with the same params, then ``dvc queue
+start -j 2``, timed until every experiment's ref is in the clone (no push). Each arm gets its
+own copy of the remotes and an empty cache, so no arm restores the other's run-cache. The
+baseline runs first, before the cluster starts. Full mode: 8 trials of a 20 s stage, one
+sample; quick mode: 2 trials of 2 s (only so that it cannot rot). Goal: <= 1.0x.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench._common import Comparison
+from bench._projects import ROOT, sweep_project
+
+PARALLEL = 2
+DAG_ID = "bench_sweep"
+CONN_ID = "mlci_bench_sweep"
+LEARNING_RATES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+ARTIFACTS = ROOT / "test-artifacts" / "bench-sweep"
+_EXP_REF = re.compile(r"^refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/[^/]+$")
+
+DAG_SOURCE = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+    with DAG(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False):
+        SweepTaskGroup(
+            group_id="sweep",
+            space={{"train.lr": {values!r}}},
+            objective="accuracy",
+            max_trials={trials},
+            parallel_trials={parallel},
+            max_failed_trials=0,
+            rev="main",
+            dvc_conn_id={conn_id!r},
+        )
+    """
+)
+
+
+def run(quick: bool) -> Iterator[Comparison]:
+    trials, seconds = (2, 2.0) if quick else (8, 20.0)
+    values = list(LEARNING_RATES[:trials])
+    with tempfile.TemporaryDirectory(prefix="mlci-bench-sweep-") as tmp:
+        root = Path(tmp)
+        env = _environment(root)
+        template = sweep_project(root / "template", trial_seconds=seconds)
+        overrides = _overrides(values)
+        baseline, base_note = _baseline(template.copy_to(root / "base"), overrides, env, root / "base-scratch")
+        ours, our_note = _ours(template.copy_to(root / "ours"), values, env, root / "airflow")
+    print(f"  sweep, ours: {our_note}", flush=True)
+    print(f"  sweep, baseline: {base_note}", flush=True)
+    yield Comparison(
+        name=f"sweep: {trials} trials x {seconds:.0f} s, {PARALLEL} parallel (scheduler)",
+        ours=[ours],
+        baseline=[baseline],
+        baseline_name=f"dvc exp run --queue x{trials} + dvc queue start -j {PARALLEL}",
+        goal="<= 1.0",
+    )
+
+
+def _environment(root: Path) -> dict[str, str]:
+    """What both arms run with: this interpreter first on ``PATH``, a git identity of their own."""
+    gitconfig = root / "gitconfig"
+    gitconfig.write_text("[user]\n\tname = mlci bench\n\temail = mlci-bench@example.invalid\n")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_GLOBAL": str(gitconfig), "GIT_CONFIG_NOSYSTEM": "1"}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    return env
+
+
+def _overrides(values: list[float]) -> list[list[str]]:
+    """The ``-S`` strings of each trial, as the sweep's ``generate`` task makes them."""
+    from airflow_provider_mlci.core.sweep import SearchSpace
+
+    trials = SearchSpace.of({"train.lr": values}).trials(max_trials=len(values), seed=0, map_limit=1024)
+    return [trial.overrides for trial in trials]
+
+
+# ----------------------------------------------------------------------------------- baseline
+
+
+def _baseline(project: Any, overrides: list[list[str]], env: dict[str, str], scratch: Path) -> tuple[float, str]:
+    """Queue every trial and run the queue with ``-j 2``; return the seconds and a note.
+
+    :param project: this arm's copy of the project
+    :param overrides: each trial's ``-S`` strings
+    :param env: the environment of the DVC commands
+    :param scratch: an empty folder for the clone
+    """
+    clone = scratch / "clone"
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run(["git", "clone", "--quiet", str(project.remote), str(clone)], env=env, check=True)
+    (clone / ".dvc" / "config.local").write_text(f"['remote \"storage\"']\n    url = {project.dvc_remote_url}\n")
+    _run([*dvc, "pull", "--quiet", "data/raw.csv.dvc"], clone, env)
+    try:
+        started = time.perf_counter()
+        for sets in overrides:
+            _run([*dvc, "exp", "run", "--queue", *[arg for s in sets for arg in ("-S", s)]], clone, env)
+        queued = time.perf_counter()
+        _run([*dvc, "queue", "start", "-j", str(PARALLEL)], clone, env)
+        _wait_for_experiments(clone, len(overrides), env)
+        seconds = time.perf_counter() - started
+    finally:
+        _stop_queue(clone, env)
+    note = (
+        f"{seconds:.1f} s from the first queue command to the last experiment's ref; queueing {queued - started:.1f} s"
+    )
+    return seconds, note
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def _wait_for_experiments(clone: Path, count: int, env: dict[str, str], timeout: float = 1800) -> None:
+    """Wait until ``count`` experiment refs are in ``clone`` (cheap: git, not the DVC CLI).
+
+    :raises RuntimeError: an experiment failed, or the queue's workers are gone
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        working = bool(_processes_in(clone))  # before the refs: the workers may end once the last is in
+        refs = _run(["git", "for-each-ref", "--format=%(refname)"], clone, env).split()
+        if sum(1 for ref in refs if _EXP_REF.match(ref)) >= count:
+            return
+        if "refs/exps/celery/failed" in refs or not working:
+            status = _run([sys.executable, "-m", "dvc", "queue", "status"], clone, env)
+            raise RuntimeError(f"the DVC queue failed or stopped early:\n{status}")
+        time.sleep(0.25)
+    raise TimeoutError(f"the DVC queue did not run {count} experiments in {timeout} s")
+
+
+def _stop_queue(clone: Path, env: dict[str, str]) -> None:
+    """``dvc queue stop``, then stop whatever still runs in the clone (workers, stage commands)."""
+    subprocess.run([sys.executable, "-m", "dvc", "queue", "stop"], cwd=clone, env=env, capture_output=True)
+    _stop_processes_in(clone, grace=10)
+
+
+def _stop_processes_in(folder: Path, *, grace: float) -> None:
+    """Wait up to ``grace`` seconds for the processes working in ``folder`` to end, then kill them."""
+    from tests.helpers.procs import wait_dead
+
+    deadline = time.monotonic() + grace
+    for pid in _processes_in(folder):
+        if not wait_dead(pid, timeout=max(0.0, deadline - time.monotonic())):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Live processes whose working directory is ``folder`` or below it (what the queue started)."""
+    from tests.helpers.procs import alive
+
+    folder = folder.resolve()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cwd = Path(os.readlink(f"/proc/{entry}/cwd"))
+        except OSError:
+            continue
+        if cwd.is_relative_to(folder) and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+# ----------------------------------------------------------------------------------- ours
+
+
+def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) -> tuple[float, str]:
+    """Run the sweep DAG on a real Airflow; return the seconds from trigger to success and a note.
+
+    :param project: this arm's copy of the project
+    :param values: the learning rates of the grid
+    :param env: the environment the components start from
+    :param home: an empty folder for ``AIRFLOW_HOME``
+    """
+    from tests.helpers.cluster import AirflowCluster
+
+    cluster = AirflowCluster(home=home, log_dir=home / "cluster-logs")
+    cluster.env.update(_airflow_env(env, project, home))
+    dags = home / "dags"
+    dags.mkdir(parents=True)
+    source = DAG_SOURCE.format(dag_id=DAG_ID, values=values, trials=len(values), parallel=PARALLEL, conn_id=CONN_ID)
+    (dags / f"{DAG_ID}.py").write_text(source)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    _run([airflow, "db", "migrate"], home, cluster.env)
+    try:
+        cluster.start()
+        cluster.wait_for_dag(DAG_ID, timeout=180)
+        started = time.perf_counter()
+        run_id = cluster.trigger(DAG_ID)
+        state = cluster.wait_for_run(DAG_ID, run_id, timeout=1800)
+        seconds = time.perf_counter() - started
+        tis = cluster.task_instances(DAG_ID, run_id)
+        if state != "success":
+            raise RuntimeError(
+                f"the sweep ended {state}: {[(ti['task_id'], ti['map_index'], ti['state']) for ti in tis]}"
+            )
+        dag_run = cluster.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+    except BaseException:
+        _keep_logs(home)
+        raise
+    finally:
+        cluster.stop()
+        _stop_processes_in(home / "worker-cache", grace=5)  # a trial's DVC child runs in a session of its own
+    return seconds, f"{seconds:.1f} s from the trigger request to success (own clock); {_breakdown(dag_run, tis)}"
+
+
+def _airflow_env(env: dict[str, str], project: Any, home: Path) -> dict[str, str]:
+    """The settings of this arm's Airflow: its own home and database, the project's connection."""
+    connection = {
+        "conn_type": "mlci_dvc",
+        "host": str(project.remote),
+        "extra": {"dvc_remote_url": project.dvc_remote_url},
+    }
+    return {
+        **env,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__MLCI__CACHE_DIR": str(home / "worker-cache"),
+        "AIRFLOW__MLCI__REPORTS_DIR": str(home / "reports"),
+        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(connection),
+    }
+
+
+def _breakdown(dag_run: dict[str, Any], tis: list[dict[str, Any]]) -> str:
+    """Where the run's time went: its span in the DB, each step's span, the trials' mean."""
+    span = _ts(dag_run["end_date"]) - _ts(dag_run["start_date"])
+    by_id: dict[str, list[tuple[float, float]]] = {}
+    for ti in tis:
+        by_id.setdefault(ti["task_id"], []).append((_ts(ti["start_date"]), _ts(ti["end_date"])))
+    trials = by_id.get("sweep.trial", [])
+    generate, board = by_id["sweep.generate"][0], by_id["sweep.leaderboard"][0]
+    first, last = min(s for s, _ in trials), max(e for _, e in trials)
+    mean = statistics.mean(e - s for s, e in trials)
+    return (
+        f"DB run span {span:.1f} s; queued->start {_ts(dag_run['start_date']) - _ts(dag_run['queued_at']):.1f} s; "
+        f"generate {generate[1] - generate[0]:.1f} s; gap {first - generate[1]:.1f} s; "
+        f"trials {last - first:.1f} s (each {mean:.1f} s on average); gap {board[0] - last:.1f} s; "
+        f"leaderboard {board[1] - board[0]:.1f} s; to run end {_ts(dag_run['end_date']) - board[1]:.1f} s"
+    )
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _keep_logs(home: Path) -> None:
+    """Copy the components' and tasks' logs to ``test-artifacts/bench-sweep`` for a look after a failure."""
+    for name in ("cluster-logs", "logs"):
+        if (home / name).is_dir():
+            shutil.copytree(home / name, ARTIFACTS / name, dirs_exist_ok=True)
+    print(f"  sweep: logs kept in {ARTIFACTS}", file=sys.stderr)
