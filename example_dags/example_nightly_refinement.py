@@ -76,7 +76,13 @@ with DAG(
             "accuracy": {"direction": "higher", "floor": 0.6, "max_regression": 0.005},
         },
         compute=None,  # [mlci] compute_backend: local (default) or ec2
-        instance=GpuInstanceSpec(gpu="t4", spot=True, spot_fallback_on_demand=True, max_lifetime=3 * 3600),
+        instance=GpuInstanceSpec(  # used when the backend is ec2
+            gpu="t4",
+            spot=True,
+            spot_fallback_on_demand=True,
+            max_lifetime=3 * 3600,
+            instance_profile="mlci-gpu-runner",  # S3 access for the instance: no credentials travel
+        ),
         pool="mlci_gpu",
         refine_args={"retries": 1},
     )
