@@ -99,7 +99,10 @@ def test_the_sweep_records_every_trial_as_an_experiment_ranks_them_and_promotes_
         "tags": [f"{MODEL}@v0.1.0", f"{MODEL}#prod#1"],
         "replaced": None,
         "reasons": [],
+        "champion": None,  # nothing was deployed: the floors alone decided
+        "metrics": outcome["metrics"],
     }
+    assert [m["metric"] for m in outcome["metrics"]] == ["accuracy", "logloss"]
     assert tags(dvc_project) == {f"{MODEL}@v0.1.0": best["sha"], f"{MODEL}#prod#1": best["sha"]}
 
     # A fresh clone sees them with DVC's own commands.

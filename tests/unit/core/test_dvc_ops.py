@@ -19,6 +19,7 @@ from airflow_provider_mlci.exceptions import (
     DvcTransferError,
     MlciConfigError,
 )
+from tests.conftest import EVAL_ROWS
 
 STAGES = ("prepare", "train", "evaluate")
 
@@ -44,7 +45,7 @@ def test_a_fresh_pipeline_runs_every_stage_and_pushes_outputs_and_run_cache(dvc_
     assert list(outcome.stages) == list(STAGES)
     metrics = outcome.metrics["metrics.json"]
     assert 0.5 < metrics["accuracy"] <= 1
-    assert metrics["rows"] == 150
+    assert metrics["rows"] == EVAL_ROWS
     after = remote_files(dvc_project.dvc_remote_url)
     added = after - before
     assert any(name.startswith("runs/") for name in added), "run-cache was not pushed"
@@ -57,7 +58,7 @@ def test_another_worker_restores_from_the_run_cache_instead_of_running(dvc_proje
     outcome = repro(dvc_project, tmp_path / "worker-b")
     assert outcome.stages["prepare"] == "restored"
     assert outcome.stages["train"] == "restored"
-    assert outcome.metrics["metrics.json"]["rows"] == 150
+    assert outcome.metrics["metrics.json"]["rows"] == EVAL_ROWS
 
 
 def test_a_committed_lock_means_nothing_runs(dvc_project, tmp_path):
@@ -65,7 +66,7 @@ def test_a_committed_lock_means_nothing_runs(dvc_project, tmp_path):
     dvc_project.commit_and_push("Reproduce and commit the lock")
     outcome = repro(dvc_project, tmp_path / "fresh-worker")
     assert outcome.stages == dict.fromkeys(STAGES, "skipped")
-    assert outcome.metrics["metrics.json"]["rows"] == 150
+    assert outcome.metrics["metrics.json"]["rows"] == EVAL_ROWS
 
 
 def test_a_changed_param_reruns_only_what_depends_on_it(dvc_project, tmp_path):
@@ -216,7 +217,7 @@ def test_stages_run_in_separate_workspaces_hand_their_results_on(dvc_project, tm
     assert outcomes == dict.fromkeys(STAGES, "ran")
     final = dvc_ops.StageHandoff.merged(handoffs)
     assert set(final.lock["dvc.lock"]) == set(STAGES)
-    assert json.loads(final.files["metrics.json"])["rows"] == 150
+    assert json.loads(final.files["metrics.json"])["rows"] == EVAL_ROWS
     assert "eval/predictions.csv" in final.files
     # A last worker, given the whole handoff, finds everything in sync with the remote.
     with open_ws(dvc_project, tmp_path / "worker-check") as ws:
@@ -268,7 +269,7 @@ def test_sync_status_lists_what_the_lock_does_not_match(dvc_project, worker_cach
     train = dvc_project.work / "src" / "train.py"
     train.write_text(train.read_text() + "\n# tweak\n")
     params = dvc_project.work / "params.yaml"
-    params.write_text(params.read_text().replace("test_fraction: 0.25", "test_fraction: 0.3"))
+    params.write_text(params.read_text().replace("seed: 7", "seed: 8"))
     dvc_project.commit_and_push("Change code and params, forget to reproduce", dvc_push=False)
     with open_ws(dvc_project, worker_cache) as ws:
         status = dvc_ops.sync_status(ws)
@@ -326,7 +327,7 @@ def test_metrics_and_params_against_a_baseline(dvc_project, worker_cache):
     dvc_project.commit_and_push("Fewer epochs")
     with open_ws(dvc_project, worker_cache) as ws:
         report = dvc_ops.metrics(ws, baseline)
-    assert report.metrics["metrics.json"]["rows"] == 150
+    assert report.metrics["metrics.json"]["rows"] == EVAL_ROWS
     assert report.params["params.yaml"]["train"]["epochs"] == 20
     assert report.params_diff["params.yaml"]["train.epochs"] == {"old": 150, "new": 20, "diff": -130}
     logloss = report.metrics_diff["metrics.json"]["logloss"]
@@ -340,7 +341,7 @@ def test_metrics_and_params_against_a_baseline(dvc_project, worker_cache):
 def test_the_stage_graph_as_dvc_sees_it(dvc_project, worker_cache):
     with open_ws(dvc_project, worker_cache) as ws:
         graph = dvc_ops.stage_graph(ws)
-    assert graph == {"prepare": [], "train": ["prepare"], "evaluate": ["prepare", "train"]}
+    assert graph == {"prepare": [], "train": ["prepare"], "evaluate": ["train"]}
 
 
 def s3_access(project, endpoint: str, bucket: str, **fields) -> RepoAccess:

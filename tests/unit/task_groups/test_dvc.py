@@ -21,7 +21,7 @@ def test_one_task_per_stage_wired_by_the_stage_graph():
     assert set(dag.task_ids) == {"pipeline.resolve", "pipeline.prepare", "pipeline.train", "pipeline.evaluate"}
     resolve = dag.get_task("pipeline.resolve")
     assert isinstance(resolve, DvcPipelineResolveOperator)
-    assert resolve.expected_stages == {"prepare": [], "train": ["prepare"], "evaluate": ["prepare", "train"]}
+    assert resolve.expected_stages == {"prepare": [], "train": ["prepare"], "evaluate": ["train"]}
     train = dag.get_task("pipeline.train")
     assert isinstance(train, DvcReproOperator)
     assert train.targets == ["train"]
@@ -31,7 +31,7 @@ def test_one_task_per_stage_wired_by_the_stage_graph():
     assert dag.get_task("pipeline.evaluate").handoff_from == ("pipeline.prepare", "pipeline.train")
     assert train.upstream_task_ids == {"pipeline.prepare"}
     assert dag.get_task("pipeline.prepare").upstream_task_ids == {"pipeline.resolve"}
-    assert dag.get_task("pipeline.evaluate").upstream_task_ids == {"pipeline.prepare", "pipeline.train"}
+    assert dag.get_task("pipeline.evaluate").upstream_task_ids == {"pipeline.train"}
     assert "xcom_pull(task_ids='pipeline.resolve')" in train.rev
     assert group.stage_task_ids == {"prepare": "prepare", "train": "train", "evaluate": "evaluate"}
 
