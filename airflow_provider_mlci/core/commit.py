@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.git import Git
     from airflow_provider_mlci.core.workspace import Workspace
 
-__all__ = ["CommitResult", "CommitSpec", "commit_files"]
+__all__ = ["CommitResult", "CommitSpec", "commit_files", "commit_tree"]
 
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>\n]+?)\s*<(?P<email>[^<>\s]+)>\s*$")
 _REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "cannot lock ref")
@@ -127,7 +127,7 @@ def commit_files(workspace: Workspace, files: list[str], spec: CommitSpec) -> Co
         contents = _rebase(workspace, base, ours)
         if tip and all(_blob(workspace, tip, name) == data for name, data in contents.items()):
             return CommitResult(branch=spec.branch, commit=tip, created=False, attempts=attempt)
-        commit = _commit_tree(workspace, base, contents, spec, env)
+        commit = commit_tree(workspace, base, contents, spec, env)
         pushed = git.runner.run(
             ["git", "push", "--porcelain", "origin", f"{commit}:refs/heads/{spec.branch}"],
             cwd=root,
@@ -199,9 +199,17 @@ def _merge(workspace: Workspace, name: str, ours: bytes, base: bytes, theirs: by
     return merged.stdout
 
 
-def _commit_tree(
+def commit_tree(
     workspace: Workspace, base: str, contents: Mapping[str, bytes | None], spec: CommitSpec, env: dict[str, str]
 ) -> str:
+    """Commit ``contents`` (``None``: delete the path) on top of ``base``, touching no working tree; return its id.
+
+    :param workspace: the checkout whose repository holds ``base``
+    :param base: the parent commit
+    :param contents: path -> new bytes, or ``None`` to remove the path
+    :param spec: the message and author
+    :param env: git's environment (author and committer included)
+    """
     git, root = workspace.git, workspace.path
     with tempfile.TemporaryDirectory(prefix="mlci-index-") as tmp:
         index_env = {**env, "GIT_INDEX_FILE": os.path.join(tmp, "index")}

@@ -49,7 +49,18 @@ from airflow_provider_mlci.exceptions import (
 if TYPE_CHECKING:
     from airflow_provider_mlci.core.workspace import Workspace
 
-__all__ = ["FAILED", "SUCCESS", "branch_experiment", "check_experiment_name", "experiment_ref", "run_trial"]
+__all__ = [
+    "FAILED",
+    "SUCCESS",
+    "branch_experiment",
+    "check_experiment_name",
+    "experiment_ref",
+    "read_experiment",
+    "remote_experiment",
+    "run_trial",
+    "score_trial",
+    "trial_result",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,29 +124,12 @@ def run_trial(
             raise MlciConfigError(f"trial={trial!r}: give {{'name': ..., 'params': {{param: value}}}}.")
         trial = Trial(name=str(trial.get("name")), params=dict(trial["params"]))
     goal = Objective.of(objective) if objective is not None else None
-    ref = experiment_ref(workspace.sha, trial.name)
     targets = check_targets(targets)
-    result: dict[str, Any] = {
-        "name": trial.name,
-        "params": trial.params,
-        "overrides": trial.overrides,
-        "status": SUCCESS,
-        "error": None,
-        "metrics": {},
-        "value": None,
-        "exp_ref": ref,
-        "sha": None,
-        "baseline_sha": workspace.sha,
-        "reused": False,
-    }
+    result = trial_result(trial, workspace.sha)
+    ref = result["exp_ref"]
     existing = _remote_sha(workspace, ref) if push else None
     if existing:
-        log.info("Experiment %s is already on the git remote (%s): reading it, not running it again", ref, existing)
-        workspace.git.check(["fetch", "--quiet", "origin", f"+{ref}:{ref}"], cwd=workspace.path, remote=True)
-        workspace.git.check(
-            ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--force", existing], cwd=workspace.path
-        )
-        result.update(sha=existing, reused=True, metrics=_call(workspace, "exp_metrics", {}))
+        result.update(sha=existing, reused=True, metrics=read_experiment(workspace, ref, existing))
     else:
         settings = {"config": workspace.dvc_config(runs_user_code=True), **workspace.access.dvc.dvc_overrides()}
         args = {
@@ -162,19 +156,74 @@ def run_trial(
             workspace.git.check(["push", "--quiet", "origin", f"{ref}:{ref}"], cwd=workspace.path, remote=True)
             log.info("Pushed experiment %s (%s) to %s", trial.name, sha[:12], workspace.access.git.display_url)
         result.update(sha=sha, metrics=outcome["metrics"])
-    if goal is not None:
+    return score_trial(result, goal)
+
+
+def trial_result(trial: Trial, baseline_sha: str) -> dict[str, Any]:
+    """The result of ``trial`` before it ran: ``{"name", "params", "overrides", "status", "error",
+    "metrics", "value", "exp_ref", "sha", "baseline_sha", "reused"}`` (see :func:`run_trial`).
+
+    :param trial: the trial
+    :param baseline_sha: the commit it starts from
+    """
+    return {
+        "name": trial.name,
+        "params": trial.params,
+        "overrides": trial.overrides,
+        "status": SUCCESS,
+        "error": None,
+        "metrics": {},
+        "value": None,
+        "exp_ref": experiment_ref(baseline_sha, trial.name),
+        "sha": None,
+        "baseline_sha": baseline_sha,
+        "reused": False,
+    }
+
+
+def score_trial(result: dict[str, Any], objective: Objective | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Set a successful trial's ``value`` (and ``error`` when it is not usable) from its metrics; JSON-safe.
+
+    :param result: the trial's result (see :func:`trial_result`)
+    :param objective: the sweep's objective; ``None``: no value
+    :raises MlciConfigError: the pipeline does not produce the objective metric
+    """
+    goal = Objective.of(objective) if objective is not None else None
+    if goal is not None and result["status"] == SUCCESS:
         found = lookup_metric(result["metrics"], goal.metric)
         if found.file is None:
             files = ", ".join(sorted(result["metrics"])) or "no metrics file"
             known = ", ".join(sorted(flatten_metrics(result["metrics"]))) or "none"
             raise MlciConfigError(
-                f"The objective metric {goal.metric!r} is not produced by the pipeline: trial {trial.name} "
+                f"The objective metric {goal.metric!r} is not produced by the pipeline: trial {result['name']} "
                 f"wrote {files} (metrics: {known}). Name one of those as the objective."
             )
         result["value"] = found.value
         if not found.usable:
             result["error"] = found.problem
     return json_safe(result)
+
+
+def remote_experiment(workspace: Workspace, ref: str) -> str | None:
+    """The commit of the experiment ``ref`` on the git remote, or ``None`` when it is not there.
+
+    :param workspace: a checkout of the repository
+    :param ref: the experiment's ref (see :func:`experiment_ref`)
+    """
+    return _remote_sha(workspace, ref)
+
+
+def read_experiment(workspace: Workspace, ref: str, sha: str) -> dict[str, Any]:
+    """Fetch the experiment ``ref`` (at ``sha``) from the git remote, check it out, return its metrics files.
+
+    :param workspace: a checkout of the repository (left at the experiment's commit)
+    :param ref: the experiment's ref
+    :param sha: its commit on the remote
+    """
+    log.info("Experiment %s is already on the git remote (%s): reading it, not running it again", ref, sha)
+    workspace.git.check(["fetch", "--quiet", "origin", f"+{ref}:{ref}"], cwd=workspace.path, remote=True)
+    workspace.git.check(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--force", sha], cwd=workspace.path)
+    return _call(workspace, "exp_metrics", {})
 
 
 def branch_experiment(workspace: Workspace, exp_ref: str, branch: str, *, sha: str | None = None) -> dict[str, Any]:

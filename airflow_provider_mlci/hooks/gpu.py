@@ -162,7 +162,7 @@ class GpuInstanceHook(AwsBaseHook):
 
         key = make_run_key(dag_id, run_id, task_id, map_index)
         if mailbox is None:
-            base = job_base if job_base is not None else _job_base_setting()
+            base = job_base if job_base is not None else job_base_setting()
             if base:
                 from airflow_provider_mlci.core.compute.jobs import parse_s3_url
 
@@ -282,7 +282,8 @@ class GpuInstanceHook(AwsBaseHook):
         return reap(self.conn, now=now or datetime.now(UTC), run_is_active=run_is_active, dry_run=dry_run)
 
 
-def _job_base_setting() -> str:
+def job_base_setting() -> str:
+    """The provider setting ``[mlci] compute_job_base`` (empty when unset)."""
     from airflow.sdk import conf
 
     return conf.get("mlci", "compute_job_base", fallback="") or ""

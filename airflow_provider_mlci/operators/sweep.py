@@ -69,6 +69,29 @@ def _int_or_none(value: Any, name: str) -> int | None:
         raise MlciConfigError(f"{name}={value!r} is not a whole number.") from None
 
 
+def check_compute(compute: str, instance: Any) -> None:
+    """Check a sweep's ``compute`` and ``instance`` (no I/O).
+
+    :param compute: ``local`` or ``ec2``
+    :param instance: with ``ec2``: the GPU instance spec or its mapping
+    :raises MlciConfigError: an unknown backend, ``ec2`` without an instance, an instance with
+        ``local``, or a bad spec (naming the field)
+    """
+    from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    if compute not in ("local", "ec2"):
+        raise MlciConfigError(f"compute={compute!r} is not one of 'local', 'ec2'.")
+    if compute == "ec2":
+        if instance is None:
+            raise MlciConfigError(
+                "compute='ec2' needs instance: the GpuInstanceSpec (or its mapping) each trial launches."
+            )
+        GpuInstanceSpec.from_mapping(instance)
+    elif instance is not None:
+        raise MlciConfigError("instance is given but compute='local': set compute='ec2' to run trials on it.")
+
+
 class SweepTrialsOperator(_DvcWorkspaceMixin, BaseOperator):
     """Expand a search space into the list of trials that a mapped task runs, one per trial.
 
@@ -188,6 +211,16 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
     With an objective ``target`` and ``stop_when_target_met``, a trial that starts after another
     trial of the run reached the target is skipped; trials already running finish.
 
+    With ``compute="ec2"`` the trial runs on a GPU instance of its own: the task launches it (a
+    retry adopts the one an earlier try launched), submits the trial to the instance's agent as
+    a reproduction of a commit holding the trial's params, and waits in the triggerer; then it
+    commits the params, ``dvc.lock`` and metrics the instance handed back as the experiment
+    (parent: the baseline) and pushes its ref, so the trial is a DVC experiment like a local
+    one; the result also says ``"compute": {"backend": "ec2", "instance_id", "job_id"}``. The
+    instance is terminated when the trial ends, whatever the outcome, and by ``on_kill`` before
+    the task defers; after that, the sweep's ``terminate`` teardown task ends what is left (see
+    :class:`~airflow_provider_mlci.task_groups.sweep.SweepTaskGroup`).
+
     :param trial: ``{"name", "params", "rev"}`` from :class:`SweepTrialsOperator` (templated; map
         with ``.expand(trial=...)``)
     :param objective: ``{"metric": "accuracy", "goal": "max", "target": 0.9}``
@@ -198,9 +231,19 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
     :param python: the interpreter (or virtualenv folder) stage commands run with
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
+    :param compute: where the trial runs: ``local`` (this worker) or ``ec2`` (a GPU instance of its own)
+    :param instance: with ``ec2``: the instance (a
+        :class:`~airflow_provider_mlci.core.compute.spec.GpuInstanceSpec` or its mapping)
+    :param aws_conn_id: with ``ec2``: the ``aws`` connection (launches the instance, reaches its mailbox)
+    :param job_base: with ``ec2``: ``s3://bucket/prefix`` for the instance's mailbox (templated);
+        default: the provider setting ``[mlci] compute_job_base``
+    :param poll_interval: with ``ec2``: seconds between looks at the job
+    :param heartbeat_timeout: with ``ec2``: seconds without a heartbeat after which the job counts
+        as lost (the task fails and is retried as configured)
+    :param start_timeout: with ``ec2``: seconds the job may wait for the instance's agent to take it
     """
 
-    template_fields: Sequence[str] = ("trial", "rev", "targets")
+    template_fields: Sequence[str] = ("trial", "rev", "targets", "job_base")
     ui_color = _SWEEP_COLOR
 
     def __init__(
@@ -215,6 +258,13 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
         python: str | None = None,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
+        compute: str = "local",
+        instance: Mapping[str, Any] | None = None,
+        aws_conn_id: str | None = "aws_default",
+        job_base: str | None = None,
+        poll_interval: float = 10.0,
+        heartbeat_timeout: float = 300.0,
+        start_timeout: float = 1800.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -227,10 +277,18 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
         self.python = python
         self.dvc_conn_id = dvc_conn_id
         self.cache_dir = cache_dir
+        self.compute = compute
+        self.instance = instance
+        self.aws_conn_id = aws_conn_id
+        self.job_base = job_base
+        self.poll_interval = poll_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.start_timeout = start_timeout
+        self._instance_ids: list[str] = []
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core.sweep import Objective
-        from airflow_provider_mlci.exceptions import MlciConfigError, MlciError
+        from airflow_provider_mlci.exceptions import MlciConfigError
 
         with airflow_failures():
             if not isinstance(self.trial, Mapping) or not isinstance(self.trial.get("params"), Mapping):
@@ -239,16 +297,61 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
         self._skip_if_target_met(context, objective)
         if self.trial.get("rev"):
             self.rev = str(self.trial["rev"])
-        result = self._with_workspace(context)
+        if self.compute == "ec2":
+            from airflow_provider_mlci.operators._remote_sweep import RemoteTrial
+
+            return self._finished(RemoteTrial(self).start(context))
+        return self._finished(self._with_workspace(context))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Finish a trial on a GPU instance: its log, its experiment, the instance terminated (``ec2``)."""
+        from airflow_provider_mlci.operators._remote_sweep import RemoteTrial
+
+        result = RemoteTrial(self).finish(context, event)
+        if result["status"] == "success":
+            self.log.info(
+                "Trial %s: %s = %s (experiment %s)", result["name"], self._metric, result["value"], result["exp_ref"]
+            )
+        else:
+            self.log.warning("Trial %s failed: %s", result["name"], result["error"])
+        return self._finished(result)
+
+    def _finished(self, result: dict[str, Any]) -> dict[str, Any]:
+        from airflow_provider_mlci.exceptions import MlciError
+
         if result["status"] != "success" and self.fail_on_trial_failure:
             with airflow_failures():
                 raise MlciError(f"Trial {result['name']} failed: {result['error']}")
         return result
 
+    def on_kill(self) -> None:
+        """Stop the running git or DVC process; with ``ec2``, terminate the instance this try launched."""
+        super().on_kill()
+        ids, self._instance_ids = self._instance_ids, []
+        if not ids:
+            return
+        from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
+
+        self.log.warning("Task killed: terminating instance(s) %s", ids)
+        try:
+            from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
+
+            region = GpuInstanceSpec.from_mapping(self.instance or {}).region
+            GpuInstanceHook(aws_conn_id=self.aws_conn_id, region_name=region).terminate(ids)
+        except Exception:
+            self.log.exception("Could not terminate %s (the sweep's teardown and the reaper will)", ids)
+
     def check_arguments(self) -> None:
         from airflow_provider_mlci.core.dvc_ops import check_targets
 
         check_targets(self.targets)
+        check_compute(self.compute, self.instance)
+
+    def target_list(self) -> list[str]:
+        """The stages to run, as a list (empty: the whole pipeline)."""
+        from airflow_provider_mlci.core.dvc_ops import check_targets
+
+        return list(check_targets(self.targets))
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core.experiments import run_trial

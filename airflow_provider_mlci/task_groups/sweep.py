@@ -34,6 +34,16 @@ group's last task, so ``sweep >> next_task`` runs either way. Nothing is promote
 succeeded, when the leaderboard fails (too many failed trials), or when the gate refuses. The model
 name and the stage are checked by ``generate``, before any trial runs (and when the DAG is parsed,
 unless templated).
+
+**On GPU instances.** With ``compute="ec2"`` and ``instance=GpuInstanceSpec(...)``, each trial
+launches a GPU instance of its own (tagged with the DAG, run, task and map index; a retry adopts
+it), runs there, is recorded as a DVC experiment on the git remote as a local trial is, and
+terminates its instance when it ends. ``<group>.terminate``, a teardown task after the
+leaderboard, terminates every instance of the run's trials that is still up, whatever happened
+to them (a trial waiting in the triggerer runs no ``on_kill``); as a teardown it is no leaf of the
+group, so ``sweep >> next_task`` waits for the same tasks as without it::
+
+    generate >> trial (mapped, each on its instance) >> leaderboard >> terminate (teardown)
 """
 
 from __future__ import annotations
@@ -45,7 +55,9 @@ from typing import Any
 
 from airflow.sdk import TaskGroup
 
+from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.exceptions import MlciConfigError
+from airflow_provider_mlci.operators.gpu import GpuTerminateInstanceOperator
 from airflow_provider_mlci.operators.model import ModelGateBranchOperator, PromoteModelOperator
 from airflow_provider_mlci.operators.sweep import (
     SweepBestBranchOperator,
@@ -53,6 +65,7 @@ from airflow_provider_mlci.operators.sweep import (
     SweepPromotionOutcomeOperator,
     SweepTrialOperator,
     SweepTrialsOperator,
+    check_compute,
 )
 
 __all__ = ["SweepPromotion", "SweepTaskGroup"]
@@ -162,6 +175,13 @@ class SweepTaskGroup(TaskGroup):
     :param report_base: the folder or URL the leaderboard report goes under
     :param promote: release the best trial through the model gate: a :class:`SweepPromotion` or
         its mapping (see the module's docs); ``None``: rank only
+    :param compute: where each trial runs: ``local`` (the worker) or ``ec2`` (a GPU instance of
+        its own; see the module's docs)
+    :param instance: with ``ec2``: the instance each trial launches (a
+        :class:`~airflow_provider_mlci.core.compute.spec.GpuInstanceSpec` or its mapping)
+    :param aws_conn_id: with ``ec2``: the ``aws`` connection (credentials, region, endpoint)
+    :param job_base: with ``ec2``: ``s3://bucket/prefix`` for the instances' mailboxes (templated);
+        default: the provider setting ``[mlci] compute_job_base``
     :param kwargs: passed to ``TaskGroup`` (``tooltip``, ``default_args``, ...)
     """
 
@@ -186,14 +206,27 @@ class SweepTaskGroup(TaskGroup):
         trial_args: Mapping[str, Any] | None = None,
         report_base: str | None = None,
         promote: SweepPromotion | Mapping[str, Any] | None = None,
+        compute: str = "local",
+        instance: GpuInstanceSpec | Mapping[str, Any] | None = None,
+        aws_conn_id: str | None = "aws_default",
+        job_base: str | None = None,
         **kwargs: Any,
     ) -> None:
         promotion = SweepPromotion.of(promote) if promote is not None else None
+        check_compute(compute, instance)
         super().__init__(group_id=group_id, **kwargs)
         goal_spec = {"metric": objective, "goal": goal, "target": target}
         extra = dict(trial_args or {})
         if parallel_trials is not None:
             extra["max_active_tis_per_dagrun"] = parallel_trials
+        if compute == "ec2":
+            # The spec as JSON: partial arguments are serialized with the DAG.
+            extra.update(
+                compute=compute,
+                instance=GpuInstanceSpec.from_mapping(instance).to_json(),
+                aws_conn_id=aws_conn_id,
+                job_base=job_base,
+            )
         with self:
             self.generate = SweepTrialsOperator(
                 task_id="generate",
@@ -225,6 +258,17 @@ class SweepTaskGroup(TaskGroup):
                 trigger_rule="all_done",
             )
             self.trials >> self.leaderboard
+            self.terminate: GpuTerminateInstanceOperator | None = None
+            if compute == "ec2":
+                self.terminate = GpuTerminateInstanceOperator(
+                    task_id="terminate",
+                    create_task_id=self.child_id("trial"),
+                    aws_conn_id=aws_conn_id,
+                    region_name=GpuInstanceSpec.from_mapping(instance).region,
+                )
+                # After the leaderboard (which runs once every trial is done, whatever the outcome).
+                self.leaderboard >> self.terminate
+                self.terminate.as_teardown()
             self.branch: SweepBestBranchOperator | None = None
             self.gate: ModelGateBranchOperator | None = None
             self.promote: PromoteModelOperator | None = None

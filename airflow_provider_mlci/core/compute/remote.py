@@ -67,6 +67,8 @@ def submit_repro(
     job_id: str,
     request: ReproRequest,
     heartbeat_interval: float = 10.0,
+    sha: str | None = None,
+    rev: str | None = None,
 ) -> JobSpec:
     """Bundle the workspace's commit and leave a reproduction job for the instance's agent.
 
@@ -78,6 +80,8 @@ def submit_repro(
     :param job_id: the job's id (see :func:`~airflow_provider_mlci.core.compute.jobs.job_id_for`)
     :param request: what to reproduce
     :param heartbeat_interval: seconds between the agent's heartbeats
+    :param sha: another commit of the checkout to run (default: the workspace's own)
+    :param rev: how the job names what it runs (default: the workspace's revision)
     """
     dvc = workspace.access.dvc
     request_json = asdict(request)
@@ -85,8 +89,8 @@ def submit_repro(
     request_json["handoff"] = request.handoff.to_json() if request.handoff else None
     spec = JobSpec(
         job_id=job_id,
-        sha=workspace.sha,
-        rev=workspace.rev,
+        sha=sha or workspace.sha,
+        rev=rev or workspace.rev,
         repo=workspace.access.git.display_url,
         request=request_json,
         dvc={name: getattr(dvc, name) for name in _DVC_FIELDS if getattr(dvc, name) is not None},
@@ -94,7 +98,7 @@ def submit_repro(
         created=time.time(),
     )
     with tempfile.TemporaryDirectory(prefix="mlci-bundle-") as tmp:
-        bundle = make_bundle(workspace.path, workspace.sha, Path(tmp) / "bundle.git")
+        bundle = make_bundle(workspace.path, sha or workspace.sha, Path(tmp) / "bundle.git")
         store.submit(spec, bundle)
     return spec
 

@@ -1,0 +1,121 @@
+"""A sweep whose trials each run on a GPU instance of their own, for real: moto's EC2 and S3 over HTTP,
+the agent as a real process (the instance emulator of tests/helpers/ec2_instances.py plays the
+machines), DVC pushing to the S3 remote, experiments pushed to a bare git remote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import boto3
+
+from tests.integration.test_example_gpu_training import ACCESS_KEY, SECRET_KEY, gpu_setup, ours_alive
+
+__all__ = ["gpu_setup"]  # the fixture, imported
+
+DAG_ID = "sweep_on_gpu"
+SWEEP_ON_GPU = """
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
+from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+with DAG("sweep_on_gpu", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    SweepTaskGroup(
+        group_id="sweep",
+        space={"train.learning_rate": [0.01, 0.5, "oops"]},  # "oops": the training stage fails
+        objective="accuracy",
+        goal="max",
+        rev="main",
+        compute="ec2",
+        instance=GpuInstanceSpec(gpu="t4", instance_profile="mlci-gpu-runner", idle_timeout=600, max_lifetime=3600),
+        aws_conn_id="aws_default",
+        trial_args={"poll_interval": 0.5, "heartbeat_timeout": 120, "start_timeout": 300},
+    )
+"""
+
+
+def test_each_trial_runs_on_its_own_instance_and_is_an_experiment_on_the_remote(
+    run_dag, gpu_setup, moto_endpoint, capfd, tmp_path
+):
+    from tests.helpers.ec2_instances import InstanceEmulator
+
+    project = gpu_setup
+    baseline = project.head()
+    with InstanceEmulator(moto_endpoint) as machines:
+        record = run_dag(DAG_ID, source=SWEEP_ON_GPU)
+        launched = list(machines.agents)
+    out = capfd.readouterr().out
+    assert record.state == "success", out[-4000:]
+    assert record.task_states == {
+        "sweep.generate": "success",
+        "sweep.trial[0]": "success",
+        "sweep.trial[1]": "success",
+        "sweep.trial[2]": "success",  # a failed trial is a result (fail_on_trial_failure=False)
+        "sweep.leaderboard": "success",
+        "sweep.terminate": "success",
+    }
+    planned = record.xcom["sweep.generate"]
+    failed = record.xcom["sweep.trial[2]"]
+    results = [record.xcom[f"sweep.trial[{i}]"] for i in range(2)]
+    # One instance per trial, each terminated, the failed trial's too.
+    instances = [result["compute"]["instance_id"] for result in [*results, failed]]
+    assert len(set(instances)) == 3
+    assert set(instances) <= set(launched), (instances, launched)
+    ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="us-east-1")
+    described = ec2.describe_instances(InstanceIds=instances)["Reservations"]
+    tags = {i["InstanceId"]: {t["Key"]: t["Value"] for t in i["Tags"]} for r in described for i in r["Instances"]}
+    assert {tags[i]["mlci:map_index"] for i in instances} == {"0", "1", "2"}
+    assert {tags[i]["mlci:group"] for i in instances} == {"sweep.trial"}  # what the teardown looks for
+    assert sorted(record.xcom["sweep.terminate"]) == sorted(instances)
+    assert ours_alive(moto_endpoint) == []
+    assert "[instance]" in out
+
+    # Every successful trial is an experiment on the git remote: a commit on the baseline with its
+    # params and metrics; the failed one says why and left no experiment.
+    refs = project.remote_refs()
+    assert failed["status"] == "failed"
+    assert "train" in failed["error"]
+    assert failed["exp_ref"] not in refs
+    for trial, result in zip(planned, results, strict=False):
+        assert result["status"] == "success", result
+        assert result["compute"]["backend"] == "ec2"
+        assert result["exp_ref"] == f"refs/exps/{baseline[:2]}/{baseline[2:]}/{trial['name']}"
+        assert refs[result["exp_ref"]] == result["sha"]
+        assert result["value"] == result["metrics"]["metrics.json"]["accuracy"]
+        parent = project.git("rev-parse", f"{result['sha']}^", cwd=project.remote).strip()
+        assert parent == baseline
+        params = project.git("show", f"{result['sha']}:params.yaml", cwd=project.remote)
+        assert f"learning_rate: {trial['params']['train.learning_rate']}" in params
+        metrics = json.loads(project.git("show", f"{result['sha']}:metrics.json", cwd=project.remote))
+        assert metrics["accuracy"] == result["value"]
+
+    # The leaderboard picked the best, as for local trials.
+    summary = record.xcom["sweep.leaderboard"]
+    assert summary["best"]["name"] == max(results, key=lambda r: r["value"])["name"]
+    assert (summary["succeeded"], summary["failed"]) == (2, 1)
+
+    # A fresh clone lists both with DVC's own commands, params and metrics included.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(project.remote), str(clone)], check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "exp", "pull", "origin", *[t["name"] for t in planned[:2]]], cwd=clone, check=True)
+    shown = subprocess.run([*dvc, "exp", "show", "--json"], cwd=clone, check=True, capture_output=True, text=True)
+    found = {}
+    for entry in json.loads(shown.stdout):
+        for exp in entry.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                found[rev.get("name")] = rev.get("data") or {}
+    for trial, result in zip(planned, results, strict=False):
+        data = found[trial["name"]]
+        assert data["params"]["params.yaml"]["data"]["train"]["learning_rate"] == trial["params"]["train.learning_rate"]
+        assert data["metrics"]["metrics.json"]["data"]["accuracy"] == result["value"]
+
+    # The connection's keys appear nowhere: task output, XCom, user data.
+    seen = out + json.dumps(record.xcom)
+    for instance_id in instances:
+        seen += json.dumps(ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData"), default=str)
+    for secret in (ACCESS_KEY, SECRET_KEY):
+        assert secret not in seen
