@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from airflow_provider_mlci.testing import DEMO_DATA
 from bench._common import Comparison, interleave, timed
 from bench._projects import demo_project, pipeline_project
 
@@ -68,7 +69,7 @@ def _baseline(template, scratch: Path) -> float:
         run("git", "clone", "--quiet", str(project.remote), str(work))
         run(*dvc, "remote", "modify", "--local", "storage", "url", project.dvc_remote_url, cwd=work)
         run(*dvc, "config", "--local", "cache.dir", str(scratch / "cache"), cwd=work)
-        run(*dvc, "pull", "--quiet", "data/raw.csv.dvc", cwd=work)
+        run(*dvc, "pull", "--quiet", *(f"{path}.dvc" for path in DEMO_DATA), cwd=work)
         run(*dvc, "repro", "--quiet", cwd=work)
         run(*dvc, "push", "--quiet", "--run-cache", cwd=work)
 
