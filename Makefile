@@ -25,9 +25,10 @@ $(STAMP): constraints.txt setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-# Two workers, each with its own Airflow home and database; a file's tests stay on one worker.
+# Three workers (much of a DAG test is waiting: three keep two cores busy), each with its own Airflow
+# home and database; a file's tests stay on one worker.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 	$(MAKE) --no-print-directory dist
 	$(MAKE) --no-print-directory bench-quick
 
