@@ -59,8 +59,11 @@ DAG_SOURCE = textwrap.dedent(
                 raise RuntimeError("the first try fails on purpose")
             return try_number
 
-        # Starts with the run and waits in the triggerer, holding no worker slot meanwhile.
-        wait = TimeDeltaSensor(task_id="deferred_wait", delta=timedelta(seconds=10), deferrable=True)
+        # Starts with the run and waits in the triggerer, holding no worker slot meanwhile. Long
+        # enough that the deferring process has exited before the trigger fires: when it had not
+        # (11 s to exit under load), Airflow's scheduler took the late "success" of that process
+        # for an external change of the re-queued task and failed it.
+        wait = TimeDeltaSensor(task_id="deferred_wait", delta=timedelta(seconds=25), deferrable=True)
         # Two repros of the same repository at once, on one worker (one cache): no lock conflict.
         reproduce = DvcReproOperator.partial(
             task_id="reproduce", rev="main", dvc_conn_id="mlci_dvc_cluster", force=True
