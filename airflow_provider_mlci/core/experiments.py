@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILED",
     "SUCCESS",
-    "as_trial",
     "branch_experiment",
     "check_experiment_name",
     "experiment_ref",
@@ -95,19 +94,6 @@ def experiment_ref(baseline_sha: str, name: str) -> str:
     return f"refs/exps/{baseline_sha[:2]}/{baseline_sha[2:]}/{check_experiment_name(name)}"
 
 
-def as_trial(trial: Trial | Mapping[str, Any]) -> Trial:
-    """The :class:`~airflow_provider_mlci.core.sweep.Trial` of a trial's JSON form (``{"name", "params"}``).
-
-    :param trial: a trial or its JSON form
-    :raises MlciConfigError: neither
-    """
-    if isinstance(trial, Trial):
-        return trial
-    if not isinstance(trial, Mapping) or not isinstance(trial.get("params"), Mapping):
-        raise MlciConfigError(f"trial={trial!r}: give {{'name': ..., 'params': {{param: value}}}}.")
-    return Trial(name=str(trial.get("name")), params=dict(trial["params"]))
-
-
 def run_trial(
     workspace: Workspace,
     trial: Trial | Mapping[str, Any],
@@ -133,7 +119,10 @@ def run_trial(
     :raises DvcError: DVC failed otherwise (lock held, data missing, remote unreachable, ...)
     :raises GitError: the experiment's ref could not be pushed
     """
-    trial = as_trial(trial)
+    if not isinstance(trial, Trial):
+        if not isinstance(trial, Mapping) or not isinstance(trial.get("params"), Mapping):
+            raise MlciConfigError(f"trial={trial!r}: give {{'name': ..., 'params': {{param: value}}}}.")
+        trial = Trial(name=str(trial.get("name")), params=dict(trial["params"]))
     goal = Objective.of(objective) if objective is not None else None
     targets = check_targets(targets)
     result = trial_result(trial, workspace.sha)

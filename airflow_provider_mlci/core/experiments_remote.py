@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.core.experiments import (
     FAILED,
-    as_trial,
     read_experiment,
     remote_experiment,
     score_trial,
@@ -42,12 +41,25 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.dvc_ops import ReproOutcome
     from airflow_provider_mlci.core.workspace import Workspace
 
-__all__ = ["apply_params", "existing_trial", "failed_trial", "record_trial", "submit_trial"]
+__all__ = ["apply_params", "as_trial", "existing_trial", "failed_trial", "record_trial", "submit_trial"]
 
 log = logging.getLogger(__name__)
 
 #: Author and committer of the commits made here.
 AUTHOR = "Airflow MLCI <mlci@airflow.invalid>"
+
+
+def as_trial(trial: Trial | Mapping[str, Any]) -> Trial:
+    """The :class:`~airflow_provider_mlci.core.sweep.Trial` of a trial's JSON form (``{"name", "params"}``).
+
+    :param trial: a trial or its JSON form
+    :raises MlciConfigError: neither
+    """
+    if isinstance(trial, Trial):
+        return trial
+    if not isinstance(trial, Mapping) or not isinstance(trial.get("params"), Mapping):
+        raise MlciConfigError(f"trial={trial!r}: give {{'name': ..., 'params': {{param: value}}}}.")
+    return Trial(name=str(trial.get("name")), params=dict(trial["params"]))
 
 
 def apply_params(workspace: Workspace, trial: Trial) -> list[str]:
