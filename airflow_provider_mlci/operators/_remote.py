@@ -20,19 +20,18 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
     from airflow_provider_mlci.operators.dvc import DvcReproOperator
 
-__all__ = ["RemoteJob", "RemoteRepro"]
+__all__ = ["RemoteRepro"]
 
 _ALIVE = ("pending", "running")
 
 
-class RemoteJob:
-    """What every operator that runs a job on a GPU instance does the same way.
+class RemoteRepro:
+    """Run a :class:`DvcReproOperator`'s reproduction on a GPU instance.
 
-    :param operator: the operator (its ``aws_conn_id``, ``poll_interval``, ``heartbeat_timeout``,
-        ``start_timeout``, log and ``defer``)
+    :param operator: the operator (its arguments, log and ``defer``)
     """
 
-    def __init__(self, operator: Any) -> None:
+    def __init__(self, operator: DvcReproOperator) -> None:
         self.op = operator
         self.log = operator.log
 
@@ -41,74 +40,13 @@ class RemoteJob:
 
         return GpuInstanceHook(aws_conn_id=self.op.aws_conn_id, region_name=region_name)
 
-    def defer(self, job: dict[str, Any], submitted: float | None) -> None:
-        """Wait in the triggerer for ``job`` (``{"job_id", "mailbox", "instance_id", "region", ...}``) to end.
-
-        :param job: what the trigger carries back to the task (dag.test() drops defer's kwargs)
-        :param submitted: when the job was submitted (its start timeout counts from then)
-        """
-        from airflow_provider_mlci.triggers.compute import RemoteJobTrigger
-
-        op = self.op
-        op.defer(  # raises TaskDeferred
-            trigger=RemoteJobTrigger(
-                mailbox=job["mailbox"],
-                job_id=job["job_id"],
-                aws_conn_id=op.aws_conn_id,
-                region_name=job.get("region"),
-                instance_id=job["instance_id"],
-                poll_interval=op.poll_interval,
-                heartbeat_timeout=op.heartbeat_timeout,
-                start_timeout=op.start_timeout,
-                submitted=submitted,
-                job=job,
-            ),
-            method_name="execute_complete",
-        )
-
-    def copy_log(self, store: JobStore, job_id: str, start: int) -> None:
-        """Copy the job's log chunks from ``start`` on into the task log."""
-        for _, text in store.log_chunks(job_id, start=start):
-            for line in text.splitlines():
-                self.log.info("[instance] %s", line)
-
-    def outcome(self, store: JobStore, job: dict[str, Any], event: dict[str, Any]) -> Any:
-        """The job's :class:`~airflow_provider_mlci.core.dvc_ops.ReproOutcome`, or its error raised.
-
-        :raises DvcStageFailedError: (or the stage's own error class) a stage failed
-        :raises RemoteJobFailedError: the job failed otherwise, or left no result
-        :raises RemoteJobInterruptedError: the instance was reclaimed or vanished (retryable)
-        """
-        from airflow_provider_mlci.core.compute.remote import outcome_from_result, raise_for_event
-        from airflow_provider_mlci.exceptions import RemoteJobFailedError
-
-        where = f"job {job['job_id']} on instance {job['instance_id']}"
-        raise_for_event(event, where)
-        result = store.result(job["job_id"])
-        if result is None:
-            raise RemoteJobFailedError(f"The job says it succeeded but left no result.json [{where}]")
-        return outcome_from_result(result)
-
-    @staticmethod
-    def compute(job: dict[str, Any]) -> dict[str, Any]:
-        """Where the job ran, for the task's XCom."""
-        return {"backend": "ec2", "instance_id": job["instance_id"], "job_id": job["job_id"]}
-
-
-class RemoteRepro(RemoteJob):
-    """Run a :class:`DvcReproOperator`'s reproduction on a GPU instance.
-
-    :param operator: the operator (its arguments, log and ``defer``)
-    """
-
-    op: DvcReproOperator
-
     def start(self, context: Context) -> Any:
         """Submit (or resume) the job on the instance and defer until it ends."""
         from airflow_provider_mlci.core.compute.ec2 import run_key
         from airflow_provider_mlci.core.compute.jobs import JobStore, job_id_for
         from airflow_provider_mlci.core.compute.remote import resumable_job, submit_repro
         from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.triggers.compute import RemoteJobTrigger
 
         op = self.op
         ti = context["ti"]
@@ -150,7 +88,21 @@ class RemoteRepro(RemoteJob):
                 "instance_id": instance["instance_id"],
                 "region": instance.get("region"),
             }
-        self.defer(job, spec.created)
+        op.defer(
+            trigger=RemoteJobTrigger(
+                mailbox=instance["mailbox"],
+                job_id=job_id,
+                aws_conn_id=op.aws_conn_id,
+                region_name=instance.get("region"),
+                instance_id=instance["instance_id"],
+                poll_interval=op.poll_interval,
+                heartbeat_timeout=op.heartbeat_timeout,
+                start_timeout=op.start_timeout,
+                submitted=spec.created,
+                job=job,
+            ),
+            method_name="execute_complete",
+        )
 
     def instance(self, context: Context) -> dict[str, Any]:
         """The instance the setup task (or an earlier try of this task) started."""
@@ -194,6 +146,8 @@ class RemoteRepro(RemoteJob):
     def finish(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Copy the rest of the job's log, then return its outcome or raise its error."""
         from airflow_provider_mlci.core.compute.jobs import JobStore
+        from airflow_provider_mlci.core.compute.remote import outcome_from_result, raise_for_event
+        from airflow_provider_mlci.exceptions import RemoteJobFailedError
 
         op = self.op
         job = event["job"]
@@ -201,9 +155,20 @@ class RemoteRepro(RemoteJob):
             hook = self.gpu_hook(job.get("region"))
             store = JobStore(hook.s3_client, job["mailbox"])
             self.copy_log(store, job["job_id"], int(event.get("log_index") or 0))
-            outcome = self.outcome(store, job, event)
+            where = f"job {job['job_id']} on instance {job['instance_id']}"
+            raise_for_event(event, where)
+            result = store.result(job["job_id"])
+            if result is None:
+                raise RemoteJobFailedError(f"The job says it succeeded but left no result.json [{where}]")
+            outcome = outcome_from_result(result)
             payload = op.outcome_json(outcome, self.commit(job, outcome) if op.commit_to else None)
-            return {"repo": job.get("repo"), "rev": op.rev, "sha": job["sha"], **payload, "compute": self.compute(job)}
+            return {
+                "repo": job.get("repo"),
+                "rev": op.rev,
+                "sha": job["sha"],
+                **payload,
+                "compute": {"backend": "ec2", "instance_id": job["instance_id"], "job_id": job["job_id"]},
+            }
 
     def commit(self, job: dict[str, Any], outcome: Any) -> dict[str, Any]:
         """Write the job's lock entries and metrics into a checkout of its commit; commit them."""
@@ -216,3 +181,9 @@ class RemoteRepro(RemoteJob):
         with op.hook.open_workspace(job["sha"], runner=op._runner) as workspace:
             changed = dvc_ops.apply_handoff(workspace, outcome.handoff) if outcome.handoff else ()
             return _commit(workspace, list(changed), op.commit_spec(), self.log)
+
+    def copy_log(self, store: JobStore, job_id: str, start: int) -> None:
+        """Copy the job's log chunks from ``start`` on into the task log."""
+        for _, text in store.log_chunks(job_id, start=start):
+            for line in text.splitlines():
+                self.log.info("[instance] %s", line)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.operators._errors import airflow_failures
-from airflow_provider_mlci.operators._remote import RemoteJob
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -28,13 +27,20 @@ __all__ = ["RemoteTrial"]
 INSTANCE_KEY = "instance"
 
 
-class RemoteTrial(RemoteJob):
+class RemoteTrial:
     """Run one :class:`SweepTrialOperator` trial on a GPU instance of its own.
 
     :param operator: the operator (its arguments, log and ``defer``)
     """
 
-    op: SweepTrialOperator
+    def __init__(self, operator: SweepTrialOperator) -> None:
+        self.op = operator
+        self.log = operator.log
+
+    def gpu_hook(self, region_name: str | None) -> GpuInstanceHook:
+        from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
+
+        return GpuInstanceHook(aws_conn_id=self.op.aws_conn_id, region_name=region_name)
 
     def start(self, context: Context) -> Any:
         """Return the trial's result if its experiment exists; else launch, submit, and defer."""
@@ -46,6 +52,7 @@ class RemoteTrial(RemoteJob):
         from airflow_provider_mlci.core.process import CommandRunner
         from airflow_provider_mlci.exceptions import MlciConfigError
         from airflow_provider_mlci.hooks.gpu import job_base_setting
+        from airflow_provider_mlci.triggers.compute import RemoteJobTrigger
 
         op = self.op
         ti = context["ti"]
@@ -123,14 +130,29 @@ class RemoteTrial(RemoteJob):
                     "instance_id": instance["instance_id"],
                     "region": instance.get("region"),
                 }
-        return self.defer(job, job_spec.created if job_spec else None)
+        return op.defer(  # raises TaskDeferred
+            trigger=RemoteJobTrigger(
+                mailbox=mailbox,
+                job_id=job_id,
+                aws_conn_id=op.aws_conn_id,
+                region_name=instance.get("region"),
+                instance_id=instance["instance_id"],
+                poll_interval=op.poll_interval,
+                heartbeat_timeout=op.heartbeat_timeout,
+                start_timeout=op.start_timeout,
+                submitted=job_spec.created if job_spec else None,
+                job=job,
+            ),
+            method_name="execute_complete",
+        )
 
     def finish(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Copy the job's log, record the trial (or its failure), and terminate the instance in any case."""
         from airflow_provider_mlci.core.compute.jobs import JobStore
+        from airflow_provider_mlci.core.compute.remote import outcome_from_result, raise_for_event
         from airflow_provider_mlci.core.experiments_remote import failed_trial, record_trial
         from airflow_provider_mlci.core.process import CommandRunner
-        from airflow_provider_mlci.exceptions import DvcStageFailedError
+        from airflow_provider_mlci.exceptions import DvcStageFailedError, RemoteJobFailedError
 
         op = self.op
         job = event["job"]
@@ -138,12 +160,19 @@ class RemoteTrial(RemoteJob):
         try:
             with airflow_failures():
                 store = JobStore(hook.s3_client, job["mailbox"])
-                self.copy_log(store, job["job_id"], int(event.get("log_index") or 0))
+                for _, text in store.log_chunks(job["job_id"], start=int(event.get("log_index") or 0)):
+                    for line in text.splitlines():
+                        self.log.info("[instance] %s", line)
+                where = f"job {job['job_id']} on instance {job['instance_id']}"
                 try:
-                    outcome = self.outcome(store, job, event)
+                    raise_for_event(event, where)
                 except DvcStageFailedError as exc:
                     result = failed_trial(job["baseline"], op.trial, str(exc))
                     return {"repo": job.get("repo"), "rev": op.rev, **result, "compute": self.compute(job)}
+                found = store.result(job["job_id"])
+                if found is None:
+                    raise RemoteJobFailedError(f"The job says it succeeded but left no result.json [{where}]")
+                outcome = outcome_from_result(found)
                 op._runner = CommandRunner(log=self.log)
                 with op.hook.open_workspace(job["baseline"], runner=op._runner) as workspace:
                     result = record_trial(workspace, op.trial, outcome, objective=op.objective)
@@ -156,6 +185,11 @@ class RemoteTrial(RemoteJob):
                 }
         finally:
             self.terminate(hook, [job["instance_id"], *op._instance_ids])
+
+    @staticmethod
+    def compute(job: dict[str, Any]) -> dict[str, Any]:
+        """Where the trial ran, for its XCom."""
+        return {"backend": "ec2", "instance_id": job["instance_id"], "job_id": job["job_id"]}
 
     def terminate(self, hook: GpuInstanceHook, instance_ids: list[str]) -> None:
         """Terminate the trial's instance without waiting; a failure is logged (teardown and the reaper remain)."""
