@@ -12,19 +12,25 @@ restored, ``dvc.stage.run.cmd_run`` to plan without running) are pinned by the t
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
+import io
 import json
 import logging
 import os
+import posixpath
 import re
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci import exceptions as errors
 from airflow_provider_mlci.core.dvc_ops import (
-    MAX_CARRIED_FILE_BYTES,
     RAN,
     RESTORED,
     SKIPPED,
@@ -143,8 +149,20 @@ def _lock_path(stage: Stage) -> str:
     return os.path.relpath(os.path.splitext(stage.dvcfile.path)[0] + ".lock", stage.repo.root_dir)
 
 
+def _lock_order(repo: Repo, lockfile: str) -> list[str]:
+    """The order in which ``dvc repro <its dvc.yaml>`` would run the stages of ``lockfile``
+    (and so write their lock entries)."""
+    from dvc.repo.reproduce import get_active_graph, plan_repro
+
+    dvcfile = os.path.splitext(lockfile)[0] + ".yaml"
+    own = [stage for stage in repo.index.stages if stage.cmd and _lock_path(stage) == lockfile]
+    with contextlib.suppress(Exception):  # best effort: the order only makes the file read as DVC's
+        own = plan_repro(get_active_graph(repo.index.graph), own) or own
+    return [stage.name for stage in own if os.path.relpath(stage.dvcfile.path, repo.root_dir) == dvcfile]
+
+
 def _apply_handoff(repo: Repo, handoff: dict[str, Any] | None) -> None:
-    """Write upstream tasks' lock entries and uncached files into the checkout."""
+    """Write upstream tasks' lock entries and bundled files into the checkout."""
     if not handoff:
         return
     from dvc.utils.serialize import dump_yaml, load_yaml
@@ -153,30 +171,190 @@ def _apply_handoff(repo: Repo, handoff: dict[str, Any] | None) -> None:
     for lockfile, entries in (handoff.get("lock") or {}).items():
         path = _inside(root, lockfile)
         data = load_yaml(str(path)) if path.exists() else {"schema": "2.0", "stages": {}}
-        data.setdefault("stages", {}).update(entries)
+        stages = data.setdefault("stages", {})
+        # Entries the revision's lock holds keep their place; new ones follow in DVC's order.
+        order = {name: index for index, name in enumerate(_lock_order(repo, lockfile))}
+        for name in sorted(entries, key=lambda name: order.get(name, len(order))):
+            stages[name] = entries[name]
         dump_yaml(str(path), data)
         log.info("Applied lock entries of %s from upstream tasks", ", ".join(sorted(entries)))
-    for name, text in (handoff.get("files") or {}).items():
-        path = _inside(root, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(text.encode("utf-8"))  # bytes as they were: the lock holds their md5
+    written: dict[str, tuple[str, bytes | None]] = {}
+    for bundle in handoff.get("bundles") or ():
+        _unpack(repo, bundle, written)
     # The index read the old lock when the repo opened; read it again.
     repo._reset()
 
 
 def _inside(root: Path, name: str) -> Path:
     path = (root / name).resolve()
-    if not path.is_relative_to(root.resolve()):
+    if not path.is_relative_to(root.resolve()) or path == root.resolve():
         raise errors.MlciConfigError(f"{name!r} is outside the repository")
     return path
 
 
-def _handoff(repo: Repo, stages: list[Stage]) -> dict[str, Any]:
-    """The lock entries and uncached outputs of ``stages``, as they are now."""
+# ------------------------------------------------------------------------------ bundles
+
+#: The member of a bundle that lists what the stage deleted.
+_MANIFEST = ".mlci-handoff.json"
+
+
+def _git(root: str | Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _worktree_tree(root: str | Path) -> str:
+    """The tree ``git add -A`` would commit now, built in a throwaway index (nothing is staged)."""
+    index = Path(root) / _git(root, "rev-parse", "--git-path", "index").strip()
+    with tempfile.TemporaryDirectory(prefix="mlci-index-") as tmp:
+        scratch = os.path.join(tmp, "index")
+        if index.exists():
+            shutil.copyfile(index, scratch)  # its stat data spares hashing unchanged files
+        env = {**os.environ, "GIT_INDEX_FILE": scratch}
+        _git(root, "add", "--all", "--", ".", env=env)
+        return _git(root, "write-tree", env=env).strip()
+
+
+def _tree_changes(root: str | Path, before: str, after: str) -> list[tuple[str, str]]:
+    """``(status, path)`` of each file that differs between two trees (``A``, ``M``, ``D``, ``T``)."""
+    out = _git(root, "diff-tree", "-r", "-z", "--no-renames", "--name-status", before, after)
+    items = out.split("\0")
+    return [(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
+
+
+def _changed_git_files(repo: Repo) -> list[str]:
+    """What ``git add -A`` would commit after the run, relative to the checked-out revision."""
+    root = repo.root_dir
+    head = _git(root, "rev-parse", "HEAD^{tree}").strip()
+    return sorted(path for _, path in _tree_changes(root, head, _worktree_tree(root)))
+
+
+def _pack(repo: Repo, before: str, stages: list[Stage], seen: list[str], push: bool) -> dict[str, Any] | None:
+    """Pack what the stages changed under git since the tree ``before`` into a bundle.
+
+    Lock files travel as entries (they are merged stage by stage); everything else, as files.
+    The bundle goes into the worker's DVC cache and, with ``push``, to the remote.
+    """
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    root = repo.root_dir
+    changes = [
+        (status, path)
+        for status, path in _tree_changes(root, before, _worktree_tree(root))
+        if posixpath.basename(path) != "dvc.lock"
+    ]
+    if not changes:
+        return None
+    deleted = sorted(path for status, path in changes if status == "D")
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed, tarfile.open(fileobj=packed, mode="w") as tar:
+        manifest = json.dumps({"deleted": deleted}).encode()
+        info = tarfile.TarInfo(_MANIFEST)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for path in sorted(path for status, path in changes if status != "D"):
+            info = tar.gettarinfo(os.path.join(root, path), arcname=path)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if info.isreg():
+                with open(os.path.join(root, path), "rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+    data = raw.getvalue()
+    md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (DVC's content address, not security)
+    repo.cache.local.add_bytes(md5, data)
+    if push:
+        failed = repo.cloud.push([HashInfo("md5", md5)]).failed
+        if failed:
+            raise errors.DvcTransferError(f"Could not push the hand-off bundle {md5} to the DVC remote")
+    names = [stage.addressing for stage in _pipeline(stages)]
+    log.info("Handed on %d changed file(s) under git as bundle %s", len(changes), md5)
+    return {"stages": names, "md5": md5, "seen": sorted(seen)}
+
+
+def _bundle_bytes(repo: Repo, bundle: dict[str, Any]) -> bytes:
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    md5 = str(bundle["md5"])
+    if not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise errors.MlciConfigError(f"{md5!r} is not a hand-off bundle id")
+    odb = repo.cache.local
+    if not odb.exists(md5):
+        _require_remote(repo)
+        repo.cloud.pull([HashInfo("md5", md5)])
+    path = odb.oid_to_path(md5)
+    if not os.path.exists(path):
+        raise errors.DvcMissingObjectError(
+            f"The files stage {', '.join(bundle.get('stages') or ['?'])} handed on (bundle {md5}) are in neither "
+            "this worker's DVC cache nor the DVC remote"
+        )
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if hashlib.md5(data).hexdigest() != md5:  # noqa: S324
+        raise errors.DvcMissingObjectError(f"The hand-off bundle {md5} is corrupted")
+    return data
+
+
+def _unpack(repo: Repo, bundle: dict[str, Any], written: dict[str, tuple[str, bytes | None]]) -> None:
+    """Write one bundle's files into the checkout, refusing to silently drop a parallel change.
+
+    ``written`` maps each path written so far to (the stage that wrote it, its bytes); a later
+    bundle whose stage did not start from that stage's result and wrote other bytes conflicts,
+    except for ``.gitignore`` files, whose lines are joined.
+    """
+    root = Path(repo.root_dir)
+    stage = ", ".join(bundle.get("stages") or ["?"])
+    seen = set(bundle.get("seen") or ())
+    with tarfile.open(fileobj=io.BytesIO(_bundle_bytes(repo, bundle)), mode="r:gz") as tar:
+        members = tar.getmembers()
+        manifest = json.loads(tar.extractfile(_MANIFEST).read()) if _MANIFEST in tar.getnames() else {}  # type: ignore[union-attr]
+        for member in members:
+            if member.name == _MANIFEST:
+                continue
+            path = _inside(root, member.name)
+            data = tar.extractfile(member).read() if member.isreg() else None  # type: ignore[union-attr]
+            data = _reconcile(member.name, data, stage, seen, written)
+            written[member.name] = (stage, data)
+            if path.is_dir() and not path.is_symlink() and not member.isdir():
+                shutil.rmtree(path)
+            elif (path.is_file() or path.is_symlink()) and not member.isdir():
+                path.unlink()
+            tar.extract(member, root, filter="data")
+            if data is not None and member.isreg():
+                path.write_bytes(data)  # a joined .gitignore, or the same bytes
+        for name in manifest.get("deleted") or ():
+            path = _inside(root, name)
+            _reconcile(name, None, stage, seen, written)
+            written[name] = (stage, None)
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+
+
+def _reconcile(
+    name: str, data: bytes | None, stage: str, seen: set[str], written: dict[str, tuple[str, bytes | None]]
+) -> bytes | None:
+    if name not in written:
+        return data
+    other, theirs = written[name]
+    if theirs == data or any(part in seen for part in other.split(", ")):
+        return data
+    if posixpath.basename(name) == ".gitignore" and theirs is not None and data is not None:
+        lines = theirs.decode().splitlines()
+        return "\n".join([*lines, *(line for line in data.decode().splitlines() if line not in lines)]).encode() + b"\n"
+    raise errors.DvcFileError(
+        f"{name} was changed both by stage {other} and by stage {stage}, which ran in parallel: neither saw the "
+        "other's version. Make one depend on the other in dvc.yaml, or run the pipeline as one task (mode='single')."
+    )
+
+
+def _handoff(
+    repo: Repo, stages: list[Stage], before: str, seen: list[str], push: bool
+) -> dict[str, Any]:
+    """The lock entries of ``stages`` as they are now, and the bundle of what they changed under git."""
     from dvc.utils.serialize import load_yaml
 
     lock: dict[str, dict[str, Any]] = {}
-    files: dict[str, str] = {}
     root = Path(repo.root_dir)
     for stage in _pipeline(stages):
         lockfile = _lock_path(stage)
@@ -184,38 +362,17 @@ def _handoff(repo: Repo, stages: list[Stage]) -> dict[str, Any]:
         entries = (load_yaml(str(path)) or {}).get("stages", {}) if path.exists() else {}
         if stage.name in entries:
             lock.setdefault(lockfile, {})[stage.name] = entries[stage.name]
-        for out in stage.outs:
-            if out.use_cache:
-                continue
-            out_path = Path(out.fs_path)
-            if out_path.is_file() and out_path.stat().st_size <= MAX_CARRIED_FILE_BYTES:
-                with contextlib.suppress(UnicodeDecodeError):
-                    files[os.path.relpath(out_path, root)] = out_path.read_bytes().decode("utf-8")
-    return {"lock": lock, "files": files}
+    bundle = _pack(repo, before, stages, seen, push)
+    return {"lock": lock, "bundles": [bundle] if bundle else []}
 
 
-def _changed_git_files(repo: Repo) -> list[str]:
-    """Files the run changed that belong in git: modified tracked files, and new lock files,
-    ``.gitignore`` files and uncached outputs (metrics, plots)."""
-    status = subprocess.run(
-        ["git", "status", "--porcelain=v1", "-z", "--untracked-files=all"],
-        cwd=repo.root_dir,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    uncached = {
-        os.path.relpath(out.fs_path, repo.root_dir)
-        for stage in repo.index.stages
-        for out in stage.outs
-        if not out.use_cache
-    }
-    changed = []
-    for entry in filter(None, status.split("\0")):
-        code, name = entry[:2], entry[3:]
-        if code != "??" or name.endswith((".lock", ".gitignore")) or name in uncached:
-            changed.append(name)
-    return sorted(changed)
+def _seen(handoff: dict[str, Any] | None) -> list[str]:
+    """The stages whose results a handoff carries."""
+    if not handoff:
+        return []
+    names = {name for entries in (handoff.get("lock") or {}).values() for name in entries}
+    names |= {name for bundle in handoff.get("bundles") or () for name in bundle.get("stages") or ()}
+    return sorted(names)
 
 
 def _metrics(repo: Repo) -> dict[str, Any]:
@@ -226,8 +383,10 @@ def _metrics(repo: Repo) -> dict[str, Any]:
         error = entry.get("error")
         if error is None:
             metrics[path] = entry.get("data", {})
-        elif isinstance(error, FileNotFoundError) or "No such file" in str(error):
-            log.info("No metrics file %s (its stage did not run in this task)", path)
+        elif not os.path.exists(os.path.join(repo.root_dir, path)):
+            # Not written yet: a later stage (perhaps in another task) writes it, maybe into a
+            # folder that does not exist before (DVC then says "failed to load directory").
+            log.info("No metrics file %s (the stage that writes it did not run in this task)", path)
         else:
             raise errors.DvcFileError(f"Cannot read the metrics file {path}: {error}")
     return json_safe(metrics)
@@ -247,6 +406,7 @@ def op_repro(
     handoff: dict[str, Any] | None,
 ) -> dict[str, Any]:
     _apply_handoff(repo, handoff)
+    before = _worktree_tree(repo.root_dir)
     stages = _stages_in_scope(repo, targets, single_stage)
     if pull or push:
         _require_remote(repo)
@@ -267,7 +427,7 @@ def op_repro(
         "stages": outcomes,
         "metrics": _metrics(repo),
         "pushed": push,
-        "handoff": _handoff(repo, stages),
+        "handoff": _handoff(repo, stages, before, _seen(handoff), push),
         "changed_files": _changed_git_files(repo),
     }
 

@@ -10,9 +10,15 @@ holding either the result or an error, which the parent re-raises as the matchin
 This module imports no DVC: the parent side needs none.
 
 Stages that run in separate tasks (on separate workers) hand their results on as a
-:class:`StageHandoff`: the new ``dvc.lock`` entries of the stages that ran, and the small files
-that DVC does not cache (metrics, plots), so a downstream stage sees its upstream's new outputs
-although its own checkout of the revision carries the old ``dvc.lock``.
+:class:`StageHandoff`: the new ``dvc.lock`` entries of the stages that ran (small JSON), and a
+*bundle* per stage task: every file under git that the stage created, changed or deleted, as
+``git add -A`` sees it (metrics, plots, uncached outputs of any size or type, directories, files
+DVCLive rewrites such as ``dvc.yaml``, the ``.gitignore`` files DVC writes), packed as one
+content-addressed object pushed to the DVC remote with the stage's outputs. XCom carries only
+its md5. The next stage task, on any worker, pulls the bundles of the stages above it and
+unpacks them into its checkout of the revision, so it starts from what ``dvc repro`` by hand
+would have left on disk; the commit task does the same for every stage, then commits what
+``git add -A`` would.
 """
 
 from __future__ import annotations
@@ -58,8 +64,6 @@ __all__ = [
 #: Stage outcomes of a reproduction.
 RAN, RESTORED, SKIPPED = "ran", "restored", "skipped"
 
-#: Files DVC does not cache travel between tasks up to this size each.
-MAX_CARRIED_FILE_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,35 +71,39 @@ class StageHandoff:
     """What stages that ran in other tasks hand on to the next ones (small JSON).
 
     :param lock: new ``dvc.lock`` entries: ``{lock file path: {stage name: entry}}``
-    :param files: outputs DVC does not cache (metrics, plots): ``{path: text}``
+    :param bundles: one entry per stage task that changed files under git, in pipeline order:
+        ``{"stages": [names], "md5": object id in the DVC remote, "seen": [stages whose results
+        that task started from]}``
     """
 
     lock: dict[str, dict[str, Any]] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
+    bundles: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def merged(cls, parts: Iterable[Mapping[str, Any] | StageHandoff | None]) -> StageHandoff:
-        """Merge handoffs (or their JSON forms); later parts win for the same stage or file.
+        """Merge handoffs (or their JSON forms); later parts win for the same stage.
 
         :param parts: handoffs from upstream tasks, in pipeline order
         """
         lock: dict[str, dict[str, Any]] = {}
-        files: dict[str, str] = {}
+        bundles: list[dict[str, Any]] = []
         for part in parts:
             if part is None:
                 continue
             data = asdict(part) if isinstance(part, StageHandoff) else part
             for lockfile, entries in (data.get("lock") or {}).items():
                 lock.setdefault(lockfile, {}).update(entries)
-            files.update(data.get("files") or {})
-        return cls(lock=lock, files=files)
+            for bundle in data.get("bundles") or ():
+                if bundle not in bundles:
+                    bundles.append(dict(bundle))
+        return cls(lock=lock, bundles=bundles)
 
     def __bool__(self) -> bool:
-        return bool(self.lock or self.files)
+        return bool(self.lock or self.bundles)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form, for XCom."""
-        return {"lock": self.lock, "files": self.files}
+        return {"lock": self.lock, "bundles": self.bundles}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,8 +135,10 @@ class ReproOutcome:
         (nothing changed), in pipeline order
     :param metrics: the metrics files after the run, nested as ``dvc metrics show`` nests them
     :param pushed: whether outputs and run-cache were pushed
-    :param handoff: the new lock entries and uncached files of the stages in scope
-    :param changed_files: files under git that the run changed (``dvc.lock``, metrics, ...)
+    :param handoff: the new lock entries of the stages in scope and the bundle of the files under
+        git they changed (pushed to the DVC remote with the outputs)
+    :param changed_files: what ``git add -A`` would commit after the run, relative to the revision
+        (``dvc.lock``, metrics, plots, uncached outputs, ``.gitignore`` files, ...)
     """
 
     stages: dict[str, str] = field(default_factory=dict)
@@ -293,9 +303,9 @@ def report_inputs(workspace: Workspace, revs: Iterable[str], out: str | Path, *,
 
 
 def apply_handoff(workspace: Workspace, handoff: StageHandoff) -> tuple[str, ...]:
-    """Write upstream tasks' lock entries and uncached files into the workspace.
+    """Write upstream tasks' lock entries and bundled files into the workspace.
 
-    Returns the files under git that now differ from the revision (to commit them).
+    Returns what ``git add -A`` would now commit, relative to the revision (to commit it).
 
     :param workspace: the checkout
     :param handoff: what the stage tasks handed on

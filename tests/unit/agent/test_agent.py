@@ -402,7 +402,7 @@ def test_command_line():
 
 def test_repro_request_from_json():
     request = repro_request_from_json(
-        {"targets": ["train"], "force": True, "handoff": {"lock": {"dvc.lock": {"prepare": {}}}, "files": {}}}
+        {"targets": ["train"], "force": True, "handoff": {"lock": {"dvc.lock": {"prepare": {}}}, "bundles": []}}
     )
     assert request.targets == ("train",)
     assert request.force
