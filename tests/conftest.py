@@ -240,6 +240,22 @@ def worker_cache(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def separate_workers(monkeypatch, tmp_path):
+    """Give every task its own worker cache, as if each ran on another machine."""
+    from airflow_provider_mlci.hooks.dvc import DvcHook
+
+    roots = []
+
+    def fresh_cache(self):
+        root = tmp_path / f"worker-{len(roots)}"
+        roots.append(root)
+        return str(root)
+
+    monkeypatch.setattr(DvcHook, "cache_dir", property(fresh_cache))
+    return roots
+
+
+@pytest.fixture
 def dvc_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     """Define the ``mlci_dvc`` connection ``conn_id`` through ``AIRFLOW_CONN_*`` (JSON form)."""
 

@@ -199,9 +199,7 @@ _MANIFEST = ".mlci-handoff.json"
 
 
 def _git(root: str | Path, *args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True
-    ).stdout
+    return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True).stdout
 
 
 def _worktree_tree(root: str | Path) -> str:
@@ -348,9 +346,7 @@ def _reconcile(
     )
 
 
-def _handoff(
-    repo: Repo, stages: list[Stage], before: str, seen: list[str], push: bool
-) -> dict[str, Any]:
+def _handoff(repo: Repo, stages: list[Stage], before: str, seen: list[str], push: bool) -> dict[str, Any]:
     """The lock entries of ``stages`` as they are now, and the bundle of what they changed under git."""
     from dvc.utils.serialize import load_yaml
 
@@ -551,9 +547,9 @@ def op_metrics(repo: Repo, *, baseline: str | None) -> dict[str, Any]:
     shown_metrics = repo.metrics.show(revs=revs, hide_workspace=True)
     shown_params = repo.params.show(revs=revs, hide_workspace=True)
     result: dict[str, Any] = {
-        "metrics": _files_at(shown_metrics, sha, "metrics"),
-        "params": _files_at(shown_params, sha, "params"),
-        "baseline_metrics": _files_at(shown_metrics, baseline, "metrics") if baseline else {},
+        "metrics": _files_at(repo, shown_metrics, sha, "metrics"),
+        "params": _files_at(repo, shown_params, sha, "params"),
+        "baseline_metrics": _files_at(repo, shown_metrics, baseline, "metrics") if baseline else {},
         "metrics_diff": {},
         "params_diff": {},
     }
@@ -566,16 +562,31 @@ def op_metrics(repo: Repo, *, baseline: str | None) -> dict[str, Any]:
     return json_safe(result)
 
 
-def _files_at(shown: dict[str, Any], rev: str, what: str) -> dict[str, Any]:
+def _files_at(repo: Repo, shown: dict[str, Any], rev: str, what: str) -> dict[str, Any]:
     entry = shown.get(rev) or {}
     if "error" in entry:
         raise errors.DvcFileError(f"Cannot read the {what} at {rev[:12]}: {entry['error']}")
     out: dict[str, Any] = {}
     for path, value in entry.get("data", {}).items():
         if "error" in value:
+            if _absent_at(repo, rev, path, value["error"]):
+                log.info("No %s file %s at %s (not written at that revision)", what, path, rev[:12])
+                continue
             raise errors.DvcFileError(f"Cannot read the {what} file {path} at {rev[:12]}: {value['error']}")
         out[path] = value.get("data", {})
     return out
+
+
+def _absent_at(repo: Repo, rev: str, path: str, error: Any) -> bool:
+    """Whether a file DVC could not read at ``rev`` simply is not there (not written at that
+    revision), rather than broken."""
+    if (
+        subprocess.run(["git", "cat-file", "-e", f"{rev}:{path}"], cwd=repo.root_dir, capture_output=True).returncode
+        == 0
+    ):
+        return False
+    text = str(error)
+    return isinstance(error, FileNotFoundError) or "No such file" in text or "failed to load directory" in text
 
 
 def op_graph(repo: Repo) -> dict[str, list[str]]:

@@ -65,7 +65,6 @@ __all__ = [
 RAN, RESTORED, SKIPPED = "ran", "restored", "skipped"
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class StageHandoff:
     """What stages that ran in other tasks hand on to the next ones (small JSON).

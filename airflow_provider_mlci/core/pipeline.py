@@ -167,6 +167,7 @@ def load_pipeline(
     else:
         spec = _from_yaml(dvc_file, data)
     _check_acyclic(spec, path)
+    _check_no_subrepos(root, spec)
     return spec
 
 
@@ -192,11 +193,46 @@ def _from_yaml(dvc_file: str, data: dict[str, Any]) -> PipelineSpec:
         for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
             for entry in body.get(key) or ():
                 out_path, options = _entry(entry, dvc_file, name, key)
+                _check_supported(
+                    dvc_file, str(name), out_path, push=options.get("push", True), remote=options.get("remote")
+                )
                 outs.append(OutSpec(path=_join(wdir, out_path), cache=bool(options.get("cache", True)), kind=kind))
         stages[prefix + str(name)] = StageSpec(
             name=prefix + str(name), deps=deps, outs=tuple(outs), desc=body.get("desc")
         )
     return PipelineSpec(dvc_file=dvc_file, stages=_link(stages))
+
+
+def _check_supported(dvc_file: str, stage: str, path: str, *, push: Any, remote: Any) -> None:
+    """Refuse, naming the feature, what a stage task on another worker could not see."""
+    where = f"{dvc_file}: stage {stage!r}, output {path!r}"
+    if push is False:
+        raise DvcFileError(
+            f"{where} has 'push: false': its data would stay on the worker that made it, where the next stage's "
+            "task (on another worker) cannot get it. Remove 'push: false', or run the pipeline as one task "
+            "(mode='single')."
+        )
+    if remote:
+        raise DvcFileError(
+            f"{where} names its own remote ({remote!r}): per-output remotes are not supported; the stage tasks "
+            "push to and pull from the repository's default remote (or the connection's)."
+        )
+
+
+def _check_no_subrepos(root: Path, spec: PipelineSpec) -> None:
+    """Refuse stages reading from or writing into a DVC subrepo (a folder with its own ``.dvc``)."""
+    for name, stage in spec.stages.items():
+        for path in [*stage.deps, *(out.path for out in stage.outs)]:
+            parts = Path(path).parts
+            for depth in range(1, len(parts)):
+                folder = root.joinpath(*parts[:depth])
+                if (folder / ".dvc").is_dir():
+                    subrepo = folder.relative_to(root)
+                    raise DvcFileError(
+                        f"{spec.dvc_file}: stage {name!r} uses {path!r}, inside the DVC subrepo {subrepo}/"
+                        " (it has a .dvc folder of its own): subrepos are not supported; render the subrepo's own "
+                        "dvc.yaml from its own repository."
+                    )
 
 
 def _paths(value: Any, dvc_file: str, stage: str, key: str) -> list[str]:
@@ -328,6 +364,9 @@ def _render(root: str, dvc_file: str) -> dict[str, Any]:
         for stage in repo.index.stages:
             if not stage.cmd or os.path.abspath(stage.dvcfile.path) != wanted:
                 continue
+            for out in stage.outs:
+                relpath = os.path.relpath(out.fs_path, repo.root_dir)
+                _check_supported(dvc_file, stage.addressing, relpath, push=out.can_push, remote=out.remote)
             outs = tuple(
                 OutSpec(
                     path=os.path.relpath(out.fs_path, repo.root_dir),

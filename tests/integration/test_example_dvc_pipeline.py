@@ -23,22 +23,6 @@ def example_installed(dags_folder):
 
 
 @pytest.fixture
-def separate_workers(monkeypatch, tmp_path):
-    """Give every task its own worker cache, as if each ran on another machine."""
-    from airflow_provider_mlci.hooks.dvc import DvcHook
-
-    roots = []
-
-    def fresh_cache(self):
-        root = tmp_path / f"worker-{len(roots)}"
-        roots.append(root)
-        return str(root)
-
-    monkeypatch.setattr(DvcHook, "cache_dir", property(fresh_cache))
-    return roots
-
-
-@pytest.fixture
 def s3_connection(aws_moto_connection, dvc_connection, s3_dvc_project, moto_endpoint, s3_bucket):
     dvc_connection(
         str(s3_dvc_project.remote), extra={"aws_conn_id": "aws_moto", "dvc_remote_url": f"s3://{s3_bucket}/store"}

@@ -121,3 +121,65 @@ def test_a_missing_file_is_named(tmp_path):
 def test_json_round_trip():
     spec = load_pipeline(DEMO_PROJECT)
     assert PipelineSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("push: false", r"dvc.yaml: stage 'train', output 'model.pkl' has 'push: false'.*mode='single'"),
+        ("remote: other", r"dvc.yaml: stage 'train', output 'model.pkl' names its own remote \('other'\)"),
+    ],
+)
+def test_outputs_another_worker_could_not_reach_fail_at_parse_naming_the_feature(tmp_path, options, message):
+    write(
+        tmp_path / "dvc.yaml",
+        f"""
+        stages:
+          train:
+            cmd: python train.py
+            outs:
+              - model.pkl:
+                  {options}
+        """,
+    )
+    with pytest.raises(DvcFileError, match=message):
+        load_pipeline(tmp_path)
+
+
+def test_templated_outputs_are_checked_too(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    write(
+        tmp_path / "dvc.yaml",
+        """
+        vars:
+          - name: model.pkl
+        stages:
+          train:
+            cmd: python train.py
+            outs:
+              - ${name}:
+                  push: false
+        """,
+    )
+    with pytest.raises(DvcFileError, match=r"stage 'train', output 'model.pkl' has 'push: false'"):
+        load_pipeline(tmp_path, render_cache=tmp_path / "render")
+
+
+def test_a_stage_inside_a_dvc_subrepo_fails_at_parse_naming_the_subrepo(tmp_path):
+    (tmp_path / "libs" / "features" / ".dvc").mkdir(parents=True)
+    write(
+        tmp_path / "dvc.yaml",
+        """
+        stages:
+          build:
+            cmd: python build.py
+            deps:
+              - libs/features/data.csv
+            outs:
+              - features.csv
+        """,
+    )
+    with pytest.raises(
+        DvcFileError, match=r"stage 'build' uses 'libs/features/data.csv', inside the DVC subrepo libs/features/"
+    ):
+        load_pipeline(tmp_path)
