@@ -386,7 +386,6 @@ MONOREPO = {
                   cache: false
           legacy:
             cmd: python src/legacy.py
-            frozen: true
             deps:
               - src/legacy.py
             outs:
@@ -459,6 +458,10 @@ def monorepo_project(root: Path) -> LocalDvcProject:
     count = project.work / "src" / "count.py"
     count.write_text(count.read_text().replace('"version": 1', '"version": 2'))
     legacy = project.work / "src" / "legacy.py"
-    legacy.write_text(legacy.read_text().replace("v1", "v2"))  # frozen: must not rerun
-    project.commit_and_push("Change count.py and legacy.py; the lock is now stale", dvc_push=False)
+    legacy.write_text(legacy.read_text().replace("v1", "v2"))  # frozen now: must not rerun
+    dvc_yaml = project.work / "dvc.yaml"
+    frozen = "cmd: python src/legacy.py\n    frozen: true\n"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("cmd: python src/legacy.py\n", frozen))
+    assert "frozen: true" in dvc_yaml.read_text()
+    project.commit_and_push("Change count.py, freeze legacy and change it; the lock is now stale", dvc_push=False)
     return project
