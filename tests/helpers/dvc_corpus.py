@@ -135,6 +135,16 @@ def assert_equal_to_by_hand(project: LocalDvcProject, hand: ByHand, *, sha: str,
 
 # ------------------------------------------------------------------------------ the projects
 
+
+def _with_raw_data(root: Path, files: dict[str, str], raw_csv: str) -> LocalDvcProject:
+    """A project of ``files`` whose ``data/raw.csv`` (``raw_csv``) DVC tracks, committed and pushed."""
+    template = root / "template"
+    write(template, files)
+    return create_dvc_project(
+        template, root / "project", track=["data/raw.csv"], prepare=lambda work: write(work, {"data/raw.csv": raw_csv})
+    )
+
+
 DVCLIVE = {
     "dvc.yaml": """
         stages:
@@ -234,13 +244,7 @@ def dvclive_project(root: Path) -> LocalDvcProject:
     """DVCLive's layout: top-level metrics/plots/params/artifacts, files written by later stages
     into folders that do not exist before, a stage with no dependencies, a binary uncached output;
     DVCLive rewrites ``dvc.yaml`` as it runs."""
-    template = root / "template"
-    write(template, DVCLIVE)
-
-    def data(work: Path) -> None:
-        write(work, {"data/raw.csv": "x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(40))})
-
-    return create_dvc_project(template, root / "project", track=["data/raw.csv"], prepare=data)
+    return _with_raw_data(root, DVCLIVE, "x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(40)))
 
 
 TEMPLATED = {
@@ -349,13 +353,7 @@ def templated_project(root: Path) -> LocalDvcProject:
     """``vars`` (a file and inline), ``foreach`` over a list and a dict, ``matrix``, ``${}`` in
     cmd/deps/outs; params in YAML, JSON, TOML and Python files, in subfolders; directory and
     binary uncached outputs; parallel stages that both add to one ``.gitignore``."""
-    template = root / "template"
-    write(template, TEMPLATED)
-
-    def data(work: Path) -> None:
-        write(work, {"data/raw.csv": "id\n" + "".join(f"{i}\n" for i in range(30))})
-
-    return create_dvc_project(template, root / "project", track=["data/raw.csv"], prepare=data)
+    return _with_raw_data(root, TEMPLATED, "id\n" + "".join(f"{i}\n" for i in range(30)))
 
 
 MONOREPO = {
