@@ -90,7 +90,7 @@ def op_exp_run(
 def op_exp_metrics(repo: Repo) -> dict[str, Any]:
     """The metrics files of the commit checked out (an experiment fetched from the remote)."""
     shown = repo.metrics.show(revs=[repo.scm.get_rev()], hide_workspace=True)
-    return dvc_child._files_at(shown, repo.scm.get_rev(), "metrics")
+    return dvc_child._files_at(repo, shown, repo.scm.get_rev(), "metrics")
 
 
 def main() -> int:
