@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench.bench_registry",
     "bench.bench_gpu",
     "bench.bench_sweep",
+    "bench.bench_pipeline",
 )
 
 

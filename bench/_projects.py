@@ -180,3 +180,52 @@ def sweep_project(root: Path, *, trial_seconds: float) -> Any:
         (work / "data" / "raw.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(500)))
 
     return create_dvc_project(template, root / "sweep-project", track=["data/raw.csv"], prepare=make_data)
+
+
+def chain_project(root: Path, *, stages: int = 4, stage_seconds: float) -> Any:
+    """A chain of ``stages`` stages (``a -> b -> c -> d`` for four) over ``data/raw.csv`` (tracked
+    by DVC): each runs ``stage.py``, which sleeps ``stage_seconds`` (``time.sleep``: no CPU) and
+    writes a small output that the next stage reads. Committed and pushed with no ``dvc.lock``, so
+    every stage runs on a first reproduction.
+
+    :param root: an empty folder to build in
+    :param stages: how many stages (at most 26)
+    :param stage_seconds: how long each stage's command takes (the ``work.seconds`` param)
+    """
+    from airflow_provider_mlci.testing import create_dvc_project
+
+    template = root / "chain-template"
+    template.mkdir(parents=True)
+    (template / "params.yaml").write_text(f"work:\n  seconds: {stage_seconds}\n")
+    (template / "stage.py").write_text(
+        "import sys, time\n"
+        "import yaml\n"
+        "source, target = sys.argv[1:3]\n"
+        "time.sleep(float(yaml.safe_load(open('params.yaml'))['work']['seconds']))\n"
+        "rows = open(source).read().splitlines()\n"
+        "with open(target, 'w') as fh:\n"
+        "    fh.write(f'{target}: {len(rows)} rows in {source}\\n')\n"
+        "    fh.writelines(row + '\\n' for row in rows[:50])\n"
+    )
+    names = [chr(ord("a") + index) for index in range(stages)]
+    lines = ["stages:"]
+    source = "data/raw.csv"
+    for name in names:
+        target = f"out/{name}.txt"
+        lines += [
+            f"  {name}:",
+            f"    cmd: python stage.py {source} {target}",
+            f"    deps:\n      - stage.py\n      - {source}",
+            "    params:\n      - work.seconds",
+            f"    outs:\n      - {target}",
+        ]
+        source = target
+    (template / "dvc.yaml").write_text("\n".join(lines) + "\n")
+
+    def make_data(work: Path) -> None:
+        (work / "data").mkdir()
+        (work / "out").mkdir()
+        (work / "out" / ".gitkeep").write_text("")
+        (work / "data" / "raw.csv").write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(2000)))
+
+    return create_dvc_project(template, root / "chain-project", track=["data/raw.csv"], prepare=make_data)

@@ -55,7 +55,8 @@ def _ours(template, scratch: Path) -> float:
         shutil.rmtree(scratch)
 
 
-def _baseline(template, scratch: Path) -> float:
+def by_hand(template, scratch: Path, pull: tuple[str, ...] = tuple(f"{path}.dvc" for path in DEMO_DATA)) -> float:
+    """git clone, point DVC at the remote and an empty cache, pull ``pull``, repro, push with the run-cache."""
     project = template.copy_to(scratch / "p")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
@@ -69,7 +70,7 @@ def _baseline(template, scratch: Path) -> float:
         run("git", "clone", "--quiet", str(project.remote), str(work))
         run(*dvc, "remote", "modify", "--local", "storage", "url", project.dvc_remote_url, cwd=work)
         run(*dvc, "config", "--local", "cache.dir", str(scratch / "cache"), cwd=work)
-        run(*dvc, "pull", "--quiet", *(f"{path}.dvc" for path in DEMO_DATA), cwd=work)
+        run(*dvc, "pull", "--quiet", *pull, cwd=work)
         run(*dvc, "repro", "--quiet", cwd=work)
         run(*dvc, "push", "--quiet", "--run-cache", cwd=work)
 
@@ -87,7 +88,7 @@ def run(quick: bool) -> Iterator[Comparison]:
         counter = iter(range(1000))
         ours, base = interleave(
             lambda: _ours(template, root / f"ours-{next(counter)}"),
-            lambda: _baseline(template, root / f"base-{next(counter)}"),
+            lambda: by_hand(template, root / f"base-{next(counter)}"),
             repeats,
         )
         yield Comparison(
