@@ -586,7 +586,16 @@ def _absent_at(repo: Repo, rev: str, path: str, error: Any) -> bool:
     ):
         return False
     text = str(error)
-    return isinstance(error, FileNotFoundError) or "No such file" in text or "failed to load directory" in text
+    if isinstance(error, FileNotFoundError) or "No such file" in text or "failed to load directory" in text:
+        return True
+    # A plot folder that is not there reads as a file of no known type ("file type error"): ask
+    # DVC whether the revision has the path at all (in git or as an output its lock records).
+    from dvc.fs import DVCFileSystem
+
+    try:
+        return not DVCFileSystem(url=repo.root_dir, rev=rev).exists(path)
+    except Exception:  # cannot tell: say it is broken, not absent
+        return False
 
 
 def op_graph(repo: Repo) -> dict[str, list[str]]:
@@ -606,12 +615,15 @@ def op_report(repo: Repo, *, revs: list[str], out: str, plots: bool = True) -> d
 
     Plots come back as DVC renders them: a Vega-Lite spec holding every revision's data (one
     per plot definition), or image files copied into ``out``. Whatever could not be read goes
-    to ``problems``, naming the file and the revision.
+    to ``problems``, naming the file and the revision; a metrics, params or plots file that a
+    revision other than the first (the one reported on) simply does not have (a baseline from
+    before the pipeline wrote it) goes to ``absent`` (``{rev: [path]}``).
     """
     from dvc.render.convert import to_json
     from dvc.render.match import match_defs_renderers
 
     problems: list[str] = []
+    absent: dict[str, set[str]] = {}
     values: dict[str, dict[str, Any]] = {}
     for kind, show in (("metrics", repo.metrics.show), ("params", repo.params.show)):
         shown = show(revs=revs, hide_workspace=True)
@@ -621,10 +633,12 @@ def op_report(repo: Repo, *, revs: list[str], out: str, plots: bool = True) -> d
             if "error" in entry:
                 problems.append(f"Cannot read the {kind} at {rev[:12]}: {_describe(entry['error'])}")
             for path, value in (entry.get("data") or {}).items():
-                if "error" in value:
-                    problems.append(f"Cannot read the {kind} file {path} at {rev[:12]}: {_describe(value['error'])}")
-                else:
+                if "error" not in value:
                     files[path] = value.get("data", {})
+                elif rev != revs[0] and _absent_at(repo, rev, path, value["error"]):
+                    absent.setdefault(rev, set()).add(path)
+                else:
+                    problems.append(f"Cannot read the {kind} file {path} at {rev[:12]}: {_describe(value['error'])}")
             values.setdefault(kind, {})[rev] = files
     data = repo.plots.show(revs=revs) if plots else {}
     for rev, entry in data.items():
@@ -637,7 +651,10 @@ def op_report(repo: Repo, *, revs: list[str], out: str, plots: bool = True) -> d
     ):
         for rev, by_source in (source_errors or {}).items():
             for source, exc in by_source.items():
-                problems.append(f"Plot {renderer.name}: cannot read {source} at {rev[:12]}: {_describe(exc)}")
+                if rev != revs[0] and _absent_at(repo, rev, source, exc):
+                    absent.setdefault(rev, set()).add(source)
+                else:
+                    problems.append(f"Plot {renderer.name}: cannot read {source} at {rev[:12]}: {_describe(exc)}")
         for rev, exc in (definition_errors or {}).items():
             problems.append(f"Plot {renderer.name}: bad definition at {rev[:12]}: {_describe(exc)}")
         for item in to_json(renderer):
@@ -656,6 +673,7 @@ def op_report(repo: Repo, *, revs: list[str], out: str, plots: bool = True) -> d
             "params": values.get("params", {}),
             "plots": rendered,
             "problems": problems,
+            "absent": {rev: sorted(paths) for rev, paths in absent.items()},
         }
     )
 

@@ -291,7 +291,8 @@ def report_inputs(workspace: Workspace, revs: Iterable[str], out: str | Path, *,
     """Metrics, params and rendered plot specs at each of ``revs``, tolerating unreadable files.
 
     Returns ``{"metrics": {rev: {file: values}}, "params": {...}, "plots": [{"name", "type",
-    "revisions", "content", "path"}], "problems": [...]}``; image plots are copied into ``out``.
+    "revisions", "content", "path"}], "problems": [...], "absent": {rev: [path]}}``: what a revision
+    does not have yet is ``absent``, not a problem; image plots are copied into ``out``.
 
     :param workspace: the checkout
     :param revs: commit ids of the same repository (readable in the checkout)

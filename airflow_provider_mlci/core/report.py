@@ -136,6 +136,10 @@ def build_report(
     head = f"{labels[sha]}{against}"
     md: list[str] = [f"# {title}", "", f"Revision {head}.", ""]
     body: list[str] = [f"<h1>{_e(title)}</h1>", f"<p>Revision <code>{_e(head)}</code>.</p>"]
+    for at, paths in (inputs.get("absent") or {}).items():
+        note = f"Not at {labels.get(at, at[:12])} (not written there yet): {', '.join(paths)}."
+        md += [note, ""]
+        body.append(f"<p class='absent'>{_e(note)}</p>")
     if problems:
         md += ["## Problems", "", *[f"- {p}" for p in problems], ""]
         body += ["<h2>Problems</h2>", "<ul class='problems'>", *[f"<li>{_e(p)}</li>" for p in problems], "</ul>"]
@@ -172,6 +176,7 @@ def build_report(
         "plots": [image.file for image in images],
         "sections": [section.title for section in sections],
         "problems": problems,
+        "absent": dict(inputs.get("absent") or {}),
     }
     return Report(markdown="\n".join(md).rstrip() + "\n", html=page, images=images, problems=problems, summary=summary)
 

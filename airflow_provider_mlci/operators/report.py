@@ -31,7 +31,9 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
     task fails on it only with ``fail_on_missing=True``.
 
     Returns ``{"repo", "rev", "sha", "baseline_rev", "baseline_sha", "report_uri", "html",
-    "markdown", "metrics_changed", "plots", "problems"}``.
+    "markdown", "metrics_changed", "plots", "problems", "absent"}``; ``absent`` maps a commit to
+    the metrics, params and plots files it does not have yet (a baseline from before the
+    pipeline first ran): the report says so, and that is not a problem.
 
     :param rev: branch, tag, commit id or expression (templated)
     :param baseline_rev: the revision to compare with (templated); default: the model on
@@ -173,6 +175,7 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
             "metrics_changed": summary["metrics_changed"],
             "plots": summary["plots"],
             "problems": report.problems,
+            "absent": summary["absent"],
         }
 
     def _baseline(self, workspace: Workspace, problems: list[str]) -> tuple[str | None, str | None]:

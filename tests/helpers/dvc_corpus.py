@@ -11,6 +11,7 @@ order), every file ``git add -A`` would commit, the metrics and the outputs in t
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -54,11 +55,16 @@ class ByHand:
         return yaml.safe_load((self.work / lockfile).read_text())
 
     def cached_hashes(self) -> set[str]:
-        """The md5 of every output DVC caches (so pushes) in the by-hand workspace."""
+        """The md5 of every output ``dvc push`` pushes from the by-hand workspace (what
+        ``dvc import`` brought in stays in its source repository's remote)."""
         from dvc.repo import Repo
 
         with Repo(str(self.work)) as repo:
-            return {out.hash_info.value for out in repo.index.outs if out.use_cache and out.hash_info.value}
+            return {
+                out.hash_info.value
+                for out in repo.index.outs
+                if out.use_cache and out.hash_info.value and not out.stage.is_repo_import
+            }
 
 
 def dvc(project: LocalDvcProject, cwd: Path, *args: str) -> str:
@@ -90,6 +96,24 @@ def by_hand(project: LocalDvcProject, dest: Path, *targets: str) -> ByHand:
     status = project.git("diff", "--cached", "--name-only", "--no-renames", "-z", cwd=work)
     metrics = json.loads(dvc(project, work, "metrics", "show", "--json").strip() or "{}")
     return ByHand(work=work, ran=ran, changed=set(filter(None, status.split("\0"))), metrics=metrics)
+
+
+def stage_outcomes(xcom: dict[str, Any], *groups: str) -> dict[str, str]:
+    """``{stage: outcome}`` from the stage tasks of the task groups ``groups`` in a run's XCom."""
+    return {
+        stage: outcome
+        for task, result in xcom.items()
+        if task.startswith(tuple(f"{group}." for group in groups))
+        and not task.endswith(".resolve")
+        and isinstance(result, dict)
+        and "stages" in result
+        for stage, outcome in result["stages"].items()
+    }
+
+
+def ran(xcom: dict[str, Any], *groups: str) -> set[str]:
+    """The stages the stage tasks of ``groups`` ran."""
+    return {stage for stage, outcome in stage_outcomes(xcom, *groups).items() if outcome == "ran"}
 
 
 def branch_files(project: LocalDvcProject, base: str, branch: str) -> set[str]:
@@ -463,3 +487,70 @@ def monorepo_project(root: Path) -> LocalDvcProject:
     assert "frozen: true" in dvc_yaml.read_text()
     project.commit_and_push("Change count.py, freeze legacy and change it; the lock is now stale", dvc_push=False)
     return project
+
+
+IMPORTS = {
+    "dvc.yaml": """
+        stages:
+          join:
+            cmd: python src/join.py
+            deps:
+              - src/join.py
+              - data/labels.csv
+              - data/lookup.csv
+            outs:
+              - data/joined.csv
+          score:
+            cmd: python src/score.py
+            deps:
+              - src/score.py
+              - data/joined.csv
+            metrics:
+              - score.json:
+                  cache: false
+    """,
+    "src/join.py": """
+        import csv
+
+        weights = {row["id"]: int(row["weight"]) for row in csv.DictReader(open("data/lookup.csv"))}
+        with open("data/joined.csv", "w") as out:
+            out.write("id,label,weight\\n")
+            for row in csv.DictReader(open("data/labels.csv")):
+                out.write(f"{row['id']},{row['label']},{weights.get(row['id'], 0)}\\n")
+    """,
+    "src/score.py": """
+        import csv
+        import json
+
+        rows = list(csv.DictReader(open("data/joined.csv")))
+        json.dump({"rows": len(rows), "weight": sum(int(r["weight"]) for r in rows)}, open("score.json", "w"))
+    """,
+}
+
+
+def imports_project(root: Path, served: Path, url: str) -> LocalDvcProject:
+    """A project whose first stage depends on data brought in with ``dvc import`` from another
+    git + DVC repository (a bare repository with its own DVC remote, built here) and with
+    ``dvc import-url`` from ``url``, an HTTP server serving the folder ``served``.
+
+    DVC does not push what ``dvc import`` brought in: a fresh clone's ``dvc pull`` fetches it
+    from the source repository's remote.
+    """
+    source = _with_raw_data(
+        root / "source", {"README": "Labels.\n"}, "id,label\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(12))
+    )
+    served.mkdir(parents=True, exist_ok=True)
+    (served / "lookup.csv").write_text("id,weight\n" + "".join(f"{i},{i * 3 % 7}\n" for i in range(12)))
+
+    def bring_in(work: Path) -> None:
+        (work / "data").mkdir()
+        env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+        for args in (
+            ("import", str(source.remote), "data/raw.csv", "-o", "data/labels.csv"),
+            ("import-url", f"{url}/lookup.csv", "data/lookup.csv"),
+        ):
+            subprocess.run([sys.executable, "-m", "dvc", *args], cwd=work, env=env, check=True, capture_output=True)
+
+    template = root / "template"
+    write(template, IMPORTS)
+    return create_dvc_project(template, root / "project", prepare=bring_in)

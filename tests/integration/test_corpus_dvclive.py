@@ -1,10 +1,13 @@
 """DVC projects as their authors write them, run as per-stage tasks on separate workers and
 compared with ``git clone`` + ``dvc pull`` + ``dvc repro`` + ``git add -A`` by hand on the same
-commit (see tests/helpers/dvc_corpus.py). This file: DVCLive's layout."""
+commit (see tests/helpers/dvc_corpus.py). This file: DVCLive's layout, with the report, the
+metrics diff, `DvcWillItRunOperator` and a sweep on it."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,9 @@ import pendulum
 from airflow.sdk import DAG
 
 from airflow_provider_mlci.operators.dvc import DvcMetricsOperator, DvcWillItRunOperator
+from airflow_provider_mlci.operators.report import MetricsReportOperator
 from airflow_provider_mlci.task_groups.dvc import DvcPipelineTaskGroup
+from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
 
 with DAG(dag_id="corpus_dvclive", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
     before = DvcWillItRunOperator(task_id="before", rev="main")
@@ -24,7 +29,9 @@ with DAG(dag_id="corpus_dvclive", schedule=None, start_date=pendulum.datetime(20
     )
     after = DvcWillItRunOperator(task_id="after", rev="mlci/corpus")
     diff = DvcMetricsOperator(task_id="diff", rev="mlci/corpus", baseline_rev="main")
-    before >> pipeline >> [after, diff]
+    report = MetricsReportOperator(task_id="report", rev="mlci/corpus", baseline_rev="main")
+    sweep = SweepTaskGroup(group_id="sweep", space={"train.rate": [0.25, 1.0]}, objective="auc", rev="main")
+    before >> pipeline >> [after, diff, report] >> sweep
 """
 
 
@@ -44,13 +51,7 @@ def test_dvclive_project_per_stage_equals_dvc_repro_by_hand(run_dag, project, tm
 
     record = run_dag("corpus_dvclive", source=DAG)
     assert record.state == "success", record.task_states
-    ran = {
-        s
-        for t in ("seed", "train", "evaluate")
-        for s, o in record.xcom[f"pipeline.{t}"]["stages"].items()
-        if o == "ran"
-    }
-    assert ran == hand.ran
+    assert dvc_corpus.ran(record.xcom, "pipeline") == hand.ran
     # The first stage does not trip over metrics files that only the last stage writes.
     assert record.xcom["pipeline.seed"]["metrics"] == {}
     assert record.xcom["before"]["will_run"] == ["seed", "train", "evaluate"]
@@ -59,3 +60,33 @@ def test_dvclive_project_per_stage_equals_dvc_repro_by_hand(run_dag, project, tm
     diff = record.xcom["diff"]
     assert set(diff["metrics"]) == {"dvclive/metrics.json", "eval/metrics.json"}
     assert diff["metrics"]["eval/metrics.json"] == hand.metrics[""]["data"]["eval/metrics.json"]["data"]
+    hand_auc = hand.metrics[""]["data"]["eval/metrics.json"]["data"]["auc"]
+    # The report on the committed branch against main, which has never run: every plot rendered,
+    # and what main does not have yet is stated, not a problem.
+    report = record.xcom["report"]
+    assert report["problems"] == []
+    assert report["absent"] == {
+        sha: [
+            "dvclive/metrics.json",
+            "dvclive/plots/metrics",
+            "eval/metrics.json",
+            "eval/plots/confusion.json",
+            "eval/plots/roc.json",
+        ]
+    }
+    assert sorted(report["plots"]) == [
+        "images/dvclive-plots-metrics-loss.tsv.svg",
+        "images/eval-plots-confusion.json.svg",
+        "images/eval-plots-roc.json.svg",
+    ]
+    markdown = (Path(report["report_uri"].removeprefix("file://")) / "report.md").read_text()
+    assert f"| eval/metrics.json | auc | - | {hand_auc} |" in markdown, markdown
+    assert "Not at main (" in markdown
+
+    # The sweep: each trial's objective equals what `dvc exp run -S` gives by hand on the same commit.
+    dvc_corpus.dvc(project, hand.work, "exp", "run", "--quiet", "-S", "train.rate=1.0")
+    by_hand_auc = json.loads((hand.work / "eval" / "metrics.json").read_text())["auc"]
+    board = {tuple(t["params"].items()): t for t in record.xcom["sweep.leaderboard"]["leaderboard"]["trials"]}
+    assert set(board) == {(("train.rate", 0.25),), (("train.rate", 1.0),)}
+    assert board[(("train.rate", 1.0),)]["value"] == by_hand_auc
+    assert board[(("train.rate", 1.0),)]["value"] != board[(("train.rate", 0.25),)]["value"]

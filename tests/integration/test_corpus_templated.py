@@ -56,14 +56,7 @@ def test_templated_project_per_stage_equals_dvc_repro_by_hand(
 
     record = run_dag("corpus_templated", source=TEMPLATED_DAG)
     assert record.state == "success", record.task_states
-    ran = {
-        stage
-        for task, result in record.xcom.items()
-        if task.startswith("pipeline.") and not task.endswith(".resolve") and "stages" in result
-        for stage, outcome in result["stages"].items()
-        if outcome == "ran"
-    }
-    assert ran == hand.ran
+    assert dvc_corpus.ran(record.xcom, "pipeline") == hand.ran
     # Two parallel stages each added their output to data/split/.gitignore: both lines are kept.
     dvc_corpus.assert_equal_to_by_hand(project, hand, sha=sha, branch="mlci/corpus", scratch=tmp_path)
 
@@ -81,13 +74,8 @@ def test_monorepo_per_stage_and_single_equal_dvc_repro_by_hand(
 
     record = run_dag("corpus_monorepo", source=MONOREPO_DAG)
     assert record.state == "success", record.task_states
-    outcomes = {
-        stage: outcome
-        for task, result in record.xcom.items()
-        if task.startswith(("root.", "sub.")) and not task.endswith(".resolve") and "stages" in result
-        for stage, outcome in result["stages"].items()
-    }
-    assert {stage for stage, outcome in outcomes.items() if outcome == "ran"} == hand.ran, outcomes
+    outcomes = dvc_corpus.stage_outcomes(record.xcom, "root", "sub")
+    assert dvc_corpus.ran(record.xcom, "root", "sub") == hand.ran, outcomes
     assert outcomes["legacy"] == "skipped"
     dvc_corpus.assert_equal_to_by_hand(project, hand, sha=sha, branch="mlci/corpus", scratch=tmp_path / "a")
     # One task for the whole root pipeline commits the same files as the per-stage tasks did for it.

@@ -150,3 +150,16 @@ def test_a_release_outcome_says_how_the_candidate_started_and_what_became_of_it(
         "**Promoted** fraud-detector v0.2.0 to prod, replacing v0.1.0 (tags: fraud-detector@v0.2.0)."
         in section.markdown
     )
+
+
+def test_files_the_baseline_does_not_have_yet_are_stated_and_are_not_problems():
+    inputs = {
+        "metrics": {A: {"eval/m.json": {"auc": 0.8}}, B: {}},
+        "absent": {B: ["eval/m.json", "eval/plots/roc.json"]},
+    }
+    report = build_report(title="T", rev="feature", sha=A, baseline_rev="main", baseline_sha=B, inputs=inputs)
+    assert report.problems == []
+    assert "## Problems" not in report.markdown
+    assert "Not at main (bbbbbbbbbbbb) (not written there yet): eval/m.json, eval/plots/roc.json." in report.markdown
+    assert "<p class='absent'>Not at main (bbbbbbbbbbbb)" in report.html
+    assert report.summary["absent"] == {B: ["eval/m.json", "eval/plots/roc.json"]}
