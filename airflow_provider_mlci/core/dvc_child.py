@@ -186,10 +186,13 @@ def _apply_handoff(repo: Repo, handoff: dict[str, Any] | None) -> None:
 
 
 def _inside(root: Path, name: str) -> Path:
-    path = (root / name).resolve()
-    if not path.is_relative_to(root.resolve()) or path == root.resolve():
+    """``root / name``, refusing a name that leads outside ``root``; the last part is not
+    followed (a link in the checkout is replaced, not written through)."""
+    candidate = root / name
+    parent = candidate.parent.resolve()
+    if not parent.is_relative_to(root.resolve()) or candidate.name in ("", "..") or candidate == root:
         raise errors.MlciConfigError(f"{name!r} is outside the repository")
-    return path
+    return parent / candidate.name
 
 
 # ------------------------------------------------------------------------------ bundles
@@ -311,7 +314,9 @@ def _unpack(repo: Repo, bundle: dict[str, Any], written: dict[str, tuple[str, by
             if member.name == _MANIFEST:
                 continue
             path = _inside(root, member.name)
-            data = tar.extractfile(member).read() if member.isreg() else None  # type: ignore[union-attr]
+            # A link is compared by its target (None stands for a deletion).
+            link = b"\0link\0" + member.linkname.encode()
+            data = tar.extractfile(member).read() if member.isreg() else link  # type: ignore[union-attr]
             data = _reconcile(member.name, data, stage, seen, written)
             written[member.name] = (stage, data)
             if path.is_dir() and not path.is_symlink() and not member.isdir():
@@ -319,7 +324,7 @@ def _unpack(repo: Repo, bundle: dict[str, Any], written: dict[str, tuple[str, by
             elif (path.is_file() or path.is_symlink()) and not member.isdir():
                 path.unlink()
             tar.extract(member, root, filter="data")
-            if data is not None and member.isreg():
+            if member.isreg():
                 path.write_bytes(data)  # a joined .gitignore, or the same bytes
         for name in manifest.get("deleted") or ():
             path = _inside(root, name)
@@ -332,6 +337,7 @@ def _unpack(repo: Repo, bundle: dict[str, Any], written: dict[str, tuple[str, by
 def _reconcile(
     name: str, data: bytes | None, stage: str, seen: set[str], written: dict[str, tuple[str, bytes | None]]
 ) -> bytes | None:
+    """What to write for ``name`` (``None``: delete it) given what an earlier bundle wrote there."""
     if name not in written:
         return data
     other, theirs = written[name]

@@ -434,3 +434,60 @@ def test_data_is_linked_where_no_stage_runs_and_copied_where_stages_run(dvc_proj
         raw.chmod(0o644)
         raw.write_text("a stage that scribbles on its input\n")
     assert cached.read_text() != "a stage that scribbles on its input\n"
+
+
+PARALLEL = {
+    "dvc.yaml": """
+        stages:
+          left:
+            cmd: python side.py left
+            deps: [side.py]
+            outs: [left.txt]
+          right:
+            cmd: python side.py right
+            deps: [side.py]
+            outs: [right.txt]
+    """,
+    "side.py": """
+        import os
+        import sys
+
+        side = sys.argv[1]
+        open(f"{side}.txt", "w").write(side)
+        open("notes.txt", "a").write(f"{side} was here\\n")  # a git-tracked file both change
+        if os.path.lexists("latest"):
+            os.unlink("latest")
+        os.symlink(f"{side}.txt", "latest")
+    """,
+    "notes.txt": "notes\n",
+}
+
+
+def test_two_parallel_stages_that_change_one_git_file_differently_fail_naming_both(tmp_path):
+    from airflow_provider_mlci.testing import create_dvc_project
+    from tests.helpers.dvc_corpus import write
+
+    write(tmp_path / "template", PARALLEL)
+    project = create_dvc_project(tmp_path / "template", tmp_path / "project")
+    handoffs = []
+    for stage in ("left", "right"):  # neither sees the other's result, as on two workers at once
+        with open_ws(project, tmp_path / f"worker-{stage}") as ws:
+            outcome = dvc_ops.repro(ws, ReproRequest(targets=(stage,), single_stage=True))
+        handoffs.append(outcome.handoff)
+    with (
+        open_ws(project, tmp_path / "worker-commit") as ws,
+        pytest.raises(DvcFileError, match=r"latest was changed both by stage left and by stage right"),
+    ):
+        dvc_ops.apply_handoff(ws, dvc_ops.StageHandoff.merged(handoffs))
+    side = project.work / "side.py"
+    side.write_text(side.read_text().replace('os.symlink(f"{side}.txt", "latest")', ""))
+    project.commit_and_push("Only notes.txt is shared now")
+    handoffs = []
+    for stage in ("left", "right"):
+        with open_ws(project, tmp_path / f"worker2-{stage}") as ws:
+            handoffs.append(dvc_ops.repro(ws, ReproRequest(targets=(stage,), single_stage=True)).handoff)
+    with (
+        open_ws(project, tmp_path / "worker2-commit") as ws,
+        pytest.raises(DvcFileError, match=r"notes.txt was changed both by stage left and by stage right"),
+    ):
+        dvc_ops.apply_handoff(ws, dvc_ops.StageHandoff.merged(handoffs))
