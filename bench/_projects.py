@@ -77,22 +77,17 @@ def demo_project(root: Path, rows: int = 600) -> Any:
 
 @contextmanager
 def moto_s3():
-    """moto's S3 server on 127.0.0.1; yields its endpoint URL."""
+    """moto's S3 server on 127.0.0.1, with test credentials in the environment; yields its endpoint URL."""
     import logging
 
-    from moto.server import ThreadedMotoServer
+    from airflow_provider_mlci.testing.moto import moto_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def s3_remote(endpoint: str, bucket: str) -> dict[str, str]:

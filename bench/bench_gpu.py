@@ -22,18 +22,20 @@ POLL_INTERVAL = 1.0
 
 
 def run(quick: bool) -> Iterator[Comparison]:
+    from airflow_provider_mlci.testing.moto import moto_server
+
+    repeats = 3 if quick else 15
+    with moto_server() as endpoint:
+        yield from _compare(endpoint, repeats)
+
+
+def _compare(endpoint: str, repeats: int) -> Iterator[Comparison]:
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
     from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
     from airflow_provider_mlci.triggers.gpu import GpuInstanceStateTrigger
 
-    repeats = 3 if quick else 15
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
     saved = dict(os.environ)
     os.environ.update(
         {
@@ -106,7 +108,6 @@ def run(quick: bool) -> Iterator[Comparison]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        server.stop()
 
 
 async def _first_event(trigger: object) -> object:

@@ -1,11 +1,12 @@
 """A hyperparameter sweep under a real scheduler against DVC's own experiment queue.
 
 Ours: a DAG with :class:`~airflow_provider_mlci.task_groups.sweep.SweepTaskGroup` (grid of
-``train.lr``, ``parallel_trials=2``) run by a real Airflow (``tests/helpers/cluster.py``:
-scheduler, dag-processor, triggerer, api-server; LocalExecutor, parallelism 2, SQLite), timed
-on our own clock from the trigger request to the run's ``success`` (the run's span in the
-metadata DB is printed too). Each trial clones, runs ``dvc exp run``, pushes outputs and
-run-cache to the DVC remote and the experiment's ref to the git remote.
+``train.lr``, ``parallel_trials=2``) run by a real Airflow
+(:class:`~airflow_provider_mlci.testing.cluster.AirflowCluster`: scheduler, dag-processor,
+triggerer, api-server; LocalExecutor, parallelism 2, SQLite), timed on our own clock from the
+trigger request to the run's ``success`` (the run's span in the metadata DB is printed too).
+Each trial clones, runs ``dvc exp run``, pushes outputs and run-cache to the DVC remote and the
+experiment's ref to the git remote.
 
 Baseline: in a clone of the same project (cloned and data pulled before the clock starts),
 ``dvc exp run --queue -S train.lr=<v>`` once per trial with the same params, then ``dvc queue
@@ -175,7 +176,7 @@ def _stop_queue(clone: Path, env: dict[str, str]) -> None:
 
 def _stop_processes_in(folder: Path, *, grace: float) -> None:
     """Wait up to ``grace`` seconds for the processes working in ``folder`` to end, then kill them."""
-    from tests.helpers.procs import wait_dead
+    from airflow_provider_mlci.testing.procs import wait_dead
 
     deadline = time.monotonic() + grace
     for pid in _processes_in(folder):
@@ -186,7 +187,7 @@ def _stop_processes_in(folder: Path, *, grace: float) -> None:
 
 def _processes_in(folder: Path) -> list[int]:
     """Live processes whose working directory is ``folder`` or below it (what the queue started)."""
-    from tests.helpers.procs import alive
+    from airflow_provider_mlci.testing.procs import alive
 
     folder = folder.resolve()
     found = []
@@ -213,7 +214,7 @@ def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) ->
     :param env: the environment the components start from
     :param home: an empty folder for ``AIRFLOW_HOME``
     """
-    from tests.helpers.cluster import AirflowCluster
+    from airflow_provider_mlci.testing.cluster import AirflowCluster
 
     cluster = AirflowCluster(home=home, log_dir=home / "cluster-logs")
     cluster.env.update(_airflow_env(env, project, home))

@@ -29,8 +29,6 @@ EXAMPLE_DAGS = ROOT / "example_dags"
 DEMO_PROJECT = EXAMPLE_DAGS / "demo_project"
 EVAL_ROWS = 1000  # the rows of the demo project's frozen evaluation set (src/generate.py)
 ARTIFACTS = ROOT / "test-artifacts"
-#: The AWS Deep Learning AMI the moto server offers (see ``moto_endpoint``).
-DLAMI_ID = "ami-0d1a7e5f00d1a4e1"
 
 _HOME = Path(tempfile.mkdtemp(prefix="mlci-tests-"))
 
@@ -142,7 +140,7 @@ def airflow_cluster(airflow_db: Path) -> Iterator[Any]:
 
     LocalExecutor on SQLite with parallelism 2. Every process it starts is stopped at the end.
     """
-    from tests.helpers.cluster import AirflowCluster
+    from airflow_provider_mlci.testing.cluster import AirflowCluster
 
     cluster = AirflowCluster(home=airflow_db, log_dir=airflow_db / "cluster-logs")
     try:
@@ -159,37 +157,12 @@ def airflow_cluster(airflow_db: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """moto's S3/EC2 server over HTTP on 127.0.0.1, at a free port."""
-    from moto.ec2.models import amis
-    from moto.server import ThreadedMotoServer
+    """moto's S3/EC2 server over HTTP on 127.0.0.1, at a free port, offering the Deep Learning AMI
+    (:func:`airflow_provider_mlci.testing.moto.moto_server`)."""
+    from airflow_provider_mlci.testing.moto import moto_server
 
-    # AWS publishes the Deep Learning AMI that GpuInstanceSpec(ami=None) looks up; moto does not.
-    if not any(ami["ami_id"] == DLAMI_ID for ami in amis.AMIS):
-        amis.AMIS.append(
-            {
-                "ami_id": DLAMI_ID,
-                "state": "available",
-                "public": True,
-                "owner_id": "898082745236",
-                "image_location": "amazon/dlami",
-                "root_device_type": "ebs",
-                "root_device_name": "/dev/sda1",
-                "description": "Deep Learning Base AMI (a stand-in registered by the tests)",
-                "image_type": "machine",
-                "architecture": "x86_64",
-                "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20261120",
-                "virtualization_type": "hvm",
-                "hypervisor": "xen",
-                "creation_date": "2026-11-20T00:00:00.000Z",
-            }
-        )
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -282,3 +255,14 @@ def artifacts_dir() -> Path:
     """Where tests keep artifacts worth looking at after a run (screenshots, logs)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def ec2c(moto_endpoint: str) -> Iterator[Any]:
+    """A boto3 EC2 client on the moto server; the test ends by asserting that none of our
+    instances is left running."""
+    from tests.helpers.moto_ec2 import assert_no_instance_left, ec2_client
+
+    client = ec2_client(moto_endpoint)
+    yield client
+    assert_no_instance_left(client)

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.helpers.procs import alive, wait_dead
+from airflow_provider_mlci.testing.procs import alive, wait_dead
 
 pytestmark = pytest.mark.cluster
 
@@ -160,7 +160,7 @@ def test_marking_a_running_repro_failed_stops_its_stage_command(airflow_cluster,
 
 
 def test_stopping_the_cluster_leaves_no_process_behind(airflow_db, tmp_path):
-    from tests.helpers.cluster import AirflowCluster
+    from airflow_provider_mlci.testing.cluster import AirflowCluster
 
     cluster = AirflowCluster(home=airflow_db, log_dir=tmp_path / "logs")
     cluster.start()
@@ -282,7 +282,7 @@ def test_a_deferred_gpu_job_holds_no_worker_slot(
 ):
     """One pool slot between the GPU job's wait and another task: the other task runs while the job waits."""
     from tests.helpers.ec2_instances import InstanceEmulator
-    from tests.integration.test_example_gpu_training import ours_alive
+    from tests.helpers.gpu_runs import ours_alive
 
     train = s3_dvc_project.work / "src" / "train.py"
     train.write_text(train.read_text() + "\nimport time\n\ntime.sleep(10)\n")

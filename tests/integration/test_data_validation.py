@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import EXAMPLE_DAGS
+from tests.helpers.airflow_records import xcom
 
 DAG_TEMPLATE = textwrap.dedent(
     """
@@ -45,19 +46,6 @@ def run_task(run_dag, capfd):
     return _run
 
 
-def _xcom(record, task_id: str, key: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=record.dag_id, run_id=record.run_id, task_id=task_id, key=key)
-            .one_or_none()
-        )
-        return None if row is None else XComModel.deserialize_value(row)
-
-
 def rewrite_raw(project, change) -> str:
     """Apply ``change`` to each row of data/raw.csv, commit it with DVC, push; return the commit."""
     path = project.work / "data" / "raw.csv"
@@ -85,9 +73,9 @@ def test_the_example_dag_validates_and_compares_the_data(run_dag, project, tmp_p
 
     stored = json.loads((Path(checked["report_uri"].removeprefix("file://")) / "validation.json").read_text())
     assert stored["rows_checked"] == checked["rows_checked"] > 100
-    assert _xcom(record, "validate", "mlci_report_uri") == checked["report_uri"]
+    assert xcom(record, "validate", "mlci_report_uri") == checked["report_uri"]
     # Airflow 3 resolves extra links on the worker and keeps them in XCom for the UI.
-    link = _xcom(record, "validate", "_link_MlciReportLink")
+    link = xcom(record, "validate", "_link_MlciReportLink")
     assert link == f"/mlci/task-report/example_data_validation/{quote(record.run_id, safe='')}/validate?map_index=-1"
     comparison = record.xcom["drift"]
     assert comparison["drifted"] is False

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from tests.conftest import EXAMPLE_DAGS
+from tests.helpers.dvc_remote import remote_files
 from tests.helpers.git_http import GitHttpServer
-from tests.unit.core.test_dvc_ops import remote_files
 
 DAG_ID = "example_dvc_repro"
 DAG_FILE = EXAMPLE_DAGS / "example_dvc_repro.py"

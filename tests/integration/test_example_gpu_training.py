@@ -13,45 +13,12 @@ import json
 import os
 
 import boto3
-import pytest
 
 from tests.conftest import EXAMPLE_DAGS
+from tests.helpers.gpu_runs import ACCESS_KEY, SECRET_KEY, ours_alive
 
 DAG_ID = "example_gpu_training"
 DAG_FILE = EXAMPLE_DAGS / "example_gpu_training.py"
-#: Distinctive connection keys: moto accepts any, and they must never show up anywhere.
-ACCESS_KEY = "AKIAMLCITESTKEY00042"
-SECRET_KEY = "mlci-secret-Zq9xT7wLp3vR8sK2"
-
-
-@pytest.fixture
-def gpu_setup(monkeypatch, moto_endpoint, s3_dvc_project, s3_bucket, dvc_connection, worker_cache, airflow_db):
-    """Connections, settings and pool for the GPU DAG; the DLAMI the spec looks up."""
-    from airflow.models.pool import Pool
-
-    aws = {
-        "conn_type": "aws",
-        "login": ACCESS_KEY,
-        "password": SECRET_KEY,
-        "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(aws))
-    monkeypatch.setenv("AIRFLOW__MLCI__COMPUTE_JOB_BASE", f"s3://{s3_bucket}/jobs")
-    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
-    dvc_connection(
-        str(s3_dvc_project.remote),
-        extra={
-            "dvc_remote_url": s3_dvc_project.dvc_remote_url,
-            "endpoint_url": moto_endpoint,
-            "aws_conn_id": "aws_default",
-        },
-    )
-    Pool.create_or_update_pool("mlci_gpu", slots=2, description="GPU instances", include_deferred=True)
-    iam = boto3.client("iam", endpoint_url=moto_endpoint, region_name="us-east-1")
-    profiles = {p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]}
-    if "mlci-gpu-runner" not in profiles:
-        iam.create_instance_profile(InstanceProfileName="mlci-gpu-runner")
-    return s3_dvc_project
 
 
 def s3_keys(endpoint: str, url: str) -> set[str]:
@@ -62,17 +29,6 @@ def s3_keys(endpoint: str, url: str) -> set[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
         keys |= {obj["Key"].removeprefix(f"{prefix}/") for obj in page.get("Contents", [])}
     return keys
-
-
-def ours_alive(endpoint: str) -> list[str]:
-    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1")
-    pages = ec2.describe_instances(
-        Filters=[
-            {"Name": "tag-key", "Values": ["mlci:owner"]},
-            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-        ]
-    )["Reservations"]
-    return [i["InstanceId"] for r in pages for i in r["Instances"]]
 
 
 def test_training_runs_on_the_instance_and_the_instance_is_gone(run_dag, gpu_setup, moto_endpoint, capfd, airflow_home):

@@ -14,11 +14,6 @@ import pytest
 
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.github_server import GitHubServer
-from tests.integration import test_metrics_report
-
-# The trained two-revision project (main: 10 epochs, branch experiment: 150), shared with the report tests.
-two_revisions_template = test_metrics_report.two_revisions_template
-two_revisions = test_metrics_report.two_revisions
 
 DAG_ID = "example_pr_validation"
 DAG_FILE = EXAMPLE_DAGS / "example_pr_validation.py"

@@ -17,7 +17,7 @@ import time
 import boto3
 import pytest
 
-from tests.integration.test_example_gpu_training import ours_alive
+from tests.helpers.gpu_runs import ours_alive
 
 DAG_ID = "gpu_faults"
 SOURCE = """

@@ -13,12 +13,10 @@ import pytest
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
 from tests.conftest import EXAMPLE_DAGS
-from tests.unit.core.compute.test_ec2 import (
+from tests.helpers.moto_ec2 import (
     AMI,
     FAKE_ACCESS_KEY,
     FAKE_SECRET_KEY,
-    assert_no_instance_left,
-    ec2_client,
     live_instances,
     user_data_of,
 )
@@ -57,13 +55,6 @@ def secret_connection(monkeypatch, moto_endpoint):
     value = {"conn_type": "aws", "login": FAKE_ACCESS_KEY, "password": FAKE_SECRET_KEY, "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_AWS_SECRETS", json.dumps(value))
     return "aws_secrets"
-
-
-@pytest.fixture
-def ec2c(moto_endpoint):
-    client = ec2_client(moto_endpoint)
-    yield client
-    assert_no_instance_left(client)
 
 
 def test_teardown_terminates_the_instance_when_the_work_fails(run_dag, secret_connection, ec2c, capfd):

@@ -8,34 +8,10 @@ import re
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.github_server import GitHubServer
-from tests.integration.test_model_release import train
 
 DAG_ID = "example_pr_report"
-
-
-@pytest.fixture(scope="module")
-def two_revisions_template(demo_project_template, tmp_path_factory):
-    """Trained once per module: main with a model of 10 epochs, branch experiment with one of 150."""
-    template = demo_project_template.copy_to(tmp_path_factory.mktemp("two-revisions") / "project")
-    template.base = train(template, 10)
-    template.git("checkout", "--quiet", "-b", "experiment")
-    template.head_sha = train(template, 150, "experiment")
-    return template
-
-
-@pytest.fixture
-def two_revisions(two_revisions_template, dvc_connection, worker_cache, monkeypatch, tmp_path):
-    """A private copy of the two-revision project behind the default connection."""
-    project = two_revisions_template.copy_to(tmp_path / "project")
-    project.base, project.head_sha = two_revisions_template.base, two_revisions_template.head_sha
-    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
-    monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
-    dvc_connection(str(project.remote), extra={"dvc_remote_url": project.dvc_remote_url})
-    return project
 
 
 def folder_of(result: dict) -> Path:

@@ -4,7 +4,6 @@ aborts the promotion, a broken model fails validation naming it, and rollback is
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import textwrap
@@ -16,18 +15,11 @@ from airflow_provider_mlci.core.access import RepoAccess
 from airflow_provider_mlci.core.registry import GitRegistry
 from airflow_provider_mlci.core.workspace import Workspace
 from tests.conftest import EXAMPLE_DAGS
-from tests.integration.test_data_validation import _xcom
+from tests.helpers.airflow_records import xcom
+from tests.helpers.demo_project import train
 
 DAG_ID = "example_model_release"
 MODEL = "fraud-detector"
-
-
-def train(project, epochs: int, branch: str = "main") -> str:
-    """Reproduce the pipeline with ``epochs`` training epochs; commit and push it to ``branch``; return the commit."""
-    params = project.work / "params.yaml"
-    params.write_text(re.sub(r"epochs: \d+", f"epochs: {epochs}", params.read_text()))
-    project.dvc("repro", "--quiet")
-    return project.commit_and_push(f"Train for {epochs} epochs", branch=branch)
 
 
 def tags(project) -> dict[str, str]:
@@ -90,16 +82,16 @@ def test_a_better_model_is_promoted_and_a_worse_one_is_not(run_dag, released, tm
     verdict = record.xcom["validate_model"]
     assert verdict["passed"] is True
     assert {c["kind"] for c in verdict["checks"]} >= {"dependencies", "load", "contract", "scores"}
-    decision = _xcom(record, "gate", "decision")
+    decision = xcom(record, "gate", "decision")
     assert decision["promote"] is True
     assert decision["champion"]["version"] == "v0.1.0"
     assert decision["evaluation"]["same"] is True
-    report = _xcom(record, "gate", "mlci_report_uri")
+    report = xcom(record, "gate", "mlci_report_uri")
     assert report.startswith(f"file://{tmp_path / 'reports'}/{DAG_ID}/")
     markdown = Path(report.removeprefix("file://"), "decision.md").read_text()
     assert "Decision: **promote**" in markdown
     assert "| logloss | lower |" in markdown
-    assert Path(_xcom(record, "validate_model", "mlci_report_uri").removeprefix("file://"), "verdict.json").is_file()
+    assert Path(xcom(record, "validate_model", "mlci_report_uri").removeprefix("file://"), "verdict.json").is_file()
     logloss = next(m for m in decision["metrics"] if m["metric"] == "logloss")
     assert logloss["delta"] < -0.01
     assert record.xcom["promote"]["version"] == "v0.2.0"
@@ -121,7 +113,7 @@ def test_a_better_model_is_promoted_and_a_worse_one_is_not(run_dag, released, tm
     assert record.state == "success", record.task_states
     assert record.task_states["promote"] == "skipped"
     assert record.task_states["keep_deployed"] == "success"
-    decision = _xcom(record, "gate", "decision")
+    decision = xcom(record, "gate", "decision")
     assert decision["promote"] is False
     assert decision["champion"]["version"] == "v0.2.0"
     assert any("logloss" in reason for reason in decision["reasons"])
@@ -204,9 +196,9 @@ def test_a_broken_model_fails_validation_naming_the_file_and_writes_no_tag(run_d
     assert "ModelValidationError: Model models/broken.pkl@" in out
     assert "corrupted or truncated" in out
     assert "metric 'f1' not found" in out
-    verdict = _xcom(record, "validate", "verdict")
+    verdict = xcom(record, "validate", "verdict")
     assert verdict["passed"] is False
-    report = Path(_xcom(record, "validate", "mlci_report_uri").removeprefix("file://"), "verdict.md").read_text()
+    report = Path(xcom(record, "validate", "mlci_report_uri").removeprefix("file://"), "verdict.md").read_text()
     assert "| load | load models/broken.pkl@" in report
     assert any(c["kind"] == "load" and c["passed"] is False for c in verdict["checks"])
     assert tags(released) == before

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_mlci.testing.cluster import free_port
 from tests.conftest import ARTIFACTS
-from tests.helpers.cluster import free_port
 
 DAG_ID = "ui_demo"
 RUN = "manual__2026-11-26T10_00_00+00_00"

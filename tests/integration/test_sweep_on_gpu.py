@@ -10,9 +10,7 @@ import sys
 
 import boto3
 
-from tests.integration.test_example_gpu_training import ACCESS_KEY, SECRET_KEY, gpu_setup, ours_alive
-
-__all__ = ["gpu_setup"]  # the fixture, imported
+from tests.helpers.gpu_runs import ACCESS_KEY, SECRET_KEY, ours_alive
 
 DAG_ID = "sweep_on_gpu"
 SWEEP_ON_GPU = """

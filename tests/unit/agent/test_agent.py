@@ -32,8 +32,8 @@ from airflow_provider_mlci.core.compute.jobs import JobSpec, JobStatus, JobStore
 from airflow_provider_mlci.core.dvc_ops import ReproRequest
 from airflow_provider_mlci.core.workspace import Workspace
 from airflow_provider_mlci.exceptions import MlciConfigError
+from airflow_provider_mlci.testing.procs import wait_dead
 from tests.conftest import EVAL_ROWS
-from tests.helpers.procs import wait_dead
 
 #: The AWS secret key the agent runs with: a value that cannot appear by chance.
 SECRET = f"agent-secret-{uuid.uuid4().hex}"

@@ -20,17 +20,9 @@ from airflow_provider_mlci.exceptions import (
     MlciConfigError,
 )
 from tests.conftest import EVAL_ROWS
+from tests.helpers.dvc_remote import access_for, remote_files
 
 STAGES = ("prepare", "train", "evaluate")
-
-
-def remote_files(root: str | Path) -> set[str]:
-    root = Path(root)
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
-
-
-def access_for(project) -> RepoAccess:
-    return RepoAccess.local(str(project.remote), url=project.dvc_remote_url)
 
 
 def repro(project, cache: Path, rev: str = "main", **request) -> dvc_ops.ReproOutcome:

@@ -18,7 +18,7 @@ from airflow_provider_mlci.core.sweep import Trial
 from airflow_provider_mlci.core.workspace import Workspace
 from airflow_provider_mlci.exceptions import GitConflictError, GitRevisionNotFoundError, MlciConfigError
 from airflow_provider_mlci.testing.repos import REMOTE_NAME
-from tests.unit.core.test_dvc_ops import access_for, remote_files
+from tests.helpers.dvc_remote import access_for, remote_files
 
 OBJECTIVE = {"metric": "accuracy", "goal": "max"}
 

@@ -34,7 +34,7 @@ from airflow_provider_mlci.core.model_checks import (
 )
 from airflow_provider_mlci.core.process import CommandRunner, CommandStoppedError
 from airflow_provider_mlci.exceptions import MlciConfigError
-from tests.helpers.procs import wait_dead
+from airflow_provider_mlci.testing.procs import wait_dead
 
 #: The team's own model code: pickles need an importable module, so it lives in a file.
 MODELS_MODULE = "mlci_test_models"

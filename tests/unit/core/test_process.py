@@ -8,7 +8,7 @@ import time
 import pytest
 
 from airflow_provider_mlci.core.process import CommandRunner, CommandStoppedError
-from tests.helpers.procs import alive, wait_dead
+from airflow_provider_mlci.testing.procs import alive, wait_dead
 
 
 def test_output_is_streamed_line_by_line_with_secrets_masked(caplog):

@@ -16,7 +16,7 @@ from airflow_provider_mlci.core.registry import GitRegistry
 from airflow_provider_mlci.core.workspace import Workspace
 from airflow_provider_mlci.exceptions import DvcFileError, MlciConfigError
 from airflow_provider_mlci.testing.repos import REMOTE_NAME
-from tests.unit.core.test_dvc_ops import access_for
+from tests.helpers.dvc_remote import access_for
 
 MODEL = "fraud-detector"
 BRANCH = "mlci/refine/test"

@@ -10,7 +10,7 @@ from airflow_provider_mlci.core.compute import ec2
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.exceptions import GpuProvisioningError, MlciConfigError
 from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
-from tests.unit.core.compute.test_ec2 import (
+from tests.helpers.moto_ec2 import (
     AMI,
     FAKE_ACCESS_KEY,
     FAKE_SECRET_KEY,

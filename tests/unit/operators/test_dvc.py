@@ -11,7 +11,7 @@ from airflow_provider_mlci.core.process import CommandStoppedError
 from airflow_provider_mlci.exceptions import DvcLockError, GitRevisionNotFoundError
 from airflow_provider_mlci.operators._errors import airflow_failures
 from airflow_provider_mlci.operators.dvc import DvcReproOperator
-from tests.helpers.procs import wait_dead
+from airflow_provider_mlci.testing.procs import wait_dead
 
 
 def test_the_constructor_only_stores(tmp_path):

@@ -25,54 +25,23 @@ from airflow_provider_mlci.operators.gpu import (
     GpuTerminateInstanceOperator,
 )
 from airflow_provider_mlci.triggers.gpu import GpuInstanceStateTrigger
-from tests.unit.core.compute.test_ec2 import (
+from tests.helpers.moto_ec2 import (
     AMI,
     FAKE_ACCESS_KEY,
     FAKE_SECRET_KEY,
     ErrorInjection,
-    assert_no_instance_left,
-    ec2_client,
     live_instances,
+    state,
     user_data_of,
 )
+from tests.helpers.task_instance import TaskInstanceStandIn
 
 SPEC = {"gpu": "t4", "ami": AMI, "max_lifetime": 3600}
-
-
-class TaskInstanceStandIn:
-    """Stands in for the Task SDK's task instance outside a DAG run: identity and XCom."""
-
-    def __init__(self, task_id: str, *, dag_id: str = "gpu_dag", run_id: str = "manual__1", map_index: int = -1):
-        self.dag_id, self.run_id, self.task_id, self.map_index = dag_id, run_id, task_id, map_index
-        self.xcom: dict[tuple[str, str], Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value, allow_nan=False)  # XCom holds JSON
-        self.xcom[self.task_id, key] = value
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value", **_: Any) -> Any:
-        return self.xcom.get((task_ids, key))
-
-    def as_task(self, task_id: str) -> TaskInstanceStandIn:
-        other = TaskInstanceStandIn(task_id, dag_id=self.dag_id, run_id=self.run_id, map_index=self.map_index)
-        other.xcom = self.xcom
-        return other
-
-
-@pytest.fixture
-def ec2c(moto_endpoint):
-    client = ec2_client(moto_endpoint)
-    yield client
-    assert_no_instance_left(client)
 
 
 def create(**kwargs: Any) -> GpuCreateInstanceOperator:
     args = {"task_id": "launch", "spec": SPEC, "aws_conn_id": "aws_moto", "poll_interval": 0.1, "timeout": 10}
     return GpuCreateInstanceOperator(**{**args, **kwargs})
-
-
-def state(client: Any, instance_id: str) -> str:
-    return client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
 
 
 # ---------------------------------------------------------------------------------- construction

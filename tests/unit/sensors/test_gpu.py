@@ -8,7 +8,7 @@ from airflow_provider_mlci.exceptions import GpuProvisioningError, MlciConfigErr
 from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
 from airflow_provider_mlci.sensors.gpu import GpuInstanceStateSensor
 from airflow_provider_mlci.triggers.gpu import GpuInstanceStateTrigger
-from tests.unit.core.compute.test_ec2 import AMI, assert_no_instance_left
+from tests.helpers.moto_ec2 import AMI, assert_no_instance_left
 
 
 @pytest.fixture

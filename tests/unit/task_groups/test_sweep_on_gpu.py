@@ -19,8 +19,8 @@ from airflow_provider_mlci.core.sweep import Trial
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.sweep import SweepTrialOperator
 from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
-from tests.unit.core.compute.test_ec2 import AMI, assert_no_instance_left, ec2_client
-from tests.unit.operators.test_gpu import TaskInstanceStandIn, state
+from tests.helpers.moto_ec2 import AMI, state
+from tests.helpers.task_instance import TaskInstanceStandIn
 
 SPEC = GpuInstanceSpec(gpu="t4", ami=AMI, max_lifetime=3600)
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -74,13 +74,6 @@ def test_trials_on_gpu_get_the_spec_and_a_teardown_that_terminates_their_instanc
     assert "sweep.terminate" not in local.task_dict
     assert group.terminate is None
     assert "compute" not in local.task_dict["sweep.trial"].partial_kwargs
-
-
-@pytest.fixture
-def ec2c(moto_endpoint):
-    client = ec2_client(moto_endpoint)
-    yield client
-    assert_no_instance_left(client)
 
 
 def test_the_teardown_terminates_every_trials_instance_of_the_run_and_no_other(aws_moto_connection, ec2c):

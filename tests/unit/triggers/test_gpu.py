@@ -7,7 +7,7 @@ import pytest
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
 from airflow_provider_mlci.triggers.gpu import GpuInstanceStateTrigger, unreachable
-from tests.unit.core.compute.test_ec2 import AMI, assert_no_instance_left
+from tests.helpers.moto_ec2 import AMI, assert_no_instance_left
 
 
 def make_trigger(**overrides):

@@ -1,7 +1,8 @@
 """core/compute/ec2.py against moto's EC2 server (real HTTP), with two named stand-ins.
 
-- moto never runs out of capacity: :class:`ErrorInjection` makes chosen ``RunInstances`` calls
-  fail with an EC2 error code, through a botocore event hook on the real client talking to moto.
+- moto never runs out of capacity: :class:`~tests.helpers.moto_ec2.ErrorInjection` makes chosen
+  ``RunInstances`` calls fail with an EC2 error code, through a botocore event hook on the real
+  client talking to moto.
 - moto does not de-duplicate ``ClientToken``: the token tests use botocore's ``Stubber`` (a stub
   of EC2), which checks the exact parameters of each call.
 
@@ -10,116 +11,38 @@ Every test that launches ends by checking that no instance of ours is pending or
 
 from __future__ import annotations
 
-import base64
 import itertools
 import re
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.stub import ANY, Stubber
 
 from airflow_provider_mlci.core.compute import ec2
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.exceptions import GpuCapacityError, GpuProvisioningError, MlciConfigError
+from tests.helpers.moto_ec2 import (
+    AMI,
+    FAKE_ACCESS_KEY,
+    FAKE_SECRET_KEY,
+    ErrorInjection,
+    describe,
+    live_instances,
+    tags_of,
+    user_data_of,
+)
 
-AMI = "ami-12c6146b"  # one of moto's default images
-FAKE_ACCESS_KEY = "AKIAMLCITESTFAKEKEY1"
-FAKE_SECRET_KEY = "mlciTestFakeSecret/9f8e7d6c5b4a3f2e1d0c9b8a7"
 _counter = itertools.count()
-
-
-# ---------------------------------------------------------------------------------- helpers
-
-
-def ec2_client(endpoint: str, region: str = "us-east-1") -> Any:
-    """A boto3 EC2 client on the moto server."""
-    return boto3.client(
-        "ec2", endpoint_url=endpoint, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
-
-
-def live_instances(client: Any, **tags: str) -> list[dict[str, Any]]:
-    """Our pending or running instances (all of them, or those with ``tags``)."""
-    return ec2.find_instances(client, tags={"mlci:owner": ec2.OWNER, **tags}, states=("pending", "running"))
-
-
-def assert_no_instance_left(client: Any) -> None:
-    """The end of every test that launches: nothing of ours is pending or running."""
-    left = [i["InstanceId"] for i in live_instances(client)]
-    assert left == [], f"instances left running: {left}"
-
-
-def user_data_of(client: Any, instance_id: str) -> str:
-    value = client.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"]["Value"]
-    return base64.b64decode(value).decode()
-
-
-def describe(client: Any, instance_id: str) -> dict[str, Any]:
-    return client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-
-
-def tags_of(resource: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
-
-
-class ErrorInjection:
-    """An injection, named as such: moto never raises capacity errors, so this does.
-
-    A ``before-call`` hook on a real client talking to moto answers the chosen calls of
-    ``operation`` with an EC2 error (the call never reaches moto); others pass through. Each
-    call is recorded as ``{"instance_type", "availability_zone", "market", "client_token"}``
-    for ``RunInstances``, or the raw body otherwise.
-
-    :param client: the boto3 client to hook
-    :param refuse: given a call, the error code to answer with, or ``None`` to let it through
-    :param operation: the EC2 operation to watch
-    """
-
-    def __init__(self, client: Any, refuse: Callable[[dict[str, Any]], str | None], operation: str = "RunInstances"):
-        self.refuse = refuse
-        self.calls: list[dict[str, Any]] = []
-        self.refused: list[dict[str, Any]] = []
-        self._event = f"before-call.ec2.{operation}"
-        self._client = client
-        self._id = f"mlci-injection-{next(_counter)}"
-        client.meta.events.register(self._event, self._handler, unique_id=self._id)
-
-    def remove(self) -> None:
-        self._client.meta.events.unregister(self._event, unique_id=self._id)
-
-    def _handler(self, params: dict[str, Any], **_: Any) -> Any:
-        body = params.get("body") or {}
-        call = {
-            "instance_type": body.get("InstanceType"),
-            "availability_zone": body.get("Placement.AvailabilityZone"),
-            "market": "spot" if body.get("InstanceMarketOptions.MarketType") == "spot" else "on-demand",
-            "client_token": body.get("ClientToken"),
-            "body": body,
-        }
-        self.calls.append(call)
-        code = self.refuse(call)
-        if code is None:
-            return None
-        self.refused.append(call)
-        error = {"Code": code, "Message": f"injected {code}"}
-        return AWSResponse("http://injected", 400, {}, None), {
-            "Error": error,
-            "ResponseMetadata": {"HTTPStatusCode": 400},
-        }
 
 
 # ---------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
-def client(moto_endpoint: str) -> Iterator[Any]:
-    c = ec2_client(moto_endpoint)
-    yield c
-    assert_no_instance_left(c)
+def client(ec2c: Any) -> Any:
+    return ec2c
 
 
 def launch_args(spec: GpuInstanceSpec, *, task_id: str | None = None, now: datetime | None = None, **ids: Any):

@@ -1,9 +1,11 @@
-"""Process checks for tests that kill things."""
+"""Process checks for tests and benchmarks that kill things (Linux: reads ``/proc``)."""
 
 from __future__ import annotations
 
 import os
 import time
+
+__all__ = ["alive", "wait_dead"]
 
 
 def alive(pid: int) -> bool:

@@ -1,8 +1,9 @@
 """A real Airflow deployment on this machine: scheduler, dag-processor, api-server, triggerer.
 
-LocalExecutor on the test session's SQLite database, parallelism 2. Each component runs in its
-own process group (started with ``setsid``), so :meth:`AirflowCluster.stop` can end it with
-everything it spawned; their output goes to one log file each.
+LocalExecutor on the SQLite database of an ``AIRFLOW_HOME`` (the test session's, or a benchmark's),
+parallelism 2 by default. Each component runs in its own process group (started with ``setsid``),
+so :meth:`AirflowCluster.stop` can end it with everything it spawned; their output goes to one log
+file each. Used by the test suite and by ``bench/``; handy for end-to-end tests of your own DAGs.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from typing import Any
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 TERMINAL = {"success", "failed"}
 
+__all__ = ["COMPONENTS", "AirflowCluster", "free_port"]
+
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (another process may take it before you bind it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -112,10 +116,10 @@ class AirflowCluster:
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """Call the REST API and return the decoded JSON answer."""
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 (http://127.0.0.1, the api-server started here)
             f"{self.base_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             payload = response.read()
         return json.loads(payload) if payload else None
 
