@@ -72,22 +72,16 @@ class DvcHook(BaseHook):
         """The worker cache root: the hook's argument, else ``[mlci] cache_dir``, else the default."""
         if self._cache_dir:
             return self._cache_dir
-        from airflow.sdk import conf
+        from airflow_provider_mlci import settings
 
-        from airflow_provider_mlci.core.workspace import default_cache_dir
-
-        return conf.get("mlci", "cache_dir", fallback="") or default_cache_dir()
+        return settings.cache_dir()
 
     @property
     def max_cache_bytes(self) -> int:
         """The worker's DVC cache cap from ``[mlci] cache_max_size_gb`` (0: no cap)."""
-        from airflow.sdk import conf
+        from airflow_provider_mlci import settings
 
-        text = conf.get("mlci", "cache_max_size_gb", fallback="") or "50"
-        try:
-            return int(float(text) * 1e9)
-        except ValueError as exc:
-            raise MlciConfigError(f"[mlci] cache_max_size_gb={text!r} is not a number of gigabytes.") from exc
+        return settings.cache_max_bytes()
 
     def get_access(self) -> RepoAccess:
         """Read the connection (and the ``aws`` connection it names) into a :class:`RepoAccess`.

@@ -284,6 +284,6 @@ class GpuInstanceHook(AwsBaseHook):
 
 def job_base_setting() -> str:
     """The provider setting ``[mlci] compute_job_base`` (empty when unset)."""
-    from airflow.sdk import conf
+    from airflow_provider_mlci import settings
 
-    return conf.get("mlci", "compute_job_base", fallback="") or ""
+    return settings.compute_job_base()

@@ -14,23 +14,10 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
-__all__ = ["REPORT_URI_KEY", "MlciReportLink", "storage_uri"]
+__all__ = ["REPORT_URI_KEY", "MlciReportLink"]
 
 #: The XCom key a task stores its report's location under.
 REPORT_URI_KEY = "mlci_report_uri"
-
-
-def storage_uri(path: object) -> str:
-    """The URI of an ``ObjectStoragePath`` without the connection id its text carries.
-
-    ``str()`` of a path made with ``conn_id="aws_reports"`` reads ``s3://aws_reports@bucket/key``;
-    this gives ``s3://bucket/key`` (and ``file:///folder`` for local paths).
-
-    :param path: an ``airflow.sdk.ObjectStoragePath``
-    """
-    protocol = getattr(path, "protocol", "") or "file"
-    inner = str(getattr(path, "path", path))
-    return f"{protocol}://{inner}" if protocol != "file" or inner.startswith("/") else str(path)
 
 
 class MlciReportLink(BaseOperatorLink):

@@ -44,7 +44,7 @@ class PullRequestCommentOperator(BaseOperator):
     :param body: the Markdown to post (templated)
     :param report_uri: or a stored report: its folder (as ``MetricsReportOperator`` returns it in
         ``report_uri``) or its ``report.md``, read through ``ObjectStoragePath`` (templated)
-    :param report_conn_id: the connection to read ``report_uri`` with
+    :param report_conn_id: the connection to read ``report_uri`` with (default: ``[mlci] reports_conn_id``)
     :param report_url: the report's page on the web, linked from the status and the truncation
         note (templated); default: ``report_uri``'s ``report.html`` when it is ``http(s)://`` or ``s3://``
     :param marker: the key of the hidden marker (templated); default: the DAG id. Give tasks of one
@@ -219,23 +219,9 @@ class PullRequestCommentOperator(BaseOperator):
 
     def _read_report(self) -> str:
         """The Markdown of the stored report ``report_uri``."""
-        from airflow.sdk import ObjectStoragePath
+        from airflow_provider_mlci.report_store import read_markdown
 
-        from airflow_provider_mlci.exceptions import MlciConfigError, redact_url
-
-        uri = str(self.report_uri)
-        path = ObjectStoragePath(uri, conn_id=self.report_conn_id)
-        if not uri.rstrip("/").endswith(".md"):
-            path = path / "report.md"
-        shown = redact_url(str(path))
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise MlciConfigError(
-                f"No report at {shown}: give the folder a report task returned as report_uri, or its report.md."
-            ) from exc
-        except UnicodeDecodeError as exc:
-            raise MlciConfigError(f"The report at {shown} is not UTF-8 text.") from exc
+        return read_markdown(str(self.report_uri), self.report_conn_id)
 
 
 def _public_link(report_uri: str | None) -> str | None:

@@ -614,14 +614,13 @@ def _store_report(context: Context, name: str, payload: Mapping[str, Any], title
 
     from airflow_provider_mlci.core.dvc_ops import json_safe
     from airflow_provider_mlci.core.report import section_for
-    from airflow_provider_mlci.links.report import REPORT_URI_KEY, storage_uri
-    from airflow_provider_mlci.operators.validation import _report_folder
+    from airflow_provider_mlci.report_store import store_task_report
 
-    folder = _report_folder(context, None, None)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True) + "\n")
-    (folder / f"{name}.md").write_text(f"# {title}\n\n{section_for(title, payload).markdown}\n")
-    context["ti"].xcom_push(key=REPORT_URI_KEY, value=storage_uri(folder))
+    files = {
+        f"{name}.json": (json.dumps(json_safe(payload), indent=2, sort_keys=True) + "\n").encode(),
+        f"{name}.md": f"# {title}\n\n{section_for(title, payload).markdown}\n".encode(),
+    }
+    store_task_report(context, files, {"kind": name, name: payload})
 
 
 def _run_evidence(context: Context) -> dict[str, Any]:

@@ -122,8 +122,7 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
         from airflow_provider_mlci.core import dvc_ops
         from airflow_provider_mlci.core.report import build_report, section_for
         from airflow_provider_mlci.exceptions import DvcError, MlciError
-        from airflow_provider_mlci.links.report import REPORT_URI_KEY, storage_uri
-        from airflow_provider_mlci.operators.validation import _report_folder
+        from airflow_provider_mlci.report_store import ReportKey, store_task_report
 
         problems: list[str] = []
         baseline_rev, baseline_sha = self._baseline(workspace, problems)
@@ -136,8 +135,8 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
                 problems.append(f"DVC could not read the project: {exc}")
                 inputs = {}
             trend = self._trend(workspace, problems)
-            folder = _report_folder(context, self.report_base, self.report_conn_id)
-            image_base = f"{self.public_url.rstrip('/')}/{_relative(folder)}" if self.public_url else ""
+            relative = "/".join(ReportKey.of(context["ti"]).parts)
+            image_base = f"{self.public_url.rstrip('/')}/{relative}" if self.public_url else ""
             report = build_report(
                 title=self.title or f"{context['ti'].dag_id}: metrics at {self.rev}",
                 rev=self.rev,
@@ -150,14 +149,9 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
                 image_base=image_base,
                 problems=problems,
             )
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "images").mkdir(parents=True, exist_ok=True)
-        for image in report.images:
-            (folder / image.file).write_bytes(image.data)
-        (folder / "report.md").write_text(report.markdown)
-        (folder / "report.html").write_text(report.html)
-        uri = storage_uri(folder)
-        context["ti"].xcom_push(key=REPORT_URI_KEY, value=uri)
+        files: dict[str, bytes] = {image.file: image.data for image in report.images}
+        files |= {"report.md": report.markdown.encode(), "report.html": report.html.encode()}
+        uri = store_task_report(context, files, report.summary, base=self.report_base, conn_id=self.report_conn_id)
         self.log.info("Report: %s/report.html (%d plots, %d problems)", uri, len(report.images), len(report.problems))
         for problem in report.problems:
             self.log.warning("Report problem: %s", problem)
@@ -243,8 +237,3 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
         if not points:
             problems.append(f"Trend of {metric} on {branch}: no commit of the last {count} records it.")
         return {"metric": metric, "points": points}
-
-
-def _relative(folder: Any) -> str:
-    """``<dag>/<run>/<task>``: the last three parts of a report folder."""
-    return "/".join(str(folder).rstrip("/").split("/")[-3:])

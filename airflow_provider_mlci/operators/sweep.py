@@ -531,8 +531,7 @@ class SweepLeaderboardOperator(BaseOperator):
 
     def _write_report(self, context: Context, summary: Mapping[str, Any]) -> str:
         from airflow_provider_mlci.core.report import section_for
-        from airflow_provider_mlci.links.report import REPORT_URI_KEY, storage_uri
-        from airflow_provider_mlci.operators.validation import _report_folder
+        from airflow_provider_mlci.report_store import store_task_report
 
         ti = context["ti"]
         title = self.title or f"{ti.dag_id}: sweep leaderboard"
@@ -542,12 +541,9 @@ class SweepLeaderboardOperator(BaseOperator):
             f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"</head><body><h1>{html.escape(title)}</h1>{section.html}</body></html>\n"
         )
-        folder = _report_folder(context, self.report_base, self.report_conn_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "report.md").write_text("\n".join(md))
-        (folder / "report.html").write_text(page)
-        uri = storage_uri(folder)
-        ti.xcom_push(key=REPORT_URI_KEY, value=uri)
+        files = {"report.md": "\n".join(md).encode(), "report.html": page.encode()}
+        outcome = {key: summary.get(key) for key in ("best", "target_met", "succeeded", "failed", "skipped")}
+        uri = store_task_report(context, files, outcome, base=self.report_base, conn_id=self.report_conn_id)
         self.log.info("Leaderboard report: %s/report.html", uri)
         return uri
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_mlci.links.report import REPORT_URI_KEY, MlciReportLink, storage_uri
+from airflow_provider_mlci.links.report import MlciReportLink
 from airflow_provider_mlci.operators._errors import airflow_failures
 
 if TYPE_CHECKING:
@@ -158,29 +158,6 @@ def _mode(mode: str) -> str:
     return value
 
 
-def _reports_base(report_dir: str | None) -> tuple[str, str | None]:
-    from airflow.configuration import conf
-
-    base = report_dir or conf.get("mlci", "reports_dir", fallback="") or ""
-    if not base:
-        home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
-        base = os.path.join(home, "mlci-reports")
-    conn_id = conf.get("mlci", "reports_conn_id", fallback="") or None
-    return base, conn_id
-
-
-def _report_folder(context: Context, report_dir: str | None, report_conn_id: str | None) -> Any:
-    """The folder of this task instance's report: ``<base>/<dag>/<run>/<task>[.<map index>]``."""
-    from airflow.sdk import ObjectStoragePath
-
-    base, default_conn = _reports_base(report_dir)
-    ti = context["ti"]
-    task = ti.task_id if ti.map_index in (None, -1) else f"{ti.task_id}.{ti.map_index}"
-    safe_run = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(ti.run_id))
-    url = base if "://" in base else f"file://{os.path.abspath(base)}"
-    return ObjectStoragePath(url, conn_id=report_conn_id or default_conn) / ti.dag_id / safe_run / task
-
-
 class _FailureTable:
     """Failure cases, chunk by chunk, into one local Parquet file."""
 
@@ -217,16 +194,6 @@ def _failure_schema() -> Any:
             ("index", pa.int64()),
         ]
     )
-
-
-def _store(folder: Any, files: Mapping[str, str]) -> str:
-    """Copy local files into the report folder; return the folder's URI."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, local in files.items():
-        with open(local, "rb") as src, (folder / name).open("wb") as dst:
-            while block := src.read(8 * 1024 * 1024):
-                dst.write(block)
-    return storage_uri(folder)
 
 
 class DataValidationOperator(_DatasetMixin, BaseOperator):
@@ -306,6 +273,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
         from airflow_provider_mlci.core import validation
         from airflow_provider_mlci.core.tabular import TableFormat
         from airflow_provider_mlci.exceptions import DataValidationError
+        from airflow_provider_mlci.report_store import store_task_report
 
         with airflow_failures():
             mode = _mode(self.mode)
@@ -348,9 +316,10 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
                     files["failure_cases.parquet"] = table.path
                 with open(files["validation.json"], "w") as fh:
                     json.dump(summary, fh, indent=2)
-                uri = _store(_report_folder(context, self.report_dir, self.report_conn_id), files)
+                outcome = {key: summary.get(key) for key in ("dataset", "schema", "valid", "rows_checked")}
+                outcome["failure_cases_total"] = summary.get("failure_cases_total")
+                uri = store_task_report(context, files, outcome, base=self.report_dir, conn_id=self.report_conn_id)
             summary["report_uri"] = uri
-            context["ti"].xcom_push(key=REPORT_URI_KEY, value=uri)
             for warning in report.warnings:
                 self.log.warning("%s", warning)
             if report.valid:

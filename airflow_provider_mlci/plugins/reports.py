@@ -1,15 +1,14 @@
 """The UI plugin: the reports tasks stored, served by the api-server and linked from the Airflow UI.
 
-Tasks store reports under the provider setting ``[mlci] reports_dir`` (a folder, or an object storage
-URL such as ``s3://bucket/prefix`` read with ``[mlci] reports_conn_id``), one folder per task instance::
-
-    <reports_dir>/<dag_id>/<run_id, unsafe characters as _>/<task_id>[.<map_index>]/
-        report.html  report.md  images/*.svg  validation.json  verdict.md  decision.md  ...
+Tasks store reports in the report store (:mod:`airflow_provider_mlci.report_store`, which documents
+its layout), one folder per task instance; this module reads it only through that module, and shows
+a folder only once its ``outcome.json`` says the report is complete.
 
 :class:`MlciReportsPlugin` mounts a web app at ``/mlci`` in the api-server:
 
 - ``GET /mlci/reports``: the reports the user may read, per Dag, newest run first
-- ``GET /mlci/reports/{dag_id}/``: every run of one Dag; ``GET /mlci/reports/{dag_id}/{run_id}/``: one run
+- ``GET /mlci/reports/{dag_id}/``: the runs of one Dag, a page at a time (``?offset=N``)
+- ``GET /mlci/reports/{dag_id}/{run_id}/``: one run
 - ``GET /mlci/reports/{dag_id}/{run_id}/{task}/``: one task's folder: its ``report.html`` as stored, else
   its Markdown files rendered and its list of files (``?view=files`` always shows the latter)
 - ``GET /mlci/reports/{dag_id}/{run_id}/{task}/{path}``: one file of that folder
@@ -37,14 +36,15 @@ import functools
 import html
 import logging
 import os
-import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from airflow.sdk.plugins_manager import AirflowPlugin
+
+from airflow_provider_mlci.report_store import ReportFolder, ReportStore, safe_run, valid_name
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -65,10 +65,10 @@ log = logging.getLogger(__name__)
 
 #: Where the plugin mounts the app in the api-server.
 URL_PREFIX = "/mlci"
-#: One name in a report path: no separators, no leading dot, nothing that needs quoting in a shell.
-_NAME = re.compile(r"[\w+=@,~ -][\w.+=@,~ -]*")
-#: Runs per Dag on the index page (the Dag's own page lists them all).
+#: Runs per Dag on the index page.
 _RUNS_ON_INDEX = 10
+#: Runs per page on a Dag's page.
+_RUNS_PER_PAGE = 50
 #: Files up to this size are sent in one piece, larger ones streamed.
 _WHOLE_FILE = 8 * 1024 * 1024
 #: Markdown files larger than this are listed, not rendered.
@@ -267,40 +267,44 @@ class MlciReportsPlugin(AirflowPlugin):
 
 
 def _index(access: DagAccess, prefix: str, query: Any) -> Response:
-    folders = _scan(_reports_root())
-    readable = {dag_id for dag_id in {f.dag_id for f in folders} if access.allows(dag_id)}
-    folders = [f for f in folders if f.dag_id in readable]
-    runs = _runs_by_dag(folders)
-    if not runs:
-        body = "<p class='muted'>No reports stored yet (or none of a Dag you may read).</p>"
-        return _html(_page("MLCI reports", [("Reports", None)], body))
+    store = ReportStore.open()
     body = []
-    for dag_id, dag_runs in runs.items():
-        more = len(dag_runs) - _RUNS_ON_INDEX
+    for dag_id in store.dags():
+        if not access.allows(dag_id):
+            continue
+        page = store.runs(dag_id, limit=_RUNS_ON_INDEX)
+        if not page.runs:
+            continue
         body.append(f"<h2><a href='{_href(prefix, dag_id)}'>{_e(dag_id)}</a></h2>")
-        body.append(_runs_table(prefix, dag_runs[:_RUNS_ON_INDEX]))
-        if more > 0:
-            body.append(f"<p><a href='{_href(prefix, dag_id)}'>All {len(dag_runs)} runs</a></p>")
+        body.append(_runs_table(prefix, dag_id, page.runs))
+        if page.total > _RUNS_ON_INDEX:
+            body.append(f"<p><a href='{_href(prefix, dag_id)}'>All {page.total} runs</a></p>")
+    if not body:
+        body = ["<p class='muted'>No reports stored yet (or none of a Dag you may read).</p>"]
     return _html(_page("MLCI reports", [("Reports", None)], "\n".join(body)))
 
 
 def _dag_page(access: DagAccess, prefix: str, query: Any, dag_id: str) -> Response:
-    if not _valid(dag_id):
+    if not valid_name(dag_id):
         return _not_found(prefix)
     _require(access, dag_id)
-    runs = _runs_by_dag(_scan(_reports_root(), dag_id)).get(dag_id)
-    if not runs:
+    offset = int(query.get("offset", "0")) if str(query.get("offset", "0")).isdigit() else 0
+    page = ReportStore.open().runs(dag_id, limit=_RUNS_PER_PAGE, offset=offset)
+    if not page.runs:
         return _not_found(prefix, f"No reports stored for the Dag {dag_id}.")
     crumbs = [("Reports", _href(prefix)), (dag_id, None)]
-    return _html(_page(f"Reports of {dag_id}", crumbs, _runs_table(prefix, runs)))
+    body = [_runs_table(prefix, dag_id, page.runs)]
+    if offset + _RUNS_PER_PAGE < page.total:
+        body.append(f"<p><a href='{_href(prefix, dag_id)}?offset={offset + _RUNS_PER_PAGE}'>Older runs</a></p>")
+    return _html(_page(f"Reports of {dag_id}", crumbs, "\n".join(body)))
 
 
 def _run_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str) -> Response:
-    run = _safe_run(run_id)
-    if not _valid(dag_id, run):
+    run = safe_run(run_id)
+    if not valid_name(dag_id, run):
         return _not_found(prefix)
     _require(access, dag_id)
-    folders = _scan(_reports_root(), dag_id, run)
+    folders = ReportStore.open().folders(dag_id, run)
     if not folders:
         return _not_found(prefix, f"No reports stored for the run {run} of {dag_id}.")
     rows = [
@@ -314,17 +318,17 @@ def _run_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: s
 
 
 def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task: str) -> Response:
-    run = _safe_run(run_id)
-    if not _valid(dag_id, run, task):
+    run = safe_run(run_id)
+    if not valid_name(dag_id, run, task):
         return _not_found(prefix)
     _require(access, dag_id)
-    root = _reports_root()
-    found = _scan(root, dag_id, run, task)
+    store = ReportStore.open()
+    found = store.folders(dag_id, run, task)
     if not found:
         return _not_found(prefix, f"No report stored for {dag_id} / {run} / {task}.")
     (folder,) = found
     if "report.html" in folder.files and query.get("view") != "files":
-        response = _file_response(_join(root, (dag_id, run, task, "report.html")), "report.html")
+        response = _file_response(store.path(dag_id, run, task, "report.html"), "report.html")
         if response is not None:  # else it went since the listing: show the folder
             return response
     sections = []
@@ -333,7 +337,7 @@ def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id
         if folder.files[name] > _MARKDOWN_LIMIT:
             sections.append(f"<p class='muted'>{_e(name)} is too large to show here: open it below.</p>")
             continue
-        text = _join(root, (dag_id, run, task, name)).read_text(encoding="utf-8", errors="replace")
+        text = store.path(dag_id, run, task, name).read_text(encoding="utf-8", errors="replace")
         sections.append(f"<section class='md'>{render_markdown(text)}</section>")
     rows = [
         f"<tr><td><a href='{_url(path)}'>{_e(path)}</a></td><td class='num'>{_size(size)}</td></tr>"
@@ -351,14 +355,14 @@ def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id
 
 
 def _file(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task: str, path: str) -> Response:
-    run = _safe_run(run_id)
+    run = safe_run(run_id)
     parts = path.split("/")
-    if not _valid(dag_id, run, task, *parts):
+    if not valid_name(dag_id, run, task, *parts):
         return _not_found(prefix)
     _require(access, dag_id)
-    root = _reports_root()
-    target = _join(root, (dag_id, run, task, *parts))
-    if not _inside(root, target):
+    store = ReportStore.open()
+    target = store.path(dag_id, run, task, *parts)
+    if not _inside(store.root, target):
         return _not_found(prefix)
     response = _file_response(target, parts[-1])
     return _not_found(prefix) if response is None else response
@@ -369,100 +373,16 @@ def _task_instance(access: DagAccess, prefix: str, query: Any, dag_id: str, run_
 
     map_index = str(query.get("map_index", "")).strip()
     task = f"{task_id}.{map_index}" if map_index.isdigit() else task_id
-    run = _safe_run(run_id)
-    if not _valid(dag_id, run, task):
+    run = safe_run(run_id)
+    if not valid_name(dag_id, run, task):
         return _not_found(prefix)
     _require(access, dag_id)
-    if not _scan(_reports_root(), dag_id, run, task):
+    if not ReportStore.open().folders(dag_id, run, task):
         return _not_found(prefix, f"This task instance stored no report ({dag_id} / {run} / {task}).")
     return RedirectResponse(_href(prefix, dag_id, run, task), status_code=302, headers=_SECURITY_HEADERS)
 
 
 # ------------------------------------------------------------------------------------ storage
-
-
-@dataclass
-class _Folder:
-    """One task instance's report folder, as found in storage."""
-
-    dag_id: str
-    run: str
-    task: str
-    #: path inside the folder -> size in bytes
-    files: dict[str, int] = field(default_factory=dict)
-    #: when the newest file was written (POSIX seconds; 0 if the storage does not say)
-    newest: float = 0.0
-
-
-def _reports_root() -> Any:
-    """``[mlci] reports_dir`` as an ``ObjectStoragePath`` (a folder becomes a ``file://`` URL)."""
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_provider_mlci.operators.validation import _reports_base
-
-    base, conn_id = _reports_base(None)
-    url = base if "://" in base else f"file://{os.path.abspath(base)}"
-    return ObjectStoragePath(url, conn_id=conn_id)
-
-
-def _scan(root: Any, *names: str) -> list[_Folder]:
-    """The report folders under ``root``/``names`` (one listing of the storage, recursive)."""
-    base = root.path.rstrip("/")
-    top = _join(root, names).path.rstrip("/")
-    try:
-        found = root.fs.find(top, detail=True)
-    except FileNotFoundError:
-        return []
-    folders: dict[tuple[str, str, str], _Folder] = {}
-    for name, info in found.items():
-        if info.get("type") != "file" or not name.startswith(f"{base}/"):
-            continue
-        parts = name[len(base) + 1 :].split("/")
-        if len(parts) < 4 or tuple(parts[: len(names)]) != names or not _valid(*parts):
-            continue
-        key = (parts[0], parts[1], parts[2])
-        folder = folders.setdefault(key, _Folder(*key))
-        folder.files["/".join(parts[3:])] = int(info.get("size") or 0)
-        folder.newest = max(folder.newest, _modified(info))
-    return list(folders.values())
-
-
-def _runs_by_dag(folders: Iterable[_Folder]) -> dict[str, list[tuple[str, float, list[_Folder]]]]:
-    """Dag -> its runs (name, newest write, task folders), newest run first; Dags sorted by id."""
-    grouped: dict[str, dict[str, list[_Folder]]] = {}
-    for folder in folders:
-        grouped.setdefault(folder.dag_id, {}).setdefault(folder.run, []).append(folder)
-    result = {}
-    for dag_id in sorted(grouped):
-        runs = [
-            (run, max(f.newest for f in tasks), sorted(tasks, key=lambda f: f.task))
-            for run, tasks in grouped[dag_id].items()
-        ]
-        result[dag_id] = sorted(runs, key=lambda run: (run[1], run[0]), reverse=True)
-    return result
-
-
-def _modified(info: dict[str, Any]) -> float:
-    """When a listed file was written: fsspec backends name it differently."""
-    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
-        value = info.get(key)
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                continue
-    return 0.0
-
-
-def _join(root: Any, names: Iterable[str]) -> Any:
-    path = root
-    for name in names:
-        path = path / name
-    return path
 
 
 def _inside(root: Any, target: Any) -> bool:
@@ -525,15 +445,6 @@ def _markdown() -> Any:
     return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
 
-def _valid(*names: str) -> bool:
-    return all(_NAME.fullmatch(name) for name in names)
-
-
-def _safe_run(run_id: str) -> str:
-    # As the report folder is named (operators/validation.py, _report_folder); idempotent on such names.
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in run_id)
-
-
 def _require(access: DagAccess, dag_id: str) -> None:
     from fastapi import HTTPException
 
@@ -550,10 +461,10 @@ def _url(path: str) -> str:
     return quote(path, safe="/+=@,~")
 
 
-def _runs_table(prefix: str, runs: list[tuple[str, float, list[_Folder]]]) -> str:
+def _runs_table(prefix: str, dag_id: str, runs: list[tuple[str, list[ReportFolder]]]) -> str:
     rows = []
-    for run, newest, tasks in runs:
-        dag_id = tasks[0].dag_id
+    for run, tasks in runs:
+        newest = max(f.newest for f in tasks)
         links = "".join(f"<li><a href='{_href(prefix, dag_id, run, f.task)}'>{_e(f.task)}</a></li>" for f in tasks)
         rows.append(
             f"<tr><td><a href='{_href(prefix, dag_id, run)}'>{_e(run)}</a></td><td>{_when(newest)}</td>"

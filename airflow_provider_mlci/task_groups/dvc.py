@@ -205,9 +205,6 @@ def _task_ids(stages: Sequence[str] | dict[str, Any]) -> dict[str, str]:
 
 def _render_cache() -> str:
     """Where DVC's expansions of templated ``dvc.yaml`` files are kept (per parsing machine)."""
-    from airflow.sdk import conf
+    from airflow_provider_mlci import settings
 
-    from airflow_provider_mlci.core.workspace import default_cache_dir
-
-    root = conf.get("mlci", "cache_dir", fallback="") or default_cache_dir()
-    return str(Path(root) / "render")
+    return str(Path(settings.cache_dir()) / "render")

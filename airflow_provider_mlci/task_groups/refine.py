@@ -77,9 +77,9 @@ def compute_backend(compute: str | None = None) -> str:
     from airflow_provider_mlci.exceptions import MlciConfigError
 
     if compute is None:
-        from airflow.configuration import conf
+        from airflow_provider_mlci import settings
 
-        compute = conf.get("mlci", "compute_backend", fallback="local") or "local"
+        compute = settings.compute_backend()
     if compute not in ("local", "ec2"):
         raise MlciConfigError(f"compute={compute!r} (or [mlci] compute_backend) is not one of 'local', 'ec2'.")
     return compute

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_mlci.report_store import ReportKey, ReportStore
 from airflow_provider_mlci.testing.cluster import free_port
 from tests.conftest import ARTIFACTS
 
@@ -88,13 +89,15 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """``airflow api-server`` on a free port, serving one stored report; stopped with all it started."""
     root = tmp_path_factory.mktemp("reports-ui")
     reports = root / "reports"
-    folder = reports / DAG_ID / RUN / "evaluate"
-    (folder / "images").mkdir(parents=True)
-    (folder / "report.html").write_text(REPORT_HTML)
-    (folder / "images" / "plot.svg").write_text(PLOT_SVG)
-    (folder / "report.md").write_text("# Evaluation\n\n| metric | value |\n|---|---|\n| accuracy | 0.934 |\n")
+    store = ReportStore.open(str(reports))
+    files = {
+        "report.html": REPORT_HTML.encode(),
+        "images/plot.svg": PLOT_SVG.encode(),
+        "report.md": b"# Evaluation\n\n| metric | value |\n|---|---|\n| accuracy | 0.934 |\n",
+    }
+    store.write(ReportKey(dag_id=DAG_ID, run_id=RUN, task_id="evaluate"), files, {"accuracy": 0.934})
     (root / "secret.txt").write_text("top secret")
-    write_generated_report(reports / "example_pr_report" / RUN / "report")
+    write_generated_report(store, ReportKey(dag_id="example_pr_report", run_id=RUN, task_id="report"))
     port = free_port()
     env = {
         **os.environ,
@@ -254,7 +257,7 @@ GENERATED = f"/mlci/reports/example_pr_report/{RUN}/report/"
 SHA, BASE = "c" * 40, "d" * 40
 
 
-def write_generated_report(folder: Path) -> None:
+def write_generated_report(store: ReportStore, key: ReportKey) -> None:
     """A report as MetricsReportOperator writes it: tables, and a plot rendered by vl-convert."""
     from airflow_provider_mlci.core.report import build_report
 
@@ -281,11 +284,8 @@ def write_generated_report(folder: Path) -> None:
             "plots": [{"name": "eval/loss.csv", "type": "vega", "revisions": [SHA], "content": bars}],
         },
     )
-    (folder / "images").mkdir(parents=True)
-    for image in report.images:
-        (folder / image.file).write_bytes(image.data)
-    (folder / "report.md").write_text(report.markdown)
-    (folder / "report.html").write_text(report.html)
+    files = {image.file: image.data for image in report.images}
+    store.write(key, {**files, "report.md": report.markdown.encode(), "report.html": report.html.encode()}, {})
 
 
 def test_a_browser_shows_a_generated_metrics_report(api_server, chromium):

@@ -67,6 +67,11 @@ def write(path: Path, data: bytes | str, mtime: float | None = None) -> Path:
     return path
 
 
+def complete(folder: Path, mtime: float | None = None) -> None:
+    """Mark a hand-written report folder complete, as the report store does last (``outcome.json``)."""
+    write(folder / "outcome.json", json.dumps({"format": 1, "outcome": {}}), mtime)
+
+
 @pytest.fixture
 def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``[mlci] reports_dir``: a folder with reports of two Dags, three runs (the older run written first)."""
@@ -86,6 +91,14 @@ def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write(run_new / "validate.2" / "validation.json", json.dumps({"valid": False}), new)
     write(run_new / "validate.2" / "failure_cases.parquet", b"PAR1-not-really", new)
     write(base / "secret_dag" / "manual__1" / "report" / "report.md", "# Secret\n", new)
+    for folder, when in (
+        (run_old / "report", old),
+        (run_new / "report", new),
+        (run_new / "validate.2", new),
+        (base / "secret_dag" / "manual__1" / "report", new),
+    ):
+        complete(folder, when)
+    write(run_new / "half_written" / "report.md", "# Not yet\n", new)  # no outcome.json yet: not a report
     return base
 
 
@@ -124,6 +137,7 @@ def test_the_default_reports_dir_is_in_airflow_home(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     monkeypatch.delenv("AIRFLOW__MLCI__REPORTS_DIR", raising=False)
     write(tmp_path / "mlci-reports" / "d" / "r" / "t" / "report.md", "# Home\n")
+    complete(tmp_path / "mlci-reports" / "d" / "r" / "t")
     assert "<h1>Home</h1>" in client_for("*").get("/reports/d/r/t/").text
 
 
@@ -135,6 +149,8 @@ def test_a_dag_page_and_a_run_page_list_their_reports(reports):
     run_page = client.get("/reports/pr_validation/scheduled__2026-01-01T00_00_00+00_00/").text
     assert "validate.2" in run_page
     assert "failure_cases.parquet" in run_page
+    assert "half_written" not in run_page  # a report still being written is not shown
+    assert client.get("/reports/pr_validation/scheduled__2026-01-01T00_00_00+00_00/half_written/").status_code == 404
     assert client.get("/reports/no_such_dag/").status_code == 404
 
 
@@ -375,6 +391,7 @@ def test_an_s3_reports_dir_is_read_through_its_connection(monkeypatch, moto_endp
     folder = "airflow/pr_validation/manual__1/report"
     s3.put_object(Bucket=s3_bucket, Key=f"{folder}/report.md", Body=REPORT_MD.encode())
     s3.put_object(Bucket=s3_bucket, Key=f"{folder}/images/roc.svg", Body=SVG)
+    s3.put_object(Bucket=s3_bucket, Key=f"{folder}/outcome.json", Body=b'{"format": 1}')
     s3.put_object(Bucket=s3_bucket, Key="elsewhere/secret.txt", Body=b"top secret")
     monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", f"s3://{s3_bucket}/airflow")
     monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_CONN_ID", aws_moto_connection)

@@ -148,7 +148,7 @@ def test_compute_none_reads_the_provider_setting_when_the_dag_is_parsed(monkeypa
     assert group.compute == "ec2"
     assert dag.get_task("refine.gpu.refine").compute == "ec2"
     monkeypatch.setenv("AIRFLOW__MLCI__COMPUTE_BACKEND", "gpu")
-    with pytest.raises(MlciConfigError, match=r"compute='gpu' \(or \[mlci\] compute_backend\)"):
+    with pytest.raises(MlciConfigError, match=r"\[mlci\] compute_backend='gpu' is not one of"):
         make_dag(compute=None)
 
 

@@ -1,0 +1,522 @@
+"""The report store: where tasks keep their reports, in what layout, and how they are written.
+
+The store's root is ``[mlci] reports_dir`` (a local folder, or any object storage URL Airflow's
+``ObjectStoragePath`` reads, such as ``s3://bucket/prefix`` through ``[mlci] reports_conn_id``;
+default ``$AIRFLOW_HOME/mlci-reports``). Under it, one folder per task instance that stored a
+report::
+
+    <root>/<dag_id>/<run>/<task>/
+        outcome.json            written last: what the task decided, the files of the report
+        report.md  report.html  images/*.svg      (metrics reports, leaderboards)
+        validation.json  failure_cases.parquet    (data validation)
+        verdict.md  decision.md  ...              (model checks, gates)
+
+``<run>`` is the run id with every character outside ``[A-Za-z0-9._+-]`` as ``_``
+(``manual__2026-12-04T15_03_26+00_00``); ``<task>`` is the task id, with ``.<map index>`` for a
+mapped task instance (``sweep.trial.3``). ``outcome.json`` holds ``{"format": 1, "dag_id",
+"run_id", "task_id", "map_index", "written_at", "files": [...], "outcome": {...}}``: ``outcome``
+is the task's own small summary (valid or not, the gate's decision, the metrics that changed).
+
+**Writing is atomic**: a reader never sees half a report. In a local folder the report is
+written into a hidden sibling folder and renamed into place (a retry's report replaces the
+first one in one rename; between the two renames the folder is briefly absent, never mixed).
+On object storage, where there is no rename, every file goes to its final key and
+``outcome.json`` last; readers (:meth:`ReportStore.runs`, :meth:`ReportStore.report`, the UI
+plugin) count a folder as a report only once its ``outcome.json`` is there, and a replaced
+report's files that the new one no longer has are removed after. Hidden names (``.partial``
+folders) are never listed.
+
+**Listing is paged**: :meth:`ReportStore.runs` lists one Dag's folder one level deep (no walk
+of the store), orders runs newest first (by when each run's folder was last written where the
+storage keeps that, as a local folder does; on object storage, by the time in the run id) and
+reads only the page asked for. **Retention**: :meth:`ReportStore.prune` removes whole runs beyond the newest N of
+a Dag or older than a date.
+
+Importing this module is cheap: ``ObjectStoragePath`` and storage backends load when a store
+is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.context import Context
+
+__all__ = [
+    "OUTCOME_FILE",
+    "ReportFolder",
+    "ReportKey",
+    "ReportStore",
+    "RunPage",
+    "read_markdown",
+    "safe_run",
+    "store_task_report",
+    "valid_name",
+]
+
+#: The file that makes a folder a report, written last.
+OUTCOME_FILE = "outcome.json"
+#: The version of ``outcome.json``'s fields.
+OUTCOME_FORMAT = 1
+#: One name in a report path: no separators, no leading dot, nothing that needs quoting in a shell.
+_NAME = re.compile(r"[\w+=@,~ -][\w.+=@,~ -]*")
+#: The time in an Airflow run id (``manual__2026-12-04T15:03:26.9+00:00``), in its stored form too.
+_RUN_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2})[:_](\d{2})[:_](\d{2})(\.\d+)?")
+
+
+def valid_name(*names: str) -> bool:
+    """Whether every one of ``names`` may be a part of a report path (not empty, ``.``/``..``,
+    hidden, or holding a separator or a character outside ``[\\w.+=@,~ -]``).
+
+    :param names: path parts
+    """
+    return all(isinstance(name, str) and _NAME.fullmatch(name) for name in names)
+
+
+def safe_run(run_id: str) -> str:
+    """A run id as its folder is named (idempotent on such names).
+
+    :param run_id: the run id as Airflow spells it
+    """
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(run_id))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportKey:
+    """Which task instance a report belongs to.
+
+    :param dag_id: the Dag
+    :param run_id: the run, as Airflow spells it
+    :param task_id: the task
+    :param map_index: the map index of a mapped task instance (``-1``: not mapped)
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+    @classmethod
+    def of(cls, ti: Any) -> ReportKey:
+        """The key of a task instance (anything with ``dag_id``, ``run_id``, ``task_id``, ``map_index``).
+
+        :param ti: the task instance
+        """
+        index = getattr(ti, "map_index", -1)
+        return cls(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=-1 if index is None else index)
+
+    @property
+    def run(self) -> str:
+        """The run's folder name."""
+        return safe_run(self.run_id)
+
+    @property
+    def task(self) -> str:
+        """The task instance's folder name."""
+        return self.task_id if self.map_index in (None, -1) else f"{self.task_id}.{self.map_index}"
+
+    @property
+    def parts(self) -> tuple[str, str, str]:
+        """``(dag_id, run, task)``: the folder under the store's root."""
+        return (self.dag_id, self.run, self.task)
+
+
+@dataclass(kw_only=True)
+class ReportFolder:
+    """One task instance's report as found in the store.
+
+    :param dag_id: the Dag
+    :param run: the run's folder name
+    :param task: the task instance's folder name
+    :param files: path inside the folder -> size in bytes
+    :param newest: when its newest file was written (POSIX seconds; 0 if the storage does not say)
+    :param complete: whether its ``outcome.json`` is there (a report still being written has none)
+    """
+
+    dag_id: str
+    run: str
+    task: str
+    files: dict[str, int] = field(default_factory=dict)
+    newest: float = 0.0
+    complete: bool = False
+
+
+@dataclass(kw_only=True)
+class RunPage:
+    """One page of a Dag's runs, newest first.
+
+    :param dag_id: the Dag
+    :param runs: ``(run, its report folders)`` on this page
+    :param total: how many runs the Dag has in the store
+    :param offset: where this page starts
+    """
+
+    dag_id: str
+    runs: list[tuple[str, list[ReportFolder]]]
+    total: int
+    offset: int
+
+
+class ReportStore:
+    """The reports under one root (see the module's docs for the layout).
+
+    :param root: an ``airflow.sdk.ObjectStoragePath`` (or a ``upath.UPath``) of the store's root
+    """
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+
+    @classmethod
+    def open(cls, base: str | None = None, conn_id: str | None = None) -> ReportStore:
+        """The store at ``base`` (default: ``[mlci] reports_dir``), read and written with ``conn_id``
+        (default: ``[mlci] reports_conn_id``).
+
+        :param base: a local folder or an object storage URL
+        :param conn_id: the connection to reach it with
+        """
+        from airflow.sdk import ObjectStoragePath
+
+        from airflow_provider_mlci import settings
+
+        default_base, default_conn = settings.reports_location()
+        base = base or default_base
+        url = base if "://" in base else f"file://{os.path.abspath(base)}"
+        return cls(ObjectStoragePath(url, conn_id=conn_id or default_conn))
+
+    # ------------------------------------------------------------------------------ where
+
+    @property
+    def local(self) -> bool:
+        """Whether the store is a folder on this machine."""
+        return (getattr(self.root, "protocol", "") or "file") in ("file", "local")
+
+    def path(self, *names: str) -> Any:
+        """The storage path of ``names`` under the root.
+
+        :param names: path parts, each checked with :func:`valid_name`
+        :raises MlciConfigError: a part is not a valid name
+        """
+        if not valid_name(*names):
+            from airflow_provider_mlci.exceptions import MlciConfigError
+
+            raise MlciConfigError(f"{'/'.join(names)!r} is not a path in the report store")
+        path = self.root
+        for name in names:
+            path = path / name
+        return path
+
+    def folder(self, key: ReportKey) -> Any:
+        """The storage path of one task instance's report folder.
+
+        :param key: the task instance
+        """
+        return self.path(*key.parts)
+
+    def uri(self, key: ReportKey) -> str:
+        """The URL of one task instance's report folder, without any connection id.
+
+        :param key: the task instance
+        """
+        return storage_uri(self.folder(key))
+
+    # ------------------------------------------------------------------------------ writing
+
+    def write(
+        self, key: ReportKey, files: Mapping[str, bytes | str | os.PathLike[str]], outcome: Mapping[str, Any]
+    ) -> str:
+        """Store a report atomically (see the module's docs); return its folder's URL.
+
+        :param key: the task instance it belongs to
+        :param files: name inside the folder (``images/roc.svg``) -> its bytes, or a local file to copy
+        :param outcome: the task's small summary, kept in ``outcome.json``
+        :raises MlciConfigError: a name is not valid, or is ``outcome.json``
+        """
+        from airflow_provider_mlci.core.dvc_ops import json_safe
+        from airflow_provider_mlci.exceptions import MlciConfigError
+
+        for name in files:
+            if name == OUTCOME_FILE or not valid_name(*name.split("/")):
+                raise MlciConfigError(f"{name!r} cannot be a file of a report (key {'/'.join(key.parts)})")
+        record = {
+            "format": OUTCOME_FORMAT,
+            "dag_id": key.dag_id,
+            "run_id": key.run_id,
+            "task_id": key.task_id,
+            "map_index": key.map_index,
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": sorted(files),
+            "outcome": json_safe(dict(outcome)),
+        }
+        body = (json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+        if self.local:
+            self._write_local(key, files, body)
+        else:
+            self._write_objects(key, files, body)
+        return self.uri(key)
+
+    def _write_local(self, key: ReportKey, files: Mapping[str, Any], body: bytes) -> None:
+        parent = self.path(key.dag_id, key.run).path
+        final = os.path.join(parent, key.task)
+        token = uuid.uuid4().hex[:12]
+        staging = os.path.join(parent, f".{key.task}.{token}.partial")
+        os.makedirs(staging)
+        try:
+            for name, content in files.items():
+                target = os.path.join(staging, *name.split("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if isinstance(content, bytes | bytearray):
+                    with open(target, "wb") as out:
+                        out.write(content)
+                else:
+                    shutil.copyfile(content, target)
+            with open(os.path.join(staging, OUTCOME_FILE), "wb") as out:
+                out.write(body)
+            old = os.path.join(parent, f".{key.task}.{token}.old")
+            if os.path.lexists(final):
+                os.rename(final, old)
+            os.rename(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _write_objects(self, key: ReportKey, files: Mapping[str, Any], body: bytes) -> None:
+        folder = self.folder(key)
+        before = self._outcome_at(folder)
+        for name, content in files.items():
+            target = folder
+            for part in name.split("/"):
+                target = target / part
+            if isinstance(content, bytes | bytearray):
+                target.write_bytes(bytes(content))
+            else:
+                with open(content, "rb") as src, target.open("wb") as dst:
+                    while block := src.read(8 * 1024 * 1024):
+                        dst.write(block)
+        (folder / OUTCOME_FILE).write_bytes(body)
+        for name in set((before or {}).get("files") or ()) - set(files):
+            target = folder
+            for part in str(name).split("/"):
+                target = target / part
+            if valid_name(*str(name).split("/")):
+                target.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------------------ reading
+
+    def outcome(self, key: ReportKey) -> dict[str, Any] | None:
+        """The ``outcome.json`` of one task instance's report (``None``: no complete report).
+
+        :param key: the task instance
+        """
+        return self._outcome_at(self.folder(key))
+
+    def _outcome_at(self, folder: Any) -> dict[str, Any] | None:
+        try:
+            return json.loads((folder / OUTCOME_FILE).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def dags(self) -> list[str]:
+        """The Dags with reports, sorted (one listing of the root, not a walk)."""
+        return sorted(self._children(self.root))
+
+    def runs(self, dag_id: str, *, limit: int = 20, offset: int = 0) -> RunPage:
+        """One page of ``dag_id``'s runs with reports, newest first (by when the run's folder was
+        last written where the storage says, as in a local folder; else by the time in the run id;
+        then by name), with their complete report folders.
+
+        :param dag_id: the Dag
+        :param limit: runs per page
+        :param offset: runs to skip
+        """
+        names = self._children(self.path(dag_id))
+        page = _newest_first(names)[offset : offset + limit]
+        runs = [(run, self.folders(dag_id, run)) for run in page]
+        return RunPage(
+            dag_id=dag_id, runs=[(run, found) for run, found in runs if found], total=len(names), offset=offset
+        )
+
+    def folders(self, dag_id: str, run: str | None = None, task: str | None = None) -> list[ReportFolder]:
+        """The complete report folders of a Dag (or one run of it, or one task instance), sorted.
+
+        Lists everything under that folder: ask for a run or a task where you can.
+
+        :param dag_id: the Dag
+        :param run: the run's folder name
+        :param task: the task instance's folder name (with ``run``)
+        """
+        names = tuple(n for n in (dag_id, run, task) if n is not None)
+        top = self.path(*names)
+        base = self.root.path.rstrip("/")
+        try:
+            found = self.root.fs.find(top.path.rstrip("/"), detail=True)
+        except FileNotFoundError:
+            return []
+        folders: dict[tuple[str, str, str], ReportFolder] = {}
+        for name, info in found.items():
+            if info.get("type") != "file" or not name.startswith(f"{base}/"):
+                continue
+            parts = name[len(base) + 1 :].split("/")
+            if len(parts) < 4 or tuple(parts[: len(names)]) != names or not valid_name(*parts):
+                continue
+            dag, run_name, task_name = parts[:3]
+            folder = folders.setdefault(
+                (dag, run_name, task_name), ReportFolder(dag_id=dag, run=run_name, task=task_name)
+            )
+            inner = "/".join(parts[3:])
+            if inner == OUTCOME_FILE:
+                folder.complete = True
+            folder.files[inner] = int(info.get("size") or 0)
+            folder.newest = max(folder.newest, _modified(info))
+        complete = [folder for folder in folders.values() if folder.complete]
+        return sorted(complete, key=lambda f: (f.dag_id, f.run, f.task))
+
+    def _children(self, folder: Any) -> dict[str, float]:
+        """The valid names one level under ``folder`` (one listing), with when each was last
+        written where the storage says (0 where it does not: object storage's folders)."""
+        try:
+            entries = self.root.fs.ls(folder.path.rstrip("/"), detail=True)
+        except FileNotFoundError:
+            return {}
+        found = {str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]: _modified(entry) for entry in entries}
+        return {name: when for name, when in found.items() if valid_name(name)}
+
+    # ------------------------------------------------------------------------------ retention
+
+    def prune(
+        self,
+        *,
+        dag_id: str | None = None,
+        keep_runs: int | None = None,
+        older_than: datetime | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Remove whole runs' reports: beyond the newest ``keep_runs`` of each Dag (ordered as
+        :meth:`runs` orders them), or whose run id's time is before ``older_than``; return
+        ``<dag>/<run>`` of each (removed, or that would be).
+
+        A run whose id carries no time is only removed by ``keep_runs``.
+
+        :param dag_id: one Dag (default: every Dag)
+        :param keep_runs: how many of each Dag's newest runs to keep
+        :param older_than: remove runs from before this time (timezone-aware)
+        :param dry_run: only say what would go
+        """
+        gone: list[str] = []
+        for dag in [dag_id] if dag_id else self.dags():
+            for index, run in enumerate(_newest_first(self._children(self.path(dag)))):
+                when = _run_time(run)
+                old = older_than is not None and 0 < when < older_than.timestamp()
+                if (keep_runs is not None and index >= keep_runs) or old:
+                    gone.append(f"{dag}/{run}")
+                    if not dry_run:
+                        target = self.path(dag, run)
+                        self.root.fs.rm(target.path.rstrip("/"), recursive=True)
+        return gone
+
+
+def store_task_report(
+    context: Context,
+    files: Mapping[str, bytes | str | os.PathLike[str]],
+    outcome: Mapping[str, Any],
+    *,
+    base: str | None = None,
+    conn_id: str | None = None,
+) -> str:
+    """Store the running task instance's report and point its "Report" link at it; return its URL.
+
+    :param context: the task's context
+    :param files: name inside the folder -> bytes or a local file (see :meth:`ReportStore.write`)
+    :param outcome: the task's small summary for ``outcome.json``
+    :param base: the store's root (default: ``[mlci] reports_dir``)
+    :param conn_id: the connection to reach it with (default: ``[mlci] reports_conn_id``)
+    """
+    from airflow_provider_mlci.links.report import REPORT_URI_KEY
+
+    ti = context["ti"]
+    uri = ReportStore.open(base, conn_id).write(ReportKey.of(ti), files, outcome)
+    ti.xcom_push(key=REPORT_URI_KEY, value=uri)
+    return uri
+
+
+def read_markdown(uri: str, conn_id: str | None = None) -> str:
+    """The Markdown of a stored report: ``uri`` is its folder (as a task returned it as
+    ``report_uri``; its ``report.md`` is read) or a ``.md`` file.
+
+    :param uri: the folder's or the file's URL
+    :param conn_id: the connection to read it with (default: ``[mlci] reports_conn_id``)
+    :raises MlciConfigError: nothing there, or not UTF-8 text
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_mlci import settings
+    from airflow_provider_mlci.exceptions import MlciConfigError, redact_url
+
+    path = ObjectStoragePath(uri, conn_id=conn_id or settings.reports_location()[1])
+    if not uri.rstrip("/").endswith(".md"):
+        path = path / "report.md"
+    shown = redact_url(str(path))
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise MlciConfigError(
+            f"No report at {shown}: give the folder a report task returned as report_uri, or its report.md."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise MlciConfigError(f"The report at {shown} is not UTF-8 text.") from exc
+
+
+def storage_uri(path: object) -> str:
+    """The URL of an ``ObjectStoragePath`` without the connection id its text carries.
+
+    ``str()`` of a path made with ``conn_id="aws_reports"`` reads ``s3://aws_reports@bucket/key``;
+    this gives ``s3://bucket/key`` (and ``file:///folder`` for local paths).
+
+    :param path: an ``airflow.sdk.ObjectStoragePath``
+    """
+    protocol = getattr(path, "protocol", "") or "file"
+    inner = str(getattr(path, "path", path))
+    return f"{protocol}://{inner}" if protocol != "file" or inner.startswith("/") else str(path)
+
+
+def _newest_first(runs: Mapping[str, float]) -> list[str]:
+    """Run folder names, newest first: by when the folder was written where the storage says,
+    else by the time in the run id, then by name."""
+    return sorted(runs, key=lambda run: (runs[run] or _run_time(run), run), reverse=True)
+
+
+def _run_time(run: str) -> float:
+    """The time in a run's folder name (0 when it has none)."""
+    match = _RUN_TIME.search(run)
+    if not match:
+        return 0.0
+    day, hours, minutes, seconds, fraction = match.groups()
+    try:
+        moment = datetime.fromisoformat(f"{day}T{hours}:{minutes}:{seconds}{fraction or ''}+00:00")
+    except ValueError:
+        return 0.0
+    return moment.timestamp()
+
+
+def _modified(info: Mapping[str, Any]) -> float:
+    """When a listed file was written: fsspec backends name it differently."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0

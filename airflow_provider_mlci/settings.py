@@ -1,0 +1,115 @@
+"""The provider's settings: every ``[mlci]`` option, read here and nowhere else.
+
+The options are declared once, with their types, defaults and descriptions, in the provider
+info (:func:`~airflow_provider_mlci.get_provider_info.get_provider_info`, so ``airflow config
+list`` shows them); this module reads them through Airflow's configuration (``airflow.cfg`` or
+``AIRFLOW__MLCI__<OPTION>``) and returns them typed. An option set to an empty value counts as
+unset. Each call reads afresh, so a changed environment is seen at once; reading is cheap (no
+I/O beyond what Airflow's configuration already holds) and loads no heavy library.
+
+Example::
+
+    from airflow_provider_mlci import settings
+
+    settings.cache_dir()          # '/var/cache/airflow-mlci', or the default under ~/.cache
+    settings.reports_location()   # ('s3://ml-reports/airflow', 'aws_reports')
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+__all__ = [
+    "SECTION",
+    "cache_dir",
+    "cache_max_bytes",
+    "compute_backend",
+    "compute_job_base",
+    "declared",
+    "reports_location",
+]
+
+#: The section of ``airflow.cfg`` the provider's options live in.
+SECTION = "mlci"
+
+
+@functools.cache
+def declared() -> dict[str, dict[str, Any]]:
+    """The options as the provider info declares them: ``{name: {"type", "default", ...}}``."""
+    from airflow_provider_mlci.get_provider_info import get_provider_info
+
+    return get_provider_info()["config"][SECTION]["options"]
+
+
+def _conf() -> Any:
+    try:  # the Task SDK's configuration (workers, the dag-processor)
+        from airflow.sdk import conf
+    except ImportError:  # pragma: no cover - Airflow without it in airflow.sdk
+        from airflow.configuration import conf
+    return conf
+
+
+def _raw(name: str) -> str:
+    """The option's text: the configured value, else its declared default ("" when none)."""
+    if name not in declared():
+        raise KeyError(f"[{SECTION}] {name} is not an option the provider declares")
+    default = declared()[name].get("default") or ""
+    value = _conf().get(SECTION, name, fallback=default)
+    return str(value).strip() if value not in (None, "") else str(default)
+
+
+def cache_dir() -> str:
+    """``[mlci] cache_dir``: each worker's root for mirrors, checkouts and the DVC cache
+    (default: ``~/.cache/airflow-provider-mlci``)."""
+    from airflow_provider_mlci.core.workspace import default_cache_dir
+
+    return _raw("cache_dir") or default_cache_dir()
+
+
+def cache_max_bytes() -> int:
+    """``[mlci] cache_max_size_gb`` in bytes (0: no cap).
+
+    :raises MlciConfigError: the value is not a number of gigabytes, or is negative
+    """
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    text = _raw("cache_max_size_gb") or "0"
+    try:
+        gigabytes = float(text)
+    except ValueError as exc:
+        raise MlciConfigError(f"[{SECTION}] cache_max_size_gb={text!r} is not a number of gigabytes.") from exc
+    if gigabytes < 0 or gigabytes != gigabytes:
+        raise MlciConfigError(f"[{SECTION}] cache_max_size_gb={text!r} must be 0 (no cap) or more.")
+    return int(gigabytes * 1e9)
+
+
+def reports_location() -> tuple[str, str | None]:
+    """``[mlci] reports_dir`` and ``[mlci] reports_conn_id``: where reports are stored, as a URL
+    (``s3://bucket/prefix``, ``file:///folder``) or a local folder, and the connection to
+    reach it with (``None``: the storage's default). The default folder is
+    ``$AIRFLOW_HOME/mlci-reports``."""
+    base = _raw("reports_dir")
+    if not base:
+        home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
+        base = os.path.join(home, "mlci-reports")
+    return base, _raw("reports_conn_id") or None
+
+
+def compute_job_base() -> str:
+    """``[mlci] compute_job_base``: the ``s3://bucket/prefix`` of GPU instances' mailboxes ("" when unset)."""
+    return _raw("compute_job_base")
+
+
+def compute_backend() -> str:
+    """``[mlci] compute_backend``: where task groups given ``compute=None`` run (``local`` or ``ec2``).
+
+    :raises MlciConfigError: another value
+    """
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    value = _raw("compute_backend") or "local"
+    if value not in ("local", "ec2"):
+        raise MlciConfigError(f"[{SECTION}] compute_backend={value!r} is not one of 'local', 'ec2'.")
+    return value
