@@ -319,19 +319,34 @@ def _unpack(repo: Repo, bundle: dict[str, Any], written: dict[str, tuple[str, by
             data = tar.extractfile(member).read() if member.isreg() else link  # type: ignore[union-attr]
             data = _reconcile(member.name, data, stage, seen, written)
             written[member.name] = (stage, data)
-            if path.is_dir() and not path.is_symlink() and not member.isdir():
-                shutil.rmtree(path)
-            elif (path.is_file() or path.is_symlink()) and not member.isdir():
-                path.unlink()
-            tar.extract(member, root, filter="data")
-            if member.isreg():
-                path.write_bytes(data)  # a joined .gitignore, or the same bytes
+            _place(root, path, member, data)
         for name in manifest.get("deleted") or ():
             path = _inside(root, name)
             _reconcile(name, None, stage, seen, written)
             written[name] = (stage, None)
             if path.is_file() or path.is_symlink():
                 path.unlink()
+
+
+def _place(root: Path, path: Path, member: tarfile.TarInfo, data: bytes | None) -> None:
+    """Write one bundle member at ``path`` (inside ``root``): a file with its bytes and
+    executable bit, or a link whose target stays inside ``root``. Written by hand rather than
+    with ``TarFile.extract(filter="data")``, which Python 3.11 before 3.11.4 does not have."""
+    if not (member.isreg() or member.issym()):
+        raise errors.MlciConfigError(f"{member.name!r} in a hand-off bundle is neither a file nor a link")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_file() or path.is_symlink():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if member.issym():
+        target = (path.parent / member.linkname).resolve()
+        if os.path.isabs(member.linkname) or not target.is_relative_to(root.resolve()):
+            raise errors.MlciConfigError(f"The link {member.name!r} in a hand-off bundle leads out of the repository")
+        os.symlink(member.linkname, path)
+        return
+    path.write_bytes(data or b"")  # a joined .gitignore, or the member's own bytes
+    path.chmod(0o755 if member.mode & 0o100 else 0o644)
 
 
 def _reconcile(

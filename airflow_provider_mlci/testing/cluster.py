@@ -18,13 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 TERMINAL = {"success", "failed"}
 
-__all__ = ["COMPONENTS", "AirflowCluster", "free_port"]
+__all__ = ["COMPONENTS", "AirflowCluster", "AirflowDriver", "free_port", "signal_group"]
 
 
 def free_port() -> int:
@@ -34,49 +35,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class AirflowCluster:
-    """Start, drive and stop a real Airflow on ``home``.
+class AirflowDriver:
+    """Drive a running Airflow through its REST API at :attr:`base_url` (subclasses start it and
+    say, in :meth:`_check_alive`, whether its processes still run)."""
 
-    :param home: the ``AIRFLOW_HOME`` (its database must be initialised)
-    :param log_dir: where each component's output goes
-    :param parallelism: the executor's parallelism
-    """
+    base_url: str
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]]
 
-    def __init__(self, *, home: Path, log_dir: Path, parallelism: int = 2) -> None:
-        self.home = home
-        self.log_dir = log_dir
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        bin_dir = str(Path(sys.executable).parent)
-        self.env = {
-            **os.environ,
-            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": "mlci-test-cluster-secret-0123456789",
-            "AIRFLOW__API__SECRET_KEY": "mlci-test-cluster-key",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-        }
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+    def _check_alive(self) -> None:
+        """Raise if a process has exited (its output is ``<log_dir>/<name>.log``)."""
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
 
-    def start(self, timeout: float = 120) -> None:
-        """Start every component and wait until the API says they are healthy."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        airflow = str(Path(sys.executable).parent / "airflow")
-        for name in COMPONENTS:
-            args = [airflow, name] + (["--port", str(self.port)] if name == "api-server" else [])
-            with (self.log_dir / f"{name}.log").open("wb") as log:
-                self.processes[name] = subprocess.Popen(
-                    args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
+    def wait_healthy(self, timeout: float, ready: Callable[[], bool] | None = None) -> None:
+        """Wait until the API says scheduler, triggerer and dag-processor are healthy (and
+        ``ready()`` says yes).
+
+        :param timeout: seconds
+        :param ready: more to wait for
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
@@ -86,32 +66,12 @@ class AirflowCluster:
                 time.sleep(1)
                 continue
             parts = ("scheduler", "triggerer", "dag_processor")
-            if all((health.get(part) or {}).get("status") == "healthy" for part in parts):
+            if all((health.get(part) or {}).get("status") == "healthy" for part in parts) and (
+                ready is None or ready()
+            ):
                 return
             time.sleep(1)
         raise TimeoutError(f"Airflow did not become healthy in {timeout} s; logs in {self.log_dir}")
-
-    def _check_alive(self) -> None:
-        for name, proc in self.processes.items():
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        """Stop every component and everything it started (SIGTERM, then SIGKILL)."""
-        for proc in self.processes.values():
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-        for proc in self.processes.values():
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait()
-
-    def process_groups(self) -> list[int]:
-        """The process groups of the components (for checking nothing is left behind)."""
-        return [proc.pid for proc in self.processes.values()]
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """Call the REST API and return the decoded JSON answer."""
@@ -177,6 +137,68 @@ class AirflowCluster:
         self.api("POST", "/api/v2/connections", body)
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+class AirflowCluster(AirflowDriver):
+    """Start, drive and stop a real Airflow on ``home``.
+
+    :param home: the ``AIRFLOW_HOME`` (its database must be initialised)
+    :param log_dir: where each component's output goes
+    :param parallelism: the executor's parallelism
+    """
+
+    def __init__(self, *, home: Path, log_dir: Path, parallelism: int = 2) -> None:
+        self.home = home
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "mlci-test-cluster-secret-0123456789",
+            "AIRFLOW__API__SECRET_KEY": "mlci-test-cluster-key",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, timeout: float = 120) -> None:
+        """Start every component and wait until the API says they are healthy."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        airflow = str(Path(sys.executable).parent / "airflow")
+        for name in COMPONENTS:
+            args = [airflow, name] + (["--port", str(self.port)] if name == "api-server" else [])
+            with (self.log_dir / f"{name}.log").open("wb") as log:
+                self.processes[name] = subprocess.Popen(
+                    args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+        self.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        """Stop every component and everything it started (SIGTERM, then SIGKILL)."""
+        for proc in self.processes.values():
+            signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+        for proc in self.processes.values():
+            signal_group(proc, signal.SIGKILL)
+            proc.wait()
+
+    def process_groups(self) -> list[int]:
+        """The process groups of the components (for checking nothing is left behind)."""
+        return [proc.pid for proc in self.processes.values()]
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)

@@ -14,4 +14,5 @@ tests need too (an Airflow cluster, the moto server, process checks) is in
 - :mod:`~tests.helpers.gpu_runs`: the GPU DAG runs' connection keys; our instances left.
 - :mod:`~tests.helpers.moto_ec2`: clients and checks on moto's EC2; error injection.
 - :mod:`~tests.helpers.task_instance`: a task instance stand-in for operators outside a DAG run.
+- :mod:`~tests.helpers.tools`: programs some tests need: skipped without them, failed in CI.
 """

@@ -5,13 +5,13 @@ and its structure is checked in any case. Nothing is built or started."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.helpers.tools import require_tool
 
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yaml"
@@ -29,9 +29,7 @@ def compose() -> dict:
 
 
 def test_docker_compose_config_accepts_the_file():
-    tool = shutil.which("docker-compose")
-    if tool is None:
-        pytest.skip("docker-compose is not installed (apt-get install docker-compose); structure checked below")
+    tool = require_tool("docker-compose", install="apt-get install -y docker-compose; structure checked below")
     proc = subprocess.run([tool, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 

@@ -32,6 +32,7 @@ import pytest
 from airflow_provider_mlci.report_store import ReportKey, ReportStore
 from airflow_provider_mlci.testing.cluster import free_port
 from tests.conftest import ARTIFACTS
+from tests.helpers.tools import require_tool
 
 DAG_ID = "ui_demo"
 RUN = "manual__2026-11-26T10_00_00+00_00"
@@ -203,10 +204,7 @@ def test_the_api_server_refuses_paths_out_of_the_reports_dir(api_server, path):
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
-    return path
+    return require_tool("chromium", "chromium-browser", install="Debian: apt-get install -y chromium")
 
 
 def browse(chromium: str, url: str, *args: str, budget_ms: int = 3000) -> str:
