@@ -145,12 +145,8 @@ def sweep_project(root: Path, *, trial_seconds: float) -> Any:
     :param root: an empty folder to build in
     :param trial_seconds: how long the stage's command takes (its ``train.seconds`` param)
     """
-    from airflow_provider_mlci.testing import create_dvc_project
-
-    template = root / "sweep-template"
-    template.mkdir(parents=True)
-    (template / "params.yaml").write_text(f"train:\n  lr: 0.1\n  seconds: {trial_seconds}\n")
-    (template / "train.py").write_text(
+    files = {"params.yaml": f"train:\n  lr: 0.1\n  seconds: {trial_seconds}\n"}
+    files["train.py"] = (
         "import json, math, time\n"
         "import yaml\n"
         "params = yaml.safe_load(open('params.yaml'))['train']\n"
@@ -160,7 +156,7 @@ def sweep_project(root: Path, *, trial_seconds: float) -> Any:
         "json.dump({'lr': params['lr'], 'rows': len(rows)}, open('model.json', 'w'))\n"
         "json.dump({'accuracy': round(accuracy, 4)}, open('metrics.json', 'w'))\n"
     )
-    (template / "dvc.yaml").write_text(
+    files["dvc.yaml"] = (
         "stages:\n"
         "  train:\n"
         "    cmd: python train.py\n"
@@ -169,12 +165,8 @@ def sweep_project(root: Path, *, trial_seconds: float) -> Any:
         "    outs:\n      - model.json\n"
         "    metrics:\n      - metrics.json:\n          cache: false\n"
     )
-
-    def make_data(work: Path) -> None:
-        (work / "data").mkdir()
-        (work / "data" / "raw.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(500)))
-
-    return create_dvc_project(template, root / "sweep-project", track=["data/raw.csv"], prepare=make_data)
+    raw = "x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(500))
+    return _raw_data_project(root, "sweep", files, raw)
 
 
 def chain_project(root: Path, *, stages: int = 4, stage_seconds: float) -> Any:
@@ -187,12 +179,8 @@ def chain_project(root: Path, *, stages: int = 4, stage_seconds: float) -> Any:
     :param stages: how many stages (at most 26)
     :param stage_seconds: how long each stage's command takes (the ``work.seconds`` param)
     """
-    from airflow_provider_mlci.testing import create_dvc_project
-
-    template = root / "chain-template"
-    template.mkdir(parents=True)
-    (template / "params.yaml").write_text(f"work:\n  seconds: {stage_seconds}\n")
-    (template / "stage.py").write_text(
+    files = {"params.yaml": f"work:\n  seconds: {stage_seconds}\n", "out/.gitkeep": ""}
+    files["stage.py"] = (
         "import sys, time\n"
         "import yaml\n"
         "source, target = sys.argv[1:3]\n"
@@ -215,12 +203,22 @@ def chain_project(root: Path, *, stages: int = 4, stage_seconds: float) -> Any:
             f"    outs:\n      - {target}",
         ]
         source = target
-    (template / "dvc.yaml").write_text("\n".join(lines) + "\n")
+    files["dvc.yaml"] = "\n".join(lines) + "\n"
+    return _raw_data_project(root, "chain", files, "x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(2000)))
+
+
+def _raw_data_project(root: Path, name: str, files: dict[str, str], raw_csv: str) -> Any:
+    """A project of ``files`` (relative path -> text) whose ``data/raw.csv`` (``raw_csv``) DVC
+    tracks, built in ``root/<name>-template`` and ``root/<name>-project``, committed and pushed."""
+    from airflow_provider_mlci.testing import create_dvc_project
+
+    template = root / f"{name}-template"
+    for relative, text in files.items():
+        (template / relative).parent.mkdir(parents=True, exist_ok=True)
+        (template / relative).write_text(text)
 
     def make_data(work: Path) -> None:
         (work / "data").mkdir()
-        (work / "out").mkdir()
-        (work / "out" / ".gitkeep").write_text("")
-        (work / "data" / "raw.csv").write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(2000)))
+        (work / "data" / "raw.csv").write_text(raw_csv)
 
-    return create_dvc_project(template, root / "chain-project", track=["data/raw.csv"], prepare=make_data)
+    return create_dvc_project(template, root / f"{name}-project", track=["data/raw.csv"], prepare=make_data)

@@ -318,11 +318,12 @@ class Deployment(AirflowDriver):
             )
 
     def _workers_ready(self) -> bool:
-        return all(
-            f"{w.hostname}@" in (self.log_dir / f"worker-{w.name}.log").read_text(errors="replace")
-            and "ready." in (self.log_dir / f"worker-{w.name}.log").read_text(errors="replace")
-            for w in self.workers
-        )
+        """Whether every worker's Celery said it is ready (under its own hostname)."""
+        for worker in self.workers:
+            said = (self.log_dir / f"worker-{worker.name}.log").read_text(errors="replace")
+            if f"{worker.hostname}@" not in said or "ready." not in said:
+                return False
+        return True
 
     def get(self, path: str) -> tuple[int, str]:
         """``GET`` a page of the api-server (a plugin's, say); return the status and the text."""

@@ -141,7 +141,7 @@ def failed_logs(endpoint: str, tis: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def test_a_pipeline_runs_across_two_workers_that_share_no_disk(deployment, moto_endpoint):
+def test_a_pipeline_runs_across_two_workers_that_share_no_disk(deployment, moto_endpoint, monkeypatch):
     run_id = deployment.trigger("deploy_pipeline")
     state = deployment.wait_for_run("deploy_pipeline", run_id, timeout=420)
     tis = deployment.task_instances("deploy_pipeline", run_id)
@@ -160,7 +160,7 @@ def test_a_pipeline_runs_across_two_workers_that_share_no_disk(deployment, moto_
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="logs/").get("Contents", [])]
     assert any("task_id=pipeline.train" in key for key in keys), keys[:20]
     assert any("task_id=report" in key for key in keys), keys[:20]
-    os.environ["AIRFLOW_CONN_AWS_DEPLOY"] = deployment.environment()["AIRFLOW_CONN_AWS_DEPLOY"]
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEPLOY", deployment.environment()["AIRFLOW_CONN_AWS_DEPLOY"])
     store = ReportStore.open(f"s3://{BUCKET}/reports", "aws_deploy")
     outcome = store.outcome(ReportKey(dag_id="deploy_pipeline", run_id=run_id, task_id="report"))
     assert outcome is not None
