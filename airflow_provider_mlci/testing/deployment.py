@@ -28,10 +28,12 @@ import hashlib
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -122,6 +124,9 @@ class Deployment(AirflowDriver):
         self.venv = VENV_BASE / f"mlci-deploy-venv-{_constraints_key(project_dir)}"
         self.log_dir = root / "logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        #: The UI's (and the REST API's) user and password: a real login, SimpleAuthManager's.
+        self.login = ("admin", secrets.token_urlsafe(12))
+        self._token: str | None = None
 
     # ------------------------------------------------------------------------------ configuration
 
@@ -155,13 +160,16 @@ class Deployment(AirflowDriver):
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.login[0]}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airflow_provider_mlci.testing.deployment.worker_hostname",
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([bundle]),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            # A lost worker's tasks are failed (and retried) after 20 s of silence, not 5 minutes.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
             "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
             "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{self.bucket}/logs",
             "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_deploy",
@@ -190,6 +198,12 @@ class Deployment(AirflowDriver):
             HOSTNAME_VARIABLE: hostname,
         }
 
+    def _services_env(self) -> dict[str, str]:
+        services = self.root / "services"
+        env = self._own_env(services, user="root", hostname="services")
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(services / "passwords.json")
+        return env
+
     # ------------------------------------------------------------------------------ start / stop
 
     def start(self, timeout: float = 240) -> None:
@@ -204,17 +218,22 @@ class Deployment(AirflowDriver):
         services = self.root / "services"
         self._home(services, user="root")
         airflow = str(self.venv / "bin" / "airflow")
-        env = self._own_env(services, user="root", hostname="services")
+        env = self._services_env()
+        Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(json.dumps(dict([self.login])))
         _run([airflow, "db", "migrate"], env=env, log=self.log_dir / "db-migrate.log")
         for name in SERVICES:
             self._start(name, [airflow, name], env=env)
         for worker in self.workers:
             self._make_user(worker)
-            env = self._own_env(worker.home, user=worker.user, hostname=worker.hostname)
-            env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(worker.log_port)
-            argv = [airflow, "celery", "worker", "--celery-hostname", f"{worker.hostname}@%h"]
-            self._start(f"worker-{worker.name}", [_RUNUSER, "-u", worker.user, "--", *argv], env=env)
+            self._start_worker(worker)
         self.wait_healthy(timeout, self._workers_ready)
+
+    def _start_worker(self, worker: WorkerSpec) -> None:
+        env = self._own_env(worker.home, user=worker.user, hostname=worker.hostname)
+        env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(worker.log_port)
+        airflow = str(self.venv / "bin" / "airflow")
+        argv = [airflow, "celery", "worker", "--celery-hostname", f"{worker.hostname}@%h"]
+        self._start(f"worker-{worker.name}", [_RUNUSER, "-u", worker.user, "--", *argv], env=env)
 
     def stop(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL), PostgreSQL last."""
@@ -231,10 +250,52 @@ class Deployment(AirflowDriver):
         if data.exists():
             self._as_postgres(["pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"], check=False)
 
+    def worker(self, name: str) -> WorkerSpec:
+        """The worker called ``name`` (``a``) or with the hostname ``name`` (``worker-a``)."""
+        return next(w for w in self.workers if name in (w.name, w.hostname))
+
     def kill_worker(self, name: str) -> None:
-        """SIGKILL every process of one worker's user, as when its machine is lost."""
-        worker = next(w for w in self.workers if w.name == name)
+        """SIGKILL every process of one worker's user, as when its machine is lost; the worker's
+        own process is forgotten (start it again with :meth:`restart_worker`).
+
+        :param name: the worker's name or hostname
+        """
+        worker = self.worker(name)
         subprocess.run(["pkill", "-KILL", "-u", worker.user], check=False)
+        proc = self.processes.pop(f"worker-{worker.name}")
+        proc.wait(30)
+
+    def restart_worker(self, name: str, timeout: float = 120) -> None:
+        """Start a (killed) worker again, on what its user left on disk, and wait until it is ready."""
+        worker = self.worker(name)
+        log = self.log_dir / f"worker-{worker.name}.log"
+        log.rename(log.with_suffix(f".{int(time.time())}.log"))
+        self._start_worker(worker)
+        self.wait_healthy(timeout, self._workers_ready)
+
+    def restart(self, name: str, timeout: float = 120) -> None:
+        """Stop one of the root-side services (``triggerer``, say) with SIGTERM and start it again.
+
+        :param name: one of :data:`SERVICES`
+        """
+        proc = self.processes.pop(name)
+        signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        log = self.log_dir / f"{name}.log"
+        log.rename(log.with_suffix(f".{int(time.time())}.log"))
+        env = self._services_env()
+        self._start(name, [str(self.venv / "bin" / "airflow"), name], env=env)
+        self.wait_healthy(timeout, self._workers_ready)
+
+    def processes_of(self, name: str) -> list[str]:
+        """The command lines of every process a worker's user runs now."""
+        worker = self.worker(name)
+        proc = subprocess.run(["pgrep", "-a", "-u", worker.user], capture_output=True, text=True, check=False)
+        return proc.stdout.splitlines()
 
     # ------------------------------------------------------------------------------ parts
 
@@ -325,10 +386,23 @@ class Deployment(AirflowDriver):
                 return False
         return True
 
+    def _auth_headers(self) -> dict[str, str]:
+        """A bearer token of :attr:`login`'s user (asked for once, at ``POST /auth/token``)."""
+        if self._token is None:
+            body = json.dumps({"username": self.login[0], "password": self.login[1]}).encode()
+            request = urllib.request.Request(  # noqa: S310 (http://127.0.0.1, the api-server started here)
+                f"{self.base_url}/auth/token", data=body, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                self._token = json.loads(response.read())["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
     def get(self, path: str) -> tuple[int, str]:
-        """``GET`` a page of the api-server (a plugin's, say); return the status and the text."""
+        """``GET`` a page of the api-server (a plugin's, say) as :attr:`login`'s user; return the
+        status and the text."""
+        request = urllib.request.Request(f"{self.base_url}{path}", headers=self._auth_headers())  # noqa: S310
         try:
-            with urllib.request.urlopen(f"{self.base_url}{path}", timeout=15) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
                 return response.status, response.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")

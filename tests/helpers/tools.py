@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-__all__ = ["require_tool"]
+__all__ = ["require_tool", "wait_for"]
 
 
 def require_tool(*names: str, install: str) -> str:
@@ -29,3 +32,18 @@ def require_tool(*names: str, install: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{message}: .ci/run installs it, so CI must have it", pytrace=False)
     pytest.skip(message)
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 60, what: str = "the page") -> Any:
+    """Call ``check`` until it returns something true; return it, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = check()
+        except Exception:
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.3)

@@ -15,8 +15,11 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,13 @@ import pytest
 
 from airflow_provider_mlci.report_store import ReportKey, ReportStore
 from airflow_provider_mlci.testing.deployment import Deployment
-from tests.conftest import ARTIFACTS, ROOT
+from tests.conftest import ARTIFACTS, EXAMPLE_DAGS, ROOT
 from tests.helpers import dvc_corpus
+from tests.helpers.browser import chrome, png_size
 from tests.helpers.git_http import GitHttpServer
-from tests.helpers.tools import require_tool
+from tests.helpers.github_server import GitHubServer
+from tests.helpers.gpu_runs import ours_alive
+from tests.helpers.tools import require_tool, wait_for
 
 pytestmark = pytest.mark.deployment
 
@@ -53,11 +59,72 @@ with DAG(dag_id="deploy_pipeline", schedule=None, start_date=pendulum.datetime(2
 
     fan = where.expand(i=[1, 2, 3, 4])
     pipeline = DvcPipelineTaskGroup(
-        group_id="pipeline", project_dir="corpus_dvclive", rev="main", commit_to="mlci/deployed"
+        group_id="pipeline",
+        project_dir="corpus_dvclive",
+        rev="main",
+        commit_to="mlci/deployed",
+        dvc_conn_id="mlci_dvc_corpus",
     )
-    report = MetricsReportOperator(task_id="report", rev="mlci/deployed", baseline_rev="main")
+    report = MetricsReportOperator(
+        task_id="report", rev="mlci/deployed", baseline_rev="main", dvc_conn_id="mlci_dvc_corpus"
+    )
     fan >> pipeline >> report
 """
+
+#: A reproduction whose training takes long enough to lose its worker in the middle of it.
+LOST_WORKER_DAG = """
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_mlci.operators.dvc import DvcReproOperator
+
+with DAG(dag_id="deploy_lost_worker", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    DvcReproOperator(
+        task_id="repro", rev="slow", commit_to="mlci/slow", retries=1, retry_delay=timedelta(seconds=1)
+    )
+"""
+
+#: Our deferrable sensor, waiting in the triggerer for an instance to end.
+SENSOR_DAG = """
+import pendulum
+from airflow.sdk import DAG, Param
+
+from airflow_provider_mlci.sensors.gpu import GpuInstanceStateSensor
+
+with DAG(
+    dag_id="deploy_sensor",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    params={"instance": Param("", type="string")},
+):
+    GpuInstanceStateSensor(
+        task_id="wait",
+        instance_id="{{ params.instance }}",
+        target_state="terminated",
+        aws_conn_id="aws_deploy",
+        poll_interval=1,
+    )
+"""
+
+#: The example DAGs that run on the deployment as users ship them (copied into the DAG bundle).
+FLAGSHIPS = ("example_nightly_refinement", "example_hyperparameter_sweep", "example_pr_validation")
+MODEL = "fraud-detector"
+REPO = "acme/fraud-model"
+GITHUB_TOKEN = "ghp_" + "d3pl0y" * 6
+REFINE_TASKS = (
+    "validate_data",
+    "start",
+    "drift",
+    "refine",
+    "validate_model",
+    "gate",
+    "promote",
+    "keep_deployed",
+    "outcome",
+    "report",
+)
 
 
 def _git(*args: str, cwd: Path) -> None:
@@ -71,9 +138,18 @@ def _git(*args: str, cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
+def _dvc_connection(url: str, remote: str, endpoint: str) -> str:
+    extra = {"dvc_remote_url": remote, "endpoint_url": endpoint, "aws_conn_id": "aws_deploy"}
+    return json.dumps({"conn_type": "mlci_dvc", "host": url, "login": "mlci", "password": TOKEN, "extra": extra})
+
+
 @pytest.fixture(scope="module")
-def deployment(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The deployment, with a DVCLive project (git over HTTP, DVC remote on S3) and a DAG of it."""
+def deployment(
+    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory, demo_project_template: Any
+) -> Iterator[Any]:
+    """The deployment, serving over HTTP (git, with a token) a DVCLive project and the demo project
+    (their DVC remotes on S3), the DAG bundle (three DAGs of its own and the flagship examples), and
+    a GitHub stand-in."""
     if os.geteuid() != 0:
         if os.environ.get("CI"):
             pytest.fail("the deployment tests need root (the workers are users of their own)")
@@ -83,33 +159,35 @@ def deployment(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> 
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET)
     scratch = tmp_path_factory.mktemp("deployment")
-    project = dvc_corpus.dvclive_project(
-        scratch / "dvclive",
+    served = scratch / "served"  # every bare repository the git server serves
+    corpus = dvc_corpus.dvclive_project(
+        served / "dvclive",
         dvc_remote_url=f"s3://{BUCKET}/dvc",
         dvc_remote_options={"endpointurl": moto_endpoint},
     )
-    served = project.remote.parent  # serves remote.git (the project) and dags.git
+    demo = demo_project_template.copy_to(
+        served / "demo", dvc_remote_url=f"s3://{BUCKET}/demo", dvc_remote_options={"endpointurl": moto_endpoint}
+    )
+    demo.dvc("push", "--quiet")
+    demo.git("checkout", "--quiet", "-b", "slow")  # a training stage of 12 s, to lose a worker in
+    train = demo.work / "src" / "train.py"
+    train.write_text(train.read_text() + "\nimport time\n\ntime.sleep(12)\n")
+    demo.commit_and_push("Slow training", dvc_push=False, branch="slow")
+    demo.git("checkout", "--quiet", "main")
     dags = scratch / "dags-work"
     _git("init", "-q", "-b", "main", str(dags), cwd=scratch)
     (dags / "dags").mkdir()
-    (dags / "dags" / "deploy_pipeline.py").write_text(PIPELINE_DAG)
-    shutil.copytree(project.work, dags / "dags" / "corpus_dvclive", ignore=shutil.ignore_patterns(".git", ".dvc"))
+    sources = {"deploy_pipeline": PIPELINE_DAG, "deploy_lost_worker": LOST_WORKER_DAG, "deploy_sensor": SENSOR_DAG}
+    for name, source in sources.items():
+        (dags / "dags" / f"{name}.py").write_text(source)
+    for name in FLAGSHIPS:
+        shutil.copy(EXAMPLE_DAGS / f"{name}.py", dags / "dags" / f"{name}.py")
+    shutil.copytree(corpus.work, dags / "dags" / "corpus_dvclive", ignore=shutil.ignore_patterns(".git", ".dvc"))
     _git("add", "-A", cwd=dags)
     _git("commit", "-q", "-m", "DAGs", cwd=dags)
     _git("clone", "-q", "--bare", str(dags), str(served / "dags.git"), cwd=scratch)
     root = Path(tempfile.mkdtemp(prefix="mlci-deployment-", dir="/var/tmp"))  # every worker user reaches it
-    with GitHttpServer(served, username="mlci", token=TOKEN) as git:
-        dvc = {
-            "conn_type": "mlci_dvc",
-            "host": git.url("remote.git"),
-            "login": "mlci",
-            "password": TOKEN,
-            "extra": {
-                "dvc_remote_url": f"s3://{BUCKET}/dvc",
-                "endpoint_url": moto_endpoint,
-                "aws_conn_id": "aws_deploy",
-            },
-        }
+    with GitHttpServer(served, username="mlci", token=TOKEN) as git, GitHubServer(token=GITHUB_TOKEN) as github:
         deploy = Deployment(
             root=root,
             project_dir=ROOT,
@@ -117,16 +195,65 @@ def deployment(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> 
             dags_login=("mlci", TOKEN),
             s3_endpoint=moto_endpoint,
             bucket=BUCKET,
-            env={"AIRFLOW_CONN_MLCI_DVC_DEFAULT": json.dumps(dvc)},
+            env={
+                "AIRFLOW_CONN_MLCI_DVC_DEFAULT": _dvc_connection(
+                    git.url(str(demo.remote.relative_to(served))), f"s3://{BUCKET}/demo", moto_endpoint
+                ),
+                "AIRFLOW_CONN_MLCI_DVC_CORPUS": _dvc_connection(
+                    git.url(str(corpus.remote.relative_to(served))), f"s3://{BUCKET}/dvc", moto_endpoint
+                ),
+                "AIRFLOW_CONN_GITHUB_DEFAULT": json.dumps(
+                    {"conn_type": "github", "host": github.url, "password": GITHUB_TOKEN}
+                ),
+            },
         )
         try:
             deploy.start()
-            deploy.project = project
-            yield deploy
+            yield Setup(deploy=deploy, corpus=corpus, demo=demo, github=github, scratch=scratch)
         finally:
             deploy.stop()
             shutil.copytree(deploy.log_dir, ARTIFACTS / "deployment-logs", dirs_exist_ok=True)
             shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Setup:
+    """The running deployment and what it serves; ``nights`` keeps the nightly runs' outcomes for
+    the tests after it (the pull request is the first night's release)."""
+
+    deploy: Deployment
+    corpus: Any
+    demo: Any
+    github: GitHubServer
+    scratch: Path
+    nights: dict[str, Any] = field(default_factory=dict)
+
+
+def run(setup: Setup, dag_id: str, conf: dict | None = None, *, logical_date: str | None = None, timeout: float = 300):
+    """Trigger ``dag_id`` and wait for it; return the run id, its state and its task instances
+    (``{task_id or task_id[i]: ti}``), failing with the failed tasks' logs."""
+    deploy = setup.deploy
+    run_id = deploy.trigger(dag_id, conf, logical_date=logical_date)
+    state = deploy.wait_for_run(dag_id, run_id, timeout=timeout)
+    tis = deploy.task_instances(dag_id, run_id)
+    named = {ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti for ti in tis}
+    return run_id, state, named, failed_logs(deploy.s3_endpoint, tis)
+
+
+def compact(logical_date: str) -> str:
+    """A run's time as the refinement names its branch: ``20261204T020000``."""
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(logical_date).astimezone(UTC).strftime("%Y%m%dT%H%M%S")
+
+
+def registry_tags(project: Any) -> dict[str, str]:
+    """The model's GTO tags on the git remote and the commits they point at."""
+    return {
+        ref.removeprefix("refs/tags/"): project.git("rev-parse", f"{ref}^{{commit}}", cwd=project.remote).strip()
+        for ref in project.remote_refs()
+        if ref.startswith(f"refs/tags/{MODEL}")
+    }
 
 
 def failed_logs(endpoint: str, tis: list[dict[str, Any]]) -> str:
@@ -142,14 +269,13 @@ def failed_logs(endpoint: str, tis: list[dict[str, Any]]) -> str:
 
 
 def test_a_pipeline_runs_across_two_workers_that_share_no_disk(deployment, moto_endpoint, monkeypatch):
-    run_id = deployment.trigger("deploy_pipeline")
-    state = deployment.wait_for_run("deploy_pipeline", run_id, timeout=420)
-    tis = deployment.task_instances("deploy_pipeline", run_id)
-    assert state == "success", failed_logs(moto_endpoint, tis)
-    hosts = {ti["hostname"] for ti in tis}
+    deploy = deployment.deploy
+    run_id, state, tis, logs = run(deployment, "deploy_pipeline", timeout=420)
+    assert state == "success", logs
+    hosts = {ti["hostname"] for ti in tis.values()}
     assert hosts == {"worker-a", "worker-b"}, hosts  # the run really ran on both "machines"
     # Each worker's folders are its own: owned by its user, mode 0700, and used.
-    for worker in deployment.workers:
+    for worker in deploy.workers:
         for sub in ("", "cache", "tmp", "logs", "bundles", "airflow"):
             info = (worker.home / sub).stat()
             assert stat.S_IMODE(info.st_mode) == 0o700, (worker.user, sub)
@@ -160,17 +286,281 @@ def test_a_pipeline_runs_across_two_workers_that_share_no_disk(deployment, moto_
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="logs/").get("Contents", [])]
     assert any("task_id=pipeline.train" in key for key in keys), keys[:20]
     assert any("task_id=report" in key for key in keys), keys[:20]
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEPLOY", deployment.environment()["AIRFLOW_CONN_AWS_DEPLOY"])
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEPLOY", deploy.environment()["AIRFLOW_CONN_AWS_DEPLOY"])
     store = ReportStore.open(f"s3://{BUCKET}/reports", "aws_deploy")
     outcome = store.outcome(ReportKey(dag_id="deploy_pipeline", run_id=run_id, task_id="report"))
     assert outcome is not None
     assert outcome["outcome"]["problems"] == []
-    status, page = deployment.get(f"/mlci/task-report/deploy_pipeline/{run_id}/report?map_index=-1")
+    status, page = deploy.get(f"/mlci/task-report/deploy_pipeline/{run_id}/report?map_index=-1")
     assert status == 200, page[-2000:]
     assert "eval/metrics.json" in page
     # What the workers committed is on the git remote, equal to the by-hand run on the same commit.
-    project = deployment.project
+    project = deployment.corpus
     scratch = Path(tempfile.mkdtemp(prefix="mlci-by-hand-"))
     hand = dvc_corpus.by_hand(project, scratch / "by-hand")
-    sha = project.head()
-    dvc_corpus.assert_equal_to_by_hand(project, hand, sha=sha, branch="mlci/deployed", scratch=scratch)
+    dvc_corpus.assert_equal_to_by_hand(project, hand, sha=project.head(), branch="mlci/deployed", scratch=scratch)
+
+
+def test_the_nightly_refinement_two_nights_in_a_row(deployment):
+    """As test_example_nightly_refinement under dag.test(): night 1 trains from scratch and releases
+    v0.1.0; night 2 refines it on a new day of data and the gate decides."""
+    deploy, demo = deployment.deploy, deployment.demo
+    dag_id = "example_nightly_refinement"
+    # Night 1 is the scheduler's own: unpaused (DAGs are paused at creation, Airflow's default), the
+    # DAG gets a run for its latest 02:00 (catchup is off), with the DAG's default params.
+    deploy.wait_for_dag(dag_id)
+    deploy.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    runs = wait_for(lambda: deploy.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"], what="the nightly run")
+    assert [r["run_type"] for r in runs] == ["scheduled"]
+    run_id = runs[0]["dag_run_id"]
+    state = deploy.wait_for_run(dag_id, run_id)
+    tis = {ti["task_id"]: ti for ti in deploy.task_instances(dag_id, run_id)}
+    assert state == "success", failed_logs(deploy.s3_endpoint, list(tis.values()))
+    states = {task: tis[f"refine.{task}"]["state"] for task in REFINE_TASKS}
+    assert states == {**dict.fromkeys(REFINE_TASKS, "success"), "drift": "skipped", "keep_deployed": "skipped"}
+    started = deploy.xcom(dag_id, run_id, "refine.start")
+    assert (started["from_scratch"], started["deployed"], started["commit"]) == (True, None, None)
+    first = deploy.xcom(dag_id, run_id, "refine.outcome")
+    assert (first["promoted"], first["version"]) == (True, "v0.1.0")
+    commit = deploy.xcom(dag_id, run_id, "refine.refine")["commit"]
+    assert commit["branch"] == "mlci/refine/" + compact(runs[0]["logical_date"] or runs[0]["run_after"])
+    assert registry_tags(demo)[f"{MODEL}@v0.1.0"] == commit["commit"] == first["sha"]
+    hosts = {ti["hostname"] for ti in tis.values() if ti["state"] == "success"}
+    night_1 = run_id
+
+    subprocess.run([sys.executable, "src/generate.py", "--day", "1", "--rows", "300"], cwd=demo.work, check=True)
+    demo.dvc("add", "--quiet", "data/raw.csv")
+    data_sha = demo.commit_and_push("Data of day 1")
+    run_id, state, tis, logs = run(deployment, dag_id, {"rev": "main"})  # night 2, by hand
+    assert state == "success", logs
+    night_2 = deploy.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+    started = deploy.xcom(dag_id, run_id, "refine.start")
+    assert started["sha"] == data_sha
+    assert started["from_scratch"] is False
+    assert started["deployed"]["version"] == "v0.1.0"
+    assert started["commit"]["branch"] == "mlci/refine/" + compact(night_2["logical_date"] or night_2["run_after"])
+    assert tis["refine.drift"]["state"] == "success"
+    assert deploy.xcom(dag_id, run_id, "refine.refine")["stages"] == {
+        "prepare": "ran",
+        "train": "ran",
+        "evaluate": "ran",
+    }
+    second = deploy.xcom(dag_id, run_id, "refine.outcome")
+    assert second["champion"]["version"] == "v0.1.0"
+    assert second["promoted"] is (not second["reasons"])
+    expected = {f"{MODEL}@v0.1.0"} | ({f"{MODEL}@v0.2.0"} if second["promoted"] else set())
+    assert {tag for tag in registry_tags(demo) if "@" in tag} == expected
+    assert tis["refine.promote" if second["promoted"] else "refine.keep_deployed"]["state"] == "success"
+    assert deploy.xcom(dag_id, run_id, "refine.report")["baseline_sha"] == first["sha"]
+    hosts |= {ti["hostname"] for ti in tis.values() if ti["state"] == "success"}
+    assert hosts == {"worker-a", "worker-b"}, hosts
+    # No other run: catchup is off, and the schedule's next night is still to come.
+    runs = deploy.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+    assert sorted(r["run_type"] for r in runs) == ["manual", "scheduled"]
+    deployment.nights.update(first=first, second=second, runs=[night_1, run_id])
+
+
+def test_the_hyperparameter_sweep_runs_two_trials_at_a_time_on_both_workers(deployment):
+    """As test_example_hyperparameter_sweep under dag.test(), with 4 trials, released to staging."""
+    deploy, demo = deployment.deploy, deployment.demo
+    dag_id = "example_hyperparameter_sweep"
+    before = registry_tags(demo)
+    conf = {"rev": "main", "max_trials": 4, "seed": 1, "stage": "staging"}
+    run_id, state, tis, logs = run(deployment, dag_id, conf)
+    assert state == "success", logs
+    trials = [tis[f"sweep.trial[{i}]"] for i in range(4)]
+    assert all(ti["state"] == "success" for ti in trials), logs
+    assert {ti["hostname"] for ti in trials} == {"worker-a", "worker-b"}
+    assert max_overlap(trials) == 2  # two at a time: never more (parallel_trials), and really two
+    planned = deploy.xcom(dag_id, run_id, "sweep.generate")
+    head = demo.head()
+    assert {trial["rev"] for trial in planned} == {head}
+    refs = demo.remote_refs()
+    for i, trial in enumerate(planned):
+        result = deploy.xcom(dag_id, run_id, "sweep.trial", map_index=i)
+        assert result["status"] == "success"
+        assert result["exp_ref"] == f"refs/exps/{head[:2]}/{head[2:]}/{trial['name']}"
+        assert refs[result["exp_ref"]] == result["sha"]
+    summary = deploy.xcom(dag_id, run_id, "sweep.leaderboard")
+    assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (4, 0, 0)
+    values = [t["value"] for t in summary["leaderboard"]["trials"]]
+    assert values == sorted(values, reverse=True)
+    best = summary["best"]
+    assert refs[f"refs/heads/sweep/{best['name']}"] == best["sha"]
+    outcome = deploy.xcom(dag_id, run_id, "sweep.outcome")
+    assert outcome["stage"] == "staging"
+    assert outcome["champion"] is None  # nothing on staging yet: the floors alone decided
+    versions = sorted(tag.split("@v")[1] for tag in before if "@v" in tag)
+    assert outcome["promoted"] is True
+    major, minor, _ = (int(part) for part in versions[-1].split("."))
+    assert outcome["version"] == f"v{major}.{minor + 1}.0"
+    after = registry_tags(demo)
+    version_tag, stage_tag = outcome["tags"]
+    assert version_tag == f"{MODEL}@{outcome['version']}"
+    assert stage_tag.startswith(f"{MODEL}#staging#")  # GTO counts assignments over every stage
+    assert after == {**before, version_tag: best["sha"], stage_tag: best["sha"]}
+
+
+def max_overlap(tis: list[dict[str, Any]]) -> int:
+    """The most task instances that ran at one moment (from their recorded start and end)."""
+    from datetime import datetime
+
+    moments = []
+    for ti in tis:
+        moments += [(datetime.fromisoformat(ti["start_date"]), 1), (datetime.fromisoformat(ti["end_date"]), -1)]
+    running = most = 0
+    for _, step in sorted(moments):
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_a_pull_request_is_validated_commented_and_given_a_status(deployment):
+    """As test_example_pr_validation under dag.test(): a head whose lock is in sync (the first
+    night's release) passes, nothing runs again, one comment, one green status; no token in any log."""
+    deploy, github = deployment.deploy, deployment.github
+    assert deployment.nights, "the nightly test runs first: its first release is the pull request's head"
+    head = deployment.nights["first"]["sha"]
+    github.add_pull(REPO, 7, head)
+    conf = {"repo": REPO, "pr_number": 7, "head_rev": head, "base_rev": "main"}
+    run_id, state, tis, logs = run(deployment, "example_pr_validation", conf)
+    assert state == "success", logs
+    assert {task: ti["state"] for task, ti in tis.items()} == {
+        "validate_data": "success",
+        "in_sync": "success",
+        "reproduce": "success",
+        "report": "success",
+        "on_a_pull_request": "success",
+        "comment": "success",
+        "outcome": "skipped",
+    }
+    stages = deploy.xcom("example_pr_validation", run_id, "reproduce")["stages"]
+    assert set(stages.values()) <= {"skipped", "restored"}, stages
+    (comment,) = github.comments(REPO, pr_number=7)
+    assert "accuracy" in comment["body"]
+    assert [s["state"] for s in github.statuses(REPO, head)] == ["success"]
+    s3 = boto3.client("s3", endpoint_url=deploy.s3_endpoint, region_name="us-east-1")
+    for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="logs/").get("Contents", []):
+        body = s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read().decode(errors="replace")
+        assert GITHUB_TOKEN not in body, item["Key"]
+        assert TOKEN not in body, item["Key"]
+
+
+def test_a_worker_lost_mid_stage_is_retried_on_the_other_and_nothing_is_lost(deployment, moto_endpoint):
+    """SIGKILL every process of the worker that runs a training stage; after the scheduler's
+    heartbeat timeout, the retry runs on the other worker; the remote is complete, the registry as
+    it was; then the lost worker comes back."""
+    deploy, demo = deployment.deploy, deployment.demo
+    tags = registry_tags(demo)
+    run_id = deploy.trigger("deploy_lost_worker")
+    victim = None
+    deadline = time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline:
+        for worker in deploy.workers:
+            if any("src/train.py" in line for line in deploy.processes_of(worker.name)):
+                victim = worker
+        time.sleep(0.2)
+    assert victim is not None, "the training stage never ran"
+    deploy.kill_worker(victim.name)
+    state = deploy.wait_for_run("deploy_lost_worker", run_id, timeout=300)
+    (ti,) = deploy.task_instances("deploy_lost_worker", run_id)
+    assert state == "success", failed_logs(moto_endpoint, [ti])
+    assert ti["try_number"] == 2
+    assert ti["hostname"] != victim.hostname
+    result = deploy.xcom("deploy_lost_worker", run_id, "repro")
+    assert result["stages"]["train"] == "ran"
+    # What the retry committed is complete on the remote: DVC says nothing is missing.
+    check = dvc_corpus.clone(demo, deployment.scratch / "after-the-loss", "mlci/slow")
+    dvc_corpus.dvc(demo, check, "remote", "modify", "--local", "storage", "endpointurl", moto_endpoint)
+    status = json.loads(dvc_corpus.dvc(demo, check, "status", "--cloud", "--json").strip() or "{}")
+    assert {path: said for path, said in status.items() if said != "deleted"} == {}
+    dvc_corpus.dvc(demo, check, "pull", "--quiet")
+    assert registry_tags(demo) == tags
+    assert ours_alive(moto_endpoint) == []
+    deploy.restart_worker(victim.name)
+
+
+def test_a_deferred_sensor_survives_a_triggerer_restart(deployment, moto_endpoint):
+    deploy = deployment.deploy
+    ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="us-east-1")
+    instance = ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="g4dn.xlarge",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "mlci:owner", "Value": "deployment-test"}]}],
+    )["Instances"][0]["InstanceId"]
+    try:
+        run_id = deploy.trigger("deploy_sensor", {"instance": instance})
+        deadline = time.monotonic() + 120
+        while deploy.task_instances("deploy_sensor", run_id)[0]["state"] != "deferred":
+            assert time.monotonic() < deadline, "the sensor never deferred"
+            time.sleep(0.5)
+        deploy.restart("triggerer")
+        time.sleep(3)  # the new triggerer took the trigger over: still waiting, not failed
+        assert deploy.task_instances("deploy_sensor", run_id)[0]["state"] == "deferred"
+    finally:
+        ec2.terminate_instances(InstanceIds=[instance])
+    state = deploy.wait_for_run("deploy_sensor", run_id, timeout=120)
+    (ti,) = deploy.task_instances("deploy_sensor", run_id)
+    assert state == "success", failed_logs(moto_endpoint, [ti])
+    assert ti["try_number"] == 1
+    assert deploy.xcom("deploy_sensor", run_id, "wait") == "terminated"
+    assert ours_alive(moto_endpoint) == []
+
+
+def test_the_ui_in_a_browser_after_logging_in(deployment):
+    """Log in to the api-server with a real browser, open a refinement run, its report (the plots
+    shown as images), the reports index and a task that stored no report; screenshots kept."""
+    from selenium.webdriver.common.by import By
+
+    deploy = deployment.deploy
+    assert deployment.nights, "the nightly test runs first: its runs are what the browser opens"
+    run_id = deployment.nights["runs"][-1]
+    dag_id = "example_nightly_refinement"
+    shots = ARTIFACTS / "deployment-ui"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    def shot(browser: Any, name: str) -> None:
+        path = shots / f"{name}.png"
+        assert browser.save_screenshot(str(path))
+        width, height = png_size(path)
+        assert width == 1400, (path, width)
+        assert height > 700, (path, height)  # the window less its frame
+        assert path.stat().st_size > 10_000, f"{path} is (nearly) blank"
+
+    def text(browser: Any) -> str:
+        return browser.find_element(By.TAG_NAME, "body").text
+
+    with chrome() as browser:
+        browser.get(f"{deploy.base_url}/dags/{dag_id}")
+        wait_for(lambda: "/auth/login" in browser.current_url, what="the login page")
+        user = wait_for(lambda: browser.find_element(By.NAME, "username"), what="the login form")
+        user.send_keys(deploy.login[0])
+        browser.find_element(By.NAME, "password").send_keys(deploy.login[1])
+        shot(browser, "login")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_for(lambda: "/auth/login" not in browser.current_url, what="the login to go through")
+
+        browser.get(f"{deploy.base_url}/dags/{dag_id}/runs/{run_id}")
+        wait_for(lambda: run_id in text(browser) and "refine" in text(browser), what="the run page")
+        shot(browser, "refinement-run")
+
+        browser.get(f"{deploy.base_url}/mlci/task-report/{dag_id}/{run_id}/refine.report?map_index=-1")
+        wait_for(lambda: "accuracy" in text(browser), what="the report")
+        images = browser.find_elements(By.TAG_NAME, "img")
+        assert images, "the report shows no plot"
+        natural = "return [arguments[0].naturalWidth, arguments[0].naturalHeight]"
+        sizes = [browser.execute_script(natural, image) for image in images]
+        assert all(w > 100 and h > 100 for w, h in sizes), sizes  # every plot loaded and drawn
+        shot(browser, "refinement-report")
+
+        browser.get(f"{deploy.base_url}/mlci/reports")
+        index = wait_for(lambda: dag_id in text(browser) and text(browser), what="the reports index")
+        assert "deploy_pipeline" in index
+        shot(browser, "reports-index")
+
+        browser.get(f"{deploy.base_url}/mlci/task-report/{dag_id}/{run_id}/refine.keep_deployed?map_index=-1")
+        page = wait_for(lambda: text(browser), what="the no-report page")
+        assert "stored no report" in page, page
+        shot(browser, "no-report")
