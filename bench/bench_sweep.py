@@ -14,6 +14,11 @@ start -j 2``, timed until every experiment's ref is in the clone (no push). Each
 own copy of the remotes and an empty cache, so no arm restores the other's run-cache. The
 baseline runs first, before the cluster starts. Full mode: 8 trials of a 20 s stage, one
 sample; not run in quick mode (start-up alone is ~80 s). Goal: <= 1.0x.
+
+Ours again on the production topology (:class:`~airflow_provider_mlci.testing.deployment.Deployment`:
+PostgreSQL, Redis, two Celery workers as users of their own with one slot each, the project over
+HTTP, its DVC remote and the logs on S3), against the same baseline, where it can start (root,
+PostgreSQL's server, redis-server). Goal: <= 1.0x.
 """
 
 from __future__ import annotations
@@ -83,13 +88,26 @@ def run(quick: bool) -> Iterator[Comparison]:
         overrides = _overrides(values)
         baseline, base_note = _baseline(template.copy_to(root / "base"), overrides, env, root / "base-scratch")
         ours, our_note = _ours(template.copy_to(root / "ours"), values, env, root / "airflow")
+        deployed = _ours_on_deployment(template, values, root / "deployment")
     print(f"  sweep, ours: {our_note}", flush=True)
     print(f"  sweep, baseline: {base_note}", flush=True)
+    baseline_name = f"dvc exp run --queue x{trials} + dvc queue start -j {PARALLEL}"
     yield Comparison(
         name=f"sweep: {trials} trials x {seconds:.0f} s, {PARALLEL} parallel (scheduler)",
         ours=[ours],
         baseline=[baseline],
-        baseline_name=f"dvc exp run --queue x{trials} + dvc queue start -j {PARALLEL}",
+        baseline_name=baseline_name,
+        goal="<= 1.0",
+    )
+    if deployed is None:
+        print("  sweep on the deployment: not run (it needs root, PostgreSQL and redis-server)", flush=True)
+        return
+    print(f"  sweep, ours on the deployment: {deployed[1]}", flush=True)
+    yield Comparison(
+        name=f"sweep: {trials} x {seconds:.0f} s on Postgres + 2 Celery workers",
+        ours=[deployed[0]],
+        baseline=[baseline],
+        baseline_name=baseline_name,
         goal="<= 1.0",
     )
 
@@ -244,6 +262,80 @@ def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) ->
         cluster.stop()
         _stop_processes_in(home / "worker-cache", grace=5)  # a trial's DVC child runs in a session of its own
     return seconds, f"{seconds:.1f} s from the trigger request to success (own clock); {_breakdown(dag_run, tis)}"
+
+
+def _ours_on_deployment(template: Any, values: list[float], scratch: Path) -> tuple[float, str] | None:
+    """Run the sweep DAG on the production topology (PostgreSQL, Redis, two Celery workers as users
+    of their own, DAGs from the git DAG bundle, the project over HTTP, its DVC remote, logs and
+    reports on the moto server's S3); return the seconds from trigger to success and a note, or
+    ``None`` where that topology cannot start (not root, no PostgreSQL server or redis-server).
+
+    :param template: the project (copied; its DVC remote moves to S3)
+    :param values: the learning rates of the grid
+    :param scratch: an empty folder
+    """
+    if os.geteuid() != 0 or not shutil.which("redis-server") or not shutil.which("runuser", path="/usr/sbin:/sbin"):
+        return None
+    import boto3
+
+    from airflow_provider_mlci.testing.deployment import S3_CONN_ID, Deployment
+    from airflow_provider_mlci.testing.git_http import GitHttpServer
+    from airflow_provider_mlci.testing.moto import moto_server
+
+    token, bucket = "bench-token-0123456789", "mlci-bench"
+    served = scratch / "served"
+    with moto_server() as endpoint:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        project = template.copy_to(
+            served / "project", dvc_remote_url=f"s3://{bucket}/dvc", dvc_remote_options={"endpointurl": endpoint}
+        )
+        project.dvc("push", "--quiet")
+        dags = scratch / "dags"
+        (dags / "dags").mkdir(parents=True)
+        source = DAG_SOURCE.format(dag_id=DAG_ID, values=values, trials=len(values), parallel=PARALLEL, conn_id=CONN_ID)
+        (dags / "dags" / f"{DAG_ID}.py").write_text(source)
+        git_env = _environment(scratch)
+        for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "DAGs"]):
+            _run(["git", *argv], dags, git_env)
+        _run(["git", "clone", "-q", "--bare", str(dags), str(served / "dags.git")], scratch, git_env)
+        root = Path(tempfile.mkdtemp(prefix="mlci-bench-deployment-", dir="/var/tmp"))  # every worker user reaches it
+        with GitHttpServer(served, username="mlci", token=token) as git:
+            connection = {
+                "conn_type": "mlci_dvc",
+                "host": git.url(str(project.remote.relative_to(served))),
+                "login": "mlci",
+                "password": token,
+                "extra": {"dvc_remote_url": f"s3://{bucket}/dvc", "endpoint_url": endpoint, "aws_conn_id": S3_CONN_ID},
+            }
+            deploy = Deployment(
+                root=root,
+                project_dir=ROOT,
+                dags_url=git.url("dags.git"),
+                dags_login=("mlci", token),
+                s3_endpoint=endpoint,
+                bucket=bucket,
+                env={f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(connection)},
+            )
+            try:
+                deploy.start()
+                deploy.wait_for_dag(DAG_ID, timeout=180)
+                started = time.perf_counter()
+                run_id = deploy.trigger(DAG_ID)
+                state = deploy.wait_for_run(DAG_ID, run_id, timeout=1800)
+                seconds = time.perf_counter() - started
+                tis = deploy.task_instances(DAG_ID, run_id)
+                if state != "success":
+                    raise RuntimeError(f"the sweep ended {state}: {[(t['task_id'], t['state']) for t in tis]}")
+                hosts = sorted({ti["hostname"] for ti in tis if ti["task_id"] == "sweep.trial"})
+                dag_run = deploy.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+            except BaseException:
+                shutil.copytree(deploy.log_dir, ARTIFACTS / "deployment-logs", dirs_exist_ok=True)
+                raise
+            finally:
+                deploy.stop()
+                shutil.rmtree(root, ignore_errors=True)
+    note = f"{seconds:.1f} s from the trigger request to success; trials on {', '.join(hosts)}; "
+    return seconds, note + _breakdown(dag_run, tis)
 
 
 def _airflow_env(env: dict[str, str], project: Any, home: Path) -> dict[str, str]:

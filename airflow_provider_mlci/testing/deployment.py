@@ -41,7 +41,7 @@ from pathlib import Path
 
 from airflow_provider_mlci.testing.cluster import AirflowDriver, free_port, signal_group
 
-__all__ = ["Deployment", "WorkerSpec", "worker_hostname"]
+__all__ = ["DAGS_CONN_ID", "S3_CONN_ID", "Deployment", "WorkerSpec", "topology", "worker_hostname"]
 
 #: The environment variable a worker's ``hostname_callable`` answers with.
 HOSTNAME_VARIABLE = "MLCI_WORKER_HOSTNAME"
@@ -51,6 +51,10 @@ SYSTEM_PYTHON = "/usr/bin/python3.11"
 VENV_BASE = Path("/var/tmp")  # noqa: S108 (a cache every local user must read, kept across runs)
 #: Runs a program as another user (util-linux; in sbin, outside the components' PATH).
 _RUNUSER = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"
+#: The ``aws`` connection of the S3 service (task logs, reports, DVC remotes).
+S3_CONN_ID = "mlci_s3"
+#: The ``git`` connection of the DAG bundle's repository.
+DAGS_CONN_ID = "git_dags"
 #: Root-side components.
 SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
 
@@ -131,7 +135,9 @@ class Deployment(AirflowDriver):
     # ------------------------------------------------------------------------------ configuration
 
     def environment(self) -> dict[str, str]:
-        """What every component is configured with (``AIRFLOW__*`` and connections)."""
+        """What every component is configured with (``AIRFLOW__*`` and connections): the
+        :func:`topology` that ``docker/docker-compose.yaml`` also has, plus this machine's ports,
+        secrets and the timings that keep a test short."""
         database = f"postgresql+psycopg2://airflow@127.0.0.1:{self.pg_port}/airflow"
         aws = {
             "conn_type": "aws",
@@ -139,44 +145,34 @@ class Deployment(AirflowDriver):
             "password": "testing",
             "extra": {"endpoint_url": self.s3_endpoint, "region_name": "us-east-1"},
         }
-        bundle = {
-            "name": "dags",
-            "classpath": "airflow.providers.git.bundles.git.GitDagBundle",
-            "kwargs": {"git_conn_id": "git_dags", "tracking_ref": "main", "subdir": "dags", "refresh_interval": 5},
-        }
         git: dict[str, str] = {"conn_type": "git", "host": self.dags_url}
         if self.dags_login:
             git["login"], git["password"] = self.dags_login
+        settings = topology(
+            database=database,
+            broker=f"redis://127.0.0.1:{self.redis_port}/0",
+            api_url=f"{self.base_url}/execution/",
+            bucket=self.bucket,
+            dags_refresh_interval=5,
+        )
         return {
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://airflow@127.0.0.1:{self.pg_port}/airflow",
+            **settings,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",  # one slot per "machine": parallel work spreads
             "AIRFLOW__CORE__FERNET_KEY": "aTX0Ms5x1lBSw0v8Sp3A-L6nwka__yGl55UruTTt2Bk=",
             "AIRFLOW__API_AUTH__JWT_SECRET": "mlci-deployment-secret-0123456789abcdef",
             "AIRFLOW__API__SECRET_KEY": "mlci-deployment-key",
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.login[0]}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airflow_provider_mlci.testing.deployment.worker_hostname",
-            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([bundle]),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             # A lost worker's tasks are failed (and retried) after 20 s of silence, not 5 minutes.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
-            "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
-            "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{self.bucket}/logs",
-            "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_deploy",
-            "AIRFLOW__MLCI__REPORTS_DIR": f"s3://{self.bucket}/reports",
-            "AIRFLOW__MLCI__REPORTS_CONN_ID": "aws_deploy",
-            "AIRFLOW_CONN_AWS_DEPLOY": json.dumps(aws),
-            "AIRFLOW_CONN_GIT_DAGS": json.dumps(git),
+            f"AIRFLOW_CONN_{S3_CONN_ID.upper()}": json.dumps(aws),
+            f"AIRFLOW_CONN_{DAGS_CONN_ID.upper()}": json.dumps(git),
             "DVC_NO_ANALYTICS": "1",
             "LANG": "C.UTF-8",
             **self.extra_env,
@@ -406,6 +402,46 @@ class Deployment(AirflowDriver):
                 return response.status, response.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
+
+
+def topology(*, database: str, broker: str, api_url: str, bucket: str, dags_refresh_interval: int) -> dict[str, str]:
+    """The settings that make the production topology, for every component: the metadata database,
+    Celery on Redis (its results in the database), the API the workers report to, DAGs from the git
+    DAG bundle (connection :data:`DAGS_CONN_ID`, ``dags/`` of ``main``), task logs and the report
+    store on S3 (connection :data:`S3_CONN_ID`), a real login (SimpleAuthManager). Used by
+    :class:`Deployment` and compared with ``docker/docker-compose.yaml`` by the test suite.
+
+    :param database: the SQLAlchemy URL of the PostgreSQL database
+    :param broker: the Redis URL
+    :param api_url: the api-server's execution API (``.../execution/``)
+    :param bucket: the S3 bucket of logs (``logs/``) and reports (``reports/``)
+    :param dags_refresh_interval: seconds between the DAG bundle's fetches
+    """
+    bundle = {
+        "name": "dags",
+        "classpath": "airflow.providers.git.bundles.git.GitDagBundle",
+        "kwargs": {
+            "git_conn_id": DAGS_CONN_ID,
+            "tracking_ref": "main",
+            "subdir": "dags",
+            "refresh_interval": dags_refresh_interval,
+        },
+    }
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+        "AIRFLOW__CELERY__BROKER_URL": broker,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": api_url,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([bundle]),
+        "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+        "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{bucket}/logs",
+        "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": S3_CONN_ID,
+        "AIRFLOW__MLCI__REPORTS_DIR": f"s3://{bucket}/reports",
+        "AIRFLOW__MLCI__REPORTS_CONN_ID": S3_CONN_ID,
+    }
 
 
 def _constraints_key(project_dir: Path) -> str:

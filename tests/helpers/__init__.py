@@ -5,11 +5,11 @@ tests need too (an Airflow cluster, the moto server, process checks) is in
 :mod:`airflow_provider_mlci.testing`, which ships in the wheel.
 
 - :mod:`~tests.helpers.airflow_records`: any XCom a DAG run left in the metadata database.
+- :mod:`~tests.helpers.browser`: headless Chromium driven by Selenium (Debian's chromium-driver).
 - :mod:`~tests.helpers.demo_project`: train the demo project to a number of epochs.
 - :mod:`~tests.helpers.dvc_corpus`: DVC projects written the way DVC's docs teach.
 - :mod:`~tests.helpers.dvc_remote`: what a local DVC remote holds; access to a project.
 - :mod:`~tests.helpers.ec2_instances`: stand-ins for the EC2 instances moto does not run.
-- :mod:`~tests.helpers.git_http`: a git HTTP remote demanding a token.
 - :mod:`~tests.helpers.github_server`: a stand-in for GitHub's REST API.
 - :mod:`~tests.helpers.gpu_runs`: the GPU DAG runs' connection keys; our instances left.
 - :mod:`~tests.helpers.moto_ec2`: clients and checks on moto's EC2; error injection.

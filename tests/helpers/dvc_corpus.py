@@ -430,7 +430,7 @@ MONOREPO = {
         import os
 
         os.makedirs("data/many", exist_ok=True)
-        for i in range(2500):
+        for i in range(400):
             open(f"data/many/{i:05d}.txt", "w").write(f"{i}\\n")
         open("data/many/scratch.tmp", "w").write("ignored by .dvcignore\\n")
     """,
@@ -481,7 +481,7 @@ MONOREPO = {
 
 def monorepo_project(root: Path) -> LocalDvcProject:
     """A root pipeline and ``sub/dvc.yaml`` (with ``wdir``); ``frozen``, ``always_changed``,
-    ``persist``, a directory output of 2,500 files, ``.dvcignore``, and a committed ``dvc.lock``
+    ``persist``, a directory output of 400 files, ``.dvcignore``, and a committed ``dvc.lock``
     that is stale (the code of one stage changed since)."""
     template = root / "template"
     write(template, MONOREPO)

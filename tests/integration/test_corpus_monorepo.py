@@ -1,6 +1,6 @@
 """DVC projects as their authors write them, against ``dvc repro`` by hand (see
 tests/helpers/dvc_corpus.py). This file: a monorepo with a second ``dvc.yaml`` and ``wdir``,
-frozen, always_changed, persist, 2,500-file directories, .dvcignore and a stale committed lock;
+frozen, always_changed, persist, 400-file directories, .dvcignore and a stale committed lock;
 ``mode="single"`` and a target in the subfolder's ``dvc.yaml``. (Its own file, so the parallel
 run can put it beside the templated project rather than after it.)"""
 

@@ -26,12 +26,12 @@ from typing import Any
 import boto3
 import pytest
 
-from airflow_provider_mlci.report_store import ReportKey, ReportStore
-from airflow_provider_mlci.testing.deployment import Deployment
+from airflow_provider_mlci.report_store import ReportKey, ReportStore, read_markdown
+from airflow_provider_mlci.testing.deployment import S3_CONN_ID, Deployment
+from airflow_provider_mlci.testing.git_http import GitHttpServer
 from tests.conftest import ARTIFACTS, EXAMPLE_DAGS, ROOT
 from tests.helpers import dvc_corpus
 from tests.helpers.browser import chrome, png_size
-from tests.helpers.git_http import GitHttpServer
 from tests.helpers.github_server import GitHubServer
 from tests.helpers.gpu_runs import ours_alive
 from tests.helpers.tools import require_tool, wait_for
@@ -45,8 +45,12 @@ PIPELINE_DAG = """
 import pendulum
 from airflow.sdk import DAG, task
 
+from airflow_provider_mlci.operators.dvc import DvcMetricsOperator, DvcWillItRunOperator
 from airflow_provider_mlci.operators.report import MetricsReportOperator
 from airflow_provider_mlci.task_groups.dvc import DvcPipelineTaskGroup
+from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+CORPUS = {"dvc_conn_id": "mlci_dvc_corpus"}
 
 with DAG(dag_id="deploy_pipeline", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
     @task
@@ -54,21 +58,21 @@ with DAG(dag_id="deploy_pipeline", schedule=None, start_date=pendulum.datetime(2
         import os
         import time
 
-        time.sleep(4)  # long enough that the four overlap: each worker takes one at a time
+        time.sleep(3)  # long enough that the two overlap: each worker takes one at a time
         return {"user": os.environ.get("USER"), "cache": os.environ.get("AIRFLOW__MLCI__CACHE_DIR")}
 
-    fan = where.expand(i=[1, 2, 3, 4])
+    fan = where.expand(i=[1, 2])
+    before = DvcWillItRunOperator(task_id="before", rev="main", **CORPUS)
     pipeline = DvcPipelineTaskGroup(
-        group_id="pipeline",
-        project_dir="corpus_dvclive",
-        rev="main",
-        commit_to="mlci/deployed",
-        dvc_conn_id="mlci_dvc_corpus",
+        group_id="pipeline", project_dir="corpus_dvclive", rev="main", commit_to="mlci/deployed", **CORPUS
     )
-    report = MetricsReportOperator(
-        task_id="report", rev="mlci/deployed", baseline_rev="main", dvc_conn_id="mlci_dvc_corpus"
+    after = DvcWillItRunOperator(task_id="after", rev="mlci/deployed", **CORPUS)
+    diff = DvcMetricsOperator(task_id="diff", rev="mlci/deployed", baseline_rev="main", **CORPUS)
+    report = MetricsReportOperator(task_id="report", rev="mlci/deployed", baseline_rev="main", **CORPUS)
+    sweep = SweepTaskGroup(
+        group_id="sweep", space={"train.rate": [0.25, 1.0]}, objective="auc", rev="main", **CORPUS
     )
-    fan >> pipeline >> report
+    [fan, before] >> pipeline >> [after, diff, report] >> sweep
 """
 
 #: A reproduction whose training takes long enough to lose its worker in the middle of it.
@@ -103,7 +107,7 @@ with DAG(
         task_id="wait",
         instance_id="{{ params.instance }}",
         target_state="terminated",
-        aws_conn_id="aws_deploy",
+        aws_conn_id="mlci_s3",
         poll_interval=1,
     )
 """
@@ -139,7 +143,7 @@ def _git(*args: str, cwd: Path) -> None:
 
 
 def _dvc_connection(url: str, remote: str, endpoint: str) -> str:
-    extra = {"dvc_remote_url": remote, "endpoint_url": endpoint, "aws_conn_id": "aws_deploy"}
+    extra = {"dvc_remote_url": remote, "endpoint_url": endpoint, "aws_conn_id": S3_CONN_ID}
     return json.dumps({"conn_type": "mlci_dvc", "host": url, "login": "mlci", "password": TOKEN, "extra": extra})
 
 
@@ -286,19 +290,62 @@ def test_a_pipeline_runs_across_two_workers_that_share_no_disk(deployment, moto_
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="logs/").get("Contents", [])]
     assert any("task_id=pipeline.train" in key for key in keys), keys[:20]
     assert any("task_id=report" in key for key in keys), keys[:20]
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEPLOY", deploy.environment()["AIRFLOW_CONN_AWS_DEPLOY"])
-    store = ReportStore.open(f"s3://{BUCKET}/reports", "aws_deploy")
+    variable = f"AIRFLOW_CONN_{S3_CONN_ID.upper()}"
+    monkeypatch.setenv(variable, deploy.environment()[variable])
+    store = ReportStore.open(f"s3://{BUCKET}/reports", S3_CONN_ID)
     outcome = store.outcome(ReportKey(dag_id="deploy_pipeline", run_id=run_id, task_id="report"))
     assert outcome is not None
     assert outcome["outcome"]["problems"] == []
     status, page = deploy.get(f"/mlci/task-report/deploy_pipeline/{run_id}/report?map_index=-1")
     assert status == 200, page[-2000:]
     assert "eval/metrics.json" in page
+    report_uri = deploy.xcom("deploy_pipeline", run_id, "report")["report_uri"]
+    assert report_uri.startswith(f"s3://{BUCKET}/reports/")
+    markdown = read_markdown(report_uri, S3_CONN_ID)
     # What the workers committed is on the git remote, equal to the by-hand run on the same commit.
     project = deployment.corpus
+    sha = project.head()
     scratch = Path(tempfile.mkdtemp(prefix="mlci-by-hand-"))
     hand = dvc_corpus.by_hand(project, scratch / "by-hand")
-    dvc_corpus.assert_equal_to_by_hand(project, hand, sha=project.head(), branch="mlci/deployed", scratch=scratch)
+    assert hand.ran == {"seed", "train", "evaluate"}
+    assert "dvc.yaml" in hand.changed  # DVCLive rewrote it
+    xcom = {task: deploy.xcom("deploy_pipeline", run_id, task) for task in ("before", "after", "diff", "report")}
+    for stage in ("seed", "train", "evaluate"):
+        xcom[f"pipeline.{stage}"] = deploy.xcom("deploy_pipeline", run_id, f"pipeline.{stage}")
+    assert dvc_corpus.ran(xcom, "pipeline") == hand.ran
+    # The first stage does not trip over metrics files that only the last stage writes.
+    assert xcom["pipeline.seed"]["metrics"] == {}
+    assert xcom["before"]["will_run"] == ["seed", "train", "evaluate"]
+    assert xcom["after"]["will_run"] == []
+    dvc_corpus.assert_equal_to_by_hand(project, hand, sha=sha, branch="mlci/deployed", scratch=scratch)
+    eval_metrics = hand.metrics[""]["data"]["eval/metrics.json"]["data"]
+    assert set(xcom["diff"]["metrics"]) == {"dvclive/metrics.json", "eval/metrics.json"}
+    assert xcom["diff"]["metrics"]["eval/metrics.json"] == eval_metrics
+    # The report on the committed branch against main, which has never run: every plot rendered,
+    # and what main does not have yet is stated, not a problem.
+    assert xcom["report"]["absent"] == {
+        sha: [
+            "dvclive/metrics.json",
+            "dvclive/plots/metrics",
+            "eval/metrics.json",
+            "eval/plots/confusion.json",
+            "eval/plots/roc.json",
+        ]
+    }
+    assert sorted(xcom["report"]["plots"]) == [
+        "images/dvclive-plots-metrics-loss.tsv.svg",
+        "images/eval-plots-confusion.json.svg",
+        "images/eval-plots-roc.json.svg",
+    ]
+    assert f"| eval/metrics.json | auc | - | {eval_metrics['auc']} |" in markdown, markdown
+    # The sweep: each trial's objective equals what `dvc exp run -S` gives by hand on the same commit.
+    dvc_corpus.dvc(project, hand.work, "exp", "run", "--quiet", "-S", "train.rate=1.0")
+    by_hand_auc = json.loads((hand.work / "eval" / "metrics.json").read_text())["auc"]
+    trials = deploy.xcom("deploy_pipeline", run_id, "sweep.leaderboard")["leaderboard"]["trials"]
+    board = {tuple(t["params"].items()): t["value"] for t in trials}
+    assert set(board) == {(("train.rate", 0.25),), (("train.rate", 1.0),)}
+    assert board[(("train.rate", 1.0),)] == by_hand_auc
+    assert board[(("train.rate", 1.0),)] != board[(("train.rate", 0.25),)]
 
 
 def test_the_nightly_refinement_two_nights_in_a_row(deployment):

@@ -37,7 +37,7 @@ def s3_keys(endpoint, bucket, prefix):
     return {obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}
 
 
-def test_every_stage_runs_in_its_own_workspace_and_reaches_the_s3_remote(
+def test_every_stage_runs_in_its_own_workspace_reaches_the_s3_remote_and_a_second_run_restores(
     run_dag, example_installed, s3_connection, separate_workers, moto_endpoint, s3_bucket
 ):
     before = s3_keys(moto_endpoint, s3_bucket, "store/")
@@ -58,10 +58,7 @@ def test_every_stage_runs_in_its_own_workspace_and_reaches_the_s3_remote(
     added = s3_keys(moto_endpoint, s3_bucket, "store/") - before
     assert any(key.startswith("store/runs/") for key in added)
     assert len([key for key in added if key.startswith("store/files/")]) >= 3
-
-
-def test_a_second_run_restores_from_the_run_cache(run_dag, example_installed, s3_connection, separate_workers):
-    run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
+    # A second run, on other fresh workers, restores every stage from the run-cache pushed above.
     record = run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
     assert record.state == "success"
     assert record.xcom["pipeline.prepare"]["stages"] == {"prepare": "restored"}

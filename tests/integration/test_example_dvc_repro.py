@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
+from airflow_provider_mlci.testing.git_http import GitHttpServer
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.dvc_remote import remote_files
-from tests.helpers.git_http import GitHttpServer
 
 DAG_ID = "example_dvc_repro"
 DAG_FILE = EXAMPLE_DAGS / "example_dvc_repro.py"

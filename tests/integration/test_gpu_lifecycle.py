@@ -5,6 +5,7 @@ Every test ends with no instance of ours pending or running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -255,7 +256,8 @@ def test_a_worker_sigkilled_after_launch_leaves_the_instance_to_the_reaper(
                 "the launch (a loaded machine)",
             )
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have ended, its group with it
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
         if (marks / "waiting").exists():
             break

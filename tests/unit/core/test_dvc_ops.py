@@ -45,6 +45,39 @@ def test_a_fresh_pipeline_runs_every_stage_and_pushes_outputs_and_run_cache(dvc_
     assert outcome.pushed
 
 
+def test_two_repros_at_once_on_one_worker_cache_both_run_without_a_lock_conflict(dvc_project, worker_cache):
+    """Two tasks of one worker reproduce the same revision at the same moment (mapped tasks do):
+    each has its own checkout and DVC lock, both share the worker's cache; neither waits for or
+    breaks the other. Their spans are measured: the test fails if they did not overlap."""
+    import threading
+    import time
+
+    barrier = threading.Barrier(2)
+    results: list[tuple[float, float, dvc_ops.ReproOutcome]] = []
+    errors: list[BaseException] = []
+
+    def task() -> None:
+        try:
+            with Workspace.open(access_for(dvc_project), "main", cache_dir=worker_cache) as ws:
+                barrier.wait(timeout=60)
+                started = time.monotonic()
+                outcome = dvc_ops.repro(ws, ReproRequest(force=True))
+                results.append((started, time.monotonic(), outcome))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=task) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert errors == []
+    (_, e1, first), (s2, _, second) = sorted(results, key=lambda r: r[0])
+    assert s2 < e1, "the two repros did not run at once"
+    assert first.stages == second.stages == dict.fromkeys(STAGES, "ran")
+    assert first.metrics == second.metrics
+
+
 def test_another_worker_restores_from_the_run_cache_instead_of_running(dvc_project, tmp_path):
     repro(dvc_project, tmp_path / "worker-a")
     outcome = repro(dvc_project, tmp_path / "worker-b")

@@ -11,7 +11,7 @@ from airflow_provider_mlci.core.access import GitAccess
 from airflow_provider_mlci.core.git import Git, check_rev
 from airflow_provider_mlci.core.process import CommandRunner
 from airflow_provider_mlci.exceptions import GitRemoteError, MlciConfigError
-from tests.helpers.git_http import GitHttpServer
+from airflow_provider_mlci.testing.git_http import GitHttpServer
 
 
 @pytest.mark.parametrize("rev", ["main", "v1.2.3", "HEAD", "HEAD~1", "a1b2c3d", "feature/x", "main^", "model@v1.0.0"])
