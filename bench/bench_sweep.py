@@ -283,6 +283,8 @@ def _ours_on_deployment(template: Any, values: list[float], scratch: Path) -> tu
     from airflow_provider_mlci.testing.moto import moto_server
 
     token, bucket = "bench-token-0123456789", "mlci-bench"
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        os.environ.setdefault(name, value)  # any key opens the moto server (this process and DVC's)
     served = scratch / "served"
     with moto_server() as endpoint:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
