@@ -10,6 +10,7 @@ tests need too (an Airflow cluster, the moto server, process checks) is in
 - :mod:`~tests.helpers.dvc_corpus`: DVC projects written the way DVC's docs teach.
 - :mod:`~tests.helpers.dvc_remote`: what a local DVC remote holds; access to a project.
 - :mod:`~tests.helpers.ec2_instances`: stand-ins for the EC2 instances moto does not run.
+- :mod:`~tests.helpers.flagships`: the flagship example DAGs' expected outcomes (dag.test() and deployment).
 - :mod:`~tests.helpers.github_server`: a stand-in for GitHub's REST API.
 - :mod:`~tests.helpers.gpu_runs`: the GPU DAG runs' connection keys; our instances left.
 - :mod:`~tests.helpers.moto_ec2`: clients and checks on moto's EC2; error injection.

@@ -32,6 +32,7 @@ from airflow_provider_mlci.testing.git_http import GitHttpServer
 from tests.conftest import ARTIFACTS, EXAMPLE_DAGS, ROOT
 from tests.helpers import dvc_corpus
 from tests.helpers.browser import chrome, png_size
+from tests.helpers.flagships import PR_IN_SYNC_STATES, REFINE_NIGHT_1_STATES, REFINE_TASKS
 from tests.helpers.github_server import GitHubServer
 from tests.helpers.gpu_runs import ours_alive
 from tests.helpers.tools import require_tool, wait_for
@@ -117,18 +118,6 @@ FLAGSHIPS = ("example_nightly_refinement", "example_hyperparameter_sweep", "exam
 MODEL = "fraud-detector"
 REPO = "acme/fraud-model"
 GITHUB_TOKEN = "ghp_" + "d3pl0y" * 6
-REFINE_TASKS = (
-    "validate_data",
-    "start",
-    "drift",
-    "refine",
-    "validate_model",
-    "gate",
-    "promote",
-    "keep_deployed",
-    "outcome",
-    "report",
-)
 
 
 def _git(*args: str, cwd: Path) -> None:
@@ -364,7 +353,7 @@ def test_the_nightly_refinement_two_nights_in_a_row(deployment):
     tis = {ti["task_id"]: ti for ti in deploy.task_instances(dag_id, run_id)}
     assert state == "success", failed_logs(deploy.s3_endpoint, list(tis.values()))
     states = {task: tis[f"refine.{task}"]["state"] for task in REFINE_TASKS}
-    assert states == {**dict.fromkeys(REFINE_TASKS, "success"), "drift": "skipped", "keep_deployed": "skipped"}
+    assert states == REFINE_NIGHT_1_STATES
     started = deploy.xcom(dag_id, run_id, "refine.start")
     assert (started["from_scratch"], started["deployed"], started["commit"]) == (True, None, None)
     first = deploy.xcom(dag_id, run_id, "refine.outcome")
@@ -472,15 +461,7 @@ def test_a_pull_request_is_validated_commented_and_given_a_status(deployment):
     conf = {"repo": REPO, "pr_number": 7, "head_rev": head, "base_rev": "main"}
     run_id, state, tis, logs = run(deployment, "example_pr_validation", conf)
     assert state == "success", logs
-    assert {task: ti["state"] for task, ti in tis.items()} == {
-        "validate_data": "success",
-        "in_sync": "success",
-        "reproduce": "success",
-        "report": "success",
-        "on_a_pull_request": "success",
-        "comment": "success",
-        "outcome": "skipped",
-    }
+    assert {task: ti["state"] for task, ti in tis.items()} == PR_IN_SYNC_STATES
     stages = deploy.xcom("example_pr_validation", run_id, "reproduce")["stages"]
     assert set(stages.values()) <= {"skipped", "restored"}, stages
     (comment,) = github.comments(REPO, pr_number=7)

@@ -13,6 +13,7 @@ import secrets
 import pytest
 
 from tests.conftest import EXAMPLE_DAGS
+from tests.helpers.flagships import PR_IN_SYNC_STATES
 from tests.helpers.github_server import GitHubServer
 
 DAG_ID = "example_pr_validation"
@@ -37,15 +38,7 @@ def test_a_pull_request_in_sync_passes_and_gets_one_comment_and_a_green_status(r
     record = run_dag(DAG_ID, path=DAG_FILE, conf=conf)
     out = capfd.readouterr().out
     assert record.state == "success"
-    assert record.task_states == {
-        "validate_data": "success",
-        "in_sync": "success",
-        "reproduce": "success",
-        "report": "success",
-        "on_a_pull_request": "success",
-        "comment": "success",
-        "outcome": "skipped",
-    }
+    assert record.task_states == PR_IN_SYNC_STATES
     # The head's lock matched: nothing ran again.
     assert set(record.xcom["reproduce"]["stages"].values()) <= {"skipped", "restored"}
     (comment,) = github.comments(REPO, pr_number=7)

@@ -1,0 +1,32 @@
+"""What the flagship example DAGs are expected to do, shared by their ``dag.test()`` tests and the
+production deployment's tests, so both assert the same outcomes."""
+
+from __future__ import annotations
+
+__all__ = ["PR_IN_SYNC_STATES", "REFINE_NIGHT_1_STATES", "REFINE_TASKS"]
+
+#: The tasks of ``example_nightly_refinement``'s ``refine`` group.
+REFINE_TASKS = (
+    "validate_data",
+    "start",
+    "drift",
+    "refine",
+    "validate_model",
+    "gate",
+    "promote",
+    "keep_deployed",
+    "outcome",
+    "report",
+)
+#: The first night (nothing deployed): no drift to check, nothing to keep.
+REFINE_NIGHT_1_STATES = {**dict.fromkeys(REFINE_TASKS, "success"), "drift": "skipped", "keep_deployed": "skipped"}
+#: ``example_pr_validation`` on a pull request whose head's lock is in sync.
+PR_IN_SYNC_STATES = {
+    "validate_data": "success",
+    "in_sync": "success",
+    "reproduce": "success",
+    "report": "success",
+    "on_a_pull_request": "success",
+    "comment": "success",
+    "outcome": "skipped",
+}
