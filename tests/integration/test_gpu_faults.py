@@ -110,8 +110,19 @@ def test_a_silent_instance_fails_the_task_and_is_terminated(run_dag, slow_traini
     assert ours_alive(moto_endpoint) == []
 
 
+def job_states(endpoint: str, bucket: str) -> list[str]:
+    """The end state of every job the agents reported in the S3 mailboxes (``status.json``)."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="jobs/").get("Contents", [])]
+    return sorted(
+        json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["state"]
+        for key in keys
+        if key.endswith("/status.json")
+    )
+
+
 def test_a_spot_notice_pushes_a_checkpoint_and_the_retry_finishes_on_demand(
-    run_dag, slow_training, moto_endpoint, capfd
+    run_dag, slow_training, moto_endpoint, s3_bucket, capfd
 ):
     from tests.helpers.ec2_instances import InstanceEmulator
 
@@ -133,8 +144,9 @@ def test_a_spot_notice_pushes_a_checkpoint_and_the_retry_finishes_on_demand(
     assert record.state == "success", job_lines(out)
     assert record.task_states["gpu.train"] == "success"
     assert record.task_states["gpu.terminate"] == "success"
-    # The first try was interrupted (retryable), the second ran on a replacement instance.
-    assert ": interrupted " in out
+    # The first try was interrupted (retryable), the second ran on a replacement instance. (Read
+    # from the mailboxes: what dag.test() prints of the triggerer's log was seen to lack the line.)
+    assert job_states(moto_endpoint, s3_bucket) == ["interrupted", "succeeded"], job_lines(out)
     assert len(launched) == 2
     assert launched[0] == noticed[0]
     ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="us-east-1")
