@@ -244,17 +244,7 @@ def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) ->
     _run([airflow, "db", "migrate"], home, cluster.env)
     try:
         cluster.start()
-        cluster.wait_for_dag(DAG_ID, timeout=180)
-        started = time.perf_counter()
-        run_id = cluster.trigger(DAG_ID)
-        state = cluster.wait_for_run(DAG_ID, run_id, timeout=1800)
-        seconds = time.perf_counter() - started
-        tis = cluster.task_instances(DAG_ID, run_id)
-        if state != "success":
-            raise RuntimeError(
-                f"the sweep ended {state}: {[(ti['task_id'], ti['map_index'], ti['state']) for ti in tis]}"
-            )
-        dag_run = cluster.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        seconds, tis, dag_run = _timed_sweep(cluster)
     except BaseException:
         _keep_logs(home)
         raise
@@ -262,6 +252,23 @@ def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) ->
         cluster.stop()
         _stop_processes_in(home / "worker-cache", grace=5)  # a trial's DVC child runs in a session of its own
     return seconds, f"{seconds:.1f} s from the trigger request to success (own clock); {_breakdown(dag_run, tis)}"
+
+
+def _timed_sweep(airflow: Any) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+    """Trigger the sweep DAG on a started Airflow (an ``AirflowDriver``) and wait for it; return the
+    seconds from the trigger request to success, the task instances and the DAG run.
+
+    :raises RuntimeError: the run did not succeed
+    """
+    airflow.wait_for_dag(DAG_ID, timeout=180)
+    started = time.perf_counter()
+    run_id = airflow.trigger(DAG_ID)
+    state = airflow.wait_for_run(DAG_ID, run_id, timeout=1800)
+    seconds = time.perf_counter() - started
+    tis = airflow.task_instances(DAG_ID, run_id)
+    if state != "success":
+        raise RuntimeError(f"the sweep ended {state}: {[(ti['task_id'], ti['map_index'], ti['state']) for ti in tis]}")
+    return seconds, tis, airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
 
 
 def _ours_on_deployment(template: Any, values: list[float], scratch: Path) -> tuple[float, str] | None:
@@ -278,7 +285,7 @@ def _ours_on_deployment(template: Any, values: list[float], scratch: Path) -> tu
         return None
     import boto3
 
-    from airflow_provider_mlci.testing.deployment import S3_CONN_ID, Deployment
+    from airflow_provider_mlci.testing.deployment import Deployment, dvc_connection
     from airflow_provider_mlci.testing.git_http import GitHttpServer
     from airflow_provider_mlci.testing.moto import moto_server
 
@@ -302,13 +309,8 @@ def _ours_on_deployment(template: Any, values: list[float], scratch: Path) -> tu
         _run(["git", "clone", "-q", "--bare", str(dags), str(served / "dags.git")], scratch, git_env)
         root = Path(tempfile.mkdtemp(prefix="mlci-bench-deployment-", dir="/var/tmp"))  # every worker user reaches it
         with GitHttpServer(served, username="mlci", token=token) as git:
-            connection = {
-                "conn_type": "mlci_dvc",
-                "host": git.url(str(project.remote.relative_to(served))),
-                "login": "mlci",
-                "password": token,
-                "extra": {"dvc_remote_url": f"s3://{bucket}/dvc", "endpoint_url": endpoint, "aws_conn_id": S3_CONN_ID},
-            }
+            url = git.url(str(project.remote.relative_to(served)))
+            connection = dvc_connection(url, ("mlci", token), dvc_remote_url=f"s3://{bucket}/dvc", endpoint=endpoint)
             deploy = Deployment(
                 root=root,
                 project_dir=ROOT,
@@ -316,20 +318,12 @@ def _ours_on_deployment(template: Any, values: list[float], scratch: Path) -> tu
                 dags_login=("mlci", token),
                 s3_endpoint=endpoint,
                 bucket=bucket,
-                env={f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(connection)},
+                env={f"AIRFLOW_CONN_{CONN_ID.upper()}": connection},
             )
             try:
                 deploy.start()
-                deploy.wait_for_dag(DAG_ID, timeout=180)
-                started = time.perf_counter()
-                run_id = deploy.trigger(DAG_ID)
-                state = deploy.wait_for_run(DAG_ID, run_id, timeout=1800)
-                seconds = time.perf_counter() - started
-                tis = deploy.task_instances(DAG_ID, run_id)
-                if state != "success":
-                    raise RuntimeError(f"the sweep ended {state}: {[(t['task_id'], t['state']) for t in tis]}")
+                seconds, tis, dag_run = _timed_sweep(deploy)
                 hosts = sorted({ti["hostname"] for ti in tis if ti["task_id"] == "sweep.trial"})
-                dag_run = deploy.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
             except BaseException:
                 shutil.copytree(deploy.log_dir, ARTIFACTS / "deployment-logs", dirs_exist_ok=True)
                 raise

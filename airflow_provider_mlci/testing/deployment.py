@@ -41,7 +41,7 @@ from pathlib import Path
 
 from airflow_provider_mlci.testing.cluster import AirflowDriver, free_port, signal_group
 
-__all__ = ["DAGS_CONN_ID", "S3_CONN_ID", "Deployment", "WorkerSpec", "topology", "worker_hostname"]
+__all__ = ["DAGS_CONN_ID", "S3_CONN_ID", "Deployment", "WorkerSpec", "dvc_connection", "topology", "worker_hostname"]
 
 #: The environment variable a worker's ``hostname_callable`` answers with.
 HOSTNAME_VARIABLE = "MLCI_WORKER_HOSTNAME"
@@ -442,6 +442,19 @@ def topology(*, database: str, broker: str, api_url: str, bucket: str, dags_refr
         "AIRFLOW__MLCI__REPORTS_DIR": f"s3://{bucket}/reports",
         "AIRFLOW__MLCI__REPORTS_CONN_ID": S3_CONN_ID,
     }
+
+
+def dvc_connection(url: str, login: tuple[str, str], *, dvc_remote_url: str, endpoint: str) -> str:
+    """An ``mlci_dvc`` connection (the JSON of an ``AIRFLOW_CONN_*`` variable) to a git repository
+    over HTTP with a user and token, its DVC remote on the deployment's S3 (:data:`S3_CONN_ID`).
+
+    :param url: the repository's URL
+    :param login: the user and token
+    :param dvc_remote_url: the DVC remote (``s3://...``)
+    :param endpoint: the S3 endpoint
+    """
+    extra = {"dvc_remote_url": dvc_remote_url, "endpoint_url": endpoint, "aws_conn_id": S3_CONN_ID}
+    return json.dumps({"conn_type": "mlci_dvc", "host": url, "login": login[0], "password": login[1], "extra": extra})
 
 
 def _constraints_key(project_dir: Path) -> str:

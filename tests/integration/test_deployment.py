@@ -27,7 +27,7 @@ import boto3
 import pytest
 
 from airflow_provider_mlci.report_store import ReportKey, ReportStore, read_markdown
-from airflow_provider_mlci.testing.deployment import S3_CONN_ID, Deployment
+from airflow_provider_mlci.testing.deployment import S3_CONN_ID, Deployment, dvc_connection
 from airflow_provider_mlci.testing.git_http import GitHttpServer
 from tests.conftest import ARTIFACTS, EXAMPLE_DAGS, ROOT
 from tests.helpers import dvc_corpus
@@ -131,11 +131,6 @@ def _git(*args: str, cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
-def _dvc_connection(url: str, remote: str, endpoint: str) -> str:
-    extra = {"dvc_remote_url": remote, "endpoint_url": endpoint, "aws_conn_id": S3_CONN_ID}
-    return json.dumps({"conn_type": "mlci_dvc", "host": url, "login": "mlci", "password": TOKEN, "extra": extra})
-
-
 @pytest.fixture(scope="module")
 def deployment(
     moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory, demo_project_template: Any
@@ -189,11 +184,17 @@ def deployment(
             s3_endpoint=moto_endpoint,
             bucket=BUCKET,
             env={
-                "AIRFLOW_CONN_MLCI_DVC_DEFAULT": _dvc_connection(
-                    git.url(str(demo.remote.relative_to(served))), f"s3://{BUCKET}/demo", moto_endpoint
+                "AIRFLOW_CONN_MLCI_DVC_DEFAULT": dvc_connection(
+                    git.url(str(demo.remote.relative_to(served))),
+                    ("mlci", TOKEN),
+                    dvc_remote_url=f"s3://{BUCKET}/demo",
+                    endpoint=moto_endpoint,
                 ),
-                "AIRFLOW_CONN_MLCI_DVC_CORPUS": _dvc_connection(
-                    git.url(str(corpus.remote.relative_to(served))), f"s3://{BUCKET}/dvc", moto_endpoint
+                "AIRFLOW_CONN_MLCI_DVC_CORPUS": dvc_connection(
+                    git.url(str(corpus.remote.relative_to(served))),
+                    ("mlci", TOKEN),
+                    dvc_remote_url=f"s3://{BUCKET}/dvc",
+                    endpoint=moto_endpoint,
                 ),
                 "AIRFLOW_CONN_GITHUB_DEFAULT": json.dumps(
                     {"conn_type": "github", "host": github.url, "password": GITHUB_TOKEN}
