@@ -7,7 +7,9 @@ also gives S3 and SSM clients made from the same connection.
 
 Nothing here puts a credential into an instance's user data: the instance reaches S3 through
 its instance profile, and the agent's arguments name only the mailbox, the region and (for
-S3-compatible endpoints) the endpoint URL.
+S3-compatible endpoints) the endpoint URL. Nothing here puts the time into a launch request
+either: every try of a task sends the same ``RunInstances`` call (see
+:mod:`airflow_provider_mlci.core.compute.ec2`).
 """
 
 from __future__ import annotations
@@ -101,7 +103,14 @@ class GpuInstanceHook(AwsBaseHook):
         return found[0]["State"]["Name"] if found else None
 
     def launch(
-        self, spec: GpuInstanceSpec, *, run_key: str, tags: Mapping[str, str], user_data: str, generation: int = 0
+        self,
+        spec: GpuInstanceSpec,
+        *,
+        run_key: str,
+        tags: Mapping[str, str],
+        user_data: str,
+        generation: int = 0,
+        expires_at: datetime | None = None,
     ) -> LaunchResult:
         """Launch (or adopt) one instance; see :func:`airflow_provider_mlci.core.compute.ec2.launch`.
 
@@ -110,6 +119,8 @@ class GpuInstanceHook(AwsBaseHook):
         :param tags: the instance's tags
         :param user_data: the boot script
         :param generation: the first generation of client tokens
+        :param expires_at: the deadline to tag a new instance with; default: its ``LaunchTime`` +
+            ``max_lifetime``
         """
         from airflow_provider_mlci.core.compute.ec2 import launch
 
@@ -123,6 +134,7 @@ class GpuInstanceHook(AwsBaseHook):
             generation=generation,
             ami=ami,
             log=self.log.info,
+            expires_at=expires_at,
         )
 
     def launch_for_task(
@@ -146,6 +158,11 @@ class GpuInstanceHook(AwsBaseHook):
         "attempts"}``. The mailbox is ``<job_base>/<run_key>`` unless given; with neither a
         mailbox nor a job base (argument or ``[mlci] compute_job_base``) no agent is started.
 
+        Every try of one task instance sends the same ``RunInstances`` parameters (client token,
+        boot script, tags): they hold no time, so EC2 answers a retry's repeated token with the
+        first try's instance. The deadline (``expires_at``) is the instance's ``LaunchTime`` +
+        ``spec.max_lifetime``, as its boot script counts it.
+
         :param spec: the instance
         :param dag_id: the task's DAG
         :param run_id: the DAG run
@@ -155,7 +172,8 @@ class GpuInstanceHook(AwsBaseHook):
         :param job_base: ``s3://bucket/prefix`` the mailbox goes under
         :param mailbox: the mailbox itself (a replacement keeps its predecessor's)
         :param generation: the first generation of client tokens
-        :param now: the launch time (default: now)
+        :param now: the time the deadline of a newly launched instance counts from (default:
+            its ``LaunchTime``); it only sets the ``mlci:expires_at`` tag written after the launch
         """
         from airflow_provider_mlci.core.compute.ec2 import boot_script, expires_at_for, instance_tags
         from airflow_provider_mlci.core.compute.ec2 import run_key as make_run_key
@@ -169,7 +187,6 @@ class GpuInstanceHook(AwsBaseHook):
                 parse_s3_url(base)
                 mailbox = f"{base.rstrip('/')}/{key}"
         region = self.conn_region_name
-        expires_at = expires_at_for(spec, now or datetime.now(UTC))
         args: list[str] = []
         if mailbox:
             args = ["--mailbox", mailbox, "--region", region, "--idle-timeout", str(spec.idle_timeout)]
@@ -183,10 +200,16 @@ class GpuInstanceHook(AwsBaseHook):
             map_index=map_index,
             run_key=key,
             group=group or task_id,
-            expires_at=expires_at,
         )
-        user_data = boot_script(spec, agent_args=args, expires_at=expires_at)
-        result = self.launch(spec, run_key=key, tags=tags, user_data=user_data, generation=generation)
+        user_data = boot_script(spec, agent_args=args)
+        result = self.launch(
+            spec,
+            run_key=key,
+            tags=tags,
+            user_data=user_data,
+            generation=generation,
+            expires_at=expires_at_for(spec, now) if now is not None else None,
+        )
         return {
             "instance_id": result.instance_id,
             "instance_type": result.instance_type,
@@ -195,7 +218,7 @@ class GpuInstanceHook(AwsBaseHook):
             "region": region,
             "run_key": key,
             "mailbox": mailbox,
-            "expires_at": result.tags.get("mlci:expires_at") if result.adopted else tags["mlci:expires_at"],
+            "expires_at": result.expires_at,
             "spec": spec.to_json(),
             "adopted": result.adopted,
             "group": result.tags.get("mlci:group", group or task_id),

@@ -47,10 +47,12 @@ def _map_index(ti: Any) -> int:
 class GpuCreateInstanceOperator(BaseOperator):
     """Launch a GPU instance for this DAG run (a setup task), or adopt the one an earlier try launched.
 
-    The launch is idempotent: a deterministic ``ClientToken`` (from DAG, run, task and map
-    index) and a look for the instance by its tags first mean a retry never starts a second
-    instance. Capacity errors fall back over the spec's instance types, zones and markets. The
-    instance terminates itself at ``spec.max_lifetime``.
+    The launch is idempotent: a look for the instance by its tags first, and a deterministic
+    ``ClientToken`` (from DAG, run, task and map index) on a ``RunInstances`` call that is the
+    same on every try (nothing in it depends on when the try runs), mean a retry never starts a
+    second instance, even when the first try's instance is not listed yet. Capacity errors fall
+    back over the spec's instance types, zones and markets. The instance terminates itself at
+    ``spec.max_lifetime`` after its launch; ``expires_at`` is that time.
 
     Returns (and pushes under the key ``instance`` before waiting) ``{"instance_id",
     "instance_type", "availability_zone", "market", "region", "run_key", "mailbox",
@@ -306,11 +308,12 @@ def _as_bool(value: Any) -> bool:
 class GpuReaperOperator(BaseOperator):
     """Find this provider's instances that should be gone; terminate them unless ``dry_run``.
 
-    An instance is a leak when its ``mlci:expires_at`` has passed or its DAG run is no longer
-    queued or running (asked through the Task SDK). Dry-run by default: it reports and
-    terminates nothing. With ``fail_on_leaks`` the task fails (not retried) when it finds any,
-    listing them, so a scheduled run shows red; the report is pushed under the key ``report``
-    first. Returns ``{"checked", "leaks", "terminated", "dry_run"}``.
+    An instance is a leak when its deadline (its ``mlci:expires_at`` tag, or its launch time +
+    ``mlci:max_lifetime``) has passed or its DAG run is no longer queued or running (asked
+    through the Task SDK). Dry-run by default: it reports and terminates nothing. With
+    ``fail_on_leaks`` the task fails (not retried) when it finds any, listing them, so a
+    scheduled run shows red; the report is pushed under the key ``report`` first. Returns
+    ``{"checked", "leaks", "terminated", "dry_run"}``.
 
     :param aws_conn_id: the ``aws`` connection
     :param region_name: the AWS region to sweep; default: the connection's

@@ -9,15 +9,28 @@ Plain boto3 clients (the hook builds them from the Airflow connection); no Airfl
 - **Capacity is not a failure.** Capacity-type errors move on to the next candidate (type,
   zone, market), within ``max_launch_attempts``; when none is left the error lists every
   attempt.
+- **Every try sends the same request.** Nothing in a ``RunInstances`` call depends on when the
+  try runs: the deadline is relative to the instance's own launch (``max_lifetime`` seconds
+  after it), in the boot script (``shutdown -h +<minutes>``) and in the ``mlci:max_lifetime``
+  tag. So a retry's call with the same ``ClientToken`` is the same call, and EC2 answers it
+  with the first try's instance, even before ``DescribeInstances`` shows that instance.
 - **Every instance dies.** The boot script schedules a shutdown at ``max_lifetime`` before it
   does anything else, and the instance terminates on shutdown, so it dies even if Airflow is
-  gone. The reaper terminates what carries our owner tag and has expired or outlived its run.
+  gone. After the launch the instance is tagged ``mlci:expires_at`` (its ``LaunchTime`` plus
+  ``max_lifetime``, for people and the reaper); the reaper terminates what carries our owner
+  tag and has expired (by that tag, or by ``LaunchTime`` + ``mlci:max_lifetime`` where the tag
+  never got written) or outlived its run.
 - **No secrets travel.** The user data names the agent's arguments and the startup script
-  only; anything that looks like an AWS credential is refused.
+  only; anything shaped like a credential (AWS keys, GitHub, GitLab, Slack, Google, Hugging
+  Face, OpenAI or Stripe tokens, JSON Web Tokens, private keys, passwords in URLs, literal
+  values of secret-named variables) is refused with :class:`SecretInUserDataError`, which
+  names the kind and never the value.
+- **The instance metadata service stays on the instance.** IMDSv2 only, with a hop limit of 1.
 
 Every instance and its volumes carry the tags ``mlci:owner``, ``mlci:dag_id``, ``mlci:run_id``,
-``mlci:task_id``, ``mlci:map_index``, ``mlci:run_key``, ``mlci:group``, ``mlci:expires_at`` and
-``Name``, plus the spec's own tags (see :func:`instance_tags`).
+``mlci:task_id``, ``mlci:map_index``, ``mlci:run_key``, ``mlci:group``, ``mlci:max_lifetime``
+and ``Name``, plus the spec's own tags (see :func:`instance_tags`); the instance also gets
+``mlci:expires_at`` once it is launched.
 """
 
 from __future__ import annotations
@@ -34,13 +47,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec, LaunchCandidate, Market
-from airflow_provider_mlci.exceptions import GpuCapacityError, GpuProvisioningError, MlciConfigError
+from airflow_provider_mlci.exceptions import (
+    GpuCapacityError,
+    GpuProvisioningError,
+    MlciConfigError,
+    SecretInUserDataError,
+)
 
 __all__ = [
     "ALIVE_STATES",
     "CAPACITY_ERRORS",
     "DLAMI_NAME_PATTERN",
     "DLAMI_SSM_PARAMETER",
+    "IMDS_HOP_LIMIT",
     "NOT_TERMINATED_STATES",
     "OWNER",
     "LaunchResult",
@@ -51,8 +70,11 @@ __all__ = [
     "expires_at_for",
     "find_ami",
     "find_instances",
+    "find_secret",
+    "instance_deadline",
     "instance_tags",
     "launch",
+    "mask_secrets",
     "reap",
     "run_key",
     "terminate",
@@ -86,9 +108,61 @@ DLAMI_NAME_PATTERN = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04
 _AGENT_ARGS_MARKER = "# mlci-agent-args:"
 _STARTUP_DELIMITER = "MLCI_STARTUP_SCRIPT_END"
 _USER_DATA_LIMIT = 16 * 1024  # bytes, after base64 (EC2's limit)
-_SECRET_NAMES = re.compile(r"(?i)(aws_?secret_?access_?key|secret_?access_?key|aws_?session_?token)")
-_ACCESS_KEY = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
-_URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+#: The instance metadata service's hop limit: 1 answers the instance's own processes only.
+#: Nothing of ours needs more: the agent and its stage commands run on the host, not in containers.
+IMDS_HOP_LIMIT = 1
+
+
+@dataclass(frozen=True)
+class _SecretShape:
+    """One shape of credential: its kind (for messages), its pattern, and what of a match to mask
+    (``None``: a name only, nothing to mask; ``0``: the whole match; ``n``: group ``n``)."""
+
+    kind: str
+    pattern: re.Pattern[str]
+    mask: int | None = 0
+
+
+#: A literal secret value: long enough to be one, and not a variable, a command or a path.
+_LITERAL = r"""['"]?([A-Za-z0-9_+=-][A-Za-z0-9_+/=.-]{15,})"""
+_PRIVATE_KEY = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+_B64URL = r"[A-Za-z0-9_-]"
+_SECRET_SHAPES = tuple(
+    _SecretShape(kind, re.compile(pattern), mask)
+    for kind, pattern, mask in (
+        (
+            "an AWS secret key or session token setting",
+            r"(?i)(aws_?secret_?access_?key|secret_?access_?key|aws_?session_?token)",
+            None,
+        ),
+        ("an AWS access key id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", 0),
+        ("a private key", _PRIVATE_KEY, 0),
+        ("a PuTTY private key", r"PuTTY-User-Key-File-\d", 0),
+        ("a GitHub token", r"\b(?:gh[opusr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,255})\b", 0),
+        ("a GitLab token", r"\bgl(?:pat|dt|ptt|rt|cbt|oas|ft)-[A-Za-z0-9_-]{20,}", 0),
+        ("a Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", 0),
+        ("a Slack webhook URL", r"hooks\.slack\.com/services/(T\w+/B\w+/\w+)", 1),
+        ("a Google API key", r"\bAIza[0-9A-Za-z_-]{35}", 0),
+        ("a JSON Web Token", rf"\beyJ{_B64URL}{{10,}}\.{_B64URL}{{10,}}\.{_B64URL}{{10,}}", 0),
+        ("a Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}", 0),
+        ("an OpenAI or Anthropic API key", r"\bsk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{32,}", 0),
+        ("a Stripe secret key", r"\b[rs]k_live_[A-Za-z0-9]{20,}", 0),
+        ("a Weights & Biases API key", r"(?i)\bwandb\s+login\s+(?:--?[a-z-]+\s+)*([0-9a-f]{40})\b", 1),
+        # The generic shapes last, so that a known token is named as what it is.
+        ("a password in a URL", r"://[^/\s:@]+:([^/\s@]+)@", 1),
+        (
+            "a literal value of a secret-named variable",
+            r"(?i)(?<![\w-])[A-Z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY)\s*=\s*" + _LITERAL,
+            1,
+        ),
+        (
+            "a secret on a command line",
+            r"(?i)(?<![\w-])--(?:token|password|passwd|secret|api-key|apikey)(?:=|\s+)" + _LITERAL,
+            1,
+        ),
+    )
+)
+_PRIVATE_KEY_BLOCK = re.compile(_PRIVATE_KEY + r".*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.DOTALL)
 
 
 # ---------------------------------------------------------------------------------- identity
@@ -121,8 +195,41 @@ def client_token(run_key: str, generation: int, candidate: int) -> str:
 
 
 def expires_at_for(spec: GpuInstanceSpec, now: datetime) -> datetime:
-    """When an instance launched at ``now`` must be gone (``now`` + ``max_lifetime``, UTC, whole seconds)."""
+    """When an instance launched at ``now`` must be gone (``now`` + ``max_lifetime``, UTC, whole seconds).
+
+    :param spec: the instance
+    :param now: its launch time (timezone-aware): EC2's ``LaunchTime`` of the instance
+    """
     return (now.astimezone(UTC) + timedelta(seconds=spec.max_lifetime)).replace(microsecond=0)
+
+
+def _format_time(value: datetime) -> str:
+    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def instance_deadline(instance: Mapping[str, Any]) -> datetime | None:
+    """When an instance must be gone: the earlier of its ``mlci:expires_at`` tag and its
+    ``LaunchTime`` + ``mlci:max_lifetime`` seconds (``None``: it carries neither).
+
+    The second needs nothing written after the launch, so it holds for an instance whose
+    launching try died before it could tag the deadline.
+
+    :param instance: the instance as ``DescribeInstances`` or ``RunInstances`` return it
+    """
+    tags = _tags_of(instance)
+    found = []
+    tagged = _parse_time(tags.get("mlci:expires_at"))
+    if tagged is not None:
+        found.append(tagged)
+    launched = instance.get("LaunchTime")
+    if isinstance(launched, str):
+        launched = _parse_time(launched)
+    lifetime = tags.get("mlci:max_lifetime", "")
+    if isinstance(launched, datetime) and lifetime.isdigit():
+        if launched.tzinfo is None:
+            launched = launched.replace(tzinfo=UTC)
+        found.append((launched.astimezone(UTC) + timedelta(seconds=int(lifetime))).replace(microsecond=0))
+    return min(found) if found else None
 
 
 def instance_tags(
@@ -134,9 +241,11 @@ def instance_tags(
     map_index: int,
     run_key: str,
     group: str,
-    expires_at: datetime,
 ) -> dict[str, str]:
-    """Every tag an instance (and its volumes) gets: ours, then the spec's.
+    """Every tag an instance (and its volumes) gets at launch: ours, then the spec's.
+
+    Nothing here depends on when the launch happens (the deadline is ``mlci:max_lifetime``
+    seconds after the instance's ``LaunchTime``), so every try of a task tags alike.
 
     :param spec: the instance
     :param dag_id: the DAG that launches it
@@ -145,7 +254,6 @@ def instance_tags(
     :param map_index: the launching task's map index
     :param run_key: the launching task's run key
     :param group: the setup task the instance belongs to (teardown finds it by this)
-    :param expires_at: its deadline
     """
     ours = {
         "mlci:owner": OWNER,
@@ -155,7 +263,7 @@ def instance_tags(
         "mlci:map_index": str(map_index),
         "mlci:run_key": run_key,
         "mlci:group": group,
-        "mlci:expires_at": expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "mlci:max_lifetime": str(spec.max_lifetime),
         "Name": f"mlci-{dag_id}-{task_id}",
     }
     tags = {**ours, **dict(spec.tags)}  # the spec may name the instance; it cannot touch mlci: keys
@@ -165,15 +273,59 @@ def instance_tags(
 # ---------------------------------------------------------------------------------- user data
 
 
+def find_secret(text: str) -> str | None:
+    """The kind of the first credential-shaped string in ``text`` (``"a GitHub token"``...), or ``None``.
+
+    The kinds: AWS access key ids and secret key or session token settings, passwords in URLs,
+    private keys (PEM, OpenSSH, PGP, PuTTY), GitHub, GitLab, Slack, Google, Hugging Face,
+    OpenAI/Anthropic, Stripe and Weights & Biases keys, JSON Web Tokens, Slack webhook URLs,
+    literal values given to secret-named variables (``HF_TOKEN=...``; not ``$(...)`` or
+    ``${...}``) and to ``--token``/``--password``-style options.
+
+    :param text: any text
+    """
+    for shape in _SECRET_SHAPES:
+        if shape.pattern.search(text):
+            return shape.kind
+    return None
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every credential-shaped value :func:`find_secret` knows replaced by ``***``.
+
+    A private key is masked from its ``BEGIN`` line to its ``END`` line (or to the end of the
+    text); setting names (``AWS_SECRET_ACCESS_KEY``) are kept, only values go.
+
+    :param text: any text (a log line, an error message)
+    """
+    text = _PRIVATE_KEY_BLOCK.sub("***", text)
+    for shape in _SECRET_SHAPES:
+        if shape.mask is None:
+            continue
+        text = shape.pattern.sub(lambda match, group=shape.mask: _masked(match, group), text)
+    return text
+
+
+def _masked(match: re.Match[str], group: int) -> str:
+    """The match with its group ``group`` (``0``: all of it) replaced by ``***``."""
+    if group == 0:
+        return "***"
+    start, end = (index - match.start() for index in match.span(group))
+    whole = match.group(0)
+    return f"{whole[:start]}***{whole[end:]}"
+
+
 def _refuse_secrets(where: str, text: str) -> None:
-    if _SECRET_NAMES.search(text) or _ACCESS_KEY.search(text) or _URL_PASSWORD.search(text):
-        raise MlciConfigError(
-            f"The {where} looks like it holds an AWS credential or a password: EC2 user data is readable by "
-            "anyone who may describe the instance. Give the instance an instance profile instead."
+    kind = find_secret(text)
+    if kind is not None:
+        raise SecretInUserDataError(
+            f"The {where} holds what looks like {kind}. EC2 user data is readable by anyone who may describe "
+            "the instance, so no credential may travel in it: the instance reaches S3 through its instance "
+            "profile, and nothing else a job needs is a secret sent to the instance."
         )
 
 
-def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at: datetime) -> str:
+def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at: datetime | None = None) -> str:
     """The instance's user data: a bash script that schedules the deadline, then runs the agent.
 
     In order: ``shutdown -h +<minutes of max_lifetime>`` (the instance is launched with
@@ -184,14 +336,18 @@ def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at:
     started and the instance lives until it is terminated or its deadline.
 
     The script holds exactly one line ``# mlci-agent-args: <JSON list>`` (see
-    :func:`agent_args_from_user_data`).
+    :func:`agent_args_from_user_data`). It holds no time: the same spec and arguments give the
+    same script on every try, so a retry's ``RunInstances`` is the same call as the first try's.
 
     :param spec: the instance
     :param agent_args: the agent's command-line arguments (no credentials)
-    :param expires_at: the deadline, written into the script for people reading it
-    :raises MlciConfigError: an argument or the startup script looks like a credential, or the
-        script is over EC2's 16 KB
+    :param expires_at: ignored (the deadline counts from the instance's boot, and the
+        ``mlci:expires_at`` tag gives its time); kept so that older callers still work
+    :raises SecretInUserDataError: an argument, the agent requirement or the startup script
+        holds what looks like a credential (the message names its kind, never its value)
+    :raises MlciConfigError: the script is over EC2's 16 KB
     """
+    del expires_at
     args = [str(arg) for arg in agent_args]
     _refuse_secrets("agent arguments", "\n".join(args))
     _refuse_secrets("agent requirement", spec.agent_requirement)
@@ -200,12 +356,11 @@ def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at:
         if _STARTUP_DELIMITER in spec.startup_script:
             raise MlciConfigError(f"The startup script may not contain the line {_STARTUP_DELIMITER!r}.")
     minutes = max(1, math.ceil(spec.max_lifetime / 60))
-    deadline = expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
     lines = [
         "#!/bin/bash",
         "# Boot script of a GPU instance launched by airflow-provider-mlci. It holds no credentials:",
         "# the instance reaches S3 through its instance profile.",
-        f"# Deadline: {deadline} ({spec.max_lifetime} s after launch).",
+        f"# Deadline: {spec.max_lifetime} s after launch (the instance's mlci:expires_at tag gives the time).",
         f"{_AGENT_ARGS_MARKER} {json.dumps(args)}",
         "",
         "# 1. The deadline first, whatever happens next: shutting down terminates this instance.",
@@ -231,6 +386,10 @@ def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at:
             "",
             "# 3. The agent: it takes jobs from its mailbox and exits after idle_timeout without one.",
             "# --system-site-packages: stage commands run with this interpreter and see the AMI's frameworks.",
+            "# bubblewrap: the agent runs every stage command in a sandbox without network, so none can",
+            "# reach the instance profile's credentials through the metadata service.",
+            "command -v bwrap >/dev/null || apt-get install -y -q bubblewrap >/dev/null 2>&1 \\",
+            "  || dnf install -y -q bubblewrap >/dev/null 2>&1 || echo 'mlci: could not install bubblewrap'",
             "if python3 -m venv --system-site-packages /opt/mlci/venv \\",
             f"    && /opt/mlci/venv/bin/pip install --quiet {shlex.quote(spec.agent_requirement)}; then",
             f"  {command}",
@@ -269,7 +428,8 @@ class LaunchResult:
     """The instance a launch started or adopted, and how it got there.
 
     ``attempts`` lists every ``RunInstances`` call that failed before, each as
-    ``{"instance_type", "availability_zone", "market", "error"}``.
+    ``{"instance_type", "availability_zone", "market", "error"}``; ``expires_at`` is the
+    instance's deadline (:func:`instance_deadline`) as ISO 8601 UTC, ``None`` if unknown.
     """
 
     instance_id: str
@@ -281,6 +441,7 @@ class LaunchResult:
     state: str = "pending"
     tags: dict[str, str] = field(default_factory=dict)
     generation: int = 0
+    expires_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The result as plain JSON."""
@@ -331,6 +492,18 @@ def find_instances(
 def _run_instances_args(
     spec: GpuInstanceSpec, candidate: LaunchCandidate, *, ami: str, tags: Mapping[str, str], user_data: str, token: str
 ) -> dict[str, Any]:
+    """The ``RunInstances`` parameters of one candidate: a function of its arguments only.
+
+    The metadata service takes IMDSv2 session tokens only, with a hop limit of
+    :data:`IMDS_HOP_LIMIT` (1): its answers do not cross a second network hop, so a container
+    with bridged networking, or anything the instance forwards packets for, cannot reach the
+    instance profile's credentials. The agent (boto3's credential chain, the spot watch) and the
+    stage commands it runs are processes on the instance itself, one hop away, so nothing of
+    ours needs 2; a startup script that runs containers which need the instance profile would.
+    The hop limit alone does not keep a process on the instance itself from the credentials:
+    keeping stage commands from them is the job of the sandbox the agent runs them in (no
+    network), and the instance profile must grant no more than the job's S3 prefixes anyway.
+    """
     tag_list = [{"Key": key, "Value": value} for key, value in tags.items()]
     args: dict[str, Any] = {
         "ImageId": ami,
@@ -346,7 +519,11 @@ def _run_instances_args(
                 "Ebs": {"VolumeSize": spec.hdd_size_gb, "VolumeType": "gp3", "DeleteOnTermination": True},
             }
         ],
-        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+        "MetadataOptions": {  # IMDSv2 only, answering the instance's own processes only
+            "HttpTokens": "required",
+            "HttpEndpoint": "enabled",
+            "HttpPutResponseHopLimit": IMDS_HOP_LIMIT,
+        },
         "TagSpecifications": [
             {"ResourceType": "instance", "Tags": tag_list},
             {"ResourceType": "volume", "Tags": tag_list},
@@ -386,6 +563,7 @@ def launch(
     generation: int = 0,
     ami: str | None = None,
     log: Callable[[str], None] | None = None,
+    expires_at: datetime | None = None,
 ) -> LaunchResult:
     """Start the instance of ``run_key``, or adopt the one an earlier try started.
 
@@ -396,6 +574,11 @@ def launch(
     shutting down or terminated (its token was used by a run that was cleared after its
     teardown) makes the launch start over with the next generation of tokens.
 
+    Every try of a task sends the same parameters (with the same ``spec``, ``tags``,
+    ``user_data`` and AMI), so EC2 answers a repeated ``ClientToken`` with the first try's
+    instance even while ``DescribeInstances`` does not show it yet. Once launched or adopted,
+    an instance without an ``mlci:expires_at`` tag gets one (see :func:`instance_deadline`).
+
     :param client: a boto3 EC2 client
     :param spec: the instance
     :param run_key: the launching task's run key (:func:`run_key`)
@@ -404,6 +587,8 @@ def launch(
     :param generation: the first generation of client tokens to use
     :param ami: the image; default: ``spec.ami`` (one of them must be set)
     :param log: called with a line for each step worth telling
+    :param expires_at: the deadline to tag an instance with that has none yet; default: its
+        ``LaunchTime`` + ``mlci:max_lifetime``
     :raises GpuCapacityError: no candidate had capacity (the message lists every attempt)
     :raises GpuProvisioningError: EC2 refused the launch for another reason (code and candidate named)
     """
@@ -411,12 +596,15 @@ def launch(
     image = ami or spec.ami
     if not image:
         raise MlciConfigError("No AMI to launch: set GpuInstanceSpec.ami, or let the hook find the Deep Learning AMI.")
-    tags = {**dict(tags), "mlci:run_key": run_key}
+    tags = dict(tags)
+    tags.setdefault("mlci:max_lifetime", str(spec.max_lifetime))  # the reaper's deadline if no other is written
+    tags["mlci:run_key"] = run_key
     existing = find_instances(client, tags={"mlci:owner": OWNER, "mlci:run_key": run_key}, states=ALIVE_STATES)
     if existing:
         instance = existing[0]
         say(f"Adopting instance {instance['InstanceId']}, which an earlier try of this task launched")
-        return _result(instance, adopted=True, attempts=[], generation=generation)
+        result = _result(instance, adopted=True, attempts=[], generation=generation)
+        return _with_deadline(client, result, instance, tags=tags, expires_at=expires_at, say=say)
 
     candidates = spec.candidates()
     attempts: list[dict[str, Any]] = []
@@ -440,12 +628,14 @@ def launch(
                     say(f"No capacity for {candidate.describe()} ({code}); trying the next candidate")
                     continue
                 if code == "IdempotentParameterMismatch":
-                    # An earlier try used this token with other parameters (its deadline differed):
-                    # that instance is ours; adopt it if it runs, else start a new generation.
+                    # An earlier try used this token with other parameters (the DAG's spec, or the
+                    # Deep Learning AMI, changed between tries): that instance is ours; adopt it if
+                    # it runs, else start a new generation.
                     found = find_instances(client, tags={"mlci:owner": OWNER, "mlci:run_key": run_key})
                     if found:
                         say(f"Adopting instance {found[0]['InstanceId']} (client token {token} already used)")
-                        return _result(found[0], adopted=True, attempts=attempts, generation=generation)
+                        result = _result(found[0], adopted=True, attempts=attempts, generation=generation)
+                        return _with_deadline(client, result, found[0], tags=tags, expires_at=expires_at, say=say)
                     generation += 1
                     restart = True
                     break
@@ -468,7 +658,7 @@ def launch(
             result.market = candidate.market.value
             result.availability_zone = result.availability_zone or candidate.availability_zone
             result.tags = result.tags or dict(tags)
-            return result
+            return _with_deadline(client, result, instance, tags=tags, expires_at=expires_at, say=say)
         if not restart:
             break
     tried = "; ".join(
@@ -479,6 +669,42 @@ def launch(
         f"No GPU capacity after {len(attempts)} launch attempt(s) (max_launch_attempts={spec.max_launch_attempts}). "
         f"Tried: {tried or 'nothing'}. Add fallback_instance_types or availability_zones, or retry later."
     )
+
+
+def _with_deadline(
+    client: Any,
+    result: LaunchResult,
+    instance: Mapping[str, Any],
+    *,
+    tags: Mapping[str, str],
+    expires_at: datetime | None,
+    say: Callable[[str], None],
+) -> LaunchResult:
+    """Tag the instance's deadline if it has none yet; set ``result.expires_at``.
+
+    Best effort: an instance whose tag cannot be written still has its ``LaunchTime`` and
+    ``mlci:max_lifetime``, which the reaper reads (:func:`instance_deadline`).
+    """
+    known = {**dict(tags), **_tags_of(instance)}
+    if _parse_time(known.get("mlci:expires_at")) is None:
+        if expires_at is None:
+            launched = instance.get("LaunchTime")
+            if not isinstance(launched, datetime):  # EC2 always says; count from now if it did not
+                launched = datetime.now(UTC)
+            lifetime = known.get("mlci:max_lifetime", "")
+            lifetime = lifetime if lifetime.isdigit() else tags["mlci:max_lifetime"]
+            expires_at = launched + timedelta(seconds=int(lifetime))
+        value = _format_time(expires_at)
+        try:
+            client.create_tags(Resources=[result.instance_id], Tags=[{"Key": "mlci:expires_at", "Value": value}])
+        except Exception as exc:  # the reaper falls back to LaunchTime + mlci:max_lifetime
+            say(f"Could not tag instance {result.instance_id} with mlci:expires_at={value}: {exc}")
+        else:
+            known["mlci:expires_at"] = value
+            result.tags = {**result.tags, "mlci:expires_at": value}
+    deadline = instance_deadline({**instance, "Tags": [{"Key": k, "Value": v} for k, v in known.items()]})
+    result.expires_at = _format_time(deadline) if deadline else None
+    return result
 
 
 def _attempt(candidate: LaunchCandidate) -> dict[str, Any]:
@@ -567,9 +793,10 @@ def reap(
 ) -> ReapReport:
     """Find our instances that should be gone, and terminate them unless ``dry_run``.
 
-    Ours: tagged ``mlci:owner``, not terminated. A leak: its ``mlci:expires_at`` has passed (or
-    it has none), or ``run_is_active(dag_id, run_id)`` says its DAG run has ended (``False``;
-    ``None`` means unknown and leaves it to the deadline).
+    Ours: tagged ``mlci:owner``, not terminated. A leak: its deadline (:func:`instance_deadline`:
+    its ``mlci:expires_at``, or its ``LaunchTime`` + ``mlci:max_lifetime``) has passed, or it has
+    none, or ``run_is_active(dag_id, run_id)`` says its DAG run has ended (``False``; ``None``
+    means unknown and leaves it to the deadline).
 
     :param client: a boto3 EC2 client
     :param now: the current time (timezone-aware)
@@ -582,12 +809,12 @@ def reap(
     for instance in instances:
         tags = _tags_of(instance)
         dag_id, run_id = tags.get("mlci:dag_id", ""), tags.get("mlci:run_id", "")
-        expires_at = _parse_time(tags.get("mlci:expires_at"))
+        expires_at = instance_deadline(instance)
         reason = None
         if expires_at is None:
-            reason = "it has no valid mlci:expires_at tag"
+            reason = "it has no valid mlci:expires_at or mlci:max_lifetime tag"
         elif expires_at <= now:
-            reason = f"its deadline {tags['mlci:expires_at']} has passed"
+            reason = f"its deadline {_format_time(expires_at)} has passed"
         elif dag_id and run_id:
             if (dag_id, run_id) not in runs:
                 runs[dag_id, run_id] = run_is_active(dag_id, run_id)
@@ -604,7 +831,7 @@ def reap(
                 "dag_id": dag_id,
                 "run_id": run_id,
                 "task_id": tags.get("mlci:task_id", ""),
-                "expires_at": tags.get("mlci:expires_at"),
+                "expires_at": _format_time(expires_at) if expires_at else None,
                 "reason": reason,
             }
         )

@@ -76,7 +76,8 @@ class GpuInstanceSpec:
     :param ami: the image; default: the current AWS Deep Learning Base AMI (public SSM
         parameter, else the newest image by name)
     :param instance_profile: the IAM instance profile (name or ARN) that grants the instance S3
-        access to the mailbox and the DVC remote (no credentials travel to the instance)
+        access to the mailbox and the DVC remote, and nothing more (no credentials travel to the
+        instance, and anything running on it can use the profile)
     :param subnet_id: the subnet to launch into (it fixes the zone)
     :param security_group_ids: security groups of the instance
     :param tags: more tags for the instance and its volumes (keys starting ``mlci:`` or

@@ -29,6 +29,7 @@ from tests.helpers.moto_ec2 import (
     AMI,
     FAKE_ACCESS_KEY,
     FAKE_SECRET_KEY,
+    ClientTokenStub,
     ErrorInjection,
     live_instances,
     state,
@@ -103,6 +104,59 @@ def test_a_retry_adopts_the_instance_of_the_first_try(aws_moto_connection, ec2c)
         assert len(live_instances(ec2c, **{"mlci:run_key": first["run_key"]})) == 1
     finally:
         ec2c.terminate_instances(InstanceIds=[first["instance_id"]])
+
+
+def test_a_retry_30_s_later_sends_the_same_run_instances_call_and_gets_the_same_instance(
+    aws_moto_connection, moto_endpoint, ec2c, monkeypatch
+):
+    """Try 1's RunInstances starts an instance but its answer is lost; try 2 comes 30 s later (a
+    fake clock) while DescribeInstances does not list the instance yet, so the tag lookup cannot
+    find it and only the ClientToken can. Stub (ClientTokenStub, named as such): moto has no
+    ClientToken idempotency nor EC2's listing delay; the instances themselves are moto's.
+    (test_ec2.py's Stubber test of the token sends one user data twice, so it missed this.)"""
+    import datetime as dt
+
+    from botocore.exceptions import ConnectionClosedError
+
+    from airflow_provider_mlci.hooks import gpu as gpu_hook
+
+    clock = [dt.datetime(2026, 5, 1, 12, 0, 0, 250_000, tzinfo=dt.UTC)]
+
+    class FakeClock(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return clock[0].astimezone(tz) if tz else clock[0].replace(tzinfo=None)
+
+    monkeypatch.setattr(gpu_hook, "datetime", FakeClock)
+    stub = ClientTokenStub(moto_endpoint)
+    stub.lagging = True
+    ti = TaskInstanceStandIn("launch", run_id="lost_answer_run")
+    run_key = ec2.run_key("gpu_dag", "lost_answer_run", "launch", -1)
+    try:
+        first_try = create(wait_for_running=False, job_base="s3://jobs/base")
+        stub.attach(first_try.hook.conn)
+        stub.lose_next_response()
+        with pytest.raises(ConnectionClosedError):
+            first_try.execute({"ti": ti})
+        clock[0] += dt.timedelta(seconds=30)
+        second_try = create(wait_for_running=False, job_base="s3://jobs/base")
+        stub.attach(second_try.hook.conn)
+        instance = second_try.execute({"ti": ti})
+
+        first, second = stub.calls[0], stub.calls[1]
+        for name in ("ClientToken", "UserData", "TagSpecification.1.Tag.1.Key", "MetadataOptions.HttpTokens"):
+            assert name in first
+        assert first == second  # byte for byte: token, boot script, tags, everything
+        assert len(stub.calls) == 2
+        started = live_instances(ec2c, **{"mlci:run_key": run_key})
+        assert [i["InstanceId"] for i in started] == [instance["instance_id"]]
+        launched = started[0]["LaunchTime"].astimezone(dt.UTC).replace(microsecond=0)
+        assert instance["expires_at"] == (launched + dt.timedelta(seconds=3600)).isoformat().replace("+00:00", "Z")
+    finally:
+        stub.remove()
+        left = [i["InstanceId"] for i in live_instances(ec2c, **{"mlci:run_key": run_key})]
+        if left:
+            ec2c.terminate_instances(InstanceIds=left)
 
 
 def test_a_deferrable_create_pushes_the_instance_then_defers(aws_moto_connection, ec2c):

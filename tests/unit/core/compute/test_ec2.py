@@ -22,7 +22,12 @@ from botocore.stub import ANY, Stubber
 
 from airflow_provider_mlci.core.compute import ec2
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
-from airflow_provider_mlci.exceptions import GpuCapacityError, GpuProvisioningError, MlciConfigError
+from airflow_provider_mlci.exceptions import (
+    GpuCapacityError,
+    GpuProvisioningError,
+    MlciConfigError,
+    SecretInUserDataError,
+)
 from tests.helpers.moto_ec2 import (
     AMI,
     FAKE_ACCESS_KEY,
@@ -46,23 +51,19 @@ def client(ec2c: Any) -> Any:
 
 
 def launch_args(spec: GpuInstanceSpec, *, task_id: str | None = None, now: datetime | None = None, **ids: Any):
-    """Run key, tags and user data for a launch of ``spec`` by a test task (unique per call)."""
+    """Run key, tags and user data for a launch of ``spec`` by a test task (unique per call);
+    with ``now``, a deadline counted from then instead of from the instance's LaunchTime."""
     task_id = task_id or f"launch_{next(_counter)}"
     dag_id, run_id, map_index = ids.get("dag_id", "gpu_dag"), ids.get("run_id", "manual__1"), ids.get("map_index", -1)
     key = ec2.run_key(dag_id, run_id, task_id, map_index)
-    expires_at = ec2.expires_at_for(spec, now or datetime.now(UTC))
     tags = ec2.instance_tags(
-        spec,
-        dag_id=dag_id,
-        run_id=run_id,
-        task_id=task_id,
-        map_index=map_index,
-        run_key=key,
-        group=task_id,
-        expires_at=expires_at,
+        spec, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, run_key=key, group=task_id
     )
-    user_data = ec2.boot_script(spec, agent_args=["--mailbox", f"s3://jobs/x/{key}"], expires_at=expires_at)
-    return {"run_key": key, "tags": tags, "user_data": user_data}
+    user_data = ec2.boot_script(spec, agent_args=["--mailbox", f"s3://jobs/x/{key}"])
+    args = {"run_key": key, "tags": tags, "user_data": user_data}
+    if now is not None:
+        args["expires_at"] = ec2.expires_at_for(spec, now)
+    return args
 
 
 # ---------------------------------------------------------------------------------- identity
@@ -99,13 +100,12 @@ def test_client_tokens_are_deterministic_short_ascii_and_differ_by_generation_an
 
 def test_the_boot_script_schedules_the_deadline_before_anything_else():
     spec = GpuInstanceSpec(max_lifetime=2 * 3600 + 1, startup_script="echo hello from the startup script")
-    expires = datetime(2026, 5, 1, 12, tzinfo=UTC)
-    script = ec2.boot_script(spec, agent_args=["--mailbox", "s3://b/p/k", "--idle-timeout", "300"], expires_at=expires)
+    script = ec2.boot_script(spec, agent_args=["--mailbox", "s3://b/p/k", "--idle-timeout", "300"])
     commands = [line for line in script.splitlines() if line.strip() and not line.startswith("#")]
     assert commands[0] == "shutdown -h +121 'airflow-provider-mlci: max_lifetime reached'"
     assert commands[-1].startswith("shutdown -h now")
     assert script.index("echo hello from the startup script") < script.index("-m airflow_provider_mlci.agent")
-    assert "2026-05-01T12:00:00Z" in script
+    assert "# Deadline: 7201 s after launch" in script
     assert f"pip install --quiet {spec.agent_requirement}" in script
     markers = [line for line in script.splitlines() if line.startswith("# mlci-agent-args:")]
     assert len(markers) == 1
@@ -113,16 +113,14 @@ def test_the_boot_script_schedules_the_deadline_before_anything_else():
 
 
 def test_no_agent_arguments_start_no_agent():
-    script = ec2.boot_script(GpuInstanceSpec(), agent_args=[], expires_at=datetime.now(UTC))
+    script = ec2.boot_script(GpuInstanceSpec(), agent_args=[])
     assert "airflow_provider_mlci.agent" not in script
     assert ec2.agent_args_from_user_data(script) == []
     assert ec2.agent_args_from_user_data("#!/bin/bash\necho hi\n") == []
 
 
 def test_arguments_are_shell_quoted():
-    script = ec2.boot_script(
-        GpuInstanceSpec(), agent_args=["--mailbox", "s3://b/p q;rm -rf /"], expires_at=datetime.now(UTC)
-    )
+    script = ec2.boot_script(GpuInstanceSpec(), agent_args=["--mailbox", "s3://b/p q;rm -rf /"])
     assert "'s3://b/p q;rm -rf /'" in script
 
 
@@ -138,13 +136,130 @@ def test_arguments_are_shell_quoted():
 )
 def test_anything_that_looks_like_a_credential_is_refused(where):
     spec = GpuInstanceSpec(**{k: v for k, v in where.items() if k != "agent_args"})
-    with pytest.raises(MlciConfigError, match="instance profile"):
-        ec2.boot_script(spec, agent_args=where.get("agent_args", []), expires_at=datetime.now(UTC))
+    with pytest.raises(SecretInUserDataError, match="instance profile"):
+        ec2.boot_script(spec, agent_args=where.get("agent_args", []))
+
+
+# Credential-shaped values, made at run time so that no scanner takes this file for a leak.
+_GITHUB = "ghp_" + "A1b2C3d4E5" * 3 + "F6g7H8"
+_PEM_BODY = "MIIEowIBAAKCAQEA" + "q" * 48
+_SHAPES = {
+    "GitHub personal token": ("a GitHub token", f"git clone https://{_GITHUB}@github.com/org/repo.git"),
+    "GitHub OAuth token": ("a GitHub token", "export GH=gho_" + "Z9y8X7w6V5" * 4),
+    "GitHub user-to-server token": ("a GitHub token", "echo ghu_" + "k" * 36),
+    "GitHub server-to-server token": ("a GitHub token", "echo ghs_" + "1a" * 18),
+    "GitHub refresh token": ("a GitHub token", "echo ghr_" + "Qw" * 20),
+    "GitHub fine-grained token": ("a GitHub token", "gh auth login --with-token <<< github_pat_" + "11AB" * 6 + "_x"),
+    "RSA private key": (
+        "a private key",
+        f"cat > id_rsa <<EOF\n-----BEGIN RSA PRIVATE KEY-----\n{_PEM_BODY}\n-----END RSA PRIVATE KEY-----\nEOF",
+    ),
+    "PKCS#8 private key": ("a private key", f"echo '-----BEGIN PRIVATE KEY-----\n{_PEM_BODY}'"),
+    "EC private key": ("a private key", f"echo '-----BEGIN EC PRIVATE KEY-----\n{_PEM_BODY}'"),
+    "encrypted private key": ("a private key", f"echo '-----BEGIN ENCRYPTED PRIVATE KEY-----\n{_PEM_BODY}'"),
+    "OpenSSH private key": ("a private key", f"printf '%s' '-----BEGIN OPENSSH PRIVATE KEY-----\n{_PEM_BODY}'"),
+    "PGP private key": ("a private key", "gpg --import <<< '-----BEGIN PGP PRIVATE KEY BLOCK-----'"),
+    "PuTTY private key": ("a PuTTY private key", "echo 'PuTTY-User-Key-File-3: ssh-ed25519' > key.ppk"),
+    "Slack bot token": ("a Slack token", "export SLACK=xoxb-" + "1234567890-" * 2 + "abcDEF"),
+    "Slack user token": ("a Slack token", "curl -H 'Authorization: Bearer xoxp-" + "98765-" * 3 + "zz'"),
+    "Slack webhook": ("a Slack webhook URL", "curl https://hooks.slack.com/services/T0AB12CD/B0XY98ZW/" + "s3cr" * 6),
+    "GitLab token": ("a GitLab token", "git clone https://oauth2:glpat-" + "Xy12" * 5 + "@gitlab.com/o/r.git"),
+    "JSON Web Token": (
+        "a JSON Web Token",
+        "curl -H 'Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtbGNpLXRlc3QifQ." + "Sig_-" * 5 + "'",
+    ),
+    "Google API key": ("a Google API key", "export MAPS=AIza" + "Sy0123456789_-abcdefghijklmnopqrstu"),
+    "Hugging Face token": ("a Hugging Face token", "huggingface-cli login --token hf_" + "aBcDeFgHiJ" * 3 + "kLmN"),
+    "OpenAI key": ("an OpenAI or Anthropic API key", "export OPENAI=sk-proj-" + "T3stK3y0" * 5),
+    "Stripe key": ("a Stripe secret key", "export STRIPE=sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc"),
+    "Weights & Biases key": (
+        "a Weights & Biases API key",
+        "wandb login --relogin " + "0123456789abcdef" * 2 + "01234567",
+    ),
+    "secret-named variable": (
+        "a literal value of a secret-named variable",
+        "export WANDB_API_KEY=" + "0f1e2d3c4b5a6978" * 2,
+    ),
+    "quoted password variable": (
+        "a literal value of a secret-named variable",
+        "DB_PASSWORD='correct-horse-battery-staple'",
+    ),
+    "secret option": ("a secret on a command line", "some-cli login --api-key " + "Tr0ub4dor-and-more-words"),
+    "secret option with =": ("a secret on a command line", "some-cli --password=" + "Tr0ub4dor-and-more-words"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SHAPES))
+def test_every_common_credential_shape_is_refused_naming_its_kind_and_never_the_value(name):
+    kind, line = _SHAPES[name]
+    secret = line.split("=", 1)[-1] if "=" in line else line
+    with pytest.raises(SecretInUserDataError) as info:
+        ec2.boot_script(GpuInstanceSpec(startup_script=f"set -e\nnvidia-smi\n{line}\n"), agent_args=[])
+    message = str(info.value)
+    assert f"startup script holds what looks like {kind}." in message
+    assert secret not in message
+    assert line not in message
+    assert isinstance(info.value, MlciConfigError)
+    assert info.value.retryable is False
+    assert ec2.find_secret(line) == kind
+    assert "***" in ec2.mask_secrets(line)
+    for token in re.findall(r"[A-Za-z0-9_+/=-]{20,}", line):  # the secret's long run of characters
+        assert token not in ec2.mask_secrets(line), token
+
+
+def test_credentials_are_refused_in_the_agent_arguments_and_requirement_too():
+    with pytest.raises(SecretInUserDataError, match="agent arguments holds what looks like a JSON Web Token"):
+        ec2.boot_script(GpuInstanceSpec(), agent_args=["--mailbox", "s3://b/p", "--x", _SHAPES["JSON Web Token"][1]])
+    requirement = f"airflow-provider-mlci @ git+https://{_GITHUB}@github.com/o/airflow-provider-mlci.git"
+    with pytest.raises(SecretInUserDataError, match="agent requirement holds what looks like a GitHub token"):
+        ec2.boot_script(GpuInstanceSpec(agent_requirement=requirement), agent_args=[])
+
+
+def test_ordinary_boot_scripts_pass_the_secret_scan():
+    startup = "\n".join(
+        [
+            "set -euo pipefail",
+            "nvidia-smi",
+            "IMDS=http://169.254.169.254/latest",
+            'TOKEN=$(curl -sX PUT "$IMDS/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 60")',
+            'REGION=$(curl -sH "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/placement/region")',
+            'export HF_TOKEN="${HF_TOKEN:-}"',
+            "export TOKENIZERS_PARALLELISM=false MAX_NEW_TOKENS=512 PAD_TOKEN='<pad>'",
+            "PASSWORD_FILE=/run/secrets/db_password",
+            "export HF_HOME=/opt/hf WANDB_MODE=offline",
+            "pip install --quiet 'torch==2.5.1' scikit-learn 'transformers>=4.44' hf_transfer",
+            "git clone --depth 1 https://github.com/org/ml-project.git /opt/project",
+            "aws s3 cp s3://ml-bucket/data/ /data/ --recursive --region $REGION",
+            "ssh-keygen -t ed25519 -f /root/.ssh/id_ed25519 -N ''",
+            "openssl x509 -in /etc/ssl/certs/ca.pem -noout  # -----BEGIN CERTIFICATE----- is public",
+            "mkfs -t xfs /dev/nvme1n1 && mount /dev/nvme1n1 /data",
+            "python -c 'import torch; print(torch.cuda.is_available())'",
+        ]
+    )
+    spec = GpuInstanceSpec(
+        startup_script=startup,
+        agent_requirement="airflow-provider-mlci @ git+https://github.com/org/airflow-provider-mlci.git@v0.1.0",
+    )
+    args = ["--mailbox", "s3://ml-jobs/mlci/0123456789abcdef0123456789abcdef", "--region", "us-east-1"]
+    script = ec2.boot_script(
+        spec, agent_args=[*args, "--idle-timeout", "300", "--endpoint-url", "http://127.0.0.1:5000"]
+    )
+    assert startup in script
+    assert ec2.find_secret(script) is None
+    assert ec2.mask_secrets(script) == script
+
+
+def test_masking_keeps_setting_names_and_masks_a_private_key_to_its_end():
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1r\n-----END OPENSSH PRIVATE KEY-----"
+    text = f"AWS_SECRET_ACCESS_KEY is not set\n{key}\nok"
+    assert ec2.mask_secrets(text) == "AWS_SECRET_ACCESS_KEY is not set\n***\nok"
+    assert ec2.mask_secrets("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nnothing after") == "***"
+    assert ec2.mask_secrets("https://user:hunter22@example.com/x") == "https://user:***@example.com/x"
 
 
 def test_a_boot_script_over_ec2s_limit_is_refused():
     with pytest.raises(MlciConfigError, match="16384"):
-        ec2.boot_script(GpuInstanceSpec(startup_script="echo x\n" * 3000), agent_args=[], expires_at=datetime.now(UTC))
+        ec2.boot_script(GpuInstanceSpec(startup_script="echo x\n" * 3000), agent_args=[])
 
 
 # ---------------------------------------------------------------------------------- launch
@@ -201,11 +316,13 @@ def test_a_launch_carries_the_spec_tags_and_deadline_to_ec2(client, moto_endpoin
             "mlci:map_index": "2",
             "mlci:run_key": key,
             "mlci:group": "train_launch",
+            "mlci:max_lifetime": "3600",
             "Name": "mlci-nightly-train_launch",
             "team": "fraud",
         }
-        expires = datetime.fromisoformat(tags["mlci:expires_at"].replace("Z", "+00:00"))
-        assert timedelta(minutes=59) < expires - datetime.now(UTC) <= timedelta(hours=1)
+        launched = instance["LaunchTime"].astimezone(UTC).replace(microsecond=0)
+        assert tags["mlci:expires_at"] == (launched + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+        assert result.expires_at == tags["mlci:expires_at"]
         volumes = client.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [result.instance_id]}])[
             "Volumes"
         ]
@@ -213,6 +330,44 @@ def test_a_launch_carries_the_spec_tags_and_deadline_to_ec2(client, moto_endpoin
         assert tags_of(volumes[0])["mlci:run_key"] == key
     finally:
         ec2.terminate(client, [result.instance_id])
+
+
+def test_the_metadata_service_takes_tokens_only_and_answers_the_instance_only(client):
+    """IMDSv2 with a hop limit of 1: a container (one hop more) gets no instance profile credentials."""
+    spec = GpuInstanceSpec(ami=AMI)
+    injection = ErrorInjection(client, lambda call: None)  # records the call, lets it through
+    try:
+        result = ec2.launch(client, spec, **launch_args(spec))
+    finally:
+        injection.remove()
+    ec2.terminate(client, [result.instance_id])
+    body = injection.calls[0]["body"]
+    assert body["MetadataOptions.HttpTokens"] == "required"
+    assert body["MetadataOptions.HttpEndpoint"] == "enabled"
+    assert str(body["MetadataOptions.HttpPutResponseHopLimit"]) == "1"
+    options = describe(client, result.instance_id)["MetadataOptions"]
+    assert (options["HttpTokens"], options["HttpPutResponseHopLimit"]) == ("required", 1)
+
+
+def test_the_reaper_counts_from_launch_time_when_the_deadline_tag_was_never_written(client):
+    """The launching try died right after RunInstances: the instance has mlci:max_lifetime, no mlci:expires_at."""
+    tags = [{"Key": "mlci:owner", "Value": ec2.OWNER}, {"Key": "mlci:max_lifetime", "Value": "3600"}]
+    tags += [{"Key": "mlci:dag_id", "Value": "gpu_dag"}, {"Key": "mlci:run_id", "Value": f"untagged_{next(_counter)}"}]
+    instance = client.run_instances(
+        ImageId=AMI, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}]
+    )["Instances"][0]
+    instance_id = instance["InstanceId"]
+    launched = instance["LaunchTime"].astimezone(UTC).replace(microsecond=0)
+    try:
+        mine = {"run_is_active": lambda dag_id, run_id: None, "dry_run": True}
+        early = ec2.reap(client, now=launched + timedelta(minutes=59), **mine)
+        assert instance_id not in [leak["instance_id"] for leak in early.leaks]
+        assert ec2.instance_deadline(describe(client, instance_id)) == launched + timedelta(hours=1)
+        late = ec2.reap(client, now=launched + timedelta(hours=1, seconds=1), **mine)
+        (leak,) = [leak for leak in late.leaks if leak["instance_id"] == instance_id]
+        assert leak["reason"] == f"its deadline {(launched + timedelta(hours=1)).isoformat()[:19]}Z has passed"
+    finally:
+        ec2.terminate(client, [instance_id])
 
 
 def test_a_second_launch_for_the_same_task_adopts_the_first_instance(client):
@@ -271,6 +426,8 @@ def test_a_retry_sends_the_same_client_token_stub():
             "TagSpecifications": ANY,
         }
         stub.add_response("run_instances", {"Instances": [_instance("i-0000000000000aaaa")]}, expected)
+        tagged = {"Resources": ["i-0000000000000aaaa"], "Tags": [{"Key": "mlci:expires_at", "Value": ANY}]}
+        stub.add_response("create_tags", {}, tagged)  # the deadline, once launched
     with stub:
         first = ec2.launch(client, spec, **args)
         second = ec2.launch(client, spec, **args)
@@ -307,6 +464,7 @@ def test_a_token_that_returns_a_terminated_instance_starts_the_next_generation_s
             "ClientToken": ec2.client_token(args["run_key"], 1, 0),
         },
     )
+    stub.add_response("create_tags", {}, {"Resources": ["i-00000000000000new"], "Tags": ANY})
     with stub:
         result = ec2.launch(client, spec, **args)
     stub.assert_no_pending_responses()
@@ -314,7 +472,7 @@ def test_a_token_that_returns_a_terminated_instance_starts_the_next_generation_s
 
 
 def test_a_token_used_with_other_parameters_moves_to_the_next_generation(client):
-    """Injection: EC2 says IdempotentParameterMismatch (an earlier try's deadline differed), nothing runs."""
+    """Injection: EC2 says IdempotentParameterMismatch (the spec changed between tries), nothing runs."""
     spec = GpuInstanceSpec(ami=AMI)
     args = launch_args(spec)
     injection = ErrorInjection(
