@@ -33,6 +33,7 @@ from airflow_provider_mlci.core.experiments import (
     score_trial,
     trial_result,
 )
+from airflow_provider_mlci.core.paths import inside
 from airflow_provider_mlci.core.sweep import Objective, Trial
 from airflow_provider_mlci.exceptions import DvcError, MlciConfigError
 
@@ -79,9 +80,7 @@ def apply_params(workspace: Workspace, trial: Trial) -> list[str]:
     root = workspace.path.resolve()
     changed = []
     for name, overrides in to_path_overrides(trial.overrides).items():
-        path = (root / name).resolve()
-        if not path.is_relative_to(root):
-            raise MlciConfigError(f"Trial {trial.name}: the params file {name!r} is outside the repository.")
+        path = inside(root, name, what=f"params file of trial {trial.name}")
         if not path.is_file():
             raise MlciConfigError(f"Trial {trial.name}: the params file {name!r} is not in the repository.")
         try:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from airflow_provider_mlci.core.commit import CommitSpec, commit_files
+from airflow_provider_mlci.core.paths import inside
 from airflow_provider_mlci.core.registry import GitRegistry, artifact_path, check_model_name
 from airflow_provider_mlci.exceptions import DvcFileError, MlciConfigError
 
@@ -109,11 +110,13 @@ def start_refinement(workspace: Workspace, spec: RefinementSpec) -> dict[str, An
     :raises MlciConfigError: the stage is not allowed by ``.gto``, the base model is not tracked
         by DVC, or ``dvc.yaml`` declares no such artifact
     :raises DvcFileError: the deployed commit records no entry for the model's file
+    :raises UnsafePathError: the base model's ``.dvc`` file is a link that leads out of the repository
     """
     registry = GitRegistry(workspace=workspace)
     registry.check_stage(spec.stage)
     dvc_file = f"{spec.base_model}.dvc"
-    if not (workspace.path / dvc_file).is_file():
+    dvc_path = inside(workspace.path, dvc_file, what="base model's .dvc file")  # written below: no link out
+    if not dvc_path.is_file():
         raise MlciConfigError(
             f"{dvc_file} is not in the repository at {workspace.sha[:12]}: the base model must be tracked by DVC "
             f"(dvc add {spec.base_model}) and be a dependency of the training stage."
@@ -141,7 +144,7 @@ def start_refinement(workspace: Workspace, spec: RefinementSpec) -> dict[str, An
     entry = _deployed_entry(workspace, spec.model, champion)
     name = posixpath.basename(spec.base_model)
     out = {key: entry[key] for key in ("md5", "size", "hash", "nfiles") if key in entry}
-    (workspace.path / dvc_file).write_text(yaml.safe_dump({"outs": [{**out, "path": name}]}, sort_keys=False))
+    dvc_path.write_text(yaml.safe_dump({"outs": [{**out, "path": name}]}, sort_keys=False))
     label = f"{spec.model} {champion.version or champion.sha[:12]}"
     commit_spec = CommitSpec(
         branch=spec.commit.branch,

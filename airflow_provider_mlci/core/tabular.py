@@ -98,6 +98,8 @@ _SUFFIXES = {
 _COMPRESSED = (".gz", ".bz2")
 
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
+#: The most bytes a CSV header may take.
+_HEADER_BYTES = 1024 * 1024
 
 
 @dataclass(kw_only=True)
@@ -164,10 +166,15 @@ class TableReader:
         import pyarrow.csv as pacsv
 
         with self._open() as fh:
-            header_line = fh.readline(1024 * 1024)
+            header_line = fh.readline(_HEADER_BYTES)
             header = _csv_header(header_line, self.path)
+            if not header_line.endswith(b"\n") and len(header_line) < _HEADER_BYTES:
+                # The header without a line end is the whole file (pyarrow calls it empty).
+                yield self._no_rows(header)
+                return
             offset = 0
             fixed: dict[str, Any] = {}  # column types after the first block, as pyarrow's reader does
+            yielded = False
             names = pacsv.ReadOptions(column_names=header)
             for block in self._csv_blocks(fh):
                 while True:
@@ -199,7 +206,18 @@ class TableReader:
                     fixed = {k: v for k, v in fixed.items() if not pa.types.is_null(v)}
                 frame = _to_pandas(table, offset)
                 offset += len(frame)
+                yielded = True
                 yield frame
+            if not yielded:  # a header and nothing else: one frame of no rows, with its columns
+                yield self._no_rows(header)
+
+    def _no_rows(self, header: list[str]) -> pd.DataFrame:
+        """The frame of a CSV file that has a header and no rows: its columns, typed as declared."""
+        import pyarrow as pa
+
+        types = self._declared_types(header)
+        arrays = [pa.array([], type=types.get(name, pa.null())) for name in header]
+        return _to_pandas(pa.Table.from_arrays(arrays, names=header), 0)
 
     def _csv_blocks(self, fh: IO[bytes]) -> Iterator[bytes | None]:
         """The rows after the header in blocks of about ``chunk_bytes``, cut at line ends

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_mlci.core.paths import inside
 from airflow_provider_mlci.exceptions import DataValidationError, MlciConfigError, SchemaLoadError
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ class ValidationReport:
         check_number, failure_case, index}`` (``index`` is the file's row number)
     :param failure_cases_total: how many failure cases there are in all
     :param warnings: what the caller should know (e.g. dataset-wide custom checks run per chunk)
+    :param empty: what the dataset has instead of rows (``"a header but 0 rows"``) when it has none
+        and ``min_rows`` does not allow that; ``None`` otherwise
     """
 
     dataset: str
@@ -118,6 +121,7 @@ class ValidationReport:
     failure_cases: list[dict[str, Any]] = field(default_factory=list)
     failure_cases_total: int = 0
     warnings: list[str] = field(default_factory=list)
+    empty: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -148,6 +152,8 @@ class ValidationReport:
             f"{self.dataset}: {self.failure_cases_total} failure case(s) in {self.rows_checked} rows "
             f"checked against {self.schema}:"
         ]
+        if self.empty:
+            lines.insert(0, f"{self.dataset} has {self.empty}: an empty dataset fails (min_rows=0 allows one).")
         for column, checks in self.error_counts.items():
             for check, count in checks.items():
                 lines.append(f"  column {column!r}, check {check}: {count} failure(s)")
@@ -241,7 +247,10 @@ def _schema_from_import(spec: str) -> pa.DataFrameSchema:
 def _schema_from_file(spec: str, base_dir: str | os.PathLike[str] | None) -> pa.DataFrameSchema:
     import pandera.pandas as pa
 
-    path = Path(spec) if os.path.isabs(spec) else Path(base_dir or ".") / spec
+    if base_dir is not None and not os.path.isabs(spec):
+        path = inside(base_dir, spec, what="schema file")  # a file of the repository: no link out of it
+    else:
+        path = Path(spec)
     if not path.is_file():
         raise SchemaLoadError(f"Schema file {spec} does not exist" + (" in the repository." if base_dir else "."))
     loader = pa.DataFrameSchema.from_json if spec.lower().endswith(".json") else pa.DataFrameSchema.from_yaml
@@ -330,6 +339,10 @@ def validate_table(
 ) -> ValidationReport:
     """Validate every chunk of a file against ``schema`` and combine the findings.
 
+    A dataset with no rows fails (one failure ``row_count >= 1`` of the whole dataset, and
+    :attr:`ValidationReport.empty` says so) unless ``options.min_rows`` is 0; its columns are then
+    not checked, since a CSV file's header alone says nothing of their types.
+
     :param reader: the file
     :param schema: the pandera schema
     :param options: sampling, row bounds, how many failure cases the summary keeps
@@ -344,6 +357,8 @@ def validate_table(
     try:
         with full_validation():
             for chunk in _sampled(reader.chunks(), options, report):
+                if not len(chunk) and not report.rows_total and options.min_rows != 0:
+                    continue  # no rows so far: an empty file is reported as such in finish()
                 run.chunk(chunk, reader.text_columns)
             run.finish(reader)
     finally:
@@ -455,8 +470,11 @@ class _Run:
     def finish(self, reader: TableReader) -> None:
         rows = self.report.rows_total if self.report.rows_total is not None else self.report.rows_checked
         bounds = []
-        if self.options.min_rows is not None and rows < self.options.min_rows:
-            bounds.append(f"row_count >= {self.options.min_rows}")
+        min_rows = 1 if self.options.min_rows is None else self.options.min_rows  # no rows at all fails
+        if rows < min_rows:
+            bounds.append(f"row_count >= {min_rows}")
+        if rows == 0 and min_rows > 0:
+            self.report.empty = "a header but 0 rows" if reader.format == "csv" else "0 rows"
         if self.options.max_rows is not None and rows > self.options.max_rows:
             bounds.append(f"row_count <= {self.options.max_rows}")
         for check in bounds:

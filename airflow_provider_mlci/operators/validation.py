@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -112,17 +111,19 @@ def is_url(dataset: str) -> bool:
 def _repo_reader(workspace: Any, dataset: str, options: dict[str, Any]) -> tuple[TableReader, str]:
     """A reader of a file the repository tracks (in git or DVC), pulling only that file."""
     from airflow_provider_mlci.core import dvc_ops
+    from airflow_provider_mlci.core.paths import inside
     from airflow_provider_mlci.core.tabular import TableReader
     from airflow_provider_mlci.exceptions import DatasetNotFoundError, DvcFileError, DvcStageNotFoundError
 
     target = dvc_ops.check_targets(dataset)[0]
-    local = workspace.path / target
+    local = inside(workspace.path, target, what="dataset")
     where = f"{target} in {workspace.access.git.display_url} at {workspace.rev} ({workspace.sha[:12]})"
     if not local.is_file():
         try:
             dvc_ops.pull(workspace, [target])
         except (DvcStageNotFoundError, DvcFileError) as exc:
             raise DatasetNotFoundError(f"No dataset {where}: {exc}") from exc
+        local = inside(workspace.path, target, what="dataset")  # what the pull wrote, checked again
     if not local.is_file():
         raise DatasetNotFoundError(f"No dataset {where}: neither git nor DVC tracks a file there.")
     return TableReader(path=str(local), **options), f"{target}@{workspace.sha[:12]}"
@@ -295,7 +296,9 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
             in_repo = isinstance(self.schema, str) and validation.is_schema_file(self.schema)
             schema = None if in_repo else validation.load_schema(self.schema)
             need_repo = in_repo and not os.path.isabs(self.schema)
-            with tempfile.TemporaryDirectory(prefix="mlci-validation-") as tmp:
+            from airflow_provider_mlci.core.process import private_tempdir
+
+            with private_tempdir("validation") as tmp:
                 table = _FailureTable(tmp)
                 with self._open(schema, need_repo) as (reader, schema, where):
                     self.log.info("Validating %s against %s", reader.path, validation.schema_name(self.schema))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -351,3 +352,20 @@ def test_a_memory_budget_sets_a_chunk_size_that_fits_it_or_is_refused():
     assert 2**20 <= small < large < 1024 * 2**20 // 16
     with pytest.raises(MlciConfigError, match="100 MiB"):
         chunk_bytes_for_budget(100 * 2**20)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+@pytest.mark.parametrize(
+    "content", ["id,name\n", "id,name", "id,name\n\n"], ids=["newline", "no-newline", "blank-line"]
+)
+def test_csv_with_a_header_and_no_rows_reads_as_one_frame_of_its_columns_and_no_rows(tmp_path, content, suffix):
+    path = tmp_path / f"header-only{suffix}"
+    if suffix.endswith(".gz"):  # read in blocks: its size is unknown until read
+        with gzip.open(path, "wb") as fh:
+            fh.write(content.encode())
+    else:
+        path.write_text(content)
+    reader = TableReader(path=str(path), format=TableFormat.CSV, column_types={"id": "int64"})
+    chunks = list(reader.chunks())
+    assert [(list(c.columns), len(c)) for c in chunks] == [(["id", "name"], 0)]
+    assert str(chunks[0]["id"].dtype) == "int64"  # typed as asked, like the rows it does not have

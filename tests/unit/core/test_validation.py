@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import subprocess
 import sys
@@ -763,3 +764,52 @@ def test_validation_refuses_to_report_when_pandera_cannot_be_switched_on(tmp_pat
     with pytest.raises(DataValidationError, match=r"pandera does not validate data.*PANDERA_VALIDATION_ENABLED"):
         validate_table(reader_for(path, schema), schema, failure_sink=sunk.append)
     assert sunk == [], "nothing is reported"
+
+
+# -- empty datasets -------------------------------------------------------------------------------
+
+#: Columns whose types a CSV header alone cannot show (read as text, they would fail as dtypes).
+UNTYPED = pa.DataFrameSchema({"when": pa.Column("datetime64[ns]"), "kind": pa.Column("category")})
+
+
+@pytest.mark.parametrize("name", ["header-only.csv", "header-only.csv.gz"])
+@pytest.mark.parametrize("content", ["when,kind\n", "when,kind"], ids=["newline", "no-newline"])
+def test_a_csv_with_a_header_and_no_rows_fails_saying_so_naming_the_file_not_with_dtype_failures(
+    tmp_path, name, content
+):
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(path, "wb") as fh:
+            fh.write(content.encode())
+    else:
+        path.write_text(content)
+    report, sunk = validate(path, UNTYPED)
+    assert not report.valid
+    assert (report.empty, report.rows_total) == ("a header but 0 rows", 0)
+    assert report.error_counts == {"(dataset)": {"row_count >= 1": 1}}
+    assert where(sunk) == {(None, "row_count >= 1", None)}
+    message = report.describe()
+    assert message.startswith(f"{path} has a header but 0 rows: an empty dataset fails (min_rows=0 allows one).")
+    assert "dtype" not in message
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_a_parquet_or_json_lines_file_of_no_rows_fails_saying_it_has_0_rows(tmp_path, suffix):
+    path = tmp_path / f"none{suffix}"
+    if suffix == ".parquet":
+        pd.DataFrame({"a": pd.Series([], dtype="int64")}).to_parquet(path)
+    else:
+        path.write_text("")
+    report, _ = validate(path, pa.DataFrameSchema({"a": pa.Column("int64")}))
+    assert (report.valid, report.empty, report.error_counts) == (False, "0 rows", {"(dataset)": {"row_count >= 1": 1}})
+    assert report.describe().startswith(f"{path} has 0 rows")
+
+
+def test_min_rows_0_allows_an_empty_dataset_and_min_rows_above_0_names_its_bound(tmp_path):
+    path = tmp_path / "header-only.csv"
+    path.write_text("a,b\n")
+    schema = pa.DataFrameSchema({"a": pa.Column("int64"), "b": pa.Column(str)})
+    allowed, _ = validate(path, schema, options=ValidationOptions(min_rows=0))
+    assert (allowed.valid, allowed.empty, allowed.rows_total) == (True, None, 0)
+    bounded, _ = validate(path, schema, options=ValidationOptions(min_rows=5))
+    assert (bounded.empty, bounded.error_counts) == ("a header but 0 rows", {"(dataset)": {"row_count >= 5": 1}})

@@ -77,3 +77,24 @@ def test_drift_without_a_baseline_revision_still_fails_without_the_flag_or_check
     )
     with pytest.raises(AirflowFailException, match=r"data/raw\.xls"):
         op.execute({})
+
+
+def test_a_csv_with_a_header_and_no_rows_fails_the_task_with_a_validation_error_naming_the_file(tmp_path):
+    import pandera.pandas as pa
+
+    from airflow_provider_mlci.exceptions import DataValidationError
+    from tests.helpers.task_instance import TaskInstanceStandIn
+
+    path = tmp_path / "header-only.csv"
+    path.write_text("when,kind\n")
+    schema = pa.DataFrameSchema({"when": pa.Column("datetime64[ns]"), "kind": pa.Column(str)})
+    op = DataValidationOperator(
+        task_id="validate", dataset=f"file://{path}", schema=schema, report_dir=f"file://{tmp_path / 'reports'}"
+    )
+    with pytest.raises(AirflowFailException) as caught:
+        op.execute({"ti": TaskInstanceStandIn("validate", dag_id="validation")})
+    assert isinstance(caught.value.__cause__, DataValidationError)  # deterministic: not retried
+    assert str(caught.value).startswith(
+        f"DataValidationError: file://{path} has a header but 0 rows: an empty dataset fails (min_rows=0 allows one)."
+    )
+    assert "dtype" not in str(caught.value)
