@@ -29,8 +29,20 @@ folders) are never listed.
 **Listing is paged**: :meth:`ReportStore.runs` lists one Dag's folder one level deep (no walk
 of the store), orders runs newest first (by when each run's folder was last written where the
 storage keeps that, as a local folder does; on object storage, by the time in the run id) and
-reads only the page asked for. **Retention**: :meth:`ReportStore.prune` removes whole runs beyond the newest N of
-a Dag or older than a date.
+reads only the page asked for.
+
+**Retention**: a report is kept whole for ``[mlci] report_retention_days`` (default 90; 0 keeps
+reports forever). After that :meth:`ReportStore.expire` removes its files but keeps each task's
+``outcome.json``, which then says ``"files": []`` and ``"expired": {"at", "files"}`` (what was
+there): the record of what every run decided stays. It runs when a task writes a report
+(:func:`store_task_report`), at most once an hour per process and store, and empties at most
+:data:`RETENTION_BATCH` runs a pass: it lists the Dags and each Dag's runs one level deep, reads
+one small index per Dag (``<dag>/.expired.json``: the runs already emptied, never listed as a
+run), and looks inside only the runs that are old and not emptied yet. A run's age is when its
+folder was last written where the storage says (a local folder), else the time in its run id;
+before a run is emptied, its files' own times are checked, so a backfill's report (an old run id,
+written today) is kept. :meth:`ReportStore.prune` removes whole runs (records included) beyond
+the newest N of a Dag or older than a date, when asked.
 
 Importing this module is cheap: ``ObjectStoragePath`` and storage backends load when a store
 is opened.
@@ -39,13 +51,16 @@ is opened.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,10 +68,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTCOME_FILE",
+    "RETENTION_BATCH",
+    "RETENTION_INTERVAL_S",
     "ReportFolder",
     "ReportKey",
     "ReportStore",
     "RunPage",
+    "apply_retention",
     "read_markdown",
     "safe_run",
     "store_task_report",
@@ -69,6 +87,16 @@ OUTCOME_FILE = "outcome.json"
 OUTCOME_FORMAT = 1
 #: One name in a report path: no separators, no leading dot, nothing that needs quoting in a shell.
 _NAME = re.compile(r"[\w+=@,~ -][\w.+=@,~ -]*")
+#: How often one process applies ``[mlci] report_retention_days`` to one store, at most (seconds).
+RETENTION_INTERVAL_S = 3600.0
+#: How many runs one retention pass empties at most; the rest wait for the next pass.
+RETENTION_BATCH = 50
+#: Per Dag: the runs whose reports retention emptied (a hidden name: never listed as a run).
+_EXPIRED_INDEX = ".expired.json"
+_retention_lock = threading.Lock()
+#: When this process last applied retention to each store (by the store's URL; monotonic seconds).
+_retention_done: dict[str, float] = {}
+log = logging.getLogger(__name__)
 #: The time in an Airflow run id (``manual__2026-12-04T15:03:26.9+00:00``), in its stored form too.
 _RUN_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2})[:_](\d{2})[:_](\d{2})(\.\d+)?")
 
@@ -422,6 +450,136 @@ class ReportStore:
                         self.root.fs.rm(target.path.rstrip("/"), recursive=True)
         return gone
 
+    def expire(self, *, older_than: datetime, dag_id: str | None = None, limit: int | None = None) -> list[str]:
+        """Empty the reports of runs last written before ``older_than``: remove their files but
+        keep each task's ``outcome.json``, marked ``expired``; return ``<dag>/<run>`` of each,
+        oldest first. A run already emptied is not looked at again (see the module's docs).
+
+        :param older_than: empty runs whose files were all written before this time (timezone-aware)
+        :param dag_id: one Dag (default: every Dag)
+        :param limit: empty at most this many runs
+        """
+        cutoff = older_than.timestamp()
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        done: list[str] = []
+        for dag in [dag_id] if dag_id else self.dags():
+            if limit is not None and len(done) >= limit:
+                break
+            runs = self._children(self.path(dag))
+            before = self._expired_index(dag)
+            emptied = {run: when for run, when in before.items() if run in runs}  # removed runs leave the index
+            for run in sorted(runs, key=lambda name: (runs[name] or _run_time(name), name)):
+                if limit is not None and len(done) >= limit:
+                    break
+                when = runs[run] or _run_time(run)
+                if run in emptied or when >= cutoff:
+                    continue
+                files = self._run_files(dag, run)
+                times = [t for t in files.values() if t]
+                if not files or (times and max(times) >= cutoff) or not (times or when):
+                    continue  # written since the cutoff (a backfill, a retry), or nothing says when
+                self._empty_run(dag, run, files, stamp)
+                emptied[run] = stamp
+                done.append(f"{dag}/{run}")
+            if emptied != before:
+                body = json.dumps({"format": 1, "runs": emptied}, indent=2, sort_keys=True) + "\n"
+                self._put(self.path(dag) / _EXPIRED_INDEX, body.encode())
+        return done
+
+    def _expired_index(self, dag: str) -> dict[str, str]:
+        try:
+            runs = json.loads((self.path(dag) / _EXPIRED_INDEX).read_bytes()).get("runs")
+        except (FileNotFoundError, ValueError, AttributeError):
+            return {}
+        return {str(k): str(v) for k, v in runs.items()} if isinstance(runs, dict) else {}
+
+    def _run_files(self, dag: str, run: str) -> dict[str, float]:
+        """Every file under a run's folder (hidden leftovers too): path inside it -> when written."""
+        top = self.path(dag, run).path.rstrip("/")
+        try:
+            found = self.root.fs.find(top, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            name[len(top) + 1 :]: _modified(info)
+            for name, info in found.items()
+            if info.get("type") == "file" and name.startswith(f"{top}/")
+        }
+
+    def _empty_run(self, dag: str, run: str, files: Mapping[str, float], stamp: str) -> None:
+        """Remove a run's files but each task's ``outcome.json``, which is marked ``expired`` first."""
+        tasks: dict[str, list[str]] = {}
+        for inner in files:
+            tasks.setdefault(inner.split("/", 1)[0], []).append(inner)
+        gone: list[str] = []
+        for task, inners in tasks.items():
+            record_path = f"{task}/{OUTCOME_FILE}"
+            if valid_name(task) and record_path in inners:
+                record = self._outcome_at(self.path(dag, run, task))
+                if record is not None and "expired" not in record:
+                    record["expired"] = {"at": stamp, "files": list(record.get("files") or [])}
+                    record["files"] = []
+                    body = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
+                    self._put(self.path(dag, run, task, OUTCOME_FILE), body.encode())
+            gone += [inner for inner in inners if inner != record_path]
+        if not gone:
+            return
+        top = self.path(dag, run).path.rstrip("/")
+        self.root.fs.rm([f"{top}/{inner}" for inner in gone])
+        if self.local:  # folders left empty, deepest first (images/, a failed write's staging folder)
+            for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+                if folder != top and not os.listdir(folder):
+                    os.rmdir(folder)
+
+    def _put(self, path: Any, body: bytes) -> None:
+        """Write one small file whole: renamed into place in a local folder, one PUT on object storage."""
+        if not self.local:
+            path.write_bytes(body)
+            return
+        target = path.path
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        staging = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:12]}.tmp")
+        with open(staging, "wb") as out:
+            out.write(body)
+        os.replace(staging, target)
+
+
+def apply_retention(store: ReportStore) -> list[str]:
+    """Apply ``[mlci] report_retention_days`` to ``store`` (see the module's docs), unless this
+    process did so in the last :data:`RETENTION_INTERVAL_S`; return the runs emptied.
+
+    Storage errors are logged, not raised: the report being written is already stored.
+
+    :param store: the store a report was just written to
+    :raises MlciConfigError: the setting is not a number of days
+    """
+    from airflow_provider_mlci import settings
+
+    days = settings.report_retention_days()
+    if days <= 0:
+        return []
+    where = storage_uri(store.root)
+    now = time.monotonic()
+    with _retention_lock:
+        last = _retention_done.get(where)
+        if last is not None and now - last < RETENTION_INTERVAL_S:
+            return []
+        _retention_done[where] = now
+    try:
+        emptied = store.expire(older_than=datetime.now(UTC) - timedelta(days=days), limit=RETENTION_BATCH)
+    except Exception as exc:  # the report itself is stored: retention waits for the next pass
+        log.warning("Report retention on %s failed; it is tried again within the hour: %s", where, exc)
+        return []
+    if emptied:
+        log.info(
+            "Report retention (%d days): emptied %d run(s) in %s, their outcome.json kept: %s",
+            days,
+            len(emptied),
+            where,
+            ", ".join(emptied),
+        )
+    return emptied
+
 
 def store_task_report(
     context: Context,
@@ -433,6 +591,8 @@ def store_task_report(
 ) -> str:
     """Store the running task instance's report and point its "Report" link at it; return its URL.
 
+    Then applies the retention setting to the store, at most once an hour (:func:`apply_retention`).
+
     :param context: the task's context
     :param files: name inside the folder -> bytes or a local file (see :meth:`ReportStore.write`)
     :param outcome: the task's small summary for ``outcome.json``
@@ -442,8 +602,10 @@ def store_task_report(
     from airflow_provider_mlci.links.report import REPORT_URI_KEY
 
     ti = context["ti"]
-    uri = ReportStore.open(base, conn_id).write(ReportKey.of(ti), files, outcome)
+    store = ReportStore.open(base, conn_id)
+    uri = store.write(ReportKey.of(ti), files, outcome)
     ti.xcom_push(key=REPORT_URI_KEY, value=uri)
+    apply_retention(store)
     return uri
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_provider_mlci.exceptions import MlciConfigError, redact_url
@@ -24,6 +24,12 @@ _REMOTE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 @dataclass(frozen=True, kw_only=True)
 class GitAccess:
     """Where the git repository is and how to authenticate to it.
+
+    Credentials never stay in the URL, where git would pass them on command lines and store
+    them in ``.git/config``: an HTTP(S) URL's ``user:token@`` or ``token@`` moves into
+    :attr:`username` and :attr:`password` (a bare ``token@`` is taken as the token unless a
+    password is given, then it is the user name; fields given explicitly win), and an SSH URL
+    with a password is refused (SSH takes keys only).
 
     :param url: an ``https://``, ``ssh://``, ``git@host:path``, ``file://`` URL or a local path
     :param username: user for HTTPS (with a token, often any non-empty name works)
@@ -53,23 +59,20 @@ class GitAccess:
             )
         if self.private_key and self.key_file:
             raise MlciConfigError("Give either private_key or key_file for SSH, not both.")
+        url, user, secret = _credentials_in_url(self.url, has_password=bool(self.password))
+        if url != self.url:
+            object.__setattr__(self, "url", url)
+            object.__setattr__(self, "username", self.username or user)
+            object.__setattr__(self, "password", self.password or secret)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> GitAccess:
-        """Build from a URL that may carry ``user:token@``: the token moves out of the URL.
+        """Build from a URL that may carry ``user:token@`` or ``token@``: the token moves out of the URL.
 
         :param url: the repository URL or path
-        :param kwargs: the other fields; an explicit ``password`` wins over one in the URL
+        :param kwargs: the other fields; an explicit (non-empty) ``username`` or ``password``
+            wins over the URL's
         """
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme in ("http", "https") and parts.password:
-            kwargs.setdefault("username", urllib.parse.unquote(parts.username or ""))
-            if not kwargs.get("password"):
-                kwargs["password"] = urllib.parse.unquote(parts.password)
-            netloc = parts.hostname or ""
-            if parts.port:
-                netloc = f"{netloc}:{parts.port}"
-            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
         return cls(url=url, **kwargs)
 
     @property
@@ -81,6 +84,39 @@ class GitAccess:
     def secrets(self) -> tuple[str, ...]:
         """The values to mask in any output."""
         return tuple(s for s in (self.password, self.private_key) if s)
+
+
+def _credentials_in_url(url: str, *, has_password: bool) -> tuple[str, str | None, str | None]:
+    """Split ``url`` into the URL without its user part, the user name and the secret.
+
+    :param url: a URL or path
+    :param has_password: a password was given besides: a bare ``name@`` is then a user name
+    :raises MlciConfigError: an SSH URL carries a password
+    """
+    if "@" not in url or "://" not in url:
+        return url, None, None
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, None, None
+    scheme = parts.scheme.lower()
+    if scheme in ("ssh", "git+ssh", "ssh+git"):
+        if ":" in userinfo:
+            raise MlciConfigError(
+                f"The SSH URL {redact_url(url)!r} carries a password: SSH takes a key only. Put the user alone in "
+                "the URL and give the connection a private_key or key_file."
+            )
+        return url, None, None
+    if scheme not in ("http", "https"):
+        return url, None, None
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    user, colon, secret = userinfo.partition(":")
+    user, secret = urllib.parse.unquote(user), urllib.parse.unquote(secret)
+    if colon:
+        return clean, user or None, secret or None
+    if has_password:
+        return clean, user or None, None
+    return clean, None, user or None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +131,8 @@ class DvcRemoteAccess:
     :param endpoint_url: an S3-compatible endpoint (MinIO, moto, ...)
     :param verify: TLS verification for S3: ``True``/``False`` or a CA bundle path
     :param verify_objects: re-hash every object downloaded from the remote and refuse corrupted
-        ones (DVC's remote option ``verify``); ``None``: as the repository's config says
+        ones (DVC's remote option ``verify``); ``None``: as the repository's config says, except
+        for the reads a release decision rests on (see :meth:`verifying`)
     :param aws_access_key_id: S3 access key (from an Airflow ``aws`` connection)
     :param aws_secret_access_key: S3 secret key
     :param aws_session_token: S3 session token
@@ -120,6 +157,15 @@ class DvcRemoteAccess:
 
     #: The name given to a remote that exists only in the connection.
     DEFAULT_NAME = "mlci"
+
+    def verifying(self) -> DvcRemoteAccess:
+        """This access with object verification on, unless ``verify_objects`` is set explicitly.
+
+        For the reads a release decision rests on: the model checks', the gate's and the
+        promotion's inputs. A connection's explicit ``verify_objects=False`` still wins; the
+        repository's own ``verify`` setting does not, since a revision is untrusted.
+        """
+        return self if self.verify_objects is not None else replace(self, verify_objects=True)
 
     def dvc_overrides(self) -> dict[str, Any]:
         """Keyword arguments for ``dvc.repo.Repo`` (``remote``, ``remote_config``): no secrets."""

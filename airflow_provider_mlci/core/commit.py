@@ -5,7 +5,9 @@ working tree (a temporary index, ``git commit-tree``), then pushed as a fast-for
 branch moved meanwhile, the change is redone on the new tip; a file that the tip changed too is
 merged line by line (``git merge-file``), and a real conflict is a non-retryable
 :class:`~airflow_provider_mlci.exceptions.GitConflictError` naming the file. When the tip already
-holds exactly these files, no commit is made.
+holds exactly these files, no commit is made. A push the remote refuses by a rule of its own (a
+hook, a protected branch) is not a race: it fails at once with
+:class:`~airflow_provider_mlci.exceptions.GitPushRefusedError`, quoting the remote.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from airflow_provider_mlci.core.paths import inside
+from airflow_provider_mlci.core.process import private_tempdir
 from airflow_provider_mlci.exceptions import GitConflictError, GitPushRejectedError, MlciConfigError
 
 if TYPE_CHECKING:
@@ -28,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["CommitResult", "CommitSpec", "commit_files", "commit_tree"]
 
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>\n]+?)\s*<(?P<email>[^<>\s]+)>\s*$")
-_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "cannot lock ref")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,14 +109,14 @@ def commit_files(workspace: Workspace, files: list[str], spec: CommitSpec) -> Co
     :param spec: branch, message, author
     :raises GitConflictError: the branch changed one of the files in a way that conflicts
     :raises GitPushRejectedError: the branch kept moving for ``max_attempts`` tries (retryable)
+    :raises GitPushRefusedError: the remote refused the push by a rule of its own (a hook, a
+        protected branch); at once, not retried
     """
     git, root = workspace.git, workspace.path
     check_branch(git, root, spec.branch)
     ours: dict[str, bytes | None] = {}
     for name in files:
-        path = (root / name).resolve()
-        if not path.is_relative_to(root.resolve()):
-            raise MlciConfigError(f"{name!r} is outside the repository")
+        path = inside(root, name, what="file to commit")
         ours[name] = path.read_bytes() if path.exists() else None
     env = {**git.env, **spec.environment()}
     remote_ref = f"refs/mlci/remote/{spec.branch}"
@@ -137,9 +139,9 @@ def commit_files(workspace: Workspace, files: list[str], spec: CommitSpec) -> Co
         )
         if pushed.returncode == 0:
             return CommitResult(branch=spec.branch, commit=commit, created=True, attempts=attempt)
-        text = f"{pushed.stdout}\n{pushed.tail_text}"
-        if not any(marker in text for marker in _REJECTED):
-            raise git.error(pushed, remote=True)
+        error = git.push_failure(pushed, what=f"Commit {commit[:12]} to branch {spec.branch!r}")
+        if error is not None:
+            raise error
         workspace.git.runner.log.info("Branch %s moved while committing; trying again on its new tip", spec.branch)
     raise GitPushRejectedError(
         f"Branch {spec.branch!r} of {workspace.access.git.display_url} kept moving: no fast-forward push "
@@ -182,7 +184,7 @@ def _rebase(workspace: Workspace, tip: str, ours: Mapping[str, bytes | None]) ->
 
 
 def _merge(workspace: Workspace, name: str, ours: bytes, base: bytes, theirs: bytes, tip: str) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="mlci-merge-") as tmp:
+    with private_tempdir("merge") as tmp:
         paths = []
         for label, data in (("ours", ours), ("base", base), ("theirs", theirs)):
             path = Path(tmp) / label
@@ -211,7 +213,7 @@ def commit_tree(
     :param env: git's environment (author and committer included)
     """
     git, root = workspace.git, workspace.path
-    with tempfile.TemporaryDirectory(prefix="mlci-index-") as tmp:
+    with private_tempdir("index") as tmp:
         index_env = {**env, "GIT_INDEX_FILE": os.path.join(tmp, "index")}
 
         def run(*args: str, input_text: str | None = None) -> str:

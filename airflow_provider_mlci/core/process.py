@@ -4,25 +4,48 @@ Git and DVC run in subprocesses: DVC resolves paths against the process's workin
 which the threads of a worker share, and a subprocess can be stopped when Airflow kills the
 task. Commands are always argv lists (never a shell); secrets reach them through the
 environment only, and any secret that a command echoes is masked in the streamed output.
+
+Files a command needs for a moment (git's askpass helper, an SSH key) go to a private folder
+named ``mlci-<kind>-<pid>-<random>`` (:func:`private_tempdir`), held through a lock file for as
+long as it lives; :func:`remove_abandoned_tempdirs` removes those whose owner died without
+removing them (a SIGKILLed task), at the next task start on the worker.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
+import fcntl
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
-__all__ = ["CommandResult", "CommandRunner", "CommandStoppedError"]
+__all__ = [
+    "CommandResult",
+    "CommandRunner",
+    "CommandStoppedError",
+    "lock_held",
+    "pid_alive",
+    "private_tempdir",
+    "remove_abandoned_tempdirs",
+]
 
 _TAIL_LINES = 40
+#: ``mlci-<kind>-<pid>-<random>``: a private folder of the process ``pid``.
+_PRIVATE_DIR = re.compile(r"^mlci-[a-z]+-(?P<pid>[0-9]+)-[A-Za-z0-9_]+$")
+#: The file in a private folder whose lock its owner holds while the folder lives.
+_OWNER_LOCK = ".owner"
 
 
 class CommandStoppedError(Exception):
@@ -71,6 +94,7 @@ class CommandRunner:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
         self._stopped = False
+        self._stop_event = threading.Event()
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         """Mask these strings too from now on.
@@ -162,10 +186,20 @@ class CommandRunner:
             tail.append(line)
             self.log.log(level, "%s", line)
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (between two tries of a command), ending early if :meth:`stop` is called.
+
+        :param seconds: how long to wait
+        :raises CommandStoppedError: when :meth:`stop` was called before or during the wait
+        """
+        if self._stopped or self._stop_event.wait(max(seconds, 0.0)):
+            raise CommandStoppedError("stopped while waiting to try again")
+
     def stop(self) -> None:
         """Stop the running command and refuse new ones: SIGTERM to its process group, then
         SIGKILL after the grace period. Safe to call from another thread or a signal handler."""
         self._stopped = True
+        self._stop_event.set()
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
@@ -180,3 +214,100 @@ class CommandRunner:
 def _kill_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether the process ``pid`` runs (a zombie, dead but not yet reaped, does not).
+
+    :param pid: a process id
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return not os.path.isdir("/proc/self")  # no /proc to ask: trust kill()
+    except OSError:
+        return True
+
+
+@contextlib.contextmanager
+def private_tempdir(kind: str, *, parent: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """A new folder only this user can enter, ``mlci-<kind>-<pid>-<random>``, for the ``with`` block.
+
+    Its owner holds a lock on the file ``.owner`` in it until the block ends and the folder is
+    removed; :func:`remove_abandoned_tempdirs` tells an abandoned folder by its dead pid and
+    free lock.
+
+    :param kind: a short lower-case word saying what the folder is for (``git``)
+    :param parent: where to create it (default: the system's temporary folder)
+    """
+    if not re.fullmatch(r"[a-z]+", kind):
+        raise ValueError(f"kind must be a lower-case word, not {kind!r}")
+    path = Path(tempfile.mkdtemp(prefix=f"mlci-{kind}-{os.getpid()}-", dir=parent))
+    fd = os.open(path / _OWNER_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def remove_abandoned_tempdirs(parent: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the private folders (:func:`private_tempdir`) whose owner is gone; return them.
+
+    A folder goes only when both say its owner is dead: no process with its pid runs, and
+    nobody holds the lock of its ``.owner`` file (a process of another pid namespace would).
+    Folders of other users, and any other name, are left alone.
+
+    :param parent: the folder to look in (default: the system's temporary folder)
+    """
+    root = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PRIVATE_DIR.match(entry.name)
+        if match is None or pid_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            if lock_held(Path(entry.path) / _OWNER_LOCK):
+                continue
+            shutil.rmtree(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def lock_held(path: str | os.PathLike[str]) -> bool:
+    """Whether some open file holds a ``flock`` lock on ``path`` (``False`` when it does not exist).
+
+    It takes the lock for an instant to find out: a process that tries to take it with
+    ``LOCK_NB`` at that very moment fails once.
+
+    :param path: the lock file
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False

@@ -16,7 +16,9 @@ after a one-line summary.
 A promotion re-reads the tags from the remote right before writing, refuses if the model on the
 stage is not the one the gate compared against, and pushes its tags in one atomic push. Two
 promotions racing compute the same next tag name, so the remote accepts exactly one of them;
-the other re-reads, sees the stage changed, and fails with :class:`PromotionConflictError`.
+the other re-reads, sees the stage changed, and fails with :class:`PromotionConflictError`. A push
+the remote refuses by a rule of its own (a pre-receive hook, a protected tag) is no race: it fails
+at once with :class:`~airflow_provider_mlci.exceptions.GitPushRefusedError`, quoting the remote.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import enum
 import json
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from airflow_provider_mlci.core.paths import inside
+from airflow_provider_mlci.core.process import private_tempdir
 from airflow_provider_mlci.exceptions import GitError, MlciConfigError, PromotionConflictError
 
 if TYPE_CHECKING:
@@ -67,7 +70,6 @@ _TAG = re.compile(
 _NAME_RE = re.compile(rf"^(?:[A-Za-z0-9_./-]+:)?{_NAME}$")
 _STAGE_RE = re.compile(rf"^{_NAME}$")
 _VERSION_RE = re.compile(rf"^{_SEMVER}$")
-_REJECTED = ("[rejected]", "already exists", "! [remote rejected]", "atomic push failed", "failed to push")
 _EVIDENCE_MARK = "mlci-evidence:"
 
 
@@ -388,9 +390,12 @@ class GitRegistry:
         return RegistryState(tuple(tags))
 
     def allowed_stages(self) -> list[str] | None:
-        """The stages the repository's ``.gto`` file allows (``None``: any stage)."""
+        """The stages the repository's ``.gto`` file allows (``None``: any stage).
+
+        :raises UnsafePathError: ``.gto`` is a link that leads out of the repository
+        """
         if self._allowed_stages is None:
-            path = self.workspace.path / ".gto"
+            path = inside(self.workspace.path, ".gto", what="GTO config")
             stages: list[str] = []
             if path.is_file():
                 try:
@@ -435,6 +440,8 @@ class GitRegistry:
             the promotion aborts if the stage holds another one now
         :param evidence: JSON recorded in the tags' messages (metrics, data revision, …)
         :raises PromotionConflictError: the stage changed since the gate, or kept changing
+        :raises GitPushRefusedError: the remote refused the tags by a rule of its own (a hook, a
+            protected tag); raised at once, nothing written
         :raises MlciConfigError: an invalid name, stage or version, or a version already taken
         """
         check_model_name(name)
@@ -467,7 +474,7 @@ class GitRegistry:
             record["version"] = new_version
             counter = state.next_counter(name)
             writes.append((f"{_tag_name(name)}#{stage}#{counter}", f"Promote {name} {new_version} to {stage}"))
-            if self._write(state, name, sha, writes, record):
+            if self._write(state, name, sha, writes, record, what=f"Promotion of {name} {new_version} to {stage}"):
                 return ReleaseResult(
                     name=name,
                     stage=stage,
@@ -502,6 +509,7 @@ class GitRegistry:
         :param evidence: JSON recorded in the tag's message
         :raises MlciConfigError: the stage never held ``name``, or no earlier model, or an unknown version
         :raises PromotionConflictError: the stage changed under us
+        :raises GitPushRefusedError: the remote refused the tag by a rule of its own; at once
         """
         check_model_name(name)
         self.check_stage(stage)
@@ -538,7 +546,8 @@ class GitRegistry:
             }
             tag = f"{_tag_name(name)}#{stage}#{state.next_counter(name)}"
             label = target.version or target.sha[:12]
-            if self._write(state, name, target.sha, [(tag, f"Roll back {name} on {stage} to {label}")], record):
+            summary = f"Roll back {name} on {stage} to {label}"
+            if self._write(state, name, target.sha, [(tag, summary)], record, what=f"Rollback of {name} on {stage}"):
                 return ReleaseResult(
                     name=name,
                     stage=stage,
@@ -567,9 +576,22 @@ class GitRegistry:
             )
 
     def _write(
-        self, state: RegistryState, name: str, sha: str, writes: Sequence[tuple[str, str]], record: Mapping[str, Any]
+        self,
+        state: RegistryState,
+        name: str,
+        sha: str,
+        writes: Sequence[tuple[str, str]],
+        record: Mapping[str, Any],
+        *,
+        what: str,
     ) -> bool:
-        """Create the tags locally and push them in one atomic push; ``False`` if the remote refused."""
+        """Create the tags locally and push them in one atomic push; ``False`` if another writer
+        took a tag name first (a race: the caller re-reads and decides again).
+
+        :raises GitPushRefusedError: the remote refused the tags by a rule of its own (a hook, a
+            protected tag): at once, since the same push would be refused again
+        :raises GitRemoteError: the push failed otherwise (network, credentials)
+        """
         git, root = self.workspace.git, self.workspace.path
         tagger_name, _, email = self.tagger.partition("<")
         when = max(int(time.time()), state.last_time(name) + 1)
@@ -582,7 +604,7 @@ class GitRegistry:
         evidence = json.dumps(record, indent=2, sort_keys=True, default=str)
         created: list[str] = []
         try:
-            with tempfile.TemporaryDirectory(prefix="mlci-tag-") as tmp:
+            with private_tempdir("tag") as tmp:
                 for tag, summary in writes:
                     message = Path(tmp) / "message"
                     message.write_text(f"{summary}\n\n{_EVIDENCE_MARK}\n{evidence}\n")
@@ -602,9 +624,9 @@ class GitRegistry:
             )
             if pushed.returncode == 0:
                 return True
-            text = f"{pushed.stdout}\n{pushed.tail_text}"
-            if not any(marker in text for marker in _REJECTED):
-                raise git.error(pushed, remote=True)
+            error = git.push_failure(pushed, what=what)
+            if error is not None:
+                raise error
             return False
         finally:
             for tag in created:
@@ -641,8 +663,9 @@ def artifact_path(root: Path, name: str) -> str | None:
     :param root: the checkout
     :param name: the artifact, as in ``artifacts:`` of ``dvc.yaml``
     :raises MlciConfigError: ``dvc.yaml`` does not parse
+    :raises UnsafePathError: ``dvc.yaml`` is a link that leads out of the repository
     """
-    path = root / "dvc.yaml"
+    path = inside(root, "dvc.yaml", what="pipeline file")
     if not path.is_file():
         return None
     try:

@@ -3,7 +3,8 @@
 Requests are served by git's own ``git http-backend`` (the CGI program behind most git HTTP
 servers); this module only checks the credentials and relays the CGI exchange. It records
 every Authorization header it saw and the request lines, so tests can check what reached the
-server and that secrets never travelled in a URL.
+server and that secrets never travelled in a URL. :meth:`GitHttpServer.fail_next` makes it
+answer the next requests with an error status (a 503 outage, say), to test retries.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ class GitHttpServer:
     """Serve the bare repositories under ``root`` at ``http://127.0.0.1:<port>/<name>.git``.
 
     :param root: folder holding bare repositories
-    :param username: the user to accept
+    :param username: the user to accept; ``None``: any user name, as hosts that read only the
+        token do (GitHub, GitLab)
     :param token: the token to accept
     """
 
-    def __init__(self, root: Path, *, username: str, token: str) -> None:
+    def __init__(self, root: Path, *, username: str | None, token: str) -> None:
         self.root = root
-        self.expected = "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode()
+        self.username = username
+        self.token = token
         self.seen_authorizations: list[str] = []
         self.request_lines: list[str] = []
         self.denied = 0
+        self._failures: list[int] = []
+        self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,11 +48,18 @@ class GitHttpServer:
                 self._serve()
 
             def _serve(self) -> None:
-                server.request_lines.append(self.requestline)
+                with server._lock:
+                    server.request_lines.append(self.requestline)
+                    failure = server._failures.pop(0) if server._failures else None
+                if failure is not None:
+                    self.send_response(failure)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 auth = self.headers.get("Authorization")
                 if auth:
                     server.seen_authorizations.append(auth)
-                if auth != server.expected:
+                if not server.accepts(auth):
                     server.denied += 1
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -95,6 +107,29 @@ class GitHttpServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the user (if one is required) and the token.
+
+        :param authorization: the header's value, or ``None``
+        """
+        scheme, _, encoded = (authorization or "").partition(" ")
+        if scheme != "Basic":
+            return False
+        try:
+            user, _, token = base64.b64decode(encoded).decode().partition(":")
+        except ValueError:
+            return False
+        return token == self.token and (self.username is None or user == self.username)
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next ``count`` requests with ``status`` and an empty body.
+
+        :param count: how many requests fail
+        :param status: the HTTP status they get
+        """
+        with self._lock:
+            self._failures.extend([status] * count)
 
     @property
     def base_url(self) -> str:

@@ -169,3 +169,77 @@ def test_the_connection_id_does_not_reach_the_stored_uri(tmp_path):
     assert storage_uri(s3) == "s3://reports-bucket/mlci/dag/run/task"
     local = ObjectStoragePath(f"file://{tmp_path}") / "dag"
     assert storage_uri(local) == f"file://{tmp_path}/dag"
+
+
+# ------------------------------------------------------------------------------ retention of whole reports
+
+
+def _next_second() -> datetime:
+    """Wait for the next whole second and return it: what is written before is older, what after is not
+    (object storage keeps the time of a write to the second)."""
+    import math
+    import time
+
+    boundary = math.floor(time.time()) + 1
+    time.sleep(max(0.0, boundary - time.time()) + 0.02)
+    return datetime.fromtimestamp(boundary, UTC)
+
+
+def _age(store: ReportStore, k: ReportKey, days: int) -> None:
+    """Make a local run's folder and files look ``days`` old."""
+    import os
+    import time
+
+    when = time.time() - days * 86400
+    run = Path(store.path(k.dag_id, k.run).path)
+    for path in [*run.rglob("*"), run]:
+        os.utime(path, (when, when))
+
+
+def test_old_reports_are_emptied_but_each_task_keeps_its_outcome(store):
+    old, new = key("scheduled__2026-11-01T00:00:00+00:00"), key("scheduled__2026-11-02T00:00:00+00:00")
+    gate = key(old.run_id, task_id="gate")
+    store.write(old, {"report.md": b"# old\n", "images/roc.svg": b"<svg/>"}, {"valid": False})
+    store.write(gate, {"decision.md": b"keep the deployed model"}, {"promote": False})
+    cutoff = _next_second()
+    store.write(new, {"report.md": b"# new\n"}, {"valid": True})
+
+    assert store.expire(older_than=cutoff) == [f"nightly/{old.run}"]
+    assert listing(store, old) == {OUTCOME_FILE}
+    assert listing(store, gate) == {OUTCOME_FILE}
+    record = store.outcome(old)
+    assert record["outcome"] == {"valid": False}  # what the task decided is kept
+    assert (record["run_id"], record["task_id"], record["files"]) == (old.run_id, "report", [])
+    assert record["expired"]["files"] == ["images/roc.svg", "report.md"]
+    assert store.outcome(gate)["outcome"] == {"promote": False}
+    assert listing(store, new) == {"report.md", OUTCOME_FILE}  # written after the cutoff: whole
+    assert store.runs("nightly").total == 2  # both runs' records are still listed
+    assert store.expire(older_than=cutoff) == []  # an emptied run is not looked at again
+
+
+def test_a_report_write_applies_the_retention_setting_at_most_once_an_hour(tmp_path, monkeypatch):
+    from airflow_provider_mlci.report_store import store_task_report
+    from tests.helpers.task_instance import TaskInstanceStandIn
+
+    base = str(tmp_path / "reports")
+    store = ReportStore.open(base)
+    first, second = key("scheduled__2026-09-01T00:00:00+00:00"), key("scheduled__2026-09-02T00:00:00+00:00")
+    store.write(first, {"report.md": b"old", "images/a.svg": b"<svg/>"}, {"valid": True})
+    _age(store, first, days=31)
+    monkeypatch.setenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", "30")
+    ti = TaskInstanceStandIn("report", dag_id="nightly", run_id="manual__2026-12-04T10:00:00+00:00")
+    store_task_report({"ti": ti}, {"report.md": b"today"}, {"valid": True}, base=base)
+    assert listing(store, first) == {OUTCOME_FILE}
+    assert store.outcome(first)["outcome"] == {"valid": True}
+
+    store.write(second, {"report.md": b"old too"}, {"valid": True})
+    _age(store, second, days=31)
+    store_task_report({"ti": ti}, {"report.md": b"today, again"}, {"valid": True}, base=base)
+    assert listing(store, second) == {"report.md", OUTCOME_FILE}  # within the hour: no second pass
+
+    forever = ReportStore.open(str(tmp_path / "kept"))
+    forever.write(first, {"report.md": b"old"}, {"valid": True})
+    _age(forever, first, days=3650)
+    monkeypatch.setenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", "0")
+    store_task_report({"ti": ti}, {"report.md": b"today"}, {"valid": True}, base=str(tmp_path / "kept"))
+    assert listing(forever, first) == {"report.md", OUTCOME_FILE}  # 0 keeps reports forever

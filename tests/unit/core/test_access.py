@@ -77,3 +77,37 @@ def test_a_named_remote_keeps_its_name_and_the_default_stays_default():
 def test_bad_remote_names_are_refused(name):
     with pytest.raises(MlciConfigError):
         DvcRemoteAccess(remote=name)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected_user"),
+    [
+        ("https://ghp_tok3n123@github.com/acme/repo.git", None),
+        ("https://bot:ghp_tok3n123@github.com/acme/repo.git", "bot"),
+        ("http://ghp_tok3n123@127.0.0.1:8080/repo.git", None),
+    ],
+)
+def test_a_token_in_the_url_user_part_moves_out_of_the_url(url, expected_user):
+    for access in (GitAccess(url=url), GitAccess.from_url(url, username=None, password=None)):
+        assert "ghp_tok3n123" not in access.url
+        assert access.url.endswith("/repo.git")
+        assert "@" not in access.url
+        assert access.password == "ghp_tok3n123"
+        assert access.username == expected_user
+        assert access.secrets == ("ghp_tok3n123",)
+        assert "ghp_tok3n123" not in repr(access)
+
+
+def test_with_a_password_given_a_bare_url_user_is_the_user_name():
+    access = GitAccess.from_url("https://alice@git.example.com/acme/repo.git", username=None, password="pw-1")
+    assert (access.url, access.username, access.password) == ("https://git.example.com/acme/repo.git", "alice", "pw-1")
+    explicit = GitAccess.from_url("https://bot:url-token@h/r.git", username="ci", password="conn-token")
+    assert (explicit.url, explicit.username, explicit.password) == ("https://h/r.git", "ci", "conn-token")
+
+
+def test_an_ssh_url_keeps_its_user_and_refuses_a_password_without_showing_it():
+    assert GitAccess(url="ssh://git@git.example.com/acme/repo.git").url == "ssh://git@git.example.com/acme/repo.git"
+    assert GitAccess(url="git@git.example.com:acme/repo.git").url == "git@git.example.com:acme/repo.git"
+    with pytest.raises(MlciConfigError, match="SSH takes a key") as info:
+        GitAccess(url="ssh://git:s3cr3t-pw@git.example.com/acme/repo.git")
+    assert "s3cr3t-pw" not in str(info.value)

@@ -6,7 +6,7 @@ from airflow_provider_mlci.core import commit as commit_module
 from airflow_provider_mlci.core.access import RepoAccess
 from airflow_provider_mlci.core.commit import CommitSpec, commit_files
 from airflow_provider_mlci.core.workspace import Workspace
-from airflow_provider_mlci.exceptions import GitConflictError, MlciConfigError
+from airflow_provider_mlci.exceptions import GitConflictError, GitPushRefusedError, MlciConfigError
 
 SPEC = CommitSpec(branch="lock-updates", message="Update the lock", author="Pipeline Bot <bot@example.com>")
 
@@ -126,3 +126,35 @@ def test_bad_branch_names_are_refused(dvc_project, worker_cache, branch):
 def test_bad_authors_are_refused(author):
     with pytest.raises(MlciConfigError, match="Name <email>"):
         CommitSpec(branch="main", author=author)
+
+
+def test_a_push_refused_by_a_hook_fails_at_once_naming_the_refusal(tmp_path):
+    import subprocess
+
+    remote, seed = tmp_path / "remote.git", tmp_path / "seed"
+    subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(remote)], check=True)
+    subprocess.run(["git", "clone", "--quiet", str(remote), str(seed)], check=True, capture_output=True)
+    (seed / "dvc.lock").write_text("theirs\n")
+    for args in (["add", "-A"], ["commit", "--quiet", "-m", "seed"], ["push", "--quiet", "origin", "main"]):
+        subprocess.run(["git", *args], cwd=seed, check=True)
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\necho run >> hook-runs\n"
+        'echo "GH006: Protected branch update failed: changes must be made through a pull request."\n'
+        "exit 1\n"
+    )
+    hook.chmod(0o755)
+    tip = subprocess.run(["git", "rev-parse", "main"], cwd=remote, capture_output=True, text=True).stdout.strip()
+    with Workspace.open(RepoAccess.local(str(remote)), "main", cache_dir=tmp_path / "worker") as ws:
+        (ws.path / "dvc.lock").write_text("ours\n")
+        with pytest.raises(GitPushRefusedError) as info:
+            commit_files(ws, ["dvc.lock"], CommitSpec(branch="main"))
+    error = info.value
+    assert not error.retryable
+    message = str(error)
+    assert "refs/heads/main" in message
+    assert "changes must be made through a pull request" in message
+    assert str(remote) in message
+    assert (remote / "hook-runs").read_text().count("run") == 1, "a refusal is not retried"
+    now = subprocess.run(["git", "rev-parse", "main"], cwd=remote, capture_output=True, text=True).stdout.strip()
+    assert now == tip

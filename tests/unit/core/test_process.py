@@ -75,3 +75,46 @@ def test_stop_without_a_command_is_harmless():
     runner.stop()
     with pytest.raises(CommandStoppedError):
         runner.run(["true"])
+
+
+def test_a_wait_between_tries_ends_as_soon_as_the_task_is_stopped():
+    runner = CommandRunner()
+    threading.Timer(0.1, runner.stop).start()
+    started = time.monotonic()
+    with pytest.raises(CommandStoppedError):
+        runner.sleep(30)
+    assert time.monotonic() - started < 5
+
+
+def test_private_folders_of_dead_owners_go_and_the_others_stay(tmp_path):
+    import fcntl
+    import os
+    import subprocess
+
+    from airflow_provider_mlci.core.process import private_tempdir, remove_abandoned_tempdirs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"mlci-git-{gone.pid}-k1ll3d"
+    (dead / "ssh-1-abc").mkdir(parents=True)
+    (dead / "ssh-1-abc" / "id_key").write_text("key")
+    (dead / ".owner").write_text("")
+    # A dead pid here, but its lock is held: an owner in another pid namespace.
+    elsewhere = tmp_path / f"mlci-git-{gone.pid}-3lsewh3re"
+    elsewhere.mkdir()
+    (elsewhere / ".owner").write_text("")
+    unknown = tmp_path / "mlci-dvc-no-pid-here"
+    unknown.mkdir()
+    fd = os.open(elsewhere / ".owner", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with private_tempdir("git", parent=tmp_path) as mine:
+            assert mine.name.startswith(f"mlci-git-{os.getpid()}-")
+            assert (mine.stat().st_mode & 0o777) == 0o700
+            assert remove_abandoned_tempdirs(tmp_path) == [dead]
+            assert mine.exists()
+        assert not mine.exists()
+    finally:
+        os.close(fd)
+    assert elsewhere.exists()
+    assert unknown.exists()

@@ -22,7 +22,7 @@ from airflow_provider_mlci.core.registry import (
     read_evidence,
 )
 from airflow_provider_mlci.core.workspace import Workspace
-from airflow_provider_mlci.exceptions import MlciConfigError, PromotionConflictError
+from airflow_provider_mlci.exceptions import GitPushRefusedError, MlciConfigError, PromotionConflictError
 
 ENV = {
     "GIT_AUTHOR_NAME": "t",
@@ -266,3 +266,49 @@ def test_a_stage_emptied_by_gto_reads_as_no_champion_and_rollback_refills_it(rep
     assert result.sha == c1
     assert result.tags == ("fraud#prod#3",)
     assert json.loads(json.dumps(result.to_json()))["replaced"] is None
+
+
+PROTECTING_HOOK = """#!/bin/sh
+# A protected-tag rule, as GitLab or a server-side hook enforces it: stage tags of prod are refused.
+echo run >> hook-runs
+while read old new ref; do
+  case "$ref" in
+    refs/tags/*'#prod#'*)
+      echo "GL-HOOK-ERR: tag ${ref#refs/tags/} is protected: only release managers may create it (bot:__TOKEN__)"
+      exit 1 ;;
+  esac
+done
+exit 0
+"""
+
+
+def test_a_tag_push_refused_by_the_remote_fails_at_once_naming_the_refusal(repo):
+    from airflow_provider_mlci.core.access import GitAccess
+    from airflow_provider_mlci.testing.git_http import GitHttpServer
+
+    token = "tok-9b2e4f7a1c"
+    hook = repo["remote"] / "hooks" / "pre-receive"
+    hook.write_text(PROTECTING_HOOK.replace("__TOKEN__", token))  # a careless hook that echoes the token
+    hook.chmod(0o755)
+    c1, _, _ = repo["shas"]
+    with GitHttpServer(repo["tmp"], username="bot", token=token) as server:
+        url = server.url("remote.git")
+        access = RepoAccess(git=GitAccess(url=url, username="bot", password=token))
+        with Workspace.open(access, "main", cache_dir=repo["tmp"] / "w-http") as ws:
+            registry = GitRegistry(workspace=ws)
+            registry.promote(name="fraud", sha=c1, stage="staging")  # the hook lets staging through
+            runs_before = (repo["remote"] / "hook-runs").read_text().count("run")
+            with pytest.raises(GitPushRefusedError) as info:
+                registry.promote(name="fraud", sha=c1, stage="prod")
+            local_tags = git(ws.path, "tag", "--list").split()
+    error = info.value
+    assert not error.retryable
+    message = str(error)
+    assert "fraud#prod#2" in message
+    assert "is protected: only release managers may create it" in message  # the remote's own words
+    assert "pre-receive hook declined" in message
+    assert url in message
+    assert token not in message
+    assert (repo["remote"] / "hook-runs").read_text().count("run") - runs_before == 1, "a refusal is not retried"
+    assert set(remote_tags(repo)) == {"fraud@v0.1.0", "fraud#staging#1"}
+    assert "fraud#prod#2" not in local_tags

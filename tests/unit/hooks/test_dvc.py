@@ -129,3 +129,29 @@ def test_the_cache_cap_comes_from_the_setting(monkeypatch):
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_MAX_SIZE_GB", "lots")
     with pytest.raises(MlciConfigError, match="cache_max_size_gb"):
         _ = DvcHook().max_cache_bytes
+
+
+def test_a_token_in_the_hosts_user_part_is_masked_and_kept_out_of_urls_and_git_config(
+    dvc_connection, dvc_project, tmp_path, caplog
+):
+    import logging
+
+    from airflow.sdk.log import redact
+
+    from airflow_provider_mlci.testing.git_http import GitHttpServer
+
+    token = "ghp_hostUserT0ken5521"
+    with GitHttpServer(dvc_project.remote.parent, username=None, token=token) as server:
+        plain_url = server.url("remote.git")
+        dvc_connection(plain_url.replace("http://", f"http://{token}@"))
+        hook = DvcHook(cache_dir=str(tmp_path / "cache"))
+        access = hook.get_access()
+        assert access.git.url == plain_url
+        assert access.git.password == token
+        assert redact(f"cloning with {token}") == "cloning with ***"
+        with caplog.at_level(logging.DEBUG), hook.open_workspace("main") as ws:
+            assert ws.sha == dvc_project.head()
+            for config in [ws.path / ".git" / "config", *(tmp_path / "cache").glob("mirrors/*.git/config")]:
+                assert token not in config.read_text(), config
+        assert all(token not in line for line in server.request_lines)
+    assert token not in caplog.text
