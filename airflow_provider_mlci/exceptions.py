@@ -11,18 +11,24 @@ The tree::
     MlciError
     ├── MlciConfigError                     bad arguments, connection or setting
     │   ├── ConnectionNotFoundError         the named Airflow connection does not exist
-    │   └── SchemaLoadError                 a data schema that does not import or parse
+    │   ├── SandboxUnavailableError         the sandbox was asked for and cannot run here
+    │   ├── SchemaLoadError                 a data schema that does not import or parse
+    │   ├── SecretInUserDataError           a GPU instance's boot script would carry a credential
+    │   └── UnsafePathError                 a path, or a link in the repository, that leads out of it
     ├── WorkspaceError                      the worker's cache or checkout is unusable
     ├── GitError
-    │   ├── GitRemoteError                  a repository URL that does not resolve or refuses us
+    │   ├── GitRemoteError                  the remote refuses us: credentials, no such repository
+    │   │   └── GitUnavailableError         the remote failed or is unreachable: 5xx, DNS, timeout (retryable)
     │   ├── GitRevisionNotFoundError        a revision that is not in the repository
     │   ├── GitConflictError                our change and the branch's conflict in a file
-    │   └── GitPushRejectedError            the remote refused a push (retryable)
+    │   ├── GitPushRejectedError            the branch or tag moved under our push: a race, redone (retryable)
+    │   └── GitPushRefusedError             the remote's own rule refused a push: a hook, a protected ref
     ├── DvcError
     │   ├── DvcLockError                    another DVC process holds the lock (retryable)
     │   ├── DvcFileError                    dvc.yaml, dvc.lock, params or a .dvc file is invalid
     │   ├── DvcStageNotFoundError           a target that is no stage of the pipeline
     │   ├── DvcMissingObjectError           data the lock file names is in no cache or remote
+    │   │   └── DvcCorruptObjectError       the remote's copy failed verification: its bytes do not match its hash
     │   ├── DvcTransferError                a push or pull failed in transit (retryable)
     │   ├── DvcStageFailedError             a stage's command exited non-zero
     │   ├── DvcOutOfSyncError               dvc.lock does not match the code, params or data
@@ -59,6 +65,7 @@ __all__ = [
     "DatasetError",
     "DatasetFormatError",
     "DatasetNotFoundError",
+    "DvcCorruptObjectError",
     "DvcError",
     "DvcFileError",
     "DvcLockError",
@@ -75,9 +82,11 @@ __all__ = [
     "GateRefusedError",
     "GitConflictError",
     "GitError",
+    "GitPushRefusedError",
     "GitPushRejectedError",
     "GitRemoteError",
     "GitRevisionNotFoundError",
+    "GitUnavailableError",
     "GpuCapacityError",
     "GpuInstanceLeakError",
     "GpuProvisioningError",
@@ -88,7 +97,10 @@ __all__ = [
     "RemoteJobError",
     "RemoteJobFailedError",
     "RemoteJobInterruptedError",
+    "SandboxUnavailableError",
     "SchemaLoadError",
+    "SecretInUserDataError",
+    "UnsafePathError",
     "WorkspaceError",
     "error_class",
     "redact_url",
@@ -110,6 +122,11 @@ class ConnectionNotFoundError(MlciConfigError):
     """The Airflow connection named by an operator or hook does not exist."""
 
 
+class SandboxUnavailableError(MlciConfigError):
+    """The sandbox for a revision's own code was asked for and cannot run on this worker
+    (bubblewrap missing, or the kernel refuses namespaces): nothing is run without it."""
+
+
 class WorkspaceError(MlciError):
     """The worker's cache folder or a task's checkout cannot be created or used."""
 
@@ -119,7 +136,16 @@ class GitError(MlciError):
 
 
 class GitRemoteError(GitError):
-    """A repository URL does not resolve, cannot be reached, or refuses our credentials."""
+    """The remote refused us: a wrong or missing credential, no access, or no such repository.
+
+    Retrying does not help; the transient kind is :class:`GitUnavailableError`."""
+
+
+class GitUnavailableError(GitRemoteError):
+    """The remote failed or could not be reached: a 5xx or 429 answer, a timeout, a refused or
+    reset connection, a host name that did not resolve. Raised after a few quick tries."""
+
+    retryable = True
 
 
 class GitRevisionNotFoundError(GitError):
@@ -131,9 +157,15 @@ class GitConflictError(GitError):
 
 
 class GitPushRejectedError(GitError):
-    """The remote refused a push; the branch moved or a hook said no."""
+    """Another writer moved the branch or took the tag between our read and our push, every time
+    we tried; a later try starts from the new state."""
 
     retryable = True
+
+
+class GitPushRefusedError(GitError):
+    """The remote refused a push by a rule of its own: a pre-receive or update hook, a protected
+    branch or tag, a permission. Not a race: the same push is refused again, so it is not retried."""
 
 
 class DvcError(MlciError):
@@ -158,6 +190,11 @@ class DvcMissingObjectError(DvcError):
     """Data that the lock file or a ``.dvc`` file names is in neither the cache nor the remote."""
 
 
+class DvcCorruptObjectError(DvcMissingObjectError):
+    """The DVC remote holds an object whose bytes do not hash to its name (changed or truncated
+    in place): it failed verification and was not used."""
+
+
 class DvcTransferError(DvcError):
     """A push to or pull from a DVC remote failed in transit."""
 
@@ -180,6 +217,19 @@ class DvcPipelineMismatchError(DvcError):
 class SchemaLoadError(MlciConfigError):
     """A data schema could not be loaded: an import path that does not import, or a schema file
     that does not parse."""
+
+
+class SecretInUserDataError(MlciConfigError):
+    """A GPU instance's boot script (EC2 user data, readable by anyone who may describe the
+    instance) would carry what looks like a credential. The message names where and what kind
+    (a GitHub token, a private key...), never the value; nothing was launched."""
+
+
+class UnsafePathError(MlciConfigError):
+    """A path read from a checkout leads out of the repository: an absolute path, one that climbs
+    out with ``..``, or a symbolic link (to a file or a folder) that the revision holds and that
+    points outside the checkout. The message names the path as written in the repository, never
+    what lies at the link's target."""
 
 
 class DatasetError(MlciError):

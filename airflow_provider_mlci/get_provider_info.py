@@ -130,7 +130,8 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["string", "boolean", "null"]},
                     },
                     "verify_objects": {
-                        "label": "Re-hash objects pulled from the DVC remote, refuse corrupted ones",
+                        "label": "Re-hash objects pulled from the DVC remote, refuse corrupted ones (unset: "
+                        "on for model checks, gates and promotions; false: off everywhere)",
                         "schema": {"type": ["boolean", "null"]},
                     },
                 },
@@ -149,13 +150,33 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "",
                     },
                     "cache_max_size_gb": {
-                        "description": "Cap on each worker's DVC cache. When a task ends and no other task on "
-                        "the worker uses the cache, the least recently used objects go until it is under 80 % of "
-                        "the cap (they can be pulled again). 0 means no cap.",
+                        "description": "Cap on each worker's DVC cache. When a task ends, the least recently used "
+                        "objects and run-cache entries go until it is under 80 % of the cap (they can be pulled "
+                        "again), even while other tasks run: what their checkouts use is kept. 0 means no cap.",
                         "version_added": "0.1.0",
                         "type": "float",
                         "example": "200",
                         "default": "50",
+                    },
+                    "sandbox": {
+                        "description": "Run a revision's own code (stage commands, model loading) under bubblewrap "
+                        "in new user, PID, mount and network namespaces: no network, none of the worker's files, "
+                        "secrets or processes; and keep an untrusted run's DVC cache and run-cache apart from what "
+                        "trusted runs reuse. Operators and task groups take sandbox= to override it. Needs "
+                        "bubblewrap and user namespaces; without them a sandboxed task fails, never runs unconfined.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
+                    "stage_env": {
+                        "description": "Comma-separated names of worker environment variables that stage commands "
+                        "and model loading may see, beyond PATH, HOME, locale, CUDA and DVC's own. Nothing else "
+                        "of the worker's environment reaches them.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "WANDB_MODE,HF_HUB_OFFLINE",
+                        "default": "",
                     },
                     "reports_dir": {
                         "description": "Where reports and failure-case tables go: a folder or an object storage "
@@ -192,6 +213,16 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "aws_default",
                         "default": "",
+                    },
+                    "report_retention_days": {
+                        "description": "How many days a stored report is kept whole. After that its files (report, "
+                        "plots, tables) are removed, but each task's outcome.json (what it decided, when, which "
+                        "files it had) is kept. Applied when a task writes a report, at most once an hour per "
+                        "process. 0 keeps reports forever.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "30",
+                        "default": "90",
                     },
                 },
             }

@@ -28,6 +28,7 @@ __all__ = [
     "compute_backend",
     "compute_job_base",
     "declared",
+    "report_retention_days",
     "reports_location",
 ]
 
@@ -97,6 +98,23 @@ def reports_location() -> tuple[str, str | None]:
     return base, _raw("reports_conn_id") or None
 
 
+def report_retention_days() -> int:
+    """``[mlci] report_retention_days``: how many days a stored report is kept whole (0: forever).
+
+    :raises MlciConfigError: the value is not a whole number of days, or is negative
+    """
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    text = _raw("report_retention_days") or "0"
+    try:
+        days = int(text)
+    except ValueError as exc:
+        raise MlciConfigError(f"[{SECTION}] report_retention_days={text!r} is not a whole number of days.") from exc
+    if days < 0:
+        raise MlciConfigError(f"[{SECTION}] report_retention_days={text!r} must be 0 (keep forever) or more.")
+    return days
+
+
 def compute_job_base() -> str:
     """``[mlci] compute_job_base``: the ``s3://bucket/prefix`` of GPU instances' mailboxes ("" when unset)."""
     return _raw("compute_job_base")
@@ -113,3 +131,23 @@ def compute_backend() -> str:
     if value not in ("local", "ec2"):
         raise MlciConfigError(f"[{SECTION}] compute_backend={value!r} is not one of 'local', 'ec2'.")
     return value
+
+
+def sandbox() -> Any:
+    """``[mlci] sandbox`` and ``[mlci] stage_env``: how a revision's own code runs by default.
+
+    Returns a :class:`~airflow_provider_mlci.core.sandbox.SandboxConfig`.
+
+    :raises MlciConfigError: ``sandbox`` is not a boolean, or ``stage_env`` not a list of names
+    """
+    from airflow_provider_mlci.core.sandbox import SandboxConfig
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    text = (_raw("sandbox") or "false").lower()
+    if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise MlciConfigError(f"[{SECTION}] sandbox={text!r} must be true or false.")
+    names = tuple(name.strip() for name in _raw("stage_env").split(",") if name.strip())
+    try:
+        return SandboxConfig(enabled=text in ("true", "1", "yes", "on"), env=names)
+    except MlciConfigError as exc:
+        raise MlciConfigError(f"[{SECTION}] stage_env={_raw('stage_env')!r}: {exc}") from exc

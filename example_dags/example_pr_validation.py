@@ -48,7 +48,9 @@ with DAG(
         task_id="validate_data", dataset="data/raw.csv", schema="schemas/raw.yaml", rev="{{ params.head_rev }}"
     )
     in_sync = DvcPipelineSyncCheckOperator(task_id="in_sync", rev="{{ params.head_rev }}")
-    reproduce = DvcReproOperator(task_id="reproduce", rev="{{ params.head_rev }}", push=True)
+    # A pull request's stage commands are untrusted code: sandboxed (no network, none of the
+    # worker's files or secrets) and kept out of the DVC cache and run-cache trusted runs reuse.
+    reproduce = DvcReproOperator(task_id="reproduce", rev="{{ params.head_rev }}", push=True, sandbox=True)
     report = MetricsReportOperator(
         task_id="report",
         rev="{{ params.head_rev }}",

@@ -19,8 +19,14 @@ It stops by itself:
   that checkpoint, runs the shutdown command and exits with status 3.
 
 Credentials come only from boto3's default chain (the instance profile on EC2); none is taken
-as an argument, and none is ever logged: secret-looking environment values are masked in
-everything the agent writes.
+as an argument, and none is ever logged: the values of secret-looking environment variables and
+of the instance profile's keys, and anything shaped like a credential (tokens of GitHub, GitLab,
+Slack, Hugging Face..., JSON Web Tokens, private keys to their last line, passwords in URLs; see
+:func:`~airflow_provider_mlci.core.compute.ec2.mask_secrets`) are masked in everything the agent
+writes.
+
+The agent and the stage commands it runs are processes on the instance itself: none runs in a
+container, so the instance metadata service's hop limit of 1 is all they need.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -46,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_mlci.core.compute.ec2 import mask_secrets
 from airflow_provider_mlci.core.compute.jobs import JobSpec, JobStore, parse_s3_url
 from airflow_provider_mlci.exceptions import MlciConfigError, MlciError
 
@@ -71,7 +79,10 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 3
 
 #: Environment variables whose values are masked wherever the agent writes.
-_SECRET_NAMES = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
+_SECRET_NAMES = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "APIKEY", "PRIVATE_KEY")
+#: The first and last lines of a private key (PEM, OpenSSH, PGP), which a log gets line by line.
+_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 #: Fields of ``DvcRemoteAccess`` a job may set: never a credential.
 _DVC_FIELDS = frozenset({"remote", "url", "endpoint_url", "verify", "verify_objects", "region_name"})
 #: A log chunk is written early once this much text waits.
@@ -195,7 +206,7 @@ class _Masker:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
-        return text
+        return mask_secrets(text)
 
 
 class _ChunkHandler(logging.Handler):
@@ -207,11 +218,19 @@ class _ChunkHandler(logging.Handler):
         self._lines: list[str] = []
         self._size = 0
         self._buffer_lock = threading.Lock()
+        self._in_private_key = False  # between a private key's first and last lines
         self.full = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.mask(record.getMessage())
+            message = record.getMessage()
+            with self._buffer_lock:
+                hidden = self._in_private_key
+                if hidden:
+                    self._in_private_key = not _KEY_END.search(message)
+                elif _KEY_BEGIN.search(message) and not _KEY_END.search(message):
+                    self._in_private_key = True
+            line = "***" if hidden else self.mask(message)
             if record.exc_info and record.levelno >= logging.WARNING:
                 line = f"{line} ({self.mask(str(record.exc_info[1]))})"
         except Exception:  # never let logging break the job
@@ -522,6 +541,7 @@ class Agent:
     def _execute(self, store: JobStore, spec: JobSpec, runner: Any, job_dir: Path) -> dict[str, Any]:
         from airflow_provider_mlci.core import dvc_ops
         from airflow_provider_mlci.core.access import DvcRemoteAccess, GitAccess, RepoAccess
+        from airflow_provider_mlci.core.sandbox import SandboxConfig
         from airflow_provider_mlci.core.workspace import Workspace
 
         request = repro_request_from_json(spec.request)
@@ -530,7 +550,12 @@ class Agent:
             raise MlciConfigError(f"The job's DVC settings have unknown or forbidden fields: {', '.join(unknown)}.")
         bundle = store.download_bundle(spec.job_id, job_dir / "bundle.git")
         access = RepoAccess(git=GitAccess(url=str(bundle)), dvc=DvcRemoteAccess(**spec.dvc))
-        with Workspace.open(access, rev=spec.sha, cache_dir=self.config.work_dir / "cache", runner=runner) as ws:
+        # Every job's stage commands run sandboxed, without network: none may reach the instance
+        # profile's credentials through the metadata service (nor anything else of the agent's).
+        # Whether its cache entries are shared is the worker's word (trusted unless it says not).
+        sandbox = SandboxConfig.of({"trusted": True, **spec.sandbox}, SandboxConfig())
+        cache = self.config.work_dir / "cache"
+        with Workspace.open(access, rev=spec.sha, cache_dir=cache, runner=runner, sandbox=sandbox) as ws:
             try:
                 outcome = dvc_ops.repro(ws, request)
             except Exception as exc:

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from airflow_provider_mlci.core.dvc_ops import (
     SKIPPED,
     json_safe,
 )
+from airflow_provider_mlci.core.process import private_tempdir
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -44,6 +44,40 @@ if TYPE_CHECKING:
 log = logging.getLogger("airflow_provider_mlci.core.dvc_child")
 
 _RESTORED_MESSAGE = "Stage '%s' is cached - skipping run, checking out outputs"
+
+#: Whether this child serves an untrusted run: its run-cache entries never leave its private cache.
+TRUST = {"untrusted": False}
+
+
+def share_run_cache(wanted: bool = True) -> bool:
+    """Whether run-cache entries may be pushed to the shared remote (never for an untrusted run).
+
+    :param wanted: whether the caller wants them pushed
+    """
+    return wanted and not TRUST["untrusted"]
+
+
+def push_results(repo: Repo, targets: list[str] | None, *, run_cache: bool) -> int:
+    """Push outputs, then (if shared) the run-cache; return how many files went.
+
+    ``dvc push --run-cache`` sends the run-cache entries first: a push cut short between the two
+    leaves entries on the remote whose outputs are not there, and every later run restoring
+    from them fails. Outputs first, entries after, so an entry on the remote always finds its
+    objects there.
+
+    :param repo: the repository
+    :param targets: what to push (``None``: everything the workspace uses)
+    :param run_cache: whether to push the run-cache entries too (never for an untrusted run)
+    """
+    from dvc.stage.cache import RunCacheNotSupported
+
+    pushed = repo.push(targets=targets or None, run_cache=False)
+    if share_run_cache(run_cache):
+        try:
+            pushed += len(repo.stage_cache.push(None))
+        except RunCacheNotSupported as exc:
+            log.debug("The remote keeps no run-cache: %s", exc)
+    return pushed
 
 
 class _WarningRecorder(logging.Handler):
@@ -188,11 +222,9 @@ def _apply_handoff(repo: Repo, handoff: dict[str, Any] | None) -> None:
 def _inside(root: Path, name: str) -> Path:
     """``root / name``, refusing a name that leads outside ``root``; the last part is not
     followed (a link in the checkout is replaced, not written through)."""
-    candidate = root / name
-    parent = candidate.parent.resolve()
-    if not parent.is_relative_to(root.resolve()) or candidate.name in ("", "..") or candidate == root:
-        raise errors.MlciConfigError(f"{name!r} is outside the repository")
-    return parent / candidate.name
+    from airflow_provider_mlci.core.paths import inside
+
+    return inside(root, name, what="handed-on file", follow_last=False)
 
 
 # ------------------------------------------------------------------------------ bundles
@@ -208,7 +240,7 @@ def _git(root: str | Path, *args: str, env: dict[str, str] | None = None) -> str
 def _worktree_tree(root: str | Path) -> str:
     """The tree ``git add -A`` would commit now, built in a throwaway index (nothing is staged)."""
     index = Path(root) / _git(root, "rev-parse", "--git-path", "index").strip()
-    with tempfile.TemporaryDirectory(prefix="mlci-index-") as tmp:
+    with private_tempdir("index") as tmp:
         scratch = os.path.join(tmp, "index")
         if index.exists():
             shutil.copyfile(index, scratch)  # its stat data spares hashing unchanged files
@@ -393,10 +425,13 @@ def _seen(handoff: dict[str, Any] | None) -> list[str]:
 
 
 def _metrics(repo: Repo) -> dict[str, Any]:
+    from airflow_provider_mlci.core.paths import inside
+
     shown = repo.metrics.show()
     workspace = shown.get("workspace") or shown.get("") or {}
     metrics: dict[str, Any] = {}
     for path, entry in workspace.get("data", {}).items():
+        inside(repo.root_dir, path, what="metrics file")  # DVC followed its links: none may lead out
         error = entry.get("error")
         if error is None:
             metrics[path] = entry.get("data", {})
@@ -439,7 +474,7 @@ def op_repro(
         name = stage.addressing
         outcomes[name] = RESTORED if name in recorder.restored else RAN if name in ran else SKIPPED
     if push:
-        repo.push(targets=[stage.addressing for stage in stages] or None, run_cache=True)
+        push_results(repo, [stage.addressing for stage in stages], run_cache=True)
     return {
         "stages": outcomes,
         "metrics": _metrics(repo),
@@ -558,13 +593,14 @@ def op_push(repo: Repo, *, targets: list[str], run_cache: bool) -> dict[str, Any
     _require_remote(repo)
     status = repo.status(targets=targets or None, cloud=True)
     missing = sorted(path for path, state in status.items() if state == "missing")
-    pushed = repo.push(targets=targets or None, run_cache=run_cache)
+    pushed = push_results(repo, targets, run_cache=run_cache)
     return {"pushed": pushed, "missing": missing}
 
 
 def op_metrics(repo: Repo, *, baseline: str | None) -> dict[str, Any]:
     sha = repo.scm.get_rev()
     revs = [sha] + ([baseline] if baseline else [])
+    _fetch_cached_metrics(repo, revs)
     shown_metrics = repo.metrics.show(revs=revs, hide_workspace=True)
     shown_params = repo.params.show(revs=revs, hide_workspace=True)
     result: dict[str, Any] = {
@@ -678,6 +714,8 @@ def op_report(repo: Repo, *, revs: list[str], out: str, plots: bool = True) -> d
                     problems.append(f"Plot {renderer.name}: cannot read {source} at {rev[:12]}: {_describe(exc)}")
         for rev, exc in (definition_errors or {}).items():
             problems.append(f"Plot {renderer.name}: bad definition at {rev[:12]}: {_describe(exc)}")
+        if renderer.TYPE == "image":
+            renderer.datapoints = _images_inside(repo, renderer, problems)
         for item in to_json(renderer):
             rendered.append(
                 {
@@ -697,6 +735,26 @@ def op_report(repo: Repo, *, revs: list[str], out: str, plots: bool = True) -> d
             "absent": {rev: sorted(paths) for rev, paths in absent.items()},
         }
     )
+
+
+def _images_inside(repo: Repo, renderer: Any, problems: list[str]) -> list[dict[str, Any]]:
+    """The image plot's images whose file, at its revision, lies inside the repository; an image
+    that is a link out of it (or lies in a linked folder that is) goes to ``problems`` instead,
+    and the copy DVC wrote of it is removed."""
+    from airflow_provider_mlci.core.paths import git_link_reader, inside_commit
+
+    kept = []
+    for point in renderer.datapoints:
+        rev = str(point.get("rev"))
+        try:
+            inside_commit(str(point.get("filename")), git_link_reader(repo.root_dir, rev), what="plot image")
+        except errors.UnsafePathError as exc:
+            problems.append(f"Plot {renderer.name}: {exc} [at {rev[:12]}]")
+            with contextlib.suppress(OSError, TypeError):
+                os.remove(point.get("src"))
+            continue
+        kept.append(point)
+    return kept
 
 
 OPS: dict[str, Callable[..., Any]] = {
@@ -763,6 +821,10 @@ def translate(exc: BaseException, repo: Repo | None = None) -> BaseException:
     if isinstance(exc, StageNotFound | StageNotFoundError | NoOutputOrStageError | StageFileDoesNotExistError):
         return errors.DvcStageNotFoundError(message)
     if isinstance(exc, CheckoutError | MissingDataSource | FileMissingError):
+        if repo is not None and _verifies(repo):
+            found = _unavailable(repo, _outs_of(repo, getattr(exc, "target_infos", [])))
+            if isinstance(found, errors.DvcCorruptObjectError):
+                return found
         said = [text for text in _WARNINGS.messages if any(w in text for w in ("cache files", "md5", "corrupt"))]
         objects = _objects_of(repo, getattr(exc, "target_infos", []))
         detail = f" Objects: {', '.join(objects)}." if objects else ""
@@ -782,6 +844,11 @@ def translate(exc: BaseException, repo: Repo | None = None) -> BaseException:
 
 def _objects_of(repo: Repo | None, targets: Iterable[Any]) -> list[str]:
     """``path (md5 ...)`` for each target the index knows."""
+    return sorted(f"{path} ({info.name} {info.value})" for path, info in _outs_of(repo, targets))
+
+
+def _outs_of(repo: Repo | None, targets: Iterable[Any]) -> list[tuple[str, Any]]:
+    """``(path, hash info)`` of each target the index knows."""
     if repo is None:
         return []
     wanted = {os.path.abspath(os.path.join(repo.root_dir, str(target))) for target in targets}
@@ -789,10 +856,102 @@ def _objects_of(repo: Repo | None, targets: Iterable[Any]) -> list[str]:
     with contextlib.suppress(Exception):  # best effort: only to make a message more precise
         for out in repo.index.outs:
             if out.fs_path in wanted and out.hash_info and out.hash_info.value:
-                found.append(
-                    f"{os.path.relpath(out.fs_path, repo.root_dir)} ({out.hash_info.name} {out.hash_info.value})"
-                )
-    return sorted(found)
+                found.append((os.path.relpath(out.fs_path, repo.root_dir), out.hash_info))
+    return found
+
+
+# --------------------------------------------------------------------------------- verification
+
+
+def _repo_kwargs(request: dict[str, Any]) -> dict[str, Any]:
+    """``remote`` and ``remote_config`` for ``Repo``, from the request.
+
+    A ``remote_config`` that only turns verification on (see
+    :meth:`~airflow_provider_mlci.core.access.DvcRemoteAccess.verifying`) is dropped for a
+    project that names no remote and has no default one: there is nothing to verify, and DVC
+    would refuse a remote setting without a remote.
+    """
+    kwargs = {key: request[key] for key in ("remote", "remote_config") if key in request}
+    settings = kwargs.get("remote_config") or {}
+    if settings and set(settings) <= {"verify"} and not kwargs.get("remote"):
+        from dvc.config import Config
+
+        with contextlib.suppress(Exception):  # a broken config: let Repo say what is wrong
+            config = Config(dvc_dir=os.path.join(request["root"], ".dvc"), config=request.get("config"))
+            if not config["core"].get("remote"):
+                kwargs.pop("remote_config")
+    return kwargs
+
+
+def _verifies(repo: Repo) -> bool:
+    """Whether the remote in use re-hashes what it downloads (DVC's remote option ``verify``)."""
+    with contextlib.suppress(Exception):
+        name = repo.config["core"].get("remote")
+        return bool(name and repo.config["remote"][name].get("verify"))
+    return False
+
+
+def _fetch_cached_metrics(repo: Repo, revs: list[str]) -> None:
+    """With verification on, bring the metrics files DVC caches at ``revs`` into the cache through
+    the remote's verifying download: ``metrics show`` would stream them from the remote unverified.
+
+    :raises DvcCorruptObjectError: the remote's copy of one failed verification
+    :raises DvcMissingObjectError: neither the cache nor the remote holds one
+    """
+    if not _verifies(repo):
+        return
+    wanted: list[tuple[str, Any, Any]] = []
+    for rev in repo.brancher(revs=revs, workspace=False):
+        for out in repo.index.outs:
+            info = out.hash_info
+            if out.metric and out.use_cache and info and info.value and not info.isdir:
+                wanted.append((f"{out.def_path} at {rev[:12]}", info, out.cache))
+    lacking = [(label, info, cache) for label, info, cache in wanted if not cache.exists(info.value)]
+    if not lacking:
+        return
+    repo.fetch(revs=revs, workspace=False, types=["metrics"])
+    still = [(label, info) for label, info, cache in lacking if not cache.exists(info.value)]
+    if still:
+        raise _unavailable(repo, still)
+
+
+def _remote_copy(repo: Repo, info: Any) -> tuple[str, str | None]:
+    """What the remote holds under the name ``info`` gives: ``("missing", None)``, ``("corrupt",
+    md5 of its bytes)``, ``("intact", md5)``, or ``("unknown", None)`` where it cannot tell."""
+    try:
+        odb = repo.cloud.get_remote_odb(hash_name=info.name)
+        path = odb.oid_to_path(info.value)
+        if not odb.fs.exists(path):
+            return "missing", None
+        if info.name != "md5" or info.isdir:
+            return "unknown", None
+        digest = hashlib.md5(usedforsecurity=False)
+        with odb.fs.open(path, mode="rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    except Exception:  # only to tell a corrupted copy from a missing one: any failure is "cannot tell"
+        return "unknown", None
+    actual = digest.hexdigest()
+    return ("intact" if actual == info.value else "corrupt"), actual
+
+
+def _unavailable(repo: Repo, objects: Iterable[tuple[str, Any]]) -> errors.DvcMissingObjectError:
+    """The error for objects that did not reach the cache: a corrupted copy on the remote (which
+    verification refused), or none at all."""
+    corrupt, other = [], []
+    for label, info in objects:
+        state, actual = _remote_copy(repo, info)
+        if state == "corrupt":
+            corrupt.append(f"{label} (md5 {info.value}; the remote's bytes hash to {actual})")
+        else:
+            other.append(f"{label} (md5 {info.value}{'' if state == 'unknown' else f': {state} on the remote'})")
+    if corrupt:
+        return errors.DvcCorruptObjectError(
+            f"The DVC remote's copy of {'; '.join(corrupt)} failed verification: its bytes were changed or "
+            "truncated after it was pushed, so it was not used. Push the right bytes again from a cache that "
+            "holds them (dvc push), or restore the object on the remote."
+        )
+    return errors.DvcMissingObjectError(f"Neither this worker's cache nor the DVC remote holds {'; '.join(other)}.")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -811,12 +970,16 @@ def main() -> int:
     own.setLevel(logging.INFO)
     logging.getLogger().addHandler(_WARNINGS)  # dvc, dvc_data, dvc_objects: every warning
     request = json.loads(sys.stdin.read())
+    # In this process's memory only: /proc/<pid>/environ shows the environment it started with,
+    # and stage commands get the allow-listed part of it (the stage shell drops these names).
+    os.environ.update(request.get("credentials") or {})
+    TRUST["untrusted"] = bool(request.get("untrusted"))
     result_path = Path(request["result_path"])
     repo = None
     try:
         from dvc.repo import Repo
 
-        repo_kwargs = {key: request[key] for key in ("remote", "remote_config") if key in request}
+        repo_kwargs = _repo_kwargs(request)
         with Repo(request["root"], config=request["config"], **repo_kwargs) as repo:
             payload: dict[str, Any] = {"result": OPS[request["op"]](repo, **request["args"])}
         status = 0

@@ -27,12 +27,13 @@ import json
 import math
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_mlci.core.process import private_tempdir
+from airflow_provider_mlci.core.sandbox import StageShell
 from airflow_provider_mlci.exceptions import DvcError, DvcFileError, MlciConfigError, error_class
 
 if TYPE_CHECKING:
@@ -380,8 +381,20 @@ def _call(
     if not (workspace.path / ".dvc").is_dir():
         raise DvcFileError(f"Not a DVC project: the revision has no .dvc folder at its root [in {where}]")
     runner = workspace.git.runner
-    with tempfile.TemporaryDirectory(prefix="mlci-dvc-") as tmp:
+    with private_tempdir("dvc") as tmp:
         result_path = Path(tmp) / "result.json"
+        env = workspace.environment()
+        # Stage commands run through $SHELL: ours keeps the allow-listed environment only, and
+        # runs them in the sandbox when it is on.
+        shell = StageShell.write(
+            tmp,
+            workspace.sandbox,
+            checkout=workspace.path,
+            python=workspace.python,
+            path=env["PATH"],
+            readable=[workspace.cache.mirror_path(workspace.access.git.url)],
+        )
+        env["SHELL"] = shell.path
         request = {
             "op": op,
             "args": args,
@@ -389,14 +402,14 @@ def _call(
             # Only a repro (or an experiment) runs stage commands; planning refuses to run any.
             "config": workspace.dvc_config(runs_user_code=runs_user_code),
             "result_path": str(result_path),
+            # The remote's credentials stay in the child's memory: never in an environment that a
+            # stage command inherits or that /proc shows.
+            "credentials": workspace.access.dvc.environment(),
+            "untrusted": workspace.sandbox.untrusted,
             **workspace.access.dvc.dvc_overrides(),
         }
-        completed = runner.run(
-            [sys.executable, "-m", module],
-            cwd=workspace.path,
-            env=workspace.environment(),
-            input_text=json.dumps(request),
-        )
+        argv = [sys.executable, "-m", module]
+        completed = runner.run(argv, cwd=workspace.path, env=env, input_text=json.dumps(request))
         if not result_path.exists():
             raise DvcError(
                 f"DVC {op} ended with exit status {completed.returncode} and no result [in {where}]:\n"

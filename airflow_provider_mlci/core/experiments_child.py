@@ -83,7 +83,7 @@ def op_exp_run(
         raise errors.DvcError(f"dvc exp run --name {name} reproduced no experiment")
     repo._reset()
     if push:
-        repo.push(targets=[stage.addressing for stage in stages] or None, run_cache=True)
+        dvc_child.push_results(repo, [stage.addressing for stage in stages], run_cache=True)
     return {"status": "success", "error": None, "exp_sha": exp_sha, "metrics": dvc_child._metrics(repo)}
 
 

@@ -27,7 +27,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,8 +37,10 @@ from typing import Any
 from airflow_provider_mlci.core import model_child
 from airflow_provider_mlci.core.dvc_ops import json_safe
 from airflow_provider_mlci.core.metrics import lookup_metric
-from airflow_provider_mlci.core.process import CommandResult, CommandRunner
-from airflow_provider_mlci.exceptions import MlciConfigError
+from airflow_provider_mlci.core.paths import inside
+from airflow_provider_mlci.core.process import CommandResult, CommandRunner, private_tempdir
+from airflow_provider_mlci.core.sandbox import SandboxConfig, confine
+from airflow_provider_mlci.exceptions import MlciConfigError, UnsafePathError
 
 __all__ = [
     "CHECK_KINDS",
@@ -267,7 +268,7 @@ class Check:
 # -- requirements ---------------------------------------------------------------------------
 
 
-def read_requirements(path: Path) -> list[str]:
+def read_requirements(path: Path, *, root: Path | None = None) -> list[str]:
     """Return the requirement strings of a pip requirements file.
 
     Follows ``-r`` / ``--requirement`` (relative to the file that names it); skips comments, blank
@@ -275,8 +276,11 @@ def read_requirements(path: Path) -> list[str]:
     requirements given as a URL or a path, which name no version to check.
 
     :param path: the requirements file
+    :param root: the checkout the file belongs to: then the file and every file it includes are
+        read only where they really lie inside it (no link, ``..`` or absolute path out of it)
     :raises MlciConfigError: naming the file and line of a line that is no requirement, or a
         missing file
+    :raises UnsafePathError: with ``root``, naming a file (or an included one) that leads out of it
     """
     from packaging.requirements import InvalidRequirement, Requirement
 
@@ -284,6 +288,13 @@ def read_requirements(path: Path) -> list[str]:
     seen: set[Path] = set()
 
     def read(file: Path, named_at: str | None) -> None:
+        if root is not None:
+            try:
+                file = inside(root, file, what="requirements file")
+            except UnsafePathError as exc:
+                if named_at:
+                    raise UnsafePathError(f"{exc} (named at {named_at})") from None
+                raise
         resolved = file.resolve()
         if resolved in seen:
             return
@@ -413,6 +424,7 @@ def check_model(
     trusted_types: Sequence[str] = (),
     timeout_s: float = 600.0,
     runner: CommandRunner | None = None,
+    sandbox: SandboxConfig | None = None,
 ) -> list[Check]:
     """Run dependency, load and contract checks in a child process; return every check.
 
@@ -438,7 +450,12 @@ def check_model(
     :param timeout_s: stop the child after this many seconds; unfinished checks fail
     :param runner: runs the child and streams its output to the log; pass one that ``on_kill``
         can stop
+    :param sandbox: how the revision's own code runs: the child always gets the allow-listed
+        environment only, and with the sandbox on it runs under bubblewrap, reading the
+        checkout and writing nothing but its result
     :raises MlciConfigError: a bad format, requirement, path or contract, before the child starts
+    :raises UnsafePathError: the model file or the sample input leads out of ``cwd`` (a link out
+        of the checkout, or ``..``)
     :raises CommandStoppedError: ``runner`` was stopped (the task is being killed)
     """
     model_path = Path(model_path)
@@ -460,30 +477,39 @@ def check_model(
     if isinstance(trusted_types, str):
         raise MlciConfigError(f"trusted_types must be a list of type names, not the string {trusted_types!r}.")
     model_abs = model_path if model_path.is_absolute() else cwd / model_path
+    # The files are read where they really are, which must be inside the checkout (no link out).
+    model_real = inside(cwd, model_abs, what="model file")
+    sample_real = inside(cwd, contract.sample_input, what="sample input") if contract is not None else None
     request: dict[str, Any] = {
-        "model_path": str(model_abs),
+        "model_path": str(model_real),
         "format": fmt.value,
         "display_name": display_name or _display(model_abs, cwd),
         "requirements": list(dict.fromkeys(requirements)),
         "code_paths": [str(path) for path in code_paths],
         "trusted_types": list(trusted_types),
-        "contract": asdict(contract) if contract is not None else None,
+        "contract": {**asdict(contract), "sample_input": str(sample_real)} if contract is not None else None,
         "sample_display": _display(Path(contract.sample_input), cwd) if contract is not None else None,
         "timeout_s": float(timeout_s),
     }
     python = python or sys.executable
     runner = runner or CommandRunner(log=log)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
+    with private_tempdir("model") as tmp:
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         request_path.write_text(json.dumps(request), encoding="utf-8")
+        argv, env = confine(
+            sandbox or SandboxConfig(),
+            [python, model_child.__file__, str(request_path), str(result_path)],
+            cwd=cwd,
+            environ={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+            writable=[tmp],
+            readable=[model_child.__file__, *code_paths],
+            python=python,
+        )
         backstop = _Backstop(result_path, timeout_s + _BACKSTOP_S)
         started = time.monotonic()
         backstop.start()
         try:
-            completed = runner.run(
-                [python, model_child.__file__, str(request_path), str(result_path)], cwd=cwd, env=env
-            )
+            completed = runner.run(argv, cwd=cwd, env=env)
         except OSError as exc:
             raise MlciConfigError(f"Cannot run python={python!r} to check the model: {exc}") from exc
         finally:

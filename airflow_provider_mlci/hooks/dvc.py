@@ -4,14 +4,18 @@ Fields, after Airflow's own git connection:
 
 - ``host``: the repository URL (``https://``, ``ssh://``, ``git@host:path``) or a local path;
   use the JSON form of ``AIRFLOW_CONN_*`` (the URI form needs the URL encoded);
-- ``login`` / ``password``: user and token for HTTPS;
+- ``login`` / ``password``: user and token for HTTPS (a token written in the host's user part,
+  ``https://<token>@host/...`` or ``https://user:<token>@host/...``, is taken out of the URL
+  and used the same way: it never reaches a command line or ``.git/config``);
 - extra ``private_key`` (key text) or ``key_file`` (a path on the worker) for SSH, with
   ``strict_host_key_checking`` (``accept-new`` by default) and ``known_hosts_file``;
 - extra ``dvc_remote``: a remote name from the repository's ``.dvc/config`` (default: its
   default remote); ``dvc_remote_url``: a URL that overrides that remote's; ``aws_conn_id``:
   an Airflow ``aws`` connection whose credentials (and region, endpoint) reach an S3 remote;
   ``endpoint_url``; ``verify`` (TLS for S3: ``true``, ``false`` or a CA bundle path);
-  ``verify_objects`` (re-hash downloaded objects and refuse corrupted ones).
+  ``verify_objects`` (re-hash downloaded objects and refuse corrupted ones; unset, the model
+  checks, gates and promotions verify anyway and other tasks follow the repository's config;
+  ``false`` turns it off everywhere).
 
 Settings on the connection override the repository's committed DVC config. Secrets go to git
 and DVC through the environment of their subprocess only.
@@ -20,7 +24,7 @@ and DVC through the environment of their subprocess only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -30,6 +34,7 @@ from airflow_provider_mlci.exceptions import ConnectionNotFoundError, MlciConfig
 if TYPE_CHECKING:
     from airflow_provider_mlci.core.access import RepoAccess
     from airflow_provider_mlci.core.process import CommandRunner
+    from airflow_provider_mlci.core.sandbox import SandboxConfig
     from airflow_provider_mlci.core.workspace import Workspace
 
 __all__ = ["DvcHook"]
@@ -55,6 +60,8 @@ class DvcHook(BaseHook):
 
     :param dvc_conn_id: the connection's id
     :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
+    :param verify_by_default: verify what is downloaded from the DVC remote unless the
+        connection sets ``verify_objects`` (for the reads a release decision rests on)
     """
 
     conn_name_attr = "dvc_conn_id"
@@ -62,10 +69,18 @@ class DvcHook(BaseHook):
     conn_type = "mlci_dvc"
     hook_name = "DVC repository"
 
-    def __init__(self, dvc_conn_id: str = default_conn_name, *, cache_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dvc_conn_id: str = default_conn_name,
+        *,
+        cache_dir: str | None = None,
+        verify_by_default: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.dvc_conn_id = dvc_conn_id
         self._cache_dir = cache_dir
+        self.verify_by_default = verify_by_default
 
     @property
     def cache_dir(self) -> str:
@@ -119,6 +134,8 @@ class DvcHook(BaseHook):
             strict_host_key_checking=extra.get("strict_host_key_checking") or "accept-new",
             known_hosts_file=extra.get("known_hosts_file") or None,
         )
+        for secret in git.secrets:  # a token that came in the host's user part too
+            mask_secret(secret)
         dvc_fields: dict[str, Any] = {
             "remote": extra.get("dvc_remote") or None,
             "url": extra.get("dvc_remote_url") or None,
@@ -129,23 +146,42 @@ class DvcHook(BaseHook):
         aws_conn_id = extra.get("aws_conn_id")
         if aws_conn_id:
             dvc_fields.update(_aws_settings(aws_conn_id, dvc_fields))
-        return RepoAccess(git=git, dvc=DvcRemoteAccess(**dvc_fields))
+        dvc = DvcRemoteAccess(**dvc_fields)
+        return RepoAccess(git=git, dvc=dvc.verifying() if self.verify_by_default else dvc)
 
     @contextlib.contextmanager
     def open_workspace(
-        self, rev: str, *, runner: CommandRunner | None = None, python: str | None = None
+        self,
+        rev: str,
+        *,
+        runner: CommandRunner | None = None,
+        python: str | None = None,
+        sandbox: bool | Mapping[str, Any] | SandboxConfig | None = None,
     ) -> Iterator[Workspace]:
         """Check out ``rev`` of the connection's repository into a private folder on this worker.
 
         :param rev: a branch, tag, commit id or expression; ``HEAD`` is the default branch
         :param runner: runs git and DVC; keep it to stop them from ``on_kill``
         :param python: the interpreter (or virtualenv folder) stage commands run with
+        :param sandbox: how the revision's own code runs: ``None`` as ``[mlci] sandbox`` says,
+            ``True``/``False``, or a mapping of :class:`~airflow_provider_mlci.core.sandbox.SandboxConfig` fields
         """
+        from airflow_provider_mlci import settings
+        from airflow_provider_mlci.core.sandbox import SandboxConfig, check_available
         from airflow_provider_mlci.core.workspace import Workspace
 
+        confined = SandboxConfig.of(sandbox, settings.sandbox())
+        if confined.enabled:
+            check_available()  # before any clone: a worker that cannot confine code says so at once
         access = self.get_access()
         with Workspace.open(
-            access, rev, cache_dir=self.cache_dir, runner=runner, python=python, max_cache_bytes=self.max_cache_bytes
+            access,
+            rev,
+            cache_dir=self.cache_dir,
+            runner=runner,
+            python=python,
+            max_cache_bytes=self.max_cache_bytes,
+            sandbox=confined,
         ) as workspace:
             yield workspace
 

@@ -9,9 +9,9 @@ run-cache go through the DVC remote, lock entries through XCom.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseBranchOperator, BaseOperator
 
@@ -47,20 +47,28 @@ class _DvcWorkspaceMixin:
     :param rev: branch, tag, commit id or expression (templated); ``HEAD`` is the default branch
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
+    :param sandbox: how the revision's own code runs (``None``: the provider setting
+        ``[mlci] sandbox``; ``True``/``False``; or a mapping of
+        :class:`~airflow_provider_mlci.core.sandbox.SandboxConfig` fields such as ``env``,
+        ``timeout_s``, ``memory_mb``, ``network``)
     """
 
     rev: str
     dvc_conn_id: str
     cache_dir: str | None
     python: str | None = None
+    sandbox: bool | Mapping[str, Any] | None = None
     _runner: CommandRunner | None = None
+    #: Verify what is downloaded from the DVC remote unless the connection sets ``verify_objects``:
+    #: on for the operators whose reads a release decision rests on (model checks, gates, promotion).
+    verify_inputs_by_default: ClassVar[bool] = False
 
     @cached_property
     def hook(self) -> DvcHook:
         """The hook for the repository's connection."""
         from airflow_provider_mlci.hooks.dvc import DvcHook
 
-        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir)
+        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir, verify_by_default=self.verify_inputs_by_default)
 
     def _with_workspace(self, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core.process import CommandRunner
@@ -68,7 +76,9 @@ class _DvcWorkspaceMixin:
         self._runner = CommandRunner(log=self.log)  # type: ignore[attr-defined]
         with airflow_failures():
             self.check_arguments()
-            with self.hook.open_workspace(self.rev, runner=self._runner, python=self.python) as workspace:
+            with self.hook.open_workspace(
+                self.rev, runner=self._runner, python=self.python, sandbox=self.sandbox
+            ) as workspace:
                 result = self.work(workspace, context)
                 return {"repo": workspace.access.git.display_url, "rev": self.rev, "sha": workspace.sha, **result}
 
@@ -168,6 +178,10 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
     :param commit_author: ``"Name <email>"`` of that commit
     :param python: the interpreter (or virtualenv folder) stage commands run with; default: this
         worker's interpreter
+    :param sandbox: run the stage commands as untrusted code: under bubblewrap with no network,
+        none of the worker's files or secrets, and a DVC cache of their own whose run-cache never
+        reaches the shared remote (``None``: the provider setting ``[mlci] sandbox``; a mapping
+        sets options: ``env``, ``timeout_s``, ``memory_mb``, ``network``, ``readable``)
     :param handoff_from: task ids of upstream stage tasks whose results (lock entries, uncached
         outputs) this one applies first; used by ``DvcPipelineTaskGroup``
     :param hand_off: add this run's lock entries and uncached outputs to the XCom (``handoff``)
@@ -204,6 +218,7 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
         commit_message: str = "Reproduce the pipeline [mlci]",
         commit_author: str = "Airflow MLCI <mlci@airflow.invalid>",
         python: str | None = None,
+        sandbox: bool | Mapping[str, Any] | None = None,
         handoff_from: Sequence[str] = (),
         hand_off: bool = False,
         compute: str = "local",
@@ -227,6 +242,7 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
         self.commit_message = commit_message
         self.commit_author = commit_author
         self.python = python
+        self.sandbox = sandbox
         self.handoff_from = tuple(handoff_from)
         self.hand_off = hand_off
         self.compute = compute

@@ -10,6 +10,12 @@ compare-and-swap on the model the gate compared against. A typical DAG::
     promote = PromoteModelOperator(task_id="promote", model="fraud-detector", rev=rev, gate_task_id="gate")
     validate >> gate >> [promote, skip]
 
+What these operators download from the DVC remote (the model, the contract's sample, metrics
+files DVC caches) is re-hashed on arrival, and an object whose bytes do not match its name fails
+the task with ``DvcCorruptObjectError`` naming the file, instead of being judged or released:
+verification is on for them unless the connection sets ``verify_objects`` (``false`` turns it
+off); other operators keep the connection's or the repository's setting.
+
 Each returns small JSON starting with ``{"repo", "rev", "sha"}``; the gate's decision, with every
 delta, is also pushed under the XCom key ``decision``, and a failed validation's verdict under
 ``verdict`` before the task fails.
@@ -88,6 +94,8 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
     :param code_paths: folders of the repository to put on ``sys.path`` while loading (default ``src``)
     :param trusted_types: types a skops file may contain beyond skops' defaults
     :param python: the interpreter (or virtualenv folder) to load the model with
+    :param sandbox: load the model as untrusted code, under bubblewrap with no network and none
+        of the worker's files or secrets (``None``: the provider setting ``[mlci] sandbox``)
     :param timeout_s: how long loading and inference may take
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
@@ -95,6 +103,7 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("model", "rev", "requirements", "contract", "thresholds")
     template_fields_renderers = {"contract": "json", "thresholds": "json"}
+    verify_inputs_by_default = True  # the model and sample it pulls are re-hashed (see the module docs)
     operator_extra_links = (MlciReportLink(),)
     ui_color = _MODEL_BLUE
     ui_fgcolor = "#ffffff"
@@ -112,6 +121,7 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
         trusted_types: Sequence[str] = (),
         python: str | None = None,
         timeout_s: float = 600.0,
+        sandbox: bool | Mapping[str, Any] | None = None,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
         **kwargs: Any,
@@ -127,6 +137,7 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
         self.trusted_types = tuple(trusted_types)
         self.python = python
         self.timeout_s = timeout_s
+        self.sandbox = sandbox
         self.dvc_conn_id = dvc_conn_id
         self.cache_dir = cache_dir
 
@@ -152,6 +163,7 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core import dvc_ops
         from airflow_provider_mlci.core.model_checks import ModelContract, check_model, check_scores
+        from airflow_provider_mlci.core.paths import inside
         from airflow_provider_mlci.exceptions import ModelValidationError
 
         path, name = _model_file(workspace, self.model)
@@ -167,13 +179,14 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
             model_format=self.model_format,
             requirements=requirements,
             contract=contract,
-            code_paths=[workspace.path / folder for folder in self.code_paths],
+            code_paths=[inside(workspace.path, folder, what="code folder") for folder in self.code_paths],
             cwd=workspace.path,
             display_name=label,
             python=workspace.python,
             trusted_types=self.trusted_types,
             timeout_s=self.timeout_s,
             runner=self._runner,
+            sandbox=workspace.sandbox,
         )
         if self.thresholds:  # the child process logged its own checks as it ran them
             scores = check_scores(dvc_ops.metrics(workspace).metrics, self.thresholds)
@@ -204,18 +217,19 @@ class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
     def _requirements(self, workspace: Workspace) -> list[str]:
         from airflow_provider_mlci.core import dvc_ops
         from airflow_provider_mlci.core.model_checks import read_requirements
+        from airflow_provider_mlci.core.paths import inside
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         if not self.requirements:
             return []
         if isinstance(self.requirements, str):
             target = dvc_ops.check_targets(self.requirements)[0]
-            file = workspace.path / target
+            file = inside(workspace.path, target, what="requirements file")
             if not file.is_file():
                 raise MlciConfigError(
                     f"No requirements file {target} in {workspace.access.git.display_url} at {workspace.sha[:12]}."
                 )
-            return read_requirements(file)
+            return read_requirements(file, root=workspace.path)
         return [str(r) for r in self.requirements]
 
 
@@ -242,6 +256,7 @@ class _GateMixin(_DvcWorkspaceMixin):
     eval_data: Sequence[str] | None
     allow_different_data: bool
     log: Any
+    verify_inputs_by_default = True  # cached metrics are fetched and re-hashed, not streamed
 
     def _store(self, arguments: Mapping[str, Any]) -> None:
         """Keep the gate's arguments (the constructor's ``locals()``) as attributes."""
@@ -449,6 +464,7 @@ class PromoteModelOperator(_DvcWorkspaceMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("model", "rev", "stage", "version")
+    verify_inputs_by_default = True
     ui_color = _MODEL_BLUE
     ui_fgcolor = "#ffffff"
 
@@ -544,6 +560,7 @@ class RollbackModelOperator(_DvcWorkspaceMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("model", "stage", "to_version", "expected_version", "rev")
+    verify_inputs_by_default = True
     ui_color = _MODEL_BLUE
     ui_fgcolor = "#ffffff"
 

@@ -117,7 +117,6 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
             check_rev(str(self.trend.get("branch", "HEAD")))
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        import tempfile
 
         from airflow_provider_mlci.core import dvc_ops
         from airflow_provider_mlci.core.report import build_report, section_for
@@ -128,7 +127,9 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
         baseline_rev, baseline_sha = self._baseline(workspace, problems)
         revs = [workspace.sha] + ([baseline_sha] if baseline_sha and baseline_sha != workspace.sha else [])
         sections = [section_for(task_id, value) for task_id, value in self._upstream(context)]
-        with tempfile.TemporaryDirectory(prefix="mlci-report-") as tmp:
+        from airflow_provider_mlci.core.process import private_tempdir
+
+        with private_tempdir("report") as tmp:
             try:
                 inputs = dvc_ops.report_inputs(workspace, revs, tmp)
             except DvcError as exc:  # a broken dvc.yaml: still report what we know
@@ -207,7 +208,6 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
         return found
 
     def _trend(self, workspace: Workspace, problems: list[str]) -> dict[str, Any] | None:
-        import tempfile
 
         from airflow_provider_mlci.core import dvc_ops
         from airflow_provider_mlci.core.metrics import lookup_metric
@@ -224,7 +224,9 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
                 ["rev-list", "--first-parent", f"--max-count={count}", tip], cwd=workspace.path, capture=True
             )
             shas = list(reversed(out.split()))
-            with tempfile.TemporaryDirectory(prefix="mlci-trend-") as tmp:
+            from airflow_provider_mlci.core.process import private_tempdir
+
+            with private_tempdir("trend") as tmp:
                 shown = dvc_ops.report_inputs(workspace, shas, tmp, plots=False)
         except MlciError as exc:
             problems.append(f"Trend of {metric} on {branch}: {exc}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ class DvcPipelineTaskGroup(TaskGroup):
     :param commit_message: that commit's message
     :param commit_author: that commit's ``"Name <email>"``
     :param python: the interpreter (or virtualenv folder) stage commands run with
+    :param sandbox: run stage commands as untrusted code (see ``DvcReproOperator``); ``None``:
+        the provider setting ``[mlci] sandbox``
     :param compute: where the stages run: ``local`` (the worker) or ``ec2`` (the GPU instance of
         ``instance_task_id``; see :class:`~airflow_provider_mlci.task_groups.gpu.GpuRunTaskGroup`)
     :param instance_task_id: with ``ec2``: the task that launched the instance
@@ -87,6 +89,7 @@ class DvcPipelineTaskGroup(TaskGroup):
         commit_message: str = "Reproduce the pipeline [mlci]",
         commit_author: str = "Airflow MLCI <mlci@airflow.invalid>",
         python: str | None = None,
+        sandbox: bool | Mapping[str, Any] | None = None,
         compute: str = "local",
         instance_task_id: str | None = None,
         aws_conn_id: str | None = "aws_default",
@@ -119,6 +122,7 @@ class DvcPipelineTaskGroup(TaskGroup):
                     rev=rev,
                     targets=targets,
                     python=python,
+                    sandbox=sandbox,
                     commit_to=commit_to,
                     commit_message=commit_message,
                     commit_author=commit_author,
@@ -144,6 +148,7 @@ class DvcPipelineTaskGroup(TaskGroup):
                     handoff_from=ancestors,
                     hand_off=True,
                     python=python,
+                    sandbox=sandbox,
                     doc_md=self.pipeline.stages[name].desc,
                     outlets=self._assets(namespace, [name]) if emit_assets else [],
                     **where,

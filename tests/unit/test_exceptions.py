@@ -17,6 +17,7 @@ RETRYABLE = {
     "DvcTransferError",
     "ForgeUnavailableError",
     "GitPushRejectedError",
+    "GitUnavailableError",
     "GpuCapacityError",
     "RemoteJobInterruptedError",
 }

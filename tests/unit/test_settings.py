@@ -9,6 +9,7 @@ import pytest
 
 import airflow_provider_mlci
 from airflow_provider_mlci import settings
+from airflow_provider_mlci.core.sandbox import SandboxConfig
 from airflow_provider_mlci.exceptions import MlciConfigError
 
 PACKAGE = Path(airflow_provider_mlci.__file__).parent
@@ -33,8 +34,11 @@ def test_every_declared_option_has_a_reader_and_a_default_from_the_provider_info
         "cache_max_size_gb",
         "reports_dir",
         "reports_conn_id",
+        "report_retention_days",
         "compute_job_base",
         "compute_backend",
+        "sandbox",
+        "stage_env",
     }
     for name in declared:
         monkeypatch.delenv(f"AIRFLOW__MLCI__{name.upper()}", raising=False)
@@ -44,6 +48,19 @@ def test_every_declared_option_has_a_reader_and_a_default_from_the_provider_info
     monkeypatch.setenv("AIRFLOW_HOME", "/srv/airflow")
     assert settings.reports_location() == ("/srv/airflow/mlci-reports", None)
     assert settings.cache_dir().endswith("airflow-provider-mlci")
+    assert settings.sandbox() == SandboxConfig()
+
+
+def test_the_sandbox_settings_are_read_typed_and_bad_values_named(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__MLCI__SANDBOX", "True")
+    monkeypatch.setenv("AIRFLOW__MLCI__STAGE_ENV", "WANDB_MODE, HF_HUB_OFFLINE")
+    assert settings.sandbox() == SandboxConfig(enabled=True, env=("WANDB_MODE", "HF_HUB_OFFLINE"))
+    monkeypatch.setenv("AIRFLOW__MLCI__STAGE_ENV", "NOT A NAME")
+    with pytest.raises(MlciConfigError, match=r"\[mlci\] stage_env='NOT A NAME'"):
+        settings.sandbox()
+    monkeypatch.setenv("AIRFLOW__MLCI__SANDBOX", "maybe")
+    with pytest.raises(MlciConfigError, match=r"\[mlci\] sandbox='maybe'"):
+        settings.sandbox()
 
 
 def test_configured_values_are_read_typed(monkeypatch):
@@ -75,3 +92,14 @@ def test_a_bad_value_is_a_typed_error_naming_the_option(monkeypatch, name, value
     reader = settings.cache_max_bytes if name.startswith("CACHE") else settings.compute_backend
     with pytest.raises(MlciConfigError, match=r"\[mlci\] " + message):
         reader()
+
+
+def test_report_retention_is_read_in_days_and_zero_keeps_reports_forever(monkeypatch):
+    monkeypatch.delenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", raising=False)
+    assert settings.report_retention_days() == int(settings.declared()["report_retention_days"]["default"]) == 90
+    monkeypatch.setenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", "0")
+    assert settings.report_retention_days() == 0
+    for bad, message in (("a month", "is not a whole number of days"), ("-3", r"must be 0 \(keep forever\) or more")):
+        monkeypatch.setenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", bad)
+        with pytest.raises(MlciConfigError, match=r"\[mlci\] report_retention_days=" + f"'{bad}' " + message):
+            settings.report_retention_days()

@@ -103,6 +103,9 @@ class JobSpec:
         (``remote``, ``url``, ``endpoint_url``, ``verify``, ``verify_objects``, ``region_name``)
     :param heartbeat_interval: seconds between the agent's heartbeats
     :param created: when the worker made the job (epoch seconds)
+    :param sandbox: options of the sandbox the agent runs the stage commands in (always: no
+        stage command may reach the instance profile's credentials), see
+        :meth:`~airflow_provider_mlci.core.sandbox.SandboxConfig.for_instance`
     """
 
     job_id: str
@@ -113,6 +116,7 @@ class JobSpec:
     dvc: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: float = 10.0
     created: float = 0.0
+    sandbox: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_job_id(self.job_id)

@@ -13,7 +13,6 @@ failed, was interrupted or went silent is replaced by a new attempt.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.core.compute.jobs import JobSpec, JobStore, make_bundle
 from airflow_provider_mlci.core.dvc_ops import ReproOutcome, ReproRequest, StageHandoff
+from airflow_provider_mlci.core.process import private_tempdir
 from airflow_provider_mlci.exceptions import RemoteJobFailedError, RemoteJobInterruptedError, error_class
 
 if TYPE_CHECKING:
@@ -96,8 +96,9 @@ def submit_repro(
         dvc={name: getattr(dvc, name) for name in _DVC_FIELDS if getattr(dvc, name) is not None},
         heartbeat_interval=heartbeat_interval,
         created=time.time(),
+        sandbox=workspace.sandbox.for_instance(),
     )
-    with tempfile.TemporaryDirectory(prefix="mlci-bundle-") as tmp:
+    with private_tempdir("bundle") as tmp:
         bundle = make_bundle(workspace.path, sha or workspace.sha, Path(tmp) / "bundle.git")
         store.submit(spec, bundle)
     return spec

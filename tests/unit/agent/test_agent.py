@@ -275,7 +275,17 @@ def test_the_agent_runs_a_job_pushes_outputs_and_run_cache_and_stops_when_idle(s
 
 
 def test_a_failing_stage_fails_the_job_with_the_error_class_naming_the_stage(setup):
-    code = "import os\nprint('key is', os.environ['AWS_SECRET_ACCESS_KEY'], flush=True)\n"
+    """The stage also looks for the agent's credentials: in its environment, and over the
+    network (the metadata service would hand out the instance profile's): it finds neither."""
+    code = (
+        "import os, urllib.request\n"
+        "print('key is', os.environ.get('AWS_SECRET_ACCESS_KEY'), flush=True)\n"
+        "try:\n"
+        f"    urllib.request.urlopen({setup.endpoint!r}, timeout=5)\n"
+        "    print('network: reached', flush=True)\n"
+        "except OSError:\n"
+        "    print('network: unreachable', flush=True)\n"
+    )
     change_stage(setup.project, "train.py", code + "raise SystemExit('out of memory, pretend')\n", "Break training")
     setup.submit("job-001")
     setup.start_agent()
@@ -286,8 +296,9 @@ def test_a_failing_stage_fails_the_job_with_the_error_class_naming_the_stage(set
     assert setup.store.result("job-001") is None
     log = setup.log_text("job-001")
     assert "out of memory, pretend" in log
-    # The stage printed the secret key: it is masked everywhere the agent writes.
-    assert "key is ***" in log
+    # The stage ran sandboxed: no credential in its environment, no network to reach one.
+    assert "key is None" in log
+    assert "network: unreachable" in log
     assert SECRET not in setup.everything_written()
     assert SECRET not in setup.agent_log()
     # The agent is ready for the next job.
@@ -419,6 +430,37 @@ def test_secret_looking_environment_values_are_masked():
         {"AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "AWS_SESSION_TOKEN": "tok-value", "HOME": "/root", "X_TOKEN": ""}
     )
     assert set(found) == {"s3cr3t-value", "tok-value"}
+
+
+def test_credential_shaped_values_are_masked_in_the_job_log_and_a_private_key_to_its_last_line():
+    import logging
+
+    from airflow_provider_mlci.agent import _ChunkHandler, _Masker
+
+    github = "ghp_" + "Ab1Cd2Ef3G" * 4
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtbGNpIn0." + "s1g-_" * 4
+    key_lines = ["-----BEGIN OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAABG5v", "bmUAAAAEbm9uZQAAAAAAAAAB"]
+    key_lines.append("-----END OPENSSH PRIVATE KEY-----")
+    lines = [
+        f"cloning with {github}",
+        "Authorization: Bearer " + jwt,
+        *key_lines,
+        "epoch 1: loss 0.25",
+        "pushed to https://ci:" + "pw-" * 6 + "@dvc.example.com/store",
+        "the literal value agent-literal-secret",
+    ]
+    env = {"WANDB_API_KEY": "0a1b2c3d4e5f6a7b8c9d" * 2, "MY_PRIVATE_KEY": "k3y-v4lu3", "HOME": "/root"}
+    secrets = environment_secrets(env)
+    assert set(secrets) == {env["WANDB_API_KEY"], env["MY_PRIVATE_KEY"]}
+    handler = _ChunkHandler(_Masker([*secrets, "agent-literal-secret"]))
+    for line in [*lines, "wandb key " + env["WANDB_API_KEY"]]:
+        handler.emit(logging.LogRecord("airflow_provider_mlci", logging.INFO, __file__, 1, line, None, None))
+    text = handler.drain()
+    assert len(text.splitlines()) == len(lines) + 1
+    assert "epoch 1: loss 0.25" in text
+    assert "https://ci:***@dvc.example.com/store" in text
+    for secret in (github, jwt, *key_lines[1:3], "agent-literal-secret", env["WANDB_API_KEY"]):
+        assert secret not in text, secret
 
 
 def test_the_spot_watcher_reads_imdsv2():

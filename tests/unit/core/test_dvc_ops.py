@@ -516,3 +516,23 @@ def test_two_parallel_stages_that_change_one_git_file_differently_fail_naming_bo
         pytest.raises(DvcFileError, match=r"notes.txt was changed both by stage left and by stage right"),
     ):
         dvc_ops.apply_handoff(ws, dvc_ops.StageHandoff.merged(handoffs))
+
+
+def test_verification_asked_for_on_a_project_without_any_remote_reads_its_metrics(tmp_path):
+    """The release operators turn verification on by default: a project with no DVC remote at all
+    (metrics in git) must still be read, not refused for a remote setting without a remote."""
+    import subprocess
+
+    remote, work = tmp_path / "remote.git", tmp_path / "work"
+    subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(remote)], check=True)
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(work)], check=True)
+    (work / ".dvc").mkdir()
+    (work / ".dvc" / "config").write_text("")  # what `dvc init` leaves: no remote
+    (work / "dvc.yaml").write_text("metrics:\n  - metrics.json\n")
+    (work / "metrics.json").write_text('{"acc": 0.75}\n')
+    for args in (["add", "-A"], ["commit", "--quiet", "-m", "metrics"], ["push", "--quiet", str(remote), "main"]):
+        subprocess.run(["git", *args], cwd=work, check=True)
+    access = RepoAccess.local(str(remote))
+    access = RepoAccess(git=access.git, dvc=access.dvc.verifying())  # as the release operators get it
+    with Workspace.open(access, "main", cache_dir=tmp_path / "w") as ws:
+        assert dvc_ops.metrics(ws).metrics == {"metrics.json": {"acc": 0.75}}
