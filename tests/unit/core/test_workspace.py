@@ -31,6 +31,17 @@ from airflow_provider_mlci.exceptions import (
 from airflow_provider_mlci.testing.git_http import GitHttpServer
 
 
+@contextlib.contextmanager
+def _holding(lock: Path):
+    """Hold an exclusive ``flock`` on ``lock`` for the ``with`` block, as a live task does."""
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def test_a_checkout_is_private_exact_and_removed_afterwards(dvc_project, worker_cache):
     access = RepoAccess.local(str(dvc_project.remote))
     with Workspace.open(access, "main", cache_dir=worker_cache) as ws:
@@ -171,12 +182,8 @@ def test_abandoned_checkouts_are_pruned_and_live_ones_kept(worker_cache):
     orphan = cache.checkouts / "20200101T000000-3-nolock"
     orphan.mkdir()
     os.utime(orphan, (old, old))
-    fd = os.open(live_lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _holding(live_lock):
         removed = cache.prune_checkouts()
-    finally:
-        os.close(fd)
     assert set(removed) == {abandoned, orphan}
     assert not abandoned.exists()
     assert not lock.exists()
@@ -522,12 +529,8 @@ def test_a_checkout_of_a_dead_task_goes_at_once_and_a_live_ones_private_cache_st
     live_lock.write_text("")
     for path in (live, live_cache, live_lock):
         _age(path, 3600)
-    fd = os.open(live_lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _holding(live_lock):
         removed = cache.prune_checkouts()
-    finally:
-        os.close(fd)
     assert set(removed) == {dead, dead_cache}
     assert not (cache.checkouts / f"{dead_name}.lock").exists()
     assert live.exists()
@@ -602,12 +605,8 @@ def test_what_a_running_dvc_command_added_stays_until_it_ends(worker_cache):
     with _live_checkout(cache, {".dvc/tmp/lock": "4242\n"}) as checkout:
         dvc_lock = checkout / ".dvc" / "tmp" / "lock"
         _age(dvc_lock, 30)
-        fd = os.open(dvc_lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # as DVC holds it while it runs
+        with _holding(dvc_lock):  # as DVC holds it while it runs
             assert cache.evict(max_bytes=1000) == 0
-        finally:
-            os.close(fd)
         assert all(path.exists() for path in objects)
         assert cache.evict(max_bytes=1000) == 4000
 
