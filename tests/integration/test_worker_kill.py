@@ -69,9 +69,9 @@ if POINT == "pull":  # the data is in the cache, the checkout of it has not happ
 elif POINT == "stage":  # DVC holds its lock and is about to run the stage command
     import dvc.stage.run
     _before(dvc.stage.run, "cmd_run", POINT)
-elif POINT == "push_outputs":  # the stages ran; nothing is pushed yet
-    import dvc.repo
-    _before(dvc.repo.Repo, "push", POINT)
+elif POINT == "push_outputs":  # the stages ran; their outputs are about to go to the remote
+    import dvc_data.index.push
+    _before(dvc_data.index.push, "push", POINT)
 elif POINT == "push_run_cache":  # outputs pushed, run-cache entries not yet
     import dvc.stage.cache
     _before(dvc.stage.cache.StageCache, "push", POINT)
@@ -149,6 +149,20 @@ def _kill_tree(worker: subprocess.Popen) -> int:
     return status
 
 
+def _run_cache_entries(project) -> list[dict]:
+    """The run-cache entries on the DVC remote, each checked to find the outputs it restores
+    there: another worker may restore from it at any moment, killed run or not (the uncached
+    metrics file is not in the remote: DVC runs such a stage again, as by hand)."""
+    remote = Path(project.dvc_remote_url)
+    entries = [yaml.safe_load(path.read_text()) for path in (remote / "runs").rglob("*") if path.is_file()]
+    for entry in entries:
+        for out in entry["outs"]:
+            if out["path"] != "metrics.json":
+                where = remote / "files" / "md5" / out["md5"][:2] / out["md5"][2:]
+                assert where.is_file(), f"a run-cache entry of {entry['cmd']!r} names {out['path']}, not on the remote"
+    return entries
+
+
 @pytest.mark.parametrize("point", POINTS)
 def test_a_worker_killed_mid_repro_leaves_nothing_half_done_and_the_retry_finishes(point, template, tmp_path):
     project = template.copy_to(tmp_path / "project")
@@ -169,6 +183,7 @@ def test_a_worker_killed_mid_repro_leaves_nothing_half_done_and_the_retry_finish
     assert _kill_tree(worker) == -signal.SIGKILL
     refs_after_kill = project.remote_refs()
     assert f"refs/heads/{BRANCH}" not in refs_after_kill  # nothing reached the branch
+    _run_cache_entries(project)  # what the killed run left on the remote is consistent
 
     retry = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert retry.returncode == 0, retry.stdout[-3000:] + retry.stderr[-3000:]
@@ -191,15 +206,7 @@ def test_a_worker_killed_mid_repro_leaves_nothing_half_done_and_the_retry_finish
     subprocess.run([*dvc, "pull", "--quiet"], cwd=clone, env=by_hand, check=True)
     status = subprocess.run([*dvc, "status", "--cloud", "--json"], cwd=clone, env=by_hand, capture_output=True)
     assert json.loads(status.stdout or "{}") == {}, status.stdout
-    # Every run-cache entry on the remote finds the objects it restores there (the uncached
-    # metrics file is rerun by DVC, as by hand).
-    remote = Path(project.dvc_remote_url)
-    entries = [yaml.safe_load(path.read_text()) for path in (remote / "runs").rglob("*") if path.is_file()]
-    assert {entry["cmd"] for entry in entries} == {"python prepare.py", "python count.py"}
-    for entry in entries:
-        for out in entry["outs"]:
-            if out["path"] != "metrics.json":
-                assert (remote / "files" / "md5" / out["md5"][:2] / out["md5"][2:]).is_file(), out
+    assert {entry["cmd"] for entry in _run_cache_entries(project)} == {"python prepare.py", "python count.py"}
     # Nothing of the killed run is left on the worker.
     assert sorted(p.name for p in tmp.iterdir()) == []
     assert sorted(p.name for p in (cache / "checkouts").iterdir()) == []
