@@ -205,13 +205,22 @@ def test_a_sandboxed_stage_that_links_out_of_the_checkout_fails_and_pushes_nothi
     assert remote_files(project.dvc_remote_url) == before
 
 
-def test_a_stage_past_its_time_limit_is_killed(tmp_path, caplog):
-    project = _project(tmp_path, {"slow": "slow:\n  cmd: sleep 30\n"}, {})
-    config = SandboxConfig(enabled=True, timeout_s=1)
-    with (
-        Workspace.open(access_for(project), "main", cache_dir=tmp_path / "cache", sandbox=config) as ws,
-        caplog.at_level("INFO"),
-        pytest.raises(DvcStageFailedError, match="slow"),
-    ):
-        dvc_ops.repro(ws, ReproRequest(push=False))
+def test_a_stage_past_its_time_or_memory_limit_is_stopped(tmp_path, caplog):
+    project = _project(
+        tmp_path,
+        {
+            "slow": "slow:\n  cmd: sleep 30\n",
+            "big": "big:\n  cmd: python -c 'bytearray(400 * 2**20)'\n",
+        },
+        {},
+    )
+    limits = {"slow": SandboxConfig(enabled=True, timeout_s=1), "big": SandboxConfig(enabled=True, memory_mb=300)}
+    for stage, config in limits.items():
+        with (
+            Workspace.open(access_for(project), "main", cache_dir=tmp_path / "cache", sandbox=config) as ws,
+            caplog.at_level("INFO"),
+            pytest.raises(DvcStageFailedError, match=stage),
+        ):
+            dvc_ops.repro(ws, ReproRequest(targets=(stage,), push=False))
     assert "ran past the sandbox time limit of 1.0 s" in caplog.text
+    assert "MemoryError" in caplog.text
