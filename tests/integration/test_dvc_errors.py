@@ -104,7 +104,8 @@ def test_a_corrupted_remote_object_is_refused_with_verify_on(
         extra={"aws_conn_id": "aws_moto", "verify_objects": True},
     )
     assert record.task_states["reproduce"] == "failed"
-    assert "DvcMissingObjectError" in out
+    # A subclass of DvcMissingObjectError: the remote's bytes no longer hash to the name.
+    assert "DvcCorruptObjectError: The DVC remote's copy of data/raw.csv" in out
     assert md5 in out
 
 
