@@ -153,28 +153,40 @@ def test_confined_code_sees_no_worker_secret_process_file_or_network(monkeypatch
     assert processes <= 3  # bubblewrap's init, the interpreter: nothing of the worker
 
 
-def _project(root: Path, stages: dict[str, str], files: dict[str, str]):
-    template = root / "template"
-    template.mkdir(parents=True)
-    (template / "dvc.yaml").write_text("stages:\n" + "".join(textwrap.indent(s, "  ") for s in stages.values()))
-    for name, text in files.items():
-        (template / name).write_text(textwrap.dedent(text))
-    return create_dvc_project(template, root / "project")
+STAGES = {
+    "make": "make:\n  cmd: python make.py\n  deps: [make.py]\n  outs: [out.txt]\n",
+    "grab": "grab:\n  cmd: ln -s /etc/hostname grabbed.txt\n  outs: [grabbed.txt]\n",
+    "slow": "slow:\n  cmd: sleep 30\n",
+    "big": "big:\n  cmd: python -c 'bytearray(400 * 2**20)'\n",
+}
+#: Writes what it finds: "untrusted" in the sandbox (a stand-in for a poisoned result), else "trusted".
+MAKE = "import os\nopen('out.txt', 'w').write('untrusted' if os.path.isdir('/home/mlci-sandbox') else 'trusted')\n"
 
 
-def test_an_untrusted_run_s_run_cache_is_never_restored_into_a_trusted_run(tmp_path):
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sandbox-template")
+    (folder / "template").mkdir()
+    (folder / "template" / "dvc.yaml").write_text(
+        "stages:\n" + "".join(textwrap.indent(s, "  ") for s in STAGES.values())
+    )
+    (folder / "template" / "make.py").write_text(MAKE)
+    return create_dvc_project(folder / "template", folder / "project")
+
+
+@pytest.fixture
+def project(template, tmp_path):
+    """A private copy: its own git and DVC remotes."""
+    return template.copy_to(tmp_path / "project")
+
+
+def test_an_untrusted_run_s_run_cache_is_never_restored_into_a_trusted_run(project, tmp_path):
     """The untrusted run's result differs from what the code would give (a stand-in for
     poisoning); a trusted run of the same stage on the same worker must run it, not restore it."""
-    project = _project(
-        tmp_path,
-        {"make": "make:\n  cmd: python make.py\n  deps: [make.py]\n  outs: [out.txt]\n"},
-        {"make.py": "import os\nopen('out.txt', 'w').write('untrusted' if os.path.isdir('/home/mlci-sandbox') "
-         "else 'trusted')\n"},
-    )  # fmt: skip
     cache = tmp_path / "worker-cache"
     access = access_for(project)
     with Workspace.open(access, "main", cache_dir=cache, sandbox=ON) as ws:
-        assert dvc_ops.repro(ws, ReproRequest()).stages == {"make": "ran"}
+        assert dvc_ops.repro(ws, ReproRequest(targets=("make",))).stages == {"make": "ran"}
         assert (ws.path / "out.txt").read_text() == "untrusted"
         private = ws.private_cache
         assert private is not None
@@ -183,37 +195,24 @@ def test_an_untrusted_run_s_run_cache_is_never_restored_into_a_trusted_run(tmp_p
     assert not any(name.startswith("runs/") for name in remote_files(project.dvc_remote_url))
     assert not (cache / "dvc" / "cache" / "runs").exists()
     with Workspace.open(access, "main", cache_dir=cache) as ws:
-        assert dvc_ops.repro(ws, ReproRequest()).stages == {"make": "ran"}
+        assert dvc_ops.repro(ws, ReproRequest(targets=("make",))).stages == {"make": "ran"}
         assert (ws.path / "out.txt").read_text() == "trusted"
     assert any(name.startswith("runs/") for name in remote_files(project.dvc_remote_url))
 
 
-def test_a_sandboxed_stage_that_links_out_of_the_checkout_fails_and_pushes_nothing(tmp_path, caplog):
-    project = _project(
-        tmp_path,
-        {"grab": "grab:\n  cmd: ln -s /etc/hostname out.txt\n  outs: [out.txt]\n"},
-        {},
-    )
+def test_a_sandboxed_stage_that_links_out_of_the_checkout_fails_and_pushes_nothing(project, tmp_path, caplog):
     before = remote_files(project.dvc_remote_url)
     with (
         Workspace.open(access_for(project), "main", cache_dir=tmp_path / "cache", sandbox=ON) as ws,
         caplog.at_level("INFO"),
         pytest.raises(DvcStageFailedError, match="grab"),
     ):
-        dvc_ops.repro(ws, ReproRequest())
-    assert "links that lead out of the checkout: out.txt -> /etc/hostname" in caplog.text
+        dvc_ops.repro(ws, ReproRequest(targets=("grab",)))
+    assert "links that lead out of the checkout: grabbed.txt -> /etc/hostname" in caplog.text
     assert remote_files(project.dvc_remote_url) == before
 
 
-def test_a_stage_past_its_time_or_memory_limit_is_stopped(tmp_path, caplog):
-    project = _project(
-        tmp_path,
-        {
-            "slow": "slow:\n  cmd: sleep 30\n",
-            "big": "big:\n  cmd: python -c 'bytearray(400 * 2**20)'\n",
-        },
-        {},
-    )
+def test_a_stage_past_its_time_or_memory_limit_is_stopped(project, tmp_path, caplog):
     limits = {"slow": SandboxConfig(enabled=True, timeout_s=1), "big": SandboxConfig(enabled=True, memory_mb=300)}
     for stage, config in limits.items():
         with (
