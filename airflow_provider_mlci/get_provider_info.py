@@ -12,7 +12,7 @@ def get_provider_info() -> dict[str, Any]:
         "name": "MLCI",
         "description": "CI/CD for machine learning: DVC pipelines as tasks, data and model validation, "
         "GPU instances that always die, and safe model releases.",
-        "state": "ready",
+        "state": "not-ready",
         "versions": ["0.1.0"],
         "integrations": [
             {
