@@ -125,6 +125,17 @@ class GpuCreateInstanceOperator(BaseOperator):
             )
         instance_id = instance["instance_id"]
         self._instance_ids = [instance_id]
+        # From here on a failure of this task is the instance's end: a teardown only runs after
+        # its setup succeeded, so nothing else would terminate it before its deadline.
+        try:
+            return self._publish_and_wait(context, instance)
+        except Exception as exc:  # TaskDeferred is a BaseException: a deferral passes
+            self._terminate_after_failure(instance, f"the launch task failed ({type(exc).__name__}: {exc})")
+            raise
+
+    def _publish_and_wait(self, context: Context, instance: dict[str, Any]) -> dict[str, Any]:
+        ti = context["ti"]
+        instance_id = instance["instance_id"]
         ti.xcom_push(key=INSTANCE_XCOM_KEY, value=instance)
         GpuInstanceLink.persist(context, self, instance_id=instance_id, region_name=instance["region"])
         self.log.info(
@@ -161,7 +172,7 @@ class GpuCreateInstanceOperator(BaseOperator):
         try:
             self.hook.wait_for_state(instance_id, "running", poll_interval=self.poll_interval, timeout=self.timeout)
         except WaiterError:
-            self._terminate_after_failed_wait(instance)
+            self.log.error("Instance %s did not become running", instance_id)
             raise
         self.log.info("Instance %s is running", instance_id)
         return instance
@@ -170,11 +181,21 @@ class GpuCreateInstanceOperator(BaseOperator):
         """Resume after the trigger fired: the instance if it runs; else terminate it and fail (retryable)."""
         # From the XCom pushed before deferring: dag.test() passes the event alone, not defer's kwargs.
         ti = context["ti"]
-        instance = ti.xcom_pull(task_ids=ti.task_id, key="instance", map_indexes=ti.map_index)
+        instance = ti.xcom_pull(task_ids=ti.task_id, key=INSTANCE_XCOM_KEY, map_indexes=ti.map_index)
+        if not isinstance(instance, dict) or not instance.get("instance_id"):
+            # The XCom pushed before deferring is gone (never seen): the event names the instance.
+            instance_id = event.get("instance_id")
+            self._terminate_after_failure({"instance_id": instance_id}, "its description is missing from XCom")
+            from airflow_provider_mlci.exceptions import GpuProvisioningError
+
+            raise GpuProvisioningError(
+                f"The launch task resumed without the XCom it pushed before deferring; instance "
+                f"{instance_id} was terminated."
+            )
         if event.get("status") == "success":
             self.log.info("Instance %s is running", instance["instance_id"])
             return instance
-        self._terminate_after_failed_wait(instance)
+        self._terminate_after_failure(instance, "it did not become running")
         from airflow_provider_mlci.exceptions import GpuProvisioningError
 
         # Raised past the operator boundary on purpose: a launch that did not come up is worth a retry.
@@ -184,8 +205,11 @@ class GpuCreateInstanceOperator(BaseOperator):
             f"{event.get('message', event.get('status'))}. It was terminated."
         )
 
-    def _terminate_after_failed_wait(self, instance: dict[str, Any]) -> None:
-        self.log.error("Instance %s did not become running: terminating it", instance["instance_id"])
+    def _terminate_after_failure(self, instance: dict[str, Any], why: str) -> None:
+        if not instance.get("instance_id"):
+            return
+        self.log.error("Terminating instance %s: %s", instance["instance_id"], why)
+        self._instance_ids = []
         try:
             self.hook.terminate([instance["instance_id"]])
         except Exception:

@@ -147,6 +147,28 @@ class AirflowDriver:
         answer = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
         return answer["task_instances"]
 
+    def explain(self, dag_id: str, run_id: str, *, lines: int = 12) -> str:
+        """Each task's state, and the last log lines (warnings and errors first) of every task
+        that failed: what a failed test should print, since the cluster's own logs end with it."""
+        tis = self.task_instances(dag_id, run_id)
+        parts = [", ".join(f"{ti['task_id']}={ti['state']}" for ti in tis)]
+        for ti in tis:
+            if ti["state"] not in ("failed", "up_for_retry"):
+                continue
+            for try_number in range(1, int(ti.get("try_number") or 1) + 1):
+                path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{try_number}"
+                try:
+                    answer = self.api("GET", f"{path}?full_content=true&map_index={ti['map_index']}")
+                except (OSError, ValueError) as exc:
+                    parts.append(f"{ti['task_id']} try {try_number}: no log ({exc})")
+                    continue
+                events = [e for e in (answer or {}).get("content") or [] if isinstance(e, dict)]
+                loud = [e for e in events if str(e.get("level", "")).lower() in ("warning", "error", "critical")]
+                shown = (loud or events)[-lines:]
+                text = "\n".join(f"  [{e.get('level', '')}] {e.get('event', '')}{_exception(e)}" for e in shown)
+                parts.append(f"{ti['task_id']} try {try_number}:\n{text}")
+        return "\n".join(parts)
+
     def add_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
         """Create (or replace) a connection in the metadata database through the API."""
         try:
@@ -220,6 +242,14 @@ class AirflowCluster(AirflowDriver):
     def process_groups(self) -> list[int]:
         """The process groups of the components (for checking nothing is left behind)."""
         return [proc.pid for proc in self.processes.values()]
+
+
+def _exception(event: dict[str, Any]) -> str:
+    """The exception a structured log event carries (``error_detail``), as ``: Type: message``."""
+    details = event.get("error_detail") or []
+    return "".join(
+        f": {d.get('exc_type', '')}: {str(d.get('exc_value', ''))[:500]}" for d in details if isinstance(d, dict)
+    )
 
 
 def signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -3,6 +3,8 @@
 - ``gpu_setup``: connections, settings, pool and instance profile for a GPU DAG run against moto.
 - ``two_revisions_template`` / ``two_revisions``: the demo project trained at two revisions
   (main: 10 epochs, branch ``experiment``: 150), for the report and pull-request tests.
+- After every test on the moto server, what it left running of ours is terminated (the tests
+  themselves assert that nothing is left): one leak fails one test, not every later one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,21 @@ from tests.helpers.demo_project import train
 from tests.helpers.gpu_runs import ACCESS_KEY, SECRET_KEY
 
 # ------------------------------------------------------------------------------------ GPU runs
+
+
+@pytest.fixture(autouse=True)
+def _no_instance_outlives_its_test(request):
+    yield
+    if "moto_endpoint" not in request.fixturenames:
+        return
+    import boto3
+
+    from tests.helpers.gpu_runs import ours_alive
+
+    endpoint = request.getfixturevalue("moto_endpoint")
+    left = ours_alive(endpoint)
+    if left:
+        boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1").terminate_instances(InstanceIds=left)
 
 
 @pytest.fixture

@@ -209,7 +209,7 @@ def test_a_deferred_gpu_job_holds_no_worker_slot(
         run_id = airflow_cluster.trigger(GPU_DAG_ID)
         state = airflow_cluster.wait_for_run(GPU_DAG_ID, run_id, timeout=300)
     tis = {ti["task_id"]: ti for ti in airflow_cluster.task_instances(GPU_DAG_ID, run_id)}
-    assert state == "success", {k: v["state"] for k, v in tis.items()}
+    assert state == "success", airflow_cluster.explain(GPU_DAG_ID, run_id)
     assert "deferred" in airflow_cluster.seen_states[("gpu.train", -1)]
     # The other task took the only slot and finished while the GPU job was still waiting.
     assert tis["meanwhile"]["end_date"] < tis["gpu.train"]["end_date"]

@@ -212,6 +212,32 @@ def test_a_waiter_failure_terminates_the_instance_and_re_raises(aws_moto_connect
     assert state(ec2c, instance["instance_id"]) in ("shutting-down", "terminated")
 
 
+def test_a_launch_task_that_fails_after_the_launch_terminates_its_instance(aws_moto_connection, ec2c):
+    """A teardown runs only after its setup succeeded: the launch task ends what it started."""
+
+    class RefusingStore(TaskInstanceStandIn):
+        def xcom_push(self, key: str, value: Any) -> None:
+            raise OSError("the XCom backend is down")
+
+    ti = RefusingStore("launch", run_id="xcom_down_run")
+    with pytest.raises(OSError, match="XCom backend is down"):
+        create().execute({"ti": ti})
+    ours = live_instances(ec2c, **{"mlci:run_id": "xcom_down_run"})
+    assert ours == [], [i["InstanceId"] for i in ours]
+
+
+def test_a_resumed_launch_without_its_xcom_terminates_the_instance_the_event_names(aws_moto_connection, ec2c):
+    ti = TaskInstanceStandIn("launch", run_id="xcom_lost_run")
+    op = create()
+    with pytest.raises(TaskDeferred):
+        op.execute({"ti": ti})
+    instance_id = ti.xcom.pop(("launch", "instance"))["instance_id"]
+    event = {"status": "success", "instance_id": instance_id, "state": "running", "message": ""}
+    with pytest.raises(GpuProvisioningError, match=f"without the XCom .* {instance_id} was terminated"):
+        op.execute_complete({"ti": ti}, event)
+    assert state(ec2c, instance_id) in ("shutting-down", "terminated")
+
+
 def test_on_kill_terminates_once_without_waiting(aws_moto_connection, ec2c):
     ti = TaskInstanceStandIn("launch", run_id="kill_run")
     op = create(wait_for_running=False)
