@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,11 +34,14 @@ def main() -> int:
     os.environ.setdefault("AIRFLOW_HOME", str(home))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     print(HEADER)
-    for name in BENCHMARKS:
-        if args.names and name.split(".")[-1] not in args.names:
-            continue
-        for comparison in importlib.import_module(name).run(args.quick):
-            print(comparison.row(), flush=True)
+    try:
+        for name in BENCHMARKS:
+            if args.names and name.split(".")[-1] not in args.names:
+                continue
+            for comparison in importlib.import_module(name).run(args.quick):
+                print(comparison.row(), flush=True)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)  # the Airflow home of this run (or an unused folder)
     if args.quick:
         print("(quick mode: too few samples to judge; run `make bench` for medians)")
     return 0

@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 import uuid
@@ -85,10 +87,19 @@ def dags_folder(airflow_home: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def airflow_db(airflow_home: Path) -> Path:
-    """Initialise the SQLite metadata database once per session; return ``AIRFLOW_HOME``."""
+    """Initialise the SQLite metadata database once per session; return ``AIRFLOW_HOME``.
+
+    A copy of the new, empty database is kept as ``<session home>/airflow-empty.db`` for the
+    clusters, which must not share this one (:func:`airflow_cluster`)."""
     from airflow.utils import db
 
     db.initdb()
+    # SQLite's backup API: the database is in WAL mode, so the file alone is not all of it.
+    with (
+        contextlib.closing(sqlite3.connect(airflow_home / "airflow.db")) as source,
+        contextlib.closing(sqlite3.connect(_HOME / "airflow-empty.db")) as copy,
+    ):
+        source.backup(copy)
     return airflow_home
 
 
@@ -134,22 +145,38 @@ def run_dag(airflow_db: Path, dags_folder: Path) -> Callable[..., Any]:
     return _run
 
 
-@pytest.fixture(scope="session")
-def airflow_cluster(airflow_db: Path) -> Iterator[Any]:
-    """A real scheduler, dag-processor, api-server and triggerer on the session's Airflow.
-
-    LocalExecutor on SQLite with parallelism 2. Every process it starts is stopped at the end.
-    """
+def new_cluster(root: Path) -> Any:
+    """An :class:`AirflowCluster` (not started) with an Airflow home of its own under ``root``:
+    its own database (a copy of the empty one) and DAGs folder, so its scheduler never sees the
+    ``dag.test()`` runs and DAG files of the session (it would run them)."""
     from airflow_provider_mlci.testing.cluster import AirflowCluster
 
-    cluster = AirflowCluster(home=airflow_db, log_dir=airflow_db / "cluster-logs")
+    home = root / "airflow"
+    home.mkdir(parents=True)
+    shutil.copyfile(_HOME / "airflow-empty.db", home / "airflow.db")
+    return AirflowCluster(home=home, log_dir=root / "cluster-logs")
+
+
+@pytest.fixture(scope="module")
+def airflow_cluster(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real scheduler, dag-processor, api-server and triggerer, for one test module.
+
+    LocalExecutor on an Airflow home of its own (:func:`new_cluster`; write its DAG files into
+    ``airflow_cluster.dags_folder``), parallelism 2. Every process it starts is stopped at the
+    end, and the end checks that none of them is left.
+    """
+    from airflow_provider_mlci.testing.cluster import leftover_processes
+
+    cluster = new_cluster(tmp_path_factory.mktemp("cluster"))
     try:
         cluster.start()
         yield cluster
     finally:
+        groups = cluster.process_groups()
         cluster.stop()
         # Keep the components' logs for a look after the run (the session's home is removed).
         shutil.copytree(cluster.log_dir, ARTIFACTS / "cluster-logs", dirs_exist_ok=True)
+    assert leftover_processes(groups) == [], "processes of the stopped cluster are still running"
 
 
 # ------------------------------------------------------------------------------------ S3 / EC2

@@ -1,9 +1,12 @@
 """A real Airflow deployment on this machine: scheduler, dag-processor, api-server, triggerer.
 
-LocalExecutor on the SQLite database of an ``AIRFLOW_HOME`` (the test session's, or a benchmark's),
-parallelism 2 by default. Each component runs in its own process group (started with ``setsid``),
-so :meth:`AirflowCluster.stop` can end it with everything it spawned; their output goes to one log
-file each. Used by the test suite and by ``bench/``; handy for end-to-end tests of your own DAGs.
+LocalExecutor on the SQLite database of an ``AIRFLOW_HOME`` of its own (``<home>/airflow.db``, made
+with ``airflow db migrate`` unless it exists, and DAG files in ``<home>/dags``): nothing else that
+uses Airflow on this machine (``dag.test()`` runs, another cluster) shares its database or its DAGs
+folder, so its scheduler never picks up their runs. Parallelism 2 by default. Each component runs in
+its own process group (started with ``setsid``), so :meth:`AirflowCluster.stop` can end it with
+everything it spawned; their output goes to one log file each. Used by the test suite and by
+``bench/``; handy for end-to-end tests of your own DAGs.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 TERMINAL = {"success", "failed"}
 
-__all__ = ["COMPONENTS", "AirflowCluster", "AirflowDriver", "free_port", "signal_group"]
+__all__ = ["COMPONENTS", "AirflowCluster", "AirflowDriver", "free_port", "leftover_processes", "signal_group"]
 
 
 def free_port() -> int:
@@ -185,7 +188,8 @@ class AirflowDriver:
 class AirflowCluster(AirflowDriver):
     """Start, drive and stop a real Airflow on ``home``.
 
-    :param home: the ``AIRFLOW_HOME`` (its database must be initialised)
+    :param home: the ``AIRFLOW_HOME``: its own SQLite database ``airflow.db`` (made on start if
+        missing) and DAGs folder ``dags/`` (:attr:`dags_folder`)
     :param log_dir: where each component's output goes
     :param parallelism: the executor's parallelism
     """
@@ -193,12 +197,16 @@ class AirflowCluster(AirflowDriver):
     def __init__(self, *, home: Path, log_dir: Path, parallelism: int = 2) -> None:
         self.home = home
         self.log_dir = log_dir
+        self.dags_folder = home / "dags"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
             **os.environ,
             "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
@@ -218,7 +226,13 @@ class AirflowCluster(AirflowDriver):
     def start(self, timeout: float = 120) -> None:
         """Start every component and wait until the API says they are healthy."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.dags_folder.mkdir(parents=True, exist_ok=True)
         airflow = str(Path(sys.executable).parent / "airflow")
+        if not (self.home / "airflow.db").exists():
+            with (self.log_dir / "db-migrate.log").open("wb") as log:
+                subprocess.run(
+                    [airflow, "db", "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT, check=True
+                )
         for name in COMPONENTS:
             args = [airflow, name] + (["--port", str(self.port)] if name == "api-server" else [])
             with (self.log_dir / f"{name}.log").open("wb") as log:
@@ -242,6 +256,19 @@ class AirflowCluster(AirflowDriver):
     def process_groups(self) -> list[int]:
         """The process groups of the components (for checking nothing is left behind)."""
         return [proc.pid for proc in self.processes.values()]
+
+
+def leftover_processes(groups: list[int]) -> list[int]:
+    """The live processes (zombies count as dead) in any of the process groups ``groups``."""
+    from airflow_provider_mlci.testing.procs import alive
+
+    left = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(int(entry)) in groups and alive(int(entry)):
+                    left.append(int(entry))
+    return left
 
 
 def _exception(event: dict[str, Any]) -> str:

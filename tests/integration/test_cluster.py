@@ -1,17 +1,18 @@
 """Our operators under a real scheduler, dag-processor, api-server and triggerer (LocalExecutor).
 
 ``dag.test()`` runs one task at a time in one process. Here DvcReproOperator runs in a supervised
-task process, as in production: marked failed, its stage command stops; the cluster leaves no
-process behind; an Asset watcher schedules runs on data changes only; a deferred GPU job holds no
-worker slot. Mapped tasks side by side, retries and deferral across a triggerer restart run on the
-production topology (test_deployment.py), and two repros at once on one worker cache in
-tests/unit/core/test_dvc_ops.py.
+task process, as in production: marked failed, its stage command stops; an Asset watcher
+schedules runs on data changes only; a deferred GPU job holds no worker slot. Mapped tasks side by
+side, retries and deferral across a triggerer restart run on the production topology
+(test_deployment.py), and two repros at once on one worker cache in
+tests/unit/core/test_dvc_ops.py. That a stopped cluster leaves no process behind is checked at the
+end of the ``airflow_cluster`` fixture; that the cluster shares neither database nor DAGs folder
+with this session's ``dag.test()`` runs (its scheduler would run them), by the first test.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import textwrap
 import time
 import urllib.error
@@ -37,7 +38,30 @@ HANG_DAG_SOURCE = textwrap.dedent(
 )
 
 
-def test_marking_a_running_repro_failed_stops_its_stage_command(airflow_cluster, dags_folder, dvc_project, tmp_path):
+ECHO_DAG = """
+import pendulum
+from airflow.sdk import DAG, task
+
+with DAG(dag_id="mlci_session_only", schedule="@daily", start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+
+    @task
+    def echo():
+        return 1
+
+    echo()
+"""
+
+
+def test_the_cluster_shares_no_database_and_no_dags_folder_with_dag_test_runs(airflow_cluster, run_dag):
+    record = run_dag("mlci_session_only", source=ECHO_DAG)
+    assert record.state == "success"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        airflow_cluster.api("GET", "/api/v2/dags/mlci_session_only")
+    assert info.value.code == 404
+    assert not (airflow_cluster.dags_folder / "mlci_session_only.py").exists()
+
+
+def test_marking_a_running_repro_failed_stops_its_stage_command(airflow_cluster, dvc_project, tmp_path):
     """The supervisor's SIGTERM reaches on_kill, which stops DVC and the stage it runs."""
     pidfile = tmp_path / "stage.pid"
     train = dvc_project.work / "src" / "train.py"
@@ -46,7 +70,7 @@ def test_marking_a_running_repro_failed_stops_its_stage_command(airflow_cluster,
     airflow_cluster.add_connection(
         "mlci_dvc_hang", "mlci_dvc", host=str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url}
     )
-    (dags_folder / f"{HANG_DAG_ID}.py").write_text(HANG_DAG_SOURCE)
+    (airflow_cluster.dags_folder / f"{HANG_DAG_ID}.py").write_text(HANG_DAG_SOURCE)
     run_id = airflow_cluster.trigger(HANG_DAG_ID)
     deadline = time.monotonic() + 180
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
@@ -61,24 +85,6 @@ def test_marking_a_running_repro_failed_stops_its_stage_command(airflow_cluster,
     )
     assert wait_dead(stage_pid, timeout=60), "the stage command outlived the killed task"
     assert airflow_cluster.wait_for_run(HANG_DAG_ID, run_id, timeout=120) == "failed"
-
-
-def test_stopping_the_cluster_leaves_no_process_behind(airflow_db, tmp_path):
-    from airflow_provider_mlci.testing.cluster import AirflowCluster
-
-    cluster = AirflowCluster(home=airflow_db, log_dir=tmp_path / "logs")
-    cluster.start()
-    groups = cluster.process_groups()
-    cluster.stop()
-    leftovers = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if os.getpgid(int(pid)) in groups and alive(int(pid)):
-                    leftovers.append(pid)
-            except ProcessLookupError:
-                pass
-    assert leftovers == []
 
 
 def _ts(value: str) -> float:
@@ -116,12 +122,12 @@ WATCH_DAG_SOURCE = textwrap.dedent(
 )
 
 
-def test_an_asset_watcher_schedules_runs_on_data_changes_only(airflow_cluster, dags_folder, dvc_project):
+def test_an_asset_watcher_schedules_runs_on_data_changes_only(airflow_cluster, dvc_project):
     """Event-driven: no DAG run waits; the triggerer watches and the scheduler starts runs."""
     airflow_cluster.add_connection(
         "mlci_dvc_watch", "mlci_dvc", host=str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url}
     )
-    (dags_folder / f"{WATCH_DAG_ID}.py").write_text(WATCH_DAG_SOURCE)
+    (airflow_cluster.dags_folder / f"{WATCH_DAG_ID}.py").write_text(WATCH_DAG_SOURCE)
     airflow_cluster.wait_for_dag(WATCH_DAG_ID)
 
     def runs() -> int:
@@ -181,9 +187,7 @@ with DAG(dag_id="mlci_cluster_gpu", schedule=None, start_date=pendulum.datetime(
 """
 
 
-def test_a_deferred_gpu_job_holds_no_worker_slot(
-    airflow_cluster, dags_folder, s3_dvc_project, s3_bucket, moto_endpoint, tmp_path
-):
+def test_a_deferred_gpu_job_holds_no_worker_slot(airflow_cluster, s3_dvc_project, s3_bucket, moto_endpoint, tmp_path):
     """One pool slot between the GPU job's wait and another task: the other task runs while the job waits."""
     from tests.helpers.ec2_instances import InstanceEmulator
     from tests.helpers.gpu_runs import ours_alive
@@ -204,7 +208,7 @@ def test_a_deferred_gpu_job_holds_no_worker_slot(
         airflow_cluster.api("DELETE", "/api/v2/pools/one_slot")
     airflow_cluster.api("POST", "/api/v2/pools", {"name": "one_slot", "slots": 1, "include_deferred": False})
     source = GPU_DAG_SOURCE.replace("JOB_BASE", f"s3://{s3_bucket}/jobs")
-    (dags_folder / f"{GPU_DAG_ID}.py").write_text(source)
+    (airflow_cluster.dags_folder / f"{GPU_DAG_ID}.py").write_text(source)
     with InstanceEmulator(moto_endpoint):
         run_id = airflow_cluster.trigger(GPU_DAG_ID)
         state = airflow_cluster.wait_for_run(GPU_DAG_ID, run_id, timeout=300)
