@@ -27,10 +27,11 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # Three workers (much of a DAG test is waiting: three keep two cores busy), each with its own Airflow
-# home and database; a file's tests stay on one worker. Then, alone, the production topology
-# (Postgres, Redis, Celery workers as users of their own: tests/integration/test_deployment.py).
+# home and database; a file's tests stay on one worker, the slowest files first (tests/conftest.py,
+# SLOWEST_FIRST). Then, alone, the production topology (Postgres, Redis, Celery workers as users of
+# their own: tests/integration/test_deployment.py).
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n 3 --dist loadfile -m "not deployment"
+	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not deployment"
 	$(BIN)/python -m pytest -m deployment
 	$(MAKE) --no-print-directory dist
 	$(MAKE) --no-print-directory bench-quick
