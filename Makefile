@@ -6,11 +6,12 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.mlci-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo test lint dist bench bench-quick airflow docker-pins constraints clean
+.PHONY: help install demo test test-wheel lint dist bench bench-quick airflow docker-pins constraints clean
 
 help:
 	@echo "make demo    run the demo DAG end to end (SQLite, local git + DVC remotes, local compute)"
 	@echo "make test    the whole suite: lint, tests, packaging checks, benchmarks in quick mode"
+	@echo "make test-wheel  the built wheel alone in a clean virtualenv runs three example DAGs"
 	@echo "make airflow Airflow UI with the example DAGs (airflow standalone)"
 	@echo "make bench   benchmarks: our path and the baseline side by side, ratios printed"
 
@@ -33,6 +34,11 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -m deployment
 	$(MAKE) --no-print-directory dist
 	$(MAKE) --no-print-directory bench-quick
+
+# The wheel alone (its own requirements, constraints.txt, no dev extra, no source tree) in a new
+# virtualenv under $TMPDIR runs the validation, repro and report examples (~2 min; CI runs it after test).
+test-wheel: $(STAMP)
+	$(BIN)/python scripts/test_wheel.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
 """Write docker/image-pins.txt: the pins the official Airflow image lacks for this provider.
 
 The official image already holds Airflow and the Amazon provider with its own constraints. The
-provider adds DVC, its S3 plugin and pandera; their versions come from constraints.txt. Also
-pinned: the boto3/botocore/aiobotocore window, which aiobotocore (behind DVC's S3 plugin) caps.
+provider adds DVC, its S3 plugin, pandera with pandas and pyarrow; their versions come from
+constraints.txt. Also pinned: the boto3/botocore/aiobotocore window, which aiobotocore (behind
+DVC's S3 plugin) caps.
 Run by ``make docker-pins``; needs uv (in .venv) and PyPI.
 """
 
@@ -16,10 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REQUIREMENTS = "apache-airflow[amazon,celery,postgres,redis]==3.3.2\napache-airflow-providers-amazon==9.39.0\n"
 WINDOW = ("boto3", "botocore", "aiobotocore", "s3fs", "fsspec")
-#: What the image installs besides the provider's own requirements: the git DAG bundle, and what
-#: validation and drift need at run time (pandera's pandas backend, pyarrow), which the package's
-#: install_requires does not bring yet.
-IMAGE_EXTRAS = ("apache-airflow-providers-git", "pandera[pandas]", "pyarrow")
+#: What the image installs besides the provider's own requirements: the git DAG bundle.
+IMAGE_EXTRAS = ("apache-airflow-providers-git",)
 
 
 def compile_pins(requirements: str) -> dict[str, str]:
