@@ -12,7 +12,7 @@ def get_provider_info() -> dict[str, Any]:
         "name": "MLCI",
         "description": "CI/CD for machine learning: DVC pipelines as tasks, data and model validation, "
         "GPU instances that always die, and safe model releases.",
-        "state": "not-ready",
+        "state": "not-ready",  # Alpha (setup.cfg classifiers); "ready" with Beta or later
         "versions": ["0.1.0"],
         "integrations": [
             {
@@ -72,6 +72,19 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "GPU instances (Amazon EC2)",
                 "python-modules": ["airflow_provider_mlci.triggers.gpu", "airflow_provider_mlci.triggers.compute"],
+            },
+        ],
+        "asset-uris": [
+            {
+                "schemes": ["x-dvc"],
+                "handler": "airflow_provider_mlci.assets.sanitize_uri",
+                "factory": "airflow_provider_mlci.assets.create_asset",
+                "to_openlineage_converter": "airflow_provider_mlci.assets.convert_asset_to_openlineage",
+            },
+            {
+                "schemes": ["x-dvc-data"],
+                "handler": "airflow_provider_mlci.assets.sanitize_uri",
+                "to_openlineage_converter": "airflow_provider_mlci.assets.convert_asset_to_openlineage",
             },
         ],
         "connection-types": [

@@ -1,9 +1,17 @@
 """Validate a pull request: its data, its pipeline, its metrics against the base, all on the PR.
 
-Trigger it from the code host's webhook through Airflow's REST API::
+Triggered by GitHub's pull-request webhook, received by the provider's plugin in the api-server:
+point a webhook (content type ``application/json``, event "Pull requests") at
+``<airflow>/mlci/webhooks/github`` with a secret, and keep that secret as the ``password`` of the
+connection ``mlci_github_webhook``. Each signed delivery of an opened, synchronized or reopened pull
+request starts one run (run id ``gh-<delivery id>``, so a redelivery starts none) with the conf
+``{"repo": "acme/fraud-model", "pr_number": 42, "head_rev": "<head sha>", "base_rev": "main"}``; the head
+of a fork's pull request is fetched from the repository's ``refs/pull/<n>/head``. Or trigger it from CI
+through the REST API (example_dags/ci/github-actions-pr-validation.yml)::
 
-    POST /api/v2/dags/example_pr_validation/dagRuns
-    {"conf": {"repo": "acme/fraud-model", "pr_number": 42, "head_rev": "<head sha>", "base_rev": "main"}}
+    POST /api/v2/dags/example_pr_validation/dagRuns      (Authorization: Bearer <JWT from POST /auth/token>)
+    {"logical_date": null,
+     "conf": {"repo": "acme/fraud-model", "pr_number": 42, "head_rev": "<head sha>", "base_rev": "main"}}
 
 ``validate_data`` checks the raw data at the PR's head against its committed schema;
 ``in_sync`` checks that the head's ``dvc.lock`` matches its code, params and data (a change

@@ -148,6 +148,7 @@ class RemoteRepro:
         from airflow_provider_mlci.core.compute.jobs import JobStore
         from airflow_provider_mlci.core.compute.remote import outcome_from_result, raise_for_event
         from airflow_provider_mlci.exceptions import RemoteJobFailedError
+        from airflow_provider_mlci.operators.dvc import stage_io
 
         op = self.op
         job = event["job"]
@@ -161,6 +162,7 @@ class RemoteRepro:
             if result is None:
                 raise RemoteJobFailedError(f"The job says it succeeded but left no result.json [{where}]")
             outcome = outcome_from_result(result)
+            op._stage_io = stage_io(outcome, log=self.log)  # no checkout here: paths from the lock
             payload = op.outcome_json(outcome, self.commit(job, outcome) if op.commit_to else None)
             return {
                 "repo": job.get("repo"),

@@ -9,12 +9,14 @@ run-cache go through the DVC remote, lock entries through XCom.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseBranchOperator, BaseOperator
 
+from airflow_provider_mlci.lineage import OpenLineageMixin
 from airflow_provider_mlci.operators._errors import airflow_failures
 
 if TYPE_CHECKING:
@@ -156,7 +158,7 @@ class DvcCheckoutOperator(_DvcWorkspaceMixin, BaseOperator):
         return {"targets": list(targets), "fetched": fetched["fetched"]}
 
 
-class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
+class DvcReproOperator(OpenLineageMixin, _DvcWorkspaceMixin, BaseOperator):
     """Reproduce a DVC pipeline at a git revision on this worker and share what it produced.
 
     The task checks out ``rev`` into a private folder, pulls what the stages need from outside
@@ -165,7 +167,9 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
     run-cache so that other tasks and workers can use them and, if asked, commits ``dvc.lock``
     and the metrics it changed to a branch (never a force-push). It returns
     ``{"repo", "rev", "sha", "stages", "metrics", "pushed", "commit"}`` where ``stages`` maps each
-    stage to ``ran``, ``restored`` (from the run-cache) or ``skipped``.
+    stage to ``ran``, ``restored`` (from the run-cache) or ``skipped``. With Airflow's OpenLineage
+    provider, the task's lineage names the stages' dependencies and outputs as datasets of the
+    repository, with the commit and DVC's object ids (see :mod:`airflow_provider_mlci.lineage`).
 
     :param rev: branch, tag, commit id or expression (templated); ``HEAD`` is the default branch
     :param targets: stages to reproduce (templated); default: the whole pipeline
@@ -204,6 +208,7 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
     template_fields: Sequence[str] = ("rev", "targets", "commit_to", "commit_message", "instance_task_id")
     ui_color = _DVC_PURPLE
     ui_fgcolor = "#ffffff"
+    _stage_io: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -262,6 +267,7 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
         result = self._with_workspace(context)
         for stage, state in result["stages"].items():
             self.log.info("Stage %s: %s", stage, state)
+        self.record_repro_lineage(result)
         return result
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +277,25 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
         result = RemoteRepro(self).finish(context, event)
         for stage, state in result["stages"].items():
             self.log.info("Stage %s: %s", stage, state)
+        self.record_repro_lineage(result)
         return result
+
+    def record_repro_lineage(self, result: dict[str, Any]) -> None:
+        """Keep the reproduction's repository, commit, stage outcomes and datasets for OpenLineage.
+
+        :param result: the task's result (its XCom)
+        """
+        io = self._stage_io or {}
+        self.record_lineage(
+            {
+                "repo": result.get("repo"),
+                "rev": result.get("rev"),
+                "sha": result.get("sha"),
+                "inputs": io.get("inputs", []),
+                "outputs": io.get("outputs", []),
+                "run": {"stages": result.get("stages")},
+            }
+        )
 
     def check_arguments(self) -> None:
         from airflow_provider_mlci.core.dvc_ops import check_targets
@@ -314,6 +338,9 @@ class DvcReproOperator(_DvcWorkspaceMixin, BaseOperator):
 
         self.log.info("%s", describe_gpus(detect_gpus(self._runner)))
         outcome = dvc_ops.repro(workspace, self.repro_request(context))
+        self._stage_io = stage_io(
+            outcome, root=workspace.path, render_cache=os.path.join(self.hook.cache_dir, "render"), log=self.log
+        )
         commit = (
             _commit(workspace, list(outcome.changed_files), self.commit_spec(), self.log) if self.commit_to else None
         )
@@ -391,6 +418,27 @@ class DvcCommitOperator(_DvcWorkspaceMixin, BaseOperator):
         changed = dvc_ops.apply_handoff(workspace, handoff) if handoff else ()
         spec = CommitSpec(branch=self.branch, message=self.message, author=self.author)
         return {"commit": _commit(workspace, list(changed), spec, self.log)}
+
+
+def stage_io(outcome: Any, *, root: Any = None, render_cache: str | None = None, log: Any) -> dict[str, Any] | None:
+    """The datasets a reproduction read and wrote, when OpenLineage is on (``None`` otherwise).
+
+    :param outcome: the :class:`~airflow_provider_mlci.core.dvc_ops.ReproOutcome`
+    :param root: the checkout it ran in (``None``: it ran elsewhere; paths come from the lock alone)
+    :param render_cache: where templated ``dvc.yaml`` files' expansions are kept
+    :param log: where to say why, if they cannot be read (a task never fails on lineage)
+    """
+    from airflow_provider_mlci import lineage
+
+    if not lineage.lineage_wanted():
+        return None
+    try:
+        if root is None:
+            return lineage.lock_io(outcome.stages, outcome.handoff.lock)
+        return lineage.pipeline_io(root, outcome.stages, outcome.handoff.lock, render_cache=render_cache)
+    except Exception:
+        log.warning("Could not read the stages' datasets for OpenLineage", exc_info=True)
+        return None
 
 
 def _commit(workspace: Workspace, files: list[str], spec: CommitSpec, log: Any) -> dict[str, Any]:

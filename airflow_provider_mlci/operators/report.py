@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_mlci.lineage import OpenLineageMixin, storage_dataset
 from airflow_provider_mlci.links.report import MlciReportLink
 from airflow_provider_mlci.operators.dvc import _DvcWorkspaceMixin
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["MetricsReportOperator"]
 
 
-class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
+class MetricsReportOperator(OpenLineageMixin, _DvcWorkspaceMixin, BaseOperator):
     """Write ``report.md`` and a self-contained ``report.html`` for ``rev`` against a baseline.
 
     The report holds the metrics and params diff (old, new, change, as ``dvc metrics diff`` and
@@ -33,7 +34,8 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
     Returns ``{"repo", "rev", "sha", "baseline_rev", "baseline_sha", "report_uri", "html",
     "markdown", "metrics_changed", "plots", "problems", "absent"}``; ``absent`` maps a commit to
     the metrics, params and plots files it does not have yet (a baseline from before the
-    pipeline first ran): the report says so, and that is not a problem.
+    pipeline first ran): the report says so, and that is not a problem. Its OpenLineage inputs are
+    the metrics and params files it read at ``rev``; its output, the report's folder.
 
     :param rev: branch, tag, commit id or expression (templated)
     :param baseline_rev: the revision to compare with (templated); default: the model on
@@ -153,6 +155,17 @@ class MetricsReportOperator(_DvcWorkspaceMixin, BaseOperator):
         files: dict[str, bytes] = {image.file: image.data for image in report.images}
         files |= {"report.md": report.markdown.encode(), "report.html": report.html.encode()}
         uri = store_task_report(context, files, report.summary, base=self.report_base, conn_id=self.report_conn_id)
+        read = {path for kind in ("metrics", "params") for path in (inputs.get(kind) or {}).get(workspace.sha, {})}
+        self.record_lineage(
+            {
+                "repo": workspace.access.git.display_url,
+                "rev": self.rev,
+                "sha": workspace.sha,
+                "inputs": [{"path": path} for path in sorted(read)],
+                "outputs": [storage_dataset(uri)],
+                "run": {"report": uri},
+            }
+        )
         self.log.info("Report: %s/report.html (%d plots, %d problems)", uri, len(report.images), len(report.problems))
         for problem in report.problems:
             self.log.warning("Report problem: %s", problem)

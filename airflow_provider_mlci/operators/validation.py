@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_mlci.lineage import OpenLineageMixin, storage_dataset
 from airflow_provider_mlci.links.report import MlciReportLink
 from airflow_provider_mlci.operators._errors import airflow_failures
 
@@ -31,9 +32,10 @@ __all__ = ["DataDriftCheckOperator", "DataValidationOperator"]
 
 _PANDERA_GREEN = "#2e7d32"
 _MODES = ("fail", "warn")
+_VERDICT = ("schema", "valid", "rows_checked", "failure_cases_total")
 
 
-class _DatasetMixin:
+class _DatasetMixin(OpenLineageMixin):
     """Reading a dataset from a DVC repository at a revision, or from object storage."""
 
     dvc_conn_id: str
@@ -42,6 +44,8 @@ class _DatasetMixin:
     format: str | None
     chunk_bytes: int | None
     log: Any
+    #: what :meth:`open_dataset` opened, for lineage: ``{"repo", "sha", "path"}`` or ``{"namespace", "name"}``
+    _sources: list[dict[str, Any]] | None = None
 
     @cached_property
     def hook(self) -> DvcHook:
@@ -75,12 +79,44 @@ class _DatasetMixin:
         }
         if is_url(dataset):
             reader = _url_reader(dataset, self.conn_id, options)
+            self._note_source(storage_dataset(reader.path))
             yield reader, reader.path
         elif workspace is not None:
-            yield _repo_reader(workspace, dataset, options)
+            yield self._note_repo_source(workspace, _repo_reader(workspace, dataset, options))
         else:
             with self._maybe_workspace(rev or "HEAD") as opened:
-                yield _repo_reader(opened, dataset, options)
+                yield self._note_repo_source(opened, _repo_reader(opened, dataset, options))
+
+    def _note_source(self, source: dict[str, Any]) -> None:
+        self._sources = [*(self._sources or []), source]
+
+    def _note_repo_source(self, workspace: Any, opened: tuple[TableReader, str]) -> tuple[TableReader, str]:
+        path = opened[1].rpartition("@")[0]  # the label is "<path>@<short commit id>"
+        self._note_source({"repo": workspace.access.git.display_url, "sha": workspace.sha, "path": path})
+        return opened
+
+    def record_dataset_lineage(self, rev: str | None, run: dict[str, Any], quality: dict[str, Any] | None) -> None:
+        """Keep the datasets this task opened (the last one with ``quality``) for OpenLineage.
+
+        :param rev: the revision asked for
+        :param run: what the task decided (the ``mlci`` run facet's fields)
+        :param quality: the validation's figures for the dataset it validated
+        """
+        sources = self._sources or []
+        in_repo = [source for source in sources if "repo" in source]
+        named = {
+            (source.get("path"), source.get("namespace"), source.get("name")): (
+                {"path": source["path"]} if "repo" in source else dict(source)
+            )
+            for source in sources
+        }
+        inputs = list(named.values())
+        if inputs and quality:
+            inputs[-1]["quality"] = quality
+        record = {"rev": rev, "inputs": inputs, "run": run}
+        if in_repo:
+            record |= {"repo": in_repo[-1]["repo"], "sha": in_repo[-1]["sha"]}
+        self.record_lineage(record)
 
     @contextlib.contextmanager
     def _maybe_workspace(self, rev: str | None) -> Iterator[Any]:
@@ -202,7 +238,9 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
 
     Returns ``{"dataset", "schema", "valid", "rows_checked", "chunks", "sampled", "error_counts",
     "failure_cases_total", "failure_cases", "warnings", "report_uri"}`` with at most
-    ``max_failure_cases`` cases; all of them are in ``<report_uri>/failure_cases.parquet``.
+    ``max_failure_cases`` cases; all of them are in ``<report_uri>/failure_cases.parquet``. With
+    Airflow's OpenLineage provider, the dataset is the task's input with the verdict as
+    data-quality facets (rows checked, the schema and each failing check), even when it fails.
 
     :param dataset: a path inside the repository (read at ``rev``), or an object storage URL
         such as ``s3://bucket/key.parquet`` (templated)
@@ -323,6 +361,20 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
                 outcome["failure_cases_total"] = summary.get("failure_cases_total")
                 uri = store_task_report(context, files, outcome, base=self.report_dir, conn_id=self.report_conn_id)
             summary["report_uri"] = uri
+            self.record_dataset_lineage(
+                self.rev,
+                {"validation": {key: summary.get(key) for key in _VERDICT}, "report": uri},
+                {
+                    "rows": summary.get("rows_checked"),
+                    "valid": report.valid,
+                    "schema": summary.get("schema"),
+                    "failures": [
+                        {"column": column, "check": check, "count": count}
+                        for column, checks in report.error_counts.items()
+                        for check, count in checks.items()
+                    ],
+                },
+            )
             for warning in report.warnings:
                 self.log.warning("%s", warning)
             if report.valid:
@@ -460,6 +512,7 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
                     )
             report = drift.compare_profiles(profiles["baseline"][1], profiles["current"][1], thresholds)
             summary = {"dataset": profiles["current"][0], "baseline": profiles["baseline"][0], **report.to_json()}
+            self.record_dataset_lineage(self.rev, {}, None)
             for name, stats in report.columns.items():
                 self.log.info("  %s: %s", name, stats)
             if not report.drifted:

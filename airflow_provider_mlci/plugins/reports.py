@@ -14,6 +14,8 @@ a folder only once its ``outcome.json`` says the report is complete.
 - ``GET /mlci/reports/{dag_id}/{run_id}/{task}/{path}``: one file of that folder
 - ``GET /mlci/task-report/{dag_id}/{run_id}/{task_id}?map_index=N``: the folder of one task instance
   (what its "Report" tab in the UI opens; the run id may be given as Airflow spells it)
+- ``POST /mlci/webhooks/github``: GitHub's pull-request webhook, which triggers the PR-validation Dag
+  (:mod:`airflow_provider_mlci.plugins.webhooks`; authenticated by its signature, not by a login)
 
 and adds "MLCI reports" to the UI's Browse menu and a "Report" tab to every task instance.
 
@@ -225,7 +227,11 @@ def create_app(*, authenticate: Authenticate | None = None) -> FastAPI:
 
 @functools.cache
 def _the_app() -> FastAPI:
-    return create_app()
+    from airflow_provider_mlci.plugins import webhooks
+
+    app = create_app()
+    app.mount(webhooks.URL_PREFIX, webhooks.create_app())
+    return app
 
 
 class _FastAPIApps:

@@ -33,7 +33,8 @@ class DvcDataChangedSensor(BaseSensorOperator):
     triggerer (``deferrable=True``, the default) and holds no worker slot.
 
     :param targets: tracked paths (``data/raw.csv``) or their ``.dvc`` files (templated)
-    :param asset: the Asset to emit on and remember with (default: ``x-dvc-data://<conn>/<targets>``)
+    :param asset: the Asset to emit on and remember with (default: ``x-dvc-data://<conn>/<targets>``, in
+        normal form: see :mod:`airflow_provider_mlci.assets`)
     :param rev: the branch to watch (templated); ``HEAD`` is the default branch
     :param watch: ``tracked`` or ``source``
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
@@ -61,7 +62,7 @@ class DvcDataChangedSensor(BaseSensorOperator):
     ) -> None:
         targets = [targets] if isinstance(targets, str) else list(targets)
         if asset is None:
-            asset = Asset(f"x-dvc-data://{dvc_conn_id}/{'+'.join(targets)}")
+            asset = Asset(_default_uri(dvc_conn_id, targets))
         kwargs["inlets"] = [*kwargs.get("inlets", []), asset]
         kwargs["outlets"] = [*kwargs.get("outlets", []), asset]
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -155,3 +156,14 @@ class DvcDataChangedSensor(BaseSensorOperator):
             with airflow_failures():
                 raise error_class(event.get("type", "MlciError"))(event.get("message", "the data watch failed"))
         return self._fired(context, event)
+
+
+def _default_uri(dvc_conn_id: str, targets: Sequence[str]) -> str:
+    """``x-dvc-data://<conn>/<target>+<target>`` in normal form."""
+    from airflow_provider_mlci.assets import DATA_SCHEME, dvc_asset_uri
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    try:
+        return dvc_asset_uri(dvc_conn_id, "+".join(targets), scheme=DATA_SCHEME)
+    except ValueError as exc:
+        raise MlciConfigError(f"DvcDataChangedSensor: no default Asset for {targets!r} ({exc}); give asset=.") from exc

@@ -19,13 +19,16 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, TaskGroup
+from airflow.sdk import TaskGroup
 
 from airflow_provider_mlci.core.pipeline import PipelineSpec, load_pipeline
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.dvc import DvcCommitOperator, DvcPipelineResolveOperator, DvcReproOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset
 
 __all__ = ["DvcPipelineTaskGroup", "RenderMode"]
 
@@ -55,8 +58,9 @@ class DvcPipelineTaskGroup(TaskGroup):
     :param select: glob patterns of stage names to render (default: all)
     :param exclude: glob patterns of stage names to leave out; their outputs come from the remote
     :param emit_assets: give each stage task an Airflow Asset per output, ``x-dvc://<namespace>/<path>``
-        (``x-``: a custom scheme, which Airflow leaves as it is)
-    :param asset_namespace: the ``<namespace>`` of those Assets (default: the project folder's name)
+        in normal form (see :mod:`airflow_provider_mlci.assets`)
+    :param asset_namespace: the ``<namespace>`` of those Assets (default: the project folder's name;
+        letters, digits, ``.``, ``_``, ``-``; case-insensitive)
     :param commit_to: a branch to commit the new ``dvc.lock`` and metrics to at the end
     :param commit_message: that commit's message
     :param commit_author: that commit's ``"Name <email>"``
@@ -181,11 +185,19 @@ class DvcPipelineTaskGroup(TaskGroup):
         return path
 
     def _assets(self, namespace: str, names: Sequence[str]) -> list[Asset]:
-        return [
-            Asset(uri=f"x-dvc://{namespace}/{out.path}", name=f"x-dvc://{namespace}/{out.path}", group="dvc")
-            for name in names
-            for out in self.pipeline.stages[name].outs
-        ]
+        from airflow_provider_mlci.assets import create_asset
+
+        try:
+            return [
+                create_asset(namespace=namespace, path=out.path)
+                for name in names
+                for out in self.pipeline.stages[name].outs
+            ]
+        except ValueError as exc:
+            raise MlciConfigError(
+                f"Task group {self.group_id!r}: no Asset URI for its outputs ({exc}); give asset_namespace= a name of "
+                "letters, digits, '.', '_' and '-', or emit_assets=False."
+            ) from exc
 
 
 def _has_downstream(pipeline: PipelineSpec, name: str) -> bool:

@@ -21,7 +21,7 @@ HEAVY = ("dvc", "pandas", "pandera", "numpy", "boto3", "botocore", "sklearn", "p
 HEAVY_PREFIXES = ("airflow.providers.amazon.aws",)  # its hooks, operators and boto3 behind them
 #: What DAG files import: the package root, these subpackages and these modules.
 DAG_FACING_PACKAGES = ("operators", "sensors", "task_groups", "links", "triggers")  # triggers: AssetWatchers
-DAG_FACING_MODULES = ("config", "exceptions", "get_provider_info", "settings", "report_store")
+DAG_FACING_MODULES = ("assets", "config", "exceptions", "get_provider_info", "lineage", "settings", "report_store")
 
 _PROBE = """
 import importlib, json, runpy, sys, time

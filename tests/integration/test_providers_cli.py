@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,3 +42,12 @@ def test_the_connection_form_fields_are_declared():
     out = airflow_cli("providers", "widgets", "--output", "plain")
     for field in ("private_key", "dvc_remote", "dvc_remote_url", "aws_conn_id"):
         assert f"extra__mlci_dvc__{field}" in out
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_providers_get_shows_the_asset_schemes_and_the_settings():
+    (info,) = json.loads(airflow_cli("providers", "get", "airflow-provider-mlci", "--full", "--output", "json"))
+    schemes = {scheme: entry for entry in info["asset-uris"] for scheme in entry["schemes"]}
+    assert set(schemes) == {"x-dvc", "x-dvc-data"}
+    assert all(entry["handler"] == "airflow_provider_mlci.assets.sanitize_uri" for entry in schemes.values())
+    assert {"cache_dir", "cache_max_size_gb", "reports_dir", "sandbox"} <= set(info["config"]["mlci"]["options"])

@@ -35,8 +35,14 @@ BROUGHT_BY = {
 #: Imported only inside ``try: ... except ImportError`` or as its fallback (a model file's format;
 #: pip's copy of packaging where a project's interpreter lacks packaging).
 GUARDED = {"joblib", "skops", "pip"}
-#: Imported only by what an extra installs: GitHub App tokens.
-BY_EXTRA = {"pygithub": "github"}
+#: Imported only by what an extra installs: GitHub App tokens; OpenLineage facets (lineage.py and
+#: assets.py import them only once the OpenLineage provider is found).
+BY_EXTRA = {
+    "pygithub": "github",
+    "apache-airflow-providers-openlineage": "openlineage",
+    "openlineage-python": "openlineage",
+    "attrs": "openlineage",
+}
 #: Imported only by the test helpers in ``airflow_provider_mlci/testing`` (the dev extra).
 TEST_HELPERS_ONLY = {"moto"}
 
