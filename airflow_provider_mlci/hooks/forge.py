@@ -658,8 +658,14 @@ class ForgeHook(BaseHook):
         except (TypeError, ValueError) as exc:
             raise MlciConfigError(f"Connection {self.github_conn_id!r}: installation_id must be a number.") from exc
 
-        import requests
-        from github import Auth, GithubException, GithubIntegration
+        try:
+            import requests
+            from github import Auth, GithubException, GithubIntegration
+        except ImportError as exc:
+            raise MlciConfigError(
+                f"Connection {self.github_conn_id!r} authenticates as a GitHub App, which needs PyGithub: "
+                "install airflow-provider-mlci[github] (a token in the connection's password needs no extra)."
+            ) from exc
 
         app = GithubIntegration(auth=Auth.AppAuth(extra["app_id"], private_key), base_url=base_url, retry=0)
         where = f"installation {installation_id} of app {extra['app_id']}"

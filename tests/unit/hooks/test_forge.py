@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sys
 
 import httpx
 import pytest
@@ -386,6 +387,17 @@ def test_a_github_app_connection_gets_an_installation_token(monkeypatch, token):
         monkeypatch.setenv("AIRFLOW_CONN_GITHUB_APP", json.dumps(value))
         with pytest.raises(ForgeNotFoundError, match="installation 78 of app 4242"):
             ForgeHook("github_app").get_credentials()
+
+
+def test_a_github_app_without_pygithub_names_the_extra(monkeypatch):
+    """PyGithub comes with the ``github`` extra only: without it an App connection is a typed error."""
+    monkeypatch.setitem(sys.modules, "github", None)  # as if not installed: importing it fails
+    extra = {"app_id": "4242", "installation_id": 77, "private_key": "-----BEGIN PRIVATE KEY-----\nx\n"}
+    monkeypatch.setenv("AIRFLOW_CONN_GITHUB_APP", json.dumps({"conn_type": "github", "extra": extra}))
+    with pytest.raises(
+        MlciConfigError, match=r"'github_app' authenticates as a GitHub App.*airflow-provider-mlci\[github\]"
+    ):
+        ForgeHook("github_app").get_credentials()
 
 
 # ------------------------------------------------------------------------------------ arguments and body
