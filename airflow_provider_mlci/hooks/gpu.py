@@ -201,7 +201,11 @@ class GpuInstanceHook(AwsBaseHook):
             run_key=key,
             group=group or task_id,
         )
-        user_data = boot_script(spec, agent_args=args)
+        wheel: str | None = None
+        requirements: list[str] = []
+        if mailbox and spec.agent_requirement is None:
+            wheel, requirements = self.upload_agent(mailbox)
+        user_data = boot_script(spec, agent_args=args, agent_wheel=wheel, agent_requirements=requirements)
         result = self.launch(
             spec,
             run_key=key,
@@ -225,6 +229,34 @@ class GpuInstanceHook(AwsBaseHook):
             "generation": result.generation,
             "attempts": result.attempts,
         }
+
+    def upload_agent(self, mailbox: str) -> tuple[str, list[str]]:
+        """Put a wheel of the code this worker runs under ``<mailbox>/agent/``, for the instance's
+        boot script; return its URL and the agent's requirements (pinned to this worker's versions).
+
+        The same code gives the same bytes, so a retry uploads (and names) the same wheel.
+
+        :param mailbox: the job mailbox, ``s3://bucket/prefix``
+        """
+        from botocore.exceptions import ClientError
+
+        from airflow_provider_mlci.core.compute.agent_dist import agent_requirements, package_wheel, wheel_name
+        from airflow_provider_mlci.core.compute.jobs import parse_s3_url
+        from airflow_provider_mlci.exceptions import MlciConfigError
+
+        bucket, prefix = parse_s3_url(mailbox)
+        key = f"{prefix.rstrip('/')}/agent/{wheel_name()}".lstrip("/")
+        try:
+            self.s3_client.put_object(Bucket=bucket, Key=key, Body=package_wheel())
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchBucket", "AccessDenied", "AllAccessDisabled"):
+                raise MlciConfigError(
+                    f"Cannot put the agent's wheel at s3://{bucket}/{key} ({code}): the job base must be a bucket "
+                    "the worker can write to (and the instance profile read)."
+                ) from exc
+            raise
+        return f"s3://{bucket}/{key}", agent_requirements()
 
     def launch_replacement(
         self, previous: Mapping[str, Any], *, dag_id: str, run_id: str, task_id: str, map_index: int = -1

@@ -219,6 +219,10 @@ class InstanceEmulator:
     :param work_root: where each instance's work folder and agent log go (default: a temporary folder)
     :param agent_args: more agent arguments (shorter intervals for tests)
     :param poll_interval: seconds between looks at moto's EC2
+    :param from_wheel: install each agent as its boot script does with the default
+        ``agent_requirement``: the worker's wheel it names, fetched from S3 and installed with
+        ``pip --no-deps`` into the instance's own folder, which its agent then imports from; and
+        Airflow is not importable for it or for anything it starts (the instance has no Airflow)
     """
 
     def __init__(
@@ -230,7 +234,9 @@ class InstanceEmulator:
         work_root: Path | None = None,
         agent_args: tuple[str, ...] = _QUICK,
         poll_interval: float = 0.2,
+        from_wheel: bool = False,
     ) -> None:
+        self.from_wheel = from_wheel
         self.endpoint_url = endpoint_url
         self.region = region
         self.env = dict(env or {})
@@ -239,6 +245,7 @@ class InstanceEmulator:
         self.poll_interval = poll_interval
         self.agents: dict[str, AgentProcess] = {}
         self.skipped: dict[str, str] = {}  # instance id -> why no agent started
+        self.wheels: dict[str, dict[str, Any]] = {}  # instance id -> the wheel its agent runs (from_wheel)
         self.errors: list[str] = []
         self.imds = LoopbackImds()
         self._cond = threading.Condition()
@@ -397,11 +404,58 @@ class InstanceEmulator:
             *self.agent_args,
         ]
         env = {**os.environ, **self.env}
+        if self.from_wheel:
+            site = self._install_from_wheel(instance_id, user_data, folder)
+            if site is None:
+                return
+            env["PYTHONPATH"] = str(site)
         with log_path.open("ab") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         with self._cond:
             self.agents[instance_id] = AgentProcess(instance_id=instance_id, args=args, proc=proc, log_path=log_path)
             self._cond.notify_all()
+
+    def _install_from_wheel(self, instance_id: str, user_data: str, folder: Path) -> Path | None:
+        """Fetch and install the wheel the boot script names into ``folder/site`` (no requirements),
+        with a ``sitecustomize`` there that makes Airflow unimportable; return the folder."""
+        import boto3
+
+        from airflow_provider_mlci.core.compute.ec2 import agent_wheel_from_user_data
+
+        wheel = agent_wheel_from_user_data(user_data)
+        if wheel is None:
+            with self._cond:
+                self.skipped[instance_id] = "its user data names no agent wheel"
+                self._cond.notify_all()
+            return None
+        bucket, _, key = wheel["url"][len("s3://") :].partition("/")
+        local = folder / key.rsplit("/", 1)[-1]
+        boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region).download_file(
+            bucket, key, str(local)
+        )
+        site = folder / "site"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(local)],
+            check=True,
+            capture_output=True,
+        )
+        (site / "sitecustomize.py").write_text(
+            "# The emulated instance has no Airflow: importing it fails, here and in every child.\n"
+            "import sys\n\nsys.modules['airflow'] = None\n"
+        )
+        probe = subprocess.run(
+            [sys.executable, "-c", "import airflow_provider_mlci as p; print(p.__file__)\nimport airflow"],
+            env={**os.environ, "PYTHONPATH": str(site)},
+            cwd=folder,  # not the repository, whose package `python -c` and `-m` would import first
+            capture_output=True,
+            text=True,
+        )
+        assert probe.stdout.strip().startswith(str(site)), f"the agent would not run the wheel's code: {probe}"
+        assert "ModuleNotFoundError" in probe.stderr or "ImportError" in probe.stderr, probe.stderr
+        self.wheels[instance_id] = wheel
+        return site
 
     def _kill(self, agent: AgentProcess) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

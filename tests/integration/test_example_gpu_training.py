@@ -36,9 +36,11 @@ def test_training_runs_on_the_instance_and_the_instance_is_gone(run_dag, gpu_set
 
     project = gpu_setup
     before = s3_keys(moto_endpoint, project.dvc_remote_url)
-    with InstanceEmulator(moto_endpoint) as machines:
+    # The instance installs the agent as its boot script does: the worker's own wheel, without Airflow.
+    with InstanceEmulator(moto_endpoint, from_wheel=True) as machines:
         record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main"})
         launched = list(machines.agents)
+        wheels = dict(machines.wheels)
     out = capfd.readouterr().out
     assert record.state == "success", out[-4000:]
     assert record.task_states == {
@@ -52,6 +54,7 @@ def test_training_runs_on_the_instance_and_the_instance_is_gone(run_dag, gpu_set
     instance = record.xcom["gpu.launch"]
     # One instance for this run (an earlier test on this worker may have left moto others, now terminated).
     assert instance["instance_id"] in launched, launched
+    assert wheels[instance["instance_id"]]["url"].startswith(f"{instance['mailbox']}/agent/"), wheels
     assert result["compute"]["backend"] == "ec2"
     assert result["compute"]["instance_id"] == instance["instance_id"]
     assert result["sha"] == project.head()

@@ -106,6 +106,14 @@ DLAMI_SSM_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driv
 DLAMI_NAME_PATTERN = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)*"
 
 _AGENT_ARGS_MARKER = "# mlci-agent-args:"
+_AGENT_WHEEL_MARKER = "# mlci-agent-wheel:"
+#: The boot script's download of the agent's wheel (boto3 is installed by then; the instance
+#: profile gives the credentials): ``<s3 url> <file> <region> [<endpoint url>]``.
+_FETCH_WHEEL = (
+    'import sys, boto3; u, f, r = sys.argv[1:4]; b, _, k = u[5:].partition("/"); '
+    'boto3.client("s3", region_name=r, endpoint_url=(sys.argv[4] if len(sys.argv) > 4 else None))'
+    ".download_file(b, k, f)"
+)
 _STARTUP_DELIMITER = "MLCI_STARTUP_SCRIPT_END"
 _USER_DATA_LIMIT = 16 * 1024  # bytes, after base64 (EC2's limit)
 #: The instance metadata service's hop limit: 1 answers the instance's own processes only.
@@ -325,7 +333,14 @@ def _refuse_secrets(where: str, text: str) -> None:
         )
 
 
-def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at: datetime | None = None) -> str:
+def boot_script(
+    spec: GpuInstanceSpec,
+    *,
+    agent_args: Sequence[str],
+    expires_at: datetime | None = None,
+    agent_wheel: str | None = None,
+    agent_requirements: Sequence[str] = (),
+) -> str:
     """The instance's user data: a bash script that schedules the deadline, then runs the agent.
 
     In order: ``shutdown -h +<minutes of max_lifetime>`` (the instance is launched with
@@ -343,6 +358,10 @@ def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at:
     :param agent_args: the agent's command-line arguments (no credentials)
     :param expires_at: ignored (the deadline counts from the instance's boot, and the
         ``mlci:expires_at`` tag gives its time); kept so that older callers still work
+    :param agent_wheel: with ``spec.agent_requirement=None``: the ``s3://`` URL of the worker's
+        wheel (:mod:`~airflow_provider_mlci.core.compute.agent_dist`), installed with ``--no-deps``
+        after ``agent_requirements``
+    :param agent_requirements: the agent's own requirements (installed before its wheel)
     :raises SecretInUserDataError: an argument, the agent requirement or the startup script
         holds what looks like a credential (the message names its kind, never its value)
     :raises MlciConfigError: the script is over EC2's 16 KB
@@ -350,7 +369,17 @@ def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at:
     del expires_at
     args = [str(arg) for arg in agent_args]
     _refuse_secrets("agent arguments", "\n".join(args))
-    _refuse_secrets("agent requirement", spec.agent_requirement)
+    if spec.agent_requirement is not None:
+        _refuse_secrets("agent requirement", spec.agent_requirement)
+        install = [spec.agent_requirement]
+    elif args:
+        if not agent_wheel or not agent_wheel.startswith("s3://"):
+            raise MlciConfigError(
+                "No agent to install: give the worker's wheel (an s3:// URL), or set GpuInstanceSpec.agent_requirement."
+            )
+        _refuse_secrets("agent wheel URL", agent_wheel)
+        _refuse_secrets("agent requirements", "\n".join(agent_requirements))
+        install = list(agent_requirements)
     if spec.startup_script:
         _refuse_secrets("startup script", spec.startup_script)
         if _STARTUP_DELIMITER in spec.startup_script:
@@ -362,6 +391,11 @@ def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at:
         "# the instance reaches S3 through its instance profile.",
         f"# Deadline: {spec.max_lifetime} s after launch (the instance's mlci:expires_at tag gives the time).",
         f"{_AGENT_ARGS_MARKER} {json.dumps(args)}",
+        *(
+            [f"{_AGENT_WHEEL_MARKER} {json.dumps({'url': agent_wheel, 'requirements': list(agent_requirements)})}"]
+            if spec.agent_requirement is None and args
+            else []
+        ),
         "",
         "# 1. The deadline first, whatever happens next: shutting down terminates this instance.",
         f"shutdown -h +{minutes} 'airflow-provider-mlci: max_lifetime reached'",
@@ -391,7 +425,9 @@ def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at:
             "command -v bwrap >/dev/null || apt-get install -y -q bubblewrap >/dev/null 2>&1 \\",
             "  || dnf install -y -q bubblewrap >/dev/null 2>&1 || echo 'mlci: could not install bubblewrap'",
             "if python3 -m venv --system-site-packages /opt/mlci/venv \\",
-            f"    && /opt/mlci/venv/bin/pip install --quiet {shlex.quote(spec.agent_requirement)}; then",
+            f"    && /opt/mlci/venv/bin/pip install --quiet {' '.join(shlex.quote(r) for r in install)} \\",
+            *(_wheel_install_lines(agent_wheel, args) if spec.agent_requirement is None else []),
+            "    ; then",
             f"  {command}",
             '  echo "mlci: the agent exited with $?"',
             "else",
@@ -406,6 +442,37 @@ def boot_script(spec: GpuInstanceSpec, *, agent_args: Sequence[str], expires_at:
             f"The boot script is {size} bytes in base64, over EC2's {_USER_DATA_LIMIT}: shorten the startup script."
         )
     return script
+
+
+def _wheel_install_lines(agent_wheel: str | None, args: Sequence[str]) -> list[str]:
+    """The boot script's lines that fetch the worker's wheel and install it without its requirements."""
+    assert agent_wheel is not None
+    where = [_option(args, "--region") or "us-east-1", *([url] if (url := _option(args, "--endpoint-url")) else [])]
+    local = f"/opt/mlci/{agent_wheel.rsplit('/', 1)[-1]}"
+    fetch = ["/opt/mlci/venv/bin/python", "-c", _FETCH_WHEEL, agent_wheel, local, *where]
+    return [
+        f"    && {' '.join(shlex.quote(part) for part in fetch)} \\",
+        f"    && /opt/mlci/venv/bin/pip install --quiet --no-deps {shlex.quote(local)} \\",
+    ]
+
+
+def _option(args: Sequence[str], name: str) -> str | None:
+    """The value after ``name`` in ``args`` (``None`` if absent)."""
+    for index, arg in enumerate(args[:-1]):
+        if arg == name:
+            return args[index + 1]
+    return None
+
+
+def agent_wheel_from_user_data(user_data: str) -> dict[str, Any] | None:
+    """The worker's wheel a boot script installs the agent from (``{"url", "requirements"}``), if any.
+
+    :param user_data: the decoded user data
+    """
+    for line in user_data.splitlines():
+        if line.startswith(_AGENT_WHEEL_MARKER):
+            return json.loads(line[len(_AGENT_WHEEL_MARKER) :])
+    return None
 
 
 def agent_args_from_user_data(user_data: str) -> list[str]:

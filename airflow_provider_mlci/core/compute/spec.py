@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from airflow_provider_mlci import __version__
 from airflow_provider_mlci.exceptions import MlciConfigError
 
 __all__ = ["DEFAULT_INSTANCE_TYPE", "GPU_INSTANCE_TYPES", "GpuInstanceSpec", "LaunchCandidate", "Market"]
@@ -84,7 +83,11 @@ class GpuInstanceSpec:
         ``aws:`` are reserved)
     :param startup_script: bash run at boot before the agent starts (install drivers, mount
         data...); must hold no credentials
-    :param agent_requirement: the pip requirement the boot script installs the agent from
+    :param agent_requirement: what pip installs the agent from on the instance; default
+        (``None``): the worker's own code, as a wheel the worker uploads beside the job's mailbox,
+        with the agent's short requirement list pinned to the worker's versions and no Airflow
+        (:mod:`~airflow_provider_mlci.core.compute.agent_dist`); a requirement or URL installs
+        that instead (all of the provider's requirements with it)
     :param max_launch_attempts: how many launch calls at most, over all candidates
     """
 
@@ -105,7 +108,7 @@ class GpuInstanceSpec:
     security_group_ids: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     startup_script: str | None = None
-    agent_requirement: str = f"airflow-provider-mlci=={__version__}"
+    agent_requirement: str | None = None
     max_launch_attempts: int = 8
 
     def __post_init__(self) -> None:
@@ -156,8 +159,13 @@ class GpuInstanceSpec:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise MlciConfigError(f"GpuInstanceSpec.{name}={value!r} must be a non-empty string or None.")
-        if not self.agent_requirement or not self.agent_requirement.strip():
-            raise MlciConfigError("GpuInstanceSpec.agent_requirement must name what pip installs the agent from.")
+        if self.agent_requirement is not None and (
+            not isinstance(self.agent_requirement, str) or not self.agent_requirement.strip()
+        ):
+            raise MlciConfigError(
+                "GpuInstanceSpec.agent_requirement must name what pip installs the agent from, or be None "
+                "(the worker's own code)."
+            )
 
     @classmethod
     def from_mapping(cls, value: Mapping[str, Any] | GpuInstanceSpec) -> GpuInstanceSpec:

@@ -593,7 +593,8 @@ def test_the_emulator_reads_the_agent_arguments_of_the_real_boot_script(ec2, emu
     from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 
     args = ["--mailbox", mailbox.mailbox, "--endpoint-url", moto_endpoint, "--region", REGION, "--idle-timeout", "1"]
-    script = ec2_module.boot_script(GpuInstanceSpec(), agent_args=args, expires_at=dt.datetime.now(dt.UTC))
+    spec = GpuInstanceSpec(agent_requirement="airflow-provider-mlci")
+    script = ec2_module.boot_script(spec, agent_args=args, expires_at=dt.datetime.now(dt.UTC))
     instance_id = launch(ec2, script)
     assert emulator.wait_for_agent(instance_id).args == args
     assert emulator.wait_for_exit(instance_id, timeout=30) == 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 
-from airflow_provider_mlci.core.compute import ec2
+from airflow_provider_mlci.core.compute import agent_dist, ec2
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.exceptions import GpuProvisioningError, MlciConfigError
 from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
@@ -16,9 +17,21 @@ from tests.helpers.moto_ec2 import (
     FAKE_SECRET_KEY,
     assert_no_instance_left,
     describe,
+    live_instances,
     tags_of,
     user_data_of,
 )
+
+
+@pytest.fixture(autouse=True)
+def jobs_bucket(moto_endpoint):
+    """The bucket the launches' mailboxes (and the agent wheels beside them) go to."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket="jobs")
+    return s3
 
 
 @pytest.fixture
@@ -74,6 +87,12 @@ def test_launch_for_task_describes_the_instance_and_names_its_mailbox(hook, moto
             "--endpoint-url",
             moto_endpoint,
         ]
+        # The agent installs the worker's own code: the wheel beside the mailbox, without Airflow.
+        wheel = ec2.agent_wheel_from_user_data(user_data_of(hook.conn, instance["instance_id"]))
+        assert wheel["url"] == f"s3://jobs/base/{key}/agent/{agent_dist.wheel_name()}"
+        assert [r.split("==")[0] for r in wheel["requirements"]] == list(agent_dist.AGENT_DISTRIBUTIONS)
+        body = hook.s3_client.get_object(Bucket="jobs", Key=f"base/{key}/agent/{agent_dist.wheel_name()}")["Body"]
+        assert body.read() == agent_dist.package_wheel()
         again = hook.launch_for_task(spec, dag_id="d", run_id="r1", task_id="gpu.launch", job_base="s3://jobs/base")
         assert again["adopted"] is True
         assert again["instance_id"] == instance["instance_id"]
@@ -82,7 +101,16 @@ def test_launch_for_task_describes_the_instance_and_names_its_mailbox(hook, moto
         hook.terminate([instance["instance_id"]])
 
 
-def test_the_mailbox_defaults_to_the_provider_setting(hook, monkeypatch):
+def test_a_job_base_in_a_missing_bucket_fails_typed_before_anything_is_launched(hook):
+    with pytest.raises(MlciConfigError, match=r"s3://no-such-bucket/jobs/.*/agent/.*\(NoSuchBucket\)"):
+        hook.launch_for_task(
+            GpuInstanceSpec(ami=AMI), dag_id="d", run_id="r9", task_id="t", job_base="s3://no-such-bucket/jobs"
+        )
+    assert live_instances(hook.conn) == []
+
+
+def test_the_mailbox_defaults_to_the_provider_setting(hook, monkeypatch, jobs_bucket):
+    jobs_bucket.create_bucket(Bucket="from-setting")
     monkeypatch.setenv("AIRFLOW__MLCI__COMPUTE_JOB_BASE", "s3://from-setting/jobs")
     instance = hook.launch_for_task(GpuInstanceSpec(ami=AMI), dag_id="d", run_id="r2", task_id="launch")
     hook.terminate([instance["instance_id"]])

@@ -50,6 +50,10 @@ def client(ec2c: Any) -> Any:
     return ec2c
 
 
+#: Where a worker would have put its wheel for the agent (core.compute.agent_dist).
+WHEEL = "s3://jobs/x/k/agent/airflow_provider_mlci-0.1.0-py3-none-any.whl"
+
+
 def launch_args(spec: GpuInstanceSpec, *, task_id: str | None = None, now: datetime | None = None, **ids: Any):
     """Run key, tags and user data for a launch of ``spec`` by a test task (unique per call);
     with ``now``, a deadline counted from then instead of from the instance's LaunchTime."""
@@ -59,7 +63,7 @@ def launch_args(spec: GpuInstanceSpec, *, task_id: str | None = None, now: datet
     tags = ec2.instance_tags(
         spec, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, run_key=key, group=task_id
     )
-    user_data = ec2.boot_script(spec, agent_args=["--mailbox", f"s3://jobs/x/{key}"])
+    user_data = ec2.boot_script(spec, agent_args=["--mailbox", f"s3://jobs/x/{key}"], agent_wheel=WHEEL)
     args = {"run_key": key, "tags": tags, "user_data": user_data}
     if now is not None:
         args["expires_at"] = ec2.expires_at_for(spec, now)
@@ -100,16 +104,36 @@ def test_client_tokens_are_deterministic_short_ascii_and_differ_by_generation_an
 
 def test_the_boot_script_schedules_the_deadline_before_anything_else():
     spec = GpuInstanceSpec(max_lifetime=2 * 3600 + 1, startup_script="echo hello from the startup script")
-    script = ec2.boot_script(spec, agent_args=["--mailbox", "s3://b/p/k", "--idle-timeout", "300"])
+    args = ["--mailbox", "s3://b/p/k", "--idle-timeout", "300", "--region", "eu-west-1"]
+    script = ec2.boot_script(spec, agent_args=args, agent_wheel=WHEEL, agent_requirements=["dvc==3.6.0", "boto3==1.40"])
     commands = [line for line in script.splitlines() if line.strip() and not line.startswith("#")]
     assert commands[0] == "shutdown -h +121 'airflow-provider-mlci: max_lifetime reached'"
     assert commands[-1].startswith("shutdown -h now")
     assert script.index("echo hello from the startup script") < script.index("-m airflow_provider_mlci.agent")
     assert "# Deadline: 7201 s after launch" in script
-    assert f"pip install --quiet {spec.agent_requirement}" in script
+    # The agent's own requirements, then the worker's wheel fetched from S3 and installed without its requirements.
+    install = script.index("pip install --quiet dvc==3.6.0 boto3==1.40")
+    fetch = script.index(f"{WHEEL} /opt/mlci/airflow_provider_mlci-0.1.0-py3-none-any.whl eu-west-1")
+    no_deps = script.index("pip install --quiet --no-deps /opt/mlci/airflow_provider_mlci-0.1.0-py3-none-any.whl")
+    assert install < fetch < no_deps < script.index("-m airflow_provider_mlci.agent")
+    assert "apache-airflow" not in script
+    assert ec2.agent_wheel_from_user_data(script) == {"url": WHEEL, "requirements": ["dvc==3.6.0", "boto3==1.40"]}
     markers = [line for line in script.splitlines() if line.startswith("# mlci-agent-args:")]
     assert len(markers) == 1
-    assert ec2.agent_args_from_user_data(script) == ["--mailbox", "s3://b/p/k", "--idle-timeout", "300"]
+    assert ec2.agent_args_from_user_data(script) == args
+
+
+def test_an_agent_requirement_is_installed_instead_of_the_workers_wheel():
+    spec = GpuInstanceSpec(agent_requirement="airflow-provider-mlci==0.1.0")
+    script = ec2.boot_script(spec, agent_args=["--mailbox", "s3://b/p/k"])
+    assert "pip install --quiet airflow-provider-mlci==0.1.0 \\" in script
+    assert "--no-deps" not in script
+    assert ec2.agent_wheel_from_user_data(script) is None
+
+
+def test_without_a_wheel_or_a_requirement_there_is_no_agent_to_install():
+    with pytest.raises(MlciConfigError, match="No agent to install"):
+        ec2.boot_script(GpuInstanceSpec(), agent_args=["--mailbox", "s3://b/p/k"])
 
 
 def test_no_agent_arguments_start_no_agent():
@@ -120,7 +144,7 @@ def test_no_agent_arguments_start_no_agent():
 
 
 def test_arguments_are_shell_quoted():
-    script = ec2.boot_script(GpuInstanceSpec(), agent_args=["--mailbox", "s3://b/p q;rm -rf /"])
+    script = ec2.boot_script(GpuInstanceSpec(), agent_args=["--mailbox", "s3://b/p q;rm -rf /"], agent_wheel=WHEEL)
     assert "'s3://b/p q;rm -rf /'" in script
 
 

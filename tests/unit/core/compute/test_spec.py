@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from airflow_provider_mlci import __version__
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec, LaunchCandidate, Market
 from airflow_provider_mlci.exceptions import MlciConfigError
 
@@ -23,7 +22,7 @@ def test_defaults_match_the_issue():
     assert spec.spot is False
     assert spec.spot_fallback_on_demand is True
     assert spec.spot_max_price is None
-    assert spec.agent_requirement == f"airflow-provider-mlci=={__version__}"
+    assert spec.agent_requirement is None  # the worker's own code, as a wheel (core.compute.agent_dist)
 
 
 def test_candidates_go_market_then_type_then_zone():
