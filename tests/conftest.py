@@ -212,13 +212,23 @@ def airflow_cluster(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) 
 # ------------------------------------------------------------------------------------ S3 / EC2
 
 
+#: Buckets on the moto server from the start: where the tests' GPU jobs go.
+JOB_BUCKETS = ("jobs", "mlci-jobs")
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3/EC2 server over HTTP on 127.0.0.1, at a free port, offering the Deep Learning AMI
-    (:func:`airflow_provider_mlci.testing.moto.moto_server`)."""
+    (:func:`airflow_provider_mlci.testing.moto.moto_server`), with the buckets :data:`JOB_BUCKETS`."""
+    import boto3
+
     from airflow_provider_mlci.testing.moto import moto_server
 
     with moto_server() as endpoint:
+        # The job bases tests name (a launch puts the agent's wheel beside the job's mailbox).
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        for bucket in JOB_BUCKETS:
+            s3.create_bucket(Bucket=bucket)
         yield endpoint
 
 
