@@ -54,6 +54,8 @@ def _compare(endpoint: str, repeats: int) -> Iterator[Comparison]:
     )
     try:
         ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1")
+        # The job base: a launch puts the agent's wheel beside the job's mailbox.
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench-jobs")
         ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         spec = GpuInstanceSpec(gpu="t4", ami=ami)
         hook = GpuInstanceHook(aws_conn_id="aws_bench")

@@ -1,10 +1,23 @@
-"""Train the demo project (``example_dags/demo_project``) to a chosen number of epochs."""
+"""The demo project (``example_dags/demo_project``): train it to a chosen number of epochs, give it new data."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
-__all__ = ["train"]
+__all__ = ["new_data", "train"]
+
+
+def new_data(project, seed: int) -> None:
+    """Generate new raw data (600 rows from ``seed``), track it with DVC, commit and push it."""
+    subprocess.run(
+        [sys.executable, "src/generate.py", "data/raw.csv", "--rows", "600", "--seed", str(seed)],
+        cwd=project.work,
+        check=True,
+    )
+    project.dvc("add", "--quiet", "data/raw.csv")
+    project.commit_and_push(f"New data (seed {seed})")
 
 
 def train(project, epochs: int, branch: str = "main") -> str:

@@ -3,13 +3,13 @@ real change while it waits in its trigger; the last digest comes back through in
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import threading
 import time
 
 import pytest
+
+from tests.helpers.demo_project import new_data
 
 DAG_ID = "mlci_data_sensor"
 DAG_SOURCE = textwrap.dedent(
@@ -35,16 +35,6 @@ def watched(dvc_project, dvc_connection, monkeypatch, worker_cache):
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
     return dvc_project
-
-
-def new_data(project, seed: int) -> None:
-    subprocess.run(
-        [sys.executable, "src/generate.py", "data/raw.csv", "--rows", "600", "--seed", str(seed)],
-        cwd=project.work,
-        check=True,
-    )
-    project.dvc("add", "--quiet", "data/raw.csv")
-    project.commit_and_push(f"New data (seed {seed})")
 
 
 @pytest.mark.timeout(300, method="thread")

@@ -7,8 +7,6 @@ it would hold a worker slot for the hours a GPU job or new data can take.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -25,6 +23,7 @@ from airflow_provider_mlci.sensors.dvc import DvcDataChangedSensor
 from airflow_provider_mlci.sensors.gpu import GpuInstanceStateSensor
 from airflow_provider_mlci.triggers.dvc import DvcDataChangedTrigger
 from airflow_provider_mlci.triggers.gpu import GpuInstanceStateTrigger
+from tests.helpers.demo_project import new_data
 from tests.helpers.moto_ec2 import AMI, assert_no_instance_left
 
 WAITERS = {
@@ -111,16 +110,6 @@ def test_the_instance_sensor_with_deferrable_false_waits_in_the_worker(gpu, monk
 
 
 # ------------------------------------------------------------------------- new-data sensor
-
-
-def new_data(project, seed: int) -> None:
-    subprocess.run(
-        [sys.executable, "src/generate.py", "data/raw.csv", "--rows", "600", "--seed", str(seed)],
-        cwd=project.work,
-        check=True,
-    )
-    project.dvc("add", "--quiet", "data/raw.csv")
-    project.commit_and_push(f"New data (seed {seed})")
 
 
 def context_seeing(sensor: DvcDataChangedSensor, digest: str | None) -> dict:
