@@ -9,15 +9,17 @@ import sys
 __all__ = ["new_data", "train"]
 
 
-def new_data(project, seed: int) -> None:
-    """Generate new raw data (600 rows from ``seed``), track it with DVC, commit and push it."""
+def new_data(project, seed: int, *, rows: int = 600, commit: bool = True) -> None:
+    """Generate new raw data (``rows`` rows from ``seed``) and track it with DVC; unless told
+    otherwise, commit and push it."""
     subprocess.run(
-        [sys.executable, "src/generate.py", "data/raw.csv", "--rows", "600", "--seed", str(seed)],
+        [sys.executable, "src/generate.py", "data/raw.csv", "--rows", str(rows), "--seed", str(seed)],
         cwd=project.work,
         check=True,
     )
     project.dvc("add", "--quiet", "data/raw.csv")
-    project.commit_and_push(f"New data (seed {seed})")
+    if commit:
+        project.commit_and_push(f"New data (seed {seed})")
 
 
 def train(project, epochs: int, branch: str = "main") -> str:

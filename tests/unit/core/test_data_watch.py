@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -10,15 +8,7 @@ import yaml
 from airflow_provider_mlci.core.access import RepoAccess
 from airflow_provider_mlci.core.data_watch import DataFingerprint, fingerprint
 from airflow_provider_mlci.exceptions import DvcFileError, DvcStageNotFoundError, MlciConfigError
-
-
-def regenerate(project, seed: int) -> None:
-    subprocess.run(
-        [sys.executable, "src/generate.py", "data/raw.csv", "--rows", "300", "--seed", str(seed)],
-        cwd=project.work,
-        check=True,
-    )
-    project.dvc("add", "--quiet", "data/raw.csv")
+from tests.helpers.demo_project import new_data
 
 
 def test_tracked_data_is_fingerprinted_from_the_dvc_file_without_any_download(dvc_project, worker_cache):
@@ -41,7 +31,7 @@ def test_a_touch_keeps_the_digest_and_a_change_does_not(dvc_project, worker_cach
     touched = fingerprint(access, ["data/raw.csv"], cache_dir=str(worker_cache))
     assert touched.sha != before.sha
     assert touched.digest == before.digest
-    regenerate(dvc_project, seed=5)
+    new_data(dvc_project, seed=5, rows=300, commit=False)
     dvc_project.commit_and_push("New data")
     changed = fingerprint(access, ["data/raw.csv"], cache_dir=str(worker_cache))
     assert changed.digest != before.digest

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from airflow_provider_mlci.plugins.reports import MlciReportsPlugin, create_app, render_markdown
+from tests.helpers.imports import modules_loaded_by
 
 SVG = b"<svg xmlns='http://www.w3.org/2000/svg' width='40' height='20'><rect width='40' height='20' fill='#36c'/></svg>"
 PNG = bytes.fromhex(
@@ -478,14 +477,9 @@ def test_airflow_finds_the_plugin_through_its_entry_point_only():
 
 def test_importing_the_plugin_is_cheap():
     # Every task process loads the installed plugins: no web framework, renderer or data library then.
-    code = (
-        "import sys, json, airflow.sdk\n"
-        "before = set(sys.modules)\n"
+    loaded = modules_loaded_by(
         "from airflow_provider_mlci.plugins.reports import MlciReportsPlugin\n"
-        "MlciReportsPlugin.validate(); MlciReportsPlugin.on_load(); MlciReportsPlugin.external_views\n"
-        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+        "MlciReportsPlugin.validate(); MlciReportsPlugin.on_load(); MlciReportsPlugin.external_views"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     heavy = ("fastapi", "starlette", "markdown_it", "pandas", "pyarrow", "dvc", "boto3", "botocore", "s3fs", "numpy")
     assert [m for m in loaded if m.split(".")[0] in heavy] == []

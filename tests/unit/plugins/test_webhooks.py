@@ -9,8 +9,6 @@ tests/integration/test_pr_webhook.py.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -32,6 +30,7 @@ from airflow_provider_mlci.plugins.webhooks import (
     trigger_dag_run,
     webhook_settings,
 )
+from tests.helpers.imports import modules_loaded_by
 
 SECRET = "It's a Secret to Everybody"
 HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
@@ -385,14 +384,7 @@ def test_the_plugin_serves_the_webhook_under_mlci(monkeypatch):
 
 
 def test_importing_the_webhooks_is_cheap():
-    code = (
-        "import sys, json, airflow.sdk\n"
-        "before = set(sys.modules)\n"
-        "import airflow_provider_mlci.plugins.webhooks\n"
-        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    loaded = modules_loaded_by("import airflow_provider_mlci.plugins.webhooks")
     heavy = ("fastapi", "starlette", "sqlalchemy", "pandas", "dvc", "boto3", "numpy")
     assert [m for m in loaded if m.split(".")[0] in heavy] == []
 
