@@ -62,7 +62,8 @@ def package_wheel(package_dir: Path | None = None) -> bytes:
 
 
 def _fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in _files(root))
+    """What the cached wheel is keyed on: every file's path, size and modification time."""
+    return tuple((str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in _files(root))
 
 
 def _files(root: Path) -> list[Path]:
@@ -72,7 +73,7 @@ def _files(root: Path) -> list[Path]:
 
 
 @functools.lru_cache(maxsize=2)
-def _build(root: Path, _fingerprint: tuple[tuple[str, int, int], ...]) -> bytes:
+def _build(root: Path, _key: tuple[tuple[str, int, int], ...]) -> bytes:
     from airflow_provider_mlci import __version__
 
     info = f"{_DISTRIBUTION}-{__version__}.dist-info"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -23,15 +22,12 @@ from tests.helpers.moto_ec2 import (
 )
 
 
-@pytest.fixture(autouse=True)
-def jobs_bucket(moto_endpoint):
-    """The bucket the launches' mailboxes (and the agent wheels beside them) go to."""
+@pytest.fixture
+def s3(moto_endpoint):
+    """An S3 client on the moto server (which has the bucket ``jobs`` from the start)."""
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-        s3.create_bucket(Bucket="jobs")
-    return s3
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
 
 
 @pytest.fixture
@@ -109,8 +105,8 @@ def test_a_job_base_in_a_missing_bucket_fails_typed_before_anything_is_launched(
     assert live_instances(hook.conn) == []
 
 
-def test_the_mailbox_defaults_to_the_provider_setting(hook, monkeypatch, jobs_bucket):
-    jobs_bucket.create_bucket(Bucket="from-setting")
+def test_the_mailbox_defaults_to_the_provider_setting(hook, monkeypatch, s3):
+    s3.create_bucket(Bucket="from-setting")
     monkeypatch.setenv("AIRFLOW__MLCI__COMPUTE_JOB_BASE", "s3://from-setting/jobs")
     instance = hook.launch_for_task(GpuInstanceSpec(ami=AMI), dag_id="d", run_id="r2", task_id="launch")
     hook.terminate([instance["instance_id"]])
