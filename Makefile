@@ -6,12 +6,13 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.mlci-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install demo test test-wheel lint dist bench bench-quick airflow docker-pins constraints clean
+.PHONY: help install demo test test-wheel smoke lint dist bench bench-quick airflow docker-pins constraints clean
 
 help:
 	@echo "make demo    run the demo DAG end to end (SQLite, local git + DVC remotes, local compute)"
 	@echo "make test    the whole suite: lint, tests, packaging checks, benchmarks in quick mode"
 	@echo "make test-wheel  the built wheel alone in a clean virtualenv runs three example DAGs"
+	@echo "make smoke   the smoke tests on the other supported Airflow + Python combinations"
 	@echo "make airflow Airflow UI with the example DAGs (airflow standalone)"
 	@echo "make bench   benchmarks: our path and the baseline side by side, ratios printed"
 
@@ -41,6 +42,12 @@ test: $(STAMP) lint
 test-wheel: $(STAMP)
 	$(BIN)/python scripts/test_wheel.py
 
+# The tests marked smoke on Airflow 3.1 + Python 3.11, 3.2 + 3.12 and 3.3 + 3.13, each in its own
+# virtualenv under .venv-smoke/ from constraints/ (~3.5 min; CI runs it after test; SMOKE= picks).
+SMOKE ?= airflow-3.1-python-3.11 airflow-3.2-python-3.12 airflow-3.3-python-3.13
+smoke: $(STAMP)
+	$(BIN)/python scripts/smoke.py $(SMOKE)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -66,6 +73,7 @@ constraints:
 	$(BIN)/uv pip compile --quiet -p 3.11 setup.cfg --extra dev --no-annotate --no-header -o constraints.tmp
 	{ echo "# Pins that install together on Python 3.11 (Linux x86_64). Regenerate with: make constraints"; cat constraints.tmp; } > constraints.txt
 	rm constraints.tmp
+	$(BIN)/python scripts/smoke.py --compile $(SMOKE)
 
 clean:
-	rm -rf $(VENV) .demo dist build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-smoke .demo dist build *.egg-info .pytest_cache

@@ -45,10 +45,9 @@ def declared() -> dict[str, dict[str, Any]]:
 
 
 def _conf() -> Any:
-    try:  # the Task SDK's configuration (workers, the dag-processor)
-        from airflow.sdk import conf
-    except ImportError:  # pragma: no cover - Airflow without it in airflow.sdk
-        from airflow.configuration import conf
+    # The Task SDK's configuration where it has one (Airflow 3.2+), else Airflow's own.
+    from airflow.providers.common.compat.sdk import conf
+
     return conf
 
 

@@ -94,7 +94,8 @@ def run(quick: bool) -> Iterator[Comparison]:
 def _dag(project_dir: Path, cache: Path) -> Any:
     """Write the DAG file into the DAGs folder and parse it as the dag-processor does."""
     from airflow.configuration import conf
-    from airflow.dag_processing.dagbag import DagBag
+
+    from airflow_provider_mlci.testing.airflow import dag_bag
 
     _init_db()
     folder = Path(conf.get("core", "dags_folder"))
@@ -102,7 +103,7 @@ def _dag(project_dir: Path, cache: Path) -> Any:
     path = folder / f"{DAG_ID}.py"
     path.write_text(DAG_SOURCE.format(dag_id=DAG_ID, project_dir=str(project_dir)))
     os.environ["AIRFLOW__MLCI__CACHE_DIR"] = str(cache)  # the render cache of the parse
-    bag = DagBag(dag_folder=path, safe_mode=False)
+    bag = dag_bag(path)
     if bag.import_errors or DAG_ID not in bag.dags:
         raise RuntimeError(f"{path} did not parse: {bag.import_errors}")
     return bag.dags[DAG_ID]

@@ -16,7 +16,10 @@ this repository:
    bare git remote and DVC remote, and three example DAGs with ``dag.test()`` in that virtualenv:
    ``example_dvc_repro`` (validate, reproduce the pipeline: every stage runs),
    ``example_data_validation`` (pandera, drift) and ``example_pr_report`` (metrics, params and
-   plots of two trained revisions).
+   plots of two trained revisions);
+5. what a GPU instance's boot script installs (the agent's requirement list, then the worker's
+   agent wheel with ``--no-deps``) in another new virtualenv: the agent's modules import there,
+   Airflow is not installed, ``python -m airflow_provider_mlci.agent --help`` runs.
 
 A runtime requirement missing from ``install_requires`` fails step 4 (the task that imports it
 fails). ``--source`` builds another copy of the source tree (to see that: remove ``pyarrow``
@@ -80,6 +83,7 @@ def main() -> int:
         shutil.copyfile(Path(__file__), work / "test_wheel.py")
         command = [str(venv / "bin" / "python"), "-P", str(work / "test_wheel.py"), "--inside", str(work)]
         _step(timings, "three example DAGs", lambda: _run(command, env, work, quiet=False))
+        _step(timings, "agent without Airflow", lambda: check_agent(venv, work / "agent", env))
     except (WheelCheckError, subprocess.CalledProcessError) as exc:
         print(f"\nwheel check FAILED: {exc}", file=sys.stderr)
         return 1
@@ -242,6 +246,57 @@ def check_isolation(venv: Path, env: dict[str, str], cwd: Path) -> None:
     print(f"airflow_provider_mlci from {found['package']}")
 
 
+#: What a GPU instance's agent runs: its entry point, the DVC child process it starts, and what they import.
+AGENT_MODULES = (
+    "airflow_provider_mlci.agent",
+    "airflow_provider_mlci.core.dvc_child",
+    "airflow_provider_mlci.core.dvc_ops",
+    "airflow_provider_mlci.core.access",
+    "airflow_provider_mlci.core.sandbox",
+    "airflow_provider_mlci.core.process",
+    "airflow_provider_mlci.core.experiments_child",
+    "dvc.repo",
+    "dvc_s3",
+    "boto3",
+)
+
+
+def check_agent(venv: Path, target: Path, env: dict[str, str]) -> None:
+    """What the boot script installs on a GPU instance, in a virtualenv of its own: the agent's
+    requirement list, then the worker's agent wheel with ``--no-deps``. The agent's modules import
+    there, Airflow is not installed, and ``python -m airflow_provider_mlci.agent --help`` runs."""
+    target.mkdir()
+    made = (
+        "import json, sys; from pathlib import Path; "
+        "from airflow_provider_mlci.core.compute import agent_dist as a; "
+        "wheel = Path(sys.argv[1]) / a.wheel_name(); wheel.write_bytes(a.package_wheel()); "
+        "print(json.dumps({'wheel': str(wheel), 'requirements': a.agent_requirements()}))"
+    )
+    found = json.loads(
+        _run([str(venv / "bin" / "python"), "-P", "-c", made, str(target)], env, target).splitlines()[-1]
+    )
+    uv = _uv()
+    agent = target / "venv"
+    clean = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PYTHON")}
+    _run([uv, "venv", "--quiet", "--no-config", "--python", str(venv / "bin" / "python"), str(agent)], clean, target)
+    python = str(agent / "bin" / "python")
+    _run([uv, "pip", "install", "--quiet", "--no-config", "--python", python, *found["requirements"]], clean, target)
+    _run(
+        [uv, "pip", "install", "--quiet", "--no-config", "--no-deps", "--python", python, found["wheel"]], clean, target
+    )
+    probe = (
+        "import importlib, importlib.util, json, sys; "
+        f"[importlib.import_module(name) for name in {AGENT_MODULES!r}]; "
+        "print(json.dumps({'airflow': importlib.util.find_spec('airflow') is not None, "
+        "'loaded': sorted(m for m in sys.modules if m.split('.')[0] == 'airflow')}))"
+    )
+    result = json.loads(_run([python, "-P", "-c", probe], env, target).splitlines()[-1])
+    check(not result["airflow"], f"Airflow is installed beside the agent: {found['requirements']}")
+    usage = _run([python, "-P", "-m", "airflow_provider_mlci.agent", "--help"], env, target)
+    check("--mailbox" in usage, f"the agent's --help: {usage[:500]}")
+    print(f"agent: {len(found['requirements'])} requirements ({', '.join(found['requirements'])}), no Airflow")
+
+
 # ------------------------------------------------------------------------------------ inside
 
 
@@ -274,13 +329,11 @@ def _inside(work: Path) -> int:
 
 def _dag_test(work: Path, dag_id: str, conf: dict[str, Any]) -> Any:
     """Put the example in the DAGs folder, parse it as the dag-processor does, ``dag.test()`` it."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    from airflow_provider_mlci.testing.airflow import latest_run
+    from airflow_provider_mlci.testing.airflow import dag_bag, latest_run
 
     target = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{dag_id}.py"
     shutil.copyfile(work / "examples" / f"{dag_id}.py", target)
-    bag = DagBag(dag_folder=target, safe_mode=False)
+    bag = dag_bag(target)
     check(not bag.import_errors, f"{dag_id} does not import: {bag.import_errors}")
     print(f"\n== dag.test() {dag_id} {json.dumps(conf)}", flush=True)
     dag_run = bag.dags[dag_id].test(run_conf=conf)

@@ -135,9 +135,9 @@ def airflow_db(airflow_home: Path) -> Path:
 
 def load_dag_file(path: Path, dag_id: str) -> Any:
     """Parse a DAG file as the dag-processor does and return its DAG ``dag_id``."""
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_provider_mlci.testing.airflow import dag_bag
 
-    bag = DagBag(dag_folder=path, safe_mode=False)
+    bag = dag_bag(path)
     assert not bag.import_errors, bag.import_errors
     assert dag_id in bag.dags, f"{path} defines no DAG {dag_id!r}"
     return bag.dags[dag_id]

@@ -82,6 +82,33 @@ class DvcHook(BaseHook):
         self._cache_dir = cache_dir
         self.verify_by_default = verify_by_default
 
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's hidden fields, labels and placeholders, for Airflow 3.1.
+
+        Airflow 3.2+ read them from ``ui-field-behaviour`` in the provider info, which is their one source.
+        """
+        behaviour = _connection_type_info(cls.conn_type)["ui-field-behaviour"]
+        return {key.replace("-", "_"): value for key, value in behaviour.items()}
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields, for Airflow 3.1 with the FAB provider's form library.
+
+        Airflow 3.2+ read them from ``conn-fields`` in the provider info, which is their one source;
+        3.1 without ``wtforms`` shows the extra as JSON only (this raises ``ImportError``, as Airflow expects).
+        """
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from wtforms import PasswordField, StringField
+
+        widgets: dict[str, Any] = {}
+        for name, field in _connection_type_info(cls.conn_type)["conn-fields"].items():
+            secret = field["schema"].get("format") == "password"
+            widget = BS3PasswordFieldWidget() if secret else BS3TextFieldWidget()
+            default = field["schema"].get("default")
+            widgets[name] = (PasswordField if secret else StringField)(field["label"], widget=widget, default=default)
+        return widgets
+
     @property
     def cache_dir(self) -> str:
         """The worker cache root: the hook's argument, else ``[mlci] cache_dir``, else the default."""
@@ -104,7 +131,7 @@ class DvcHook(BaseHook):
         :raises ConnectionNotFoundError: the connection does not exist
         :raises MlciConfigError: a field is invalid
         """
-        from airflow.sdk.exceptions import AirflowNotFoundException
+        from airflow.providers.common.compat.sdk import AirflowNotFoundException
         from airflow.sdk.log import mask_secret
 
         from airflow_provider_mlci.core.access import DvcRemoteAccess, GitAccess, RepoAccess
@@ -229,7 +256,7 @@ def _parse_bool(value: Any, name: str, conn_id: str) -> bool | None:
 def _aws_settings(aws_conn_id: str, current: dict[str, Any]) -> dict[str, Any]:
     """Credentials, region and endpoint from an Airflow ``aws`` connection (imports boto3)."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
     from airflow.sdk.log import mask_secret
 
     try:
@@ -256,3 +283,11 @@ def _aws_settings(aws_conn_id: str, current: dict[str, Any]) -> dict[str, Any]:
     if current.get("verify") is None and conn_config.verify is not None:
         settings["verify"] = conn_config.verify
     return settings
+
+
+def _connection_type_info(conn_type: str) -> dict[str, Any]:
+    """The provider info's entry of ``conn_type`` (``connection-types``)."""
+    from airflow_provider_mlci.get_provider_info import get_provider_info
+
+    (entry,) = [e for e in get_provider_info()["connection-types"] if e["connection-type"] == conn_type]
+    return entry

@@ -607,7 +607,7 @@ class ForgeHook(BaseHook):
         :raises ConnectionNotFoundError: the connection does not exist
         :raises MlciConfigError: it holds neither a token nor a GitHub App
         """
-        from airflow.sdk.exceptions import AirflowNotFoundException
+        from airflow.providers.common.compat.sdk import AirflowNotFoundException
         from airflow.sdk.log import mask_secret
 
         try:

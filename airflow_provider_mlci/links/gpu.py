@@ -12,8 +12,8 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import TaskInstanceKey
     from airflow.sdk import BaseOperator, Context
-    from airflow.sdk.types import TaskInstanceKey
 
 __all__ = ["GPU_INSTANCE_LINK_KEY", "GpuInstanceLink", "console_url"]
 

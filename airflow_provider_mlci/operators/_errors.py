@@ -20,6 +20,6 @@ def airflow_failures() -> Iterator[None]:
     except MlciError as exc:
         if exc.retryable:
             raise
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.providers.common.compat.sdk import AirflowFailException
 
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

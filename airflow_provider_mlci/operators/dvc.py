@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseBranchOperator, BaseOperator
+from airflow.providers.common.compat.sdk import BaseBranchOperator
+from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.lineage import OpenLineageMixin
 from airflow_provider_mlci.operators._errors import airflow_failures

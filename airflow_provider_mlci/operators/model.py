@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseBranchOperator, BaseOperator
+from airflow.providers.common.compat.sdk import BaseBranchOperator
+from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.links.report import MlciReportLink
 from airflow_provider_mlci.operators.dvc import _DvcWorkspaceMixin

@@ -370,7 +370,7 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
         return str((self.objective or {}).get("metric", "value"))
 
     def _skip_if_target_met(self, context: Context, objective: Objective | None) -> None:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.providers.common.compat.sdk import AirflowSkipException
 
         from airflow_provider_mlci.core.sweep import best_trial, target_met
 

@@ -480,7 +480,7 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
         from airflow_provider_mlci.exceptions import DataValidationError, MlciConfigError
 
         if self.skip_without_baseline and not self.baseline_rev and not self.baseline_dataset:
-            from airflow.sdk.exceptions import AirflowSkipException
+            from airflow.providers.common.compat.sdk import AirflowSkipException
 
             raise AirflowSkipException(f"No baseline revision to compare {self.dataset} with: no drift check.")
         with airflow_failures():

@@ -27,7 +27,7 @@ empty, ``.``/``..``, hidden, absolute, or holds a character outside ``[\\w.+=@,~
 gets 404, and so does a symlink leading out of a local ``reports_dir``. Pages and files go out with a
 Content-Security-Policy that lets no script run, as the reports share the Airflow UI's origin.
 
-Importing this module is cheap (the standard library and ``airflow.sdk.plugins_manager``): every task
+Importing this module is cheap (the standard library and ``AirflowPlugin``): every task
 process loads the installed plugins, so FastAPI, Airflow's API modules, the Markdown renderer and the
 storage backends are imported only when the api-server reads ``fastapi_apps`` or a request comes.
 """
@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from airflow.sdk.plugins_manager import AirflowPlugin
+from airflow.providers.common.compat.sdk import AirflowPlugin
 
 from airflow_provider_mlci.report_store import ReportFolder, ReportStore, safe_run, valid_name
 

@@ -112,7 +112,7 @@ class GpuInstanceStateSensor(BaseSensorOperator):
         if status == "success":
             return str(event.get("state"))
         if status == "timeout":
-            from airflow.sdk.exceptions import AirflowSensorTimeout
+            from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
             raise AirflowSensorTimeout(event.get("message", "timed out"))
         if status == "failed":

@@ -6,10 +6,11 @@ Tasks may not touch the database; tests and scripts that ran a DAG (``dag.test()
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunRecord", "latest_run"]
+__all__ = ["RunRecord", "dag_bag", "latest_run"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +29,20 @@ class RunRecord:
     state: str
     task_states: dict[str, str] = field(default_factory=dict)
     xcom: dict[str, Any] = field(default_factory=dict)
+
+
+def dag_bag(folder: str | os.PathLike[str], *, safe_mode: bool = False) -> Any:
+    """Parse the DAG files under ``folder`` (a folder or one file) as the dag-processor does.
+
+    :param folder: a DAGs folder, or one DAG file
+    :param safe_mode: skip files that do not mention both "airflow" and "dag" (the processor's default)
+    :return: Airflow's ``DagBag`` (``dags``, ``import_errors``)
+    """
+    try:  # Airflow 3.2+
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
+    return DagBag(dag_folder=os.fspath(folder), safe_mode=safe_mode)
 
 
 def latest_run(dag_id: str, run_id: str | None = None) -> RunRecord | None:

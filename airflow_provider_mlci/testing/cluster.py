@@ -87,9 +87,19 @@ class AirflowDriver:
             payload = response.read()
         return json.loads(payload) if payload else None
 
+    _admin_token: str | None = None
+
     def _auth_headers(self) -> dict[str, str]:
-        """Headers that log a request in (none: every user is an admin)."""
-        return {}
+        """An admin's bearer token, asked for once at ``GET /auth/token``.
+
+        Every user is an admin here (``[core] simple_auth_manager_all_admins``): Airflow 3.3 lets a
+        request without a token in, 3.1 and 3.2 hand one out to anyone who asks.
+        """
+        if self._admin_token is None:
+            url = f"{self.base_url}/auth/token"
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (the api-server started here)
+                self._admin_token = json.loads(response.read())["access_token"]
+        return {"Authorization": f"Bearer {self._admin_token}"}
 
     def wait_for_dag(self, dag_id: str, timeout: float = 90) -> None:
         """Wait until the dag-processor has parsed ``dag_id``."""

@@ -19,7 +19,8 @@ class DvcDataChangedTrigger(BaseEventTrigger):
     branch head, or the source object's ETag); it is computed in a worker thread, never on the
     triggerer's event loop. As the trigger of a deferred ``DvcDataChangedSensor`` it fires once
     and ends. As the trigger of an ``AssetWatcher`` it keeps watching, fires on every change,
-    and keeps the last digest in the asset's state store so a restart does not fire again.
+    and keeps the last digest in the asset's state store so a restart does not fire again (Airflow
+    3.3+; before 3.3 it keeps it in memory, and a triggerer restart fires once more).
 
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param targets: tracked paths (or their ``.dvc`` files)
@@ -74,15 +75,24 @@ class DvcDataChangedTrigger(BaseEventTrigger):
             hook.get_access(), self.targets, rev=self.rev, watch=self.watch, cache_dir=hook.cache_dir
         ).to_json()
 
+    def _watching_without_store(self) -> bool:
+        """Whether an Airflow before 3.3 (no asset state store) runs this trigger for an ``AssetWatcher``.
+
+        The triggerer gives every trigger it runs its job id, and a task's trigger its task instance;
+        a watcher's has none. Such a watcher remembers the last digest in memory only, so after a
+        triggerer restart its first look fires once more.
+        """
+        return getattr(self, "triggerer_job_id", None) is not None and self.task_instance is None
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
         from airflow_provider_mlci.exceptions import MlciError
 
-        store = self.asset_state_store
-        watching = store is not None
+        store = getattr(self, "asset_state_store", None)  # Airflow 3.3+: an AssetWatcher's state store
+        watching = store is not None or self._watching_without_store()
         last = self.last_digest
-        if watching and last is None:
+        if store is not None and last is None:
             last = await _remembered(store)
         while True:
             try:
@@ -98,7 +108,8 @@ class DvcDataChangedTrigger(BaseEventTrigger):
                     if not watching:
                         return
                     last = current["digest"]
-                    await _remember(store, last)
+                    if store is not None:
+                        await _remember(store, last)
             await asyncio.sleep(self.poll_interval)
 
 

@@ -8,12 +8,14 @@ import pytest
 
 from tests.conftest import EXAMPLE_DAGS
 
+pytestmark = pytest.mark.smoke  # also on every supported Airflow and Python (make smoke)
+
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_provider_mlci.testing.airflow import dag_bag
 
-    return DagBag(dag_folder=EXAMPLE_DAGS, safe_mode=True)
+    return dag_bag(EXAMPLE_DAGS, safe_mode=True)
 
 
 def test_no_import_errors(dagbag):

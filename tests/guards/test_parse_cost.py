@@ -14,8 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import airflow_provider_mlci
 from tests.conftest import EXAMPLE_DAGS
+
+pytestmark = pytest.mark.smoke  # also on every supported Airflow and Python (make smoke)
 
 HEAVY = ("dvc", "pandas", "pandera", "numpy", "boto3", "botocore", "sklearn", "pyarrow", "scipy", "moto", "github")
 HEAVY_PREFIXES = ("airflow.providers.amazon.aws",)  # its hooks, operators and boto3 behind them

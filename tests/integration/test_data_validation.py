@@ -61,6 +61,7 @@ def rewrite_raw(project, change) -> str:
     return project.commit_and_push("Change the raw data")
 
 
+@pytest.mark.smoke
 def test_the_example_dag_validates_and_compares_the_data(run_dag, project, tmp_path):
     record = run_dag("example_data_validation", path=EXAMPLE_DAGS / "example_data_validation.py")
     assert record.state == "success", record.task_states

@@ -21,6 +21,7 @@ def use_cache(monkeypatch, worker_cache):
     return worker_cache
 
 
+@pytest.mark.smoke
 def test_the_demo_dag_reproduces_the_pipeline_and_shares_its_outputs(run_dag, dvc_project, dvc_connection, use_cache):
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
     before = remote_files(dvc_project.dvc_remote_url)

@@ -170,9 +170,9 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1,
 
 _RUN_DAG = """
 import sys
-from airflow.dag_processing.dagbag import DagBag
+from airflow_provider_mlci.testing.airflow import dag_bag
 
-DagBag(dag_folder=sys.argv[1], safe_mode=False).dags[sys.argv[2]].test()
+dag_bag(sys.argv[1]).dags[sys.argv[2]].test()
 """
 
 

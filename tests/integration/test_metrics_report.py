@@ -8,6 +8,8 @@ import re
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.github_server import GitHubServer
 
@@ -18,6 +20,7 @@ def folder_of(result: dict) -> Path:
     return Path(result["report_uri"].removeprefix("file://"))
 
 
+@pytest.mark.smoke
 def test_the_report_shows_metrics_params_and_every_plot_for_both_revisions(run_dag, two_revisions):
     record = run_dag(
         DAG_ID, path=EXAMPLE_DAGS / "example_pr_report.py", conf={"rev": "experiment", "baseline_rev": "main"}

@@ -45,8 +45,8 @@ DAG_SOURCE = textwrap.dedent(
 
 _DRIVER = """
 import sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
+from airflow_provider_mlci.testing.airflow import dag_bag
+bag = dag_bag(sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 print("RUN_ID", bag.dags[sys.argv[2]].test().run_id)
 """

@@ -166,7 +166,7 @@ def test_a_long_report_is_cut_with_a_link_and_a_bad_token_fails_without_retries(
     ],
 )
 def test_bad_arguments_fail_typed_before_any_request(github, arguments, message):
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     arguments = {"body": "# report", **arguments}
     operator = PullRequestCommentOperator(task_id="comment", **arguments)
@@ -177,7 +177,7 @@ def test_bad_arguments_fail_typed_before_any_request(github, arguments, message)
 
 
 def test_a_missing_report_is_named(github, tmp_path):
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     operator = PullRequestCommentOperator(task_id="comment", repo=REPO, pr_number=12, report_uri=f"file://{tmp_path}")
     with pytest.raises(AirflowFailException, match=f"No report at file://{tmp_path}/report.md"):
@@ -220,7 +220,7 @@ def test_a_gate_that_left_no_decision_sets_the_status_to_error(github):
     assert status["description"] == "Task gate left no gate decision"
     assert github.comments(REPO, pr_number=12)[0]["body"].startswith("<!-- mlci-report: gate report -->\n")
 
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     bad = PullRequestCommentOperator(task_id="comment", repo=REPO, pr_number=12, body="x", status_from_task="gate")
     with pytest.raises(AirflowFailException, match="has no boolean 'promote'"):

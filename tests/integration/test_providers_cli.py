@@ -44,6 +44,7 @@ def test_the_connection_form_fields_are_declared():
         assert f"extra__mlci_dvc__{field}" in out
 
 
+@pytest.mark.smoke
 @pytest.mark.usefixtures("airflow_db")
 def test_providers_get_shows_the_asset_schemes_and_the_settings():
     (info,) = json.loads(airflow_cli("providers", "get", "airflow-provider-mlci", "--full", "--output", "json"))
@@ -51,3 +52,15 @@ def test_providers_get_shows_the_asset_schemes_and_the_settings():
     assert set(schemes) == {"x-dvc", "x-dvc-data"}
     assert all(entry["handler"] == "airflow_provider_mlci.assets.sanitize_uri" for entry in schemes.values())
     assert {"cache_dir", "cache_max_size_gb", "reports_dir", "sandbox"} <= set(info["config"]["mlci"]["options"])
+
+
+@pytest.mark.smoke
+@pytest.mark.usefixtures("airflow_db")
+def test_airflow_plugins_shows_the_reports_plugin_with_its_pages():
+    plugins = {plugin["name"]: plugin for plugin in json.loads(airflow_cli("plugins", "--output", "json"))}
+    plugin = plugins.get("mlci_reports")
+    assert plugin is not None, sorted(plugins)
+    assert plugin["source"].startswith("airflow-provider-mlci=="), plugin["source"]  # from the entry point
+    assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == ["/mlci"]
+    views = {view["url_route"]: view["destination"] for view in plugin["external_views"]}
+    assert views == {"mlci-reports": "nav", "mlci-task-report": "task_instance"}

@@ -66,9 +66,15 @@ class ApiServer:
     reports: Path
     log: Path
 
+    def token(self) -> str:
+        """An admin's token (``GET /auth/token``: all users are admins here; Airflow 3.3 needs none)."""
+        with urllib.request.urlopen(f"{self.url}/auth/token", timeout=10) as response:
+            return json.loads(response.read())["access_token"]
+
     def get(self, path: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token()}"})
         try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()
@@ -78,7 +84,7 @@ class ApiServer:
         host, port = self.url.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=10)
         try:
-            connection.request("GET", path)
+            connection.request("GET", path, headers={"Authorization": f"Bearer {self.token()}"})
             response = connection.getresponse()
             return response.status, response.read()
         finally:
@@ -147,6 +153,7 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 # ------------------------------------------------------------------------------------ api-server
 
 
+@pytest.mark.smoke
 def test_the_api_server_loads_the_plugin(api_server):
     status, _, body = api_server.get("/api/v2/plugins")
     assert status == 200
@@ -160,6 +167,7 @@ def test_the_api_server_loads_the_plugin(api_server):
     assert json.loads(body)["import_errors"] == []
 
 
+@pytest.mark.smoke
 def test_the_api_server_serves_the_index_the_report_and_its_image(api_server):
     status, _, index = api_server.get("/mlci/reports")
     assert status == 200

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pendulum
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.hooks.gpu import GpuInstanceHook

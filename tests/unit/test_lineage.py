@@ -6,8 +6,8 @@ import sys
 import textwrap
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import Asset
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_mlci import lineage
 from airflow_provider_mlci.lineage import lock_io, pipeline_io, repository_namespace, storage_dataset

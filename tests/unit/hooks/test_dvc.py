@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,25 @@ def test_a_token_in_the_hosts_user_part_is_masked_and_kept_out_of_urls_and_git_c
                 assert token not in config.read_text(), config
         assert all(token not in line for line in server.request_lines)
     assert token not in caplog.text
+
+
+def test_airflow_3_1_reads_the_form_behaviour_from_the_hook_as_its_schema_wants_it():
+    # Airflow 3.2+ read the provider info; 3.1 asks the hook, in the customized-fields schema's shape.
+    import airflow
+    import jsonschema
+
+    from airflow_provider_mlci.get_provider_info import get_provider_info
+
+    behaviour = DvcHook.get_ui_field_behaviour()
+    schema = json.loads((Path(airflow.__file__).parent / "customized_form_field_behaviours.schema.json").read_text())
+    jsonschema.validate(behaviour, schema)
+    (declared,) = get_provider_info()["connection-types"]
+    assert behaviour["hidden_fields"] == declared["ui-field-behaviour"]["hidden-fields"] == ["schema", "port"]
+    assert behaviour["relabeling"]["host"] == "Repository URL or path"
+
+
+def test_without_the_fab_form_library_the_extra_fields_are_left_to_json_as_airflow_3_1_expects():
+    # Airflow 3.1 catches an ImportError of flask_appbuilder or wtforms and shows the extra as JSON.
+    with pytest.raises(ImportError) as missing:
+        DvcHook.get_connection_form_widgets()
+    assert missing.value.name in ("flask_appbuilder", "wtforms")

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_mlci.core.process import CommandStoppedError
 from airflow_provider_mlci.exceptions import DvcLockError, GitRevisionNotFoundError

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from botocore.exceptions import WaiterError
 
 from airflow_provider_mlci.core.compute import ec2

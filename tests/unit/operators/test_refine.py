@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.model import DECISION_KEY, release_outcome

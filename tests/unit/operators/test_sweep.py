@@ -6,7 +6,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_mlci.operators.sweep import SweepLeaderboardOperator, SweepTrialOperator, SweepTrialsOperator
 

@@ -107,3 +107,26 @@ def test_a_restarted_watcher_does_not_fire_for_what_it_already_saw(watched):
 
     with pytest.raises(TimeoutError):
         asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("in_triggerer", [True, False])
+def test_before_airflow_3_3_a_watcher_without_a_state_store_keeps_watching(watched, in_triggerer):
+    # Airflow 3.1/3.2 give watchers no state store: the triggerer's job id without a task instance
+    # tells a watcher (which must go on) from a task's deferral (which ends after its event).
+    async def scenario():
+        trigger = make_trigger()
+        trigger.asset_state_store = None
+        trigger.task_instance = None
+        if in_triggerer:
+            trigger.triggerer_job_id = 1
+        events = trigger.run()
+        first = await asyncio.wait_for(anext(events), 60)
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.5)
+        ended = pending.done() and isinstance(pending.exception(), StopAsyncIteration)
+        pending.cancel()
+        return first, ended
+
+    first, ended = asyncio.run(scenario())
+    assert first.payload["status"] == "changed"
+    assert ended is not in_triggerer
