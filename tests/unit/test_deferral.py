@@ -100,13 +100,23 @@ def test_the_instance_sensor_with_deferrable_false_waits_in_the_worker(gpu, monk
         poll_interval=0.2,
         timeout=60,
     )
-    looks = []
+    looks: list[bool] = []
     real_poke = op.poke
-    monkeypatch.setattr(op, "poke", lambda context: looks.append(time.monotonic()) or real_poke(context))
-    stopper = later(1.0, lambda: hook.terminate([instance_id]))
+    monkeypatch.setattr(op, "poke", lambda context: looks.append(real_poke(context)) or looks[-1])
+
+    def terminate_once_it_looked() -> None:  # however slow the first look is (moto under load)
+        deadline = time.monotonic() + 30
+        while not looks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hook.terminate([instance_id])
+
+    stopper = later(0.5, terminate_once_it_looked)
     assert op.execute({}) == "terminated"
     stopper.join()
-    assert len(looks) >= 3  # it looked, waited in this process, and looked again
+    # it looked (still running), waited in this process, and looked again until it saw the end
+    assert looks[0] is False
+    assert looks[-1] is True
+    assert len(looks) >= 2
 
 
 # ------------------------------------------------------------------------- new-data sensor
