@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from test_wheel import _clean_env, _uv  # scripts/ is this script's first sys.path entry
+
 ROOT = Path(__file__).resolve().parent.parent
 CONSTRAINTS = ROOT / "constraints"
 VENVS = ROOT / ".venv-smoke"
@@ -59,15 +61,6 @@ class Combination:
     @property
     def constraints(self) -> Path:
         return CONSTRAINTS / f"{self.name}.txt"
-
-
-def _uv() -> str:
-    found = Path(sys.executable).parent / "uv"
-    return str(found) if found.exists() else shutil.which("uv") or "uv"
-
-
-def _env() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PYTHON")}
 
 
 def interpreter(python: str) -> str | None:
@@ -143,7 +136,7 @@ def compile_constraints(combo: Combination) -> None:
                 *as_of,
             ],
             cwd=ROOT,
-            env=_env(),
+            env=_clean_env(),
             capture_output=True,
             text=True,
             check=True,
@@ -168,7 +161,7 @@ def prepare(combo: Combination, python: str) -> Path:
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     uv = _uv()
-    subprocess.run([uv, "venv", "--quiet", "--no-config", "--python", python, str(venv)], env=_env(), check=True)
+    subprocess.run([uv, "venv", "--quiet", "--no-config", "--python", python, str(venv)], env=_clean_env(), check=True)
     subprocess.run(
         [
             uv,
@@ -184,7 +177,7 @@ def prepare(combo: Combination, python: str) -> Path:
             ".[dev]",
         ],
         cwd=ROOT,
-        env=_env(),
+        env=_clean_env(),
         check=True,
     )
     stamp.write_text(digest)
@@ -198,14 +191,14 @@ def run(combo: Combination, venv: Path, pytest_args: list[str]) -> int:
         [python, "-c", "import airflow, sys; print(airflow.__version__, sys.version.split()[0])"],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=_clean_env(),
         check=True,
     ).stdout.split()
     print(f"== {combo.name}: Airflow {version[0]} on Python {version[1]}", flush=True)
     if not version[0].startswith(combo.airflow + ".") or not version[1].startswith(combo.python + "."):
         print(f"{venv} does not hold Airflow {combo.airflow} on Python {combo.python}", file=sys.stderr)
         return 1
-    env = {**_env(), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**_clean_env(), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     argv = [python, "-m", "pytest", "-m", "smoke", "-p", "no:cacheprovider", "--durations=5", *pytest_args]
     return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
 

@@ -136,6 +136,11 @@ def _uv() -> str:
     return str(found) if found.exists() else shutil.which("uv") or "uv"
 
 
+def _clean_env() -> dict[str, str]:
+    """This environment without what would point uv or Python at this repository's ``.venv``."""
+    return {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PYTHON")}
+
+
 def build(source: Path, outdir: Path) -> Path:
     """Build the sdist, then the wheel from it; check what the wheel holds; return its path."""
     _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(outdir), str(source)], None, source)
@@ -177,7 +182,7 @@ def package_files(source: Path) -> list[str]:
 def install(wheel: Path, venv: Path, python: str, constraints: Path) -> Path:
     """A new virtualenv on ``python`` with ``wheel`` and its requirements only, pinned by ``constraints``."""
     uv = _uv()
-    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PYTHON")}
+    env = _clean_env()
     _run([uv, "venv", "--quiet", "--no-config", "--python", python, str(venv)], env, venv.parent)
     target = str(venv / "bin" / "python")
     install_cmd = [uv, "pip", "install", "--quiet", "--no-config", "--python", target, "-c", str(constraints)]
@@ -277,7 +282,7 @@ def check_agent(venv: Path, target: Path, env: dict[str, str]) -> None:
     )
     uv = _uv()
     agent = target / "venv"
-    clean = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PYTHON")}
+    clean = _clean_env()
     _run([uv, "venv", "--quiet", "--no-config", "--python", str(venv / "bin" / "python"), str(agent)], clean, target)
     python = str(agent / "bin" / "python")
     _run([uv, "pip", "install", "--quiet", "--no-config", "--python", python, *found["requirements"]], clean, target)
@@ -285,10 +290,9 @@ def check_agent(venv: Path, target: Path, env: dict[str, str]) -> None:
         [uv, "pip", "install", "--quiet", "--no-config", "--no-deps", "--python", python, found["wheel"]], clean, target
     )
     probe = (
-        "import importlib, importlib.util, json, sys; "
+        "import importlib, importlib.util, json; "
         f"[importlib.import_module(name) for name in {AGENT_MODULES!r}]; "
-        "print(json.dumps({'airflow': importlib.util.find_spec('airflow') is not None, "
-        "'loaded': sorted(m for m in sys.modules if m.split('.')[0] == 'airflow')}))"
+        "print(json.dumps({'airflow': importlib.util.find_spec('airflow') is not None}))"
     )
     result = json.loads(_run([python, "-P", "-c", probe], env, target).splitlines()[-1])
     check(not result["airflow"], f"Airflow is installed beside the agent: {found['requirements']}")
