@@ -10,6 +10,7 @@ tests are skipped and the api-server checks still run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -66,13 +67,14 @@ class ApiServer:
     reports: Path
     log: Path
 
+    @functools.cached_property
     def token(self) -> str:
-        """An admin's token (``GET /auth/token``: all users are admins here; Airflow 3.3 needs none)."""
+        """An admin's token, asked for once (``GET /auth/token``: all users are admins here; Airflow 3.3 needs none)."""
         with urllib.request.urlopen(f"{self.url}/auth/token", timeout=10) as response:
             return json.loads(response.read())["access_token"]
 
     def get(self, path: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token()}"})
+        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, dict(response.headers), response.read()
@@ -84,7 +86,7 @@ class ApiServer:
         host, port = self.url.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=10)
         try:
-            connection.request("GET", path, headers={"Authorization": f"Bearer {self.token()}"})
+            connection.request("GET", path, headers={"Authorization": f"Bearer {self.token}"})
             response = connection.getresponse()
             return response.status, response.read()
         finally:
