@@ -103,6 +103,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # ------------------------------------------------------------------------------------ Airflow
 
 
+@pytest.fixture(autouse=True)
+def _dvc_logs_to_this_tests_streams() -> None:
+    """Point DVC's console handlers at the streams of the test about to run.
+
+    ``import dvc`` binds its handlers to ``sys.stdout``/``sys.stderr`` as they are at that moment;
+    in a test that captures output those are the test's own buffers, closed when it ends, and a
+    later test in the same worker that makes DVC log then dies with DVC's ``LoggingException``.
+    """
+    import logging
+
+    handler_type = getattr(sys.modules.get("dvc.logger"), "LoggerHandler", None)
+    if handler_type is None:
+        return
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, handler_type):
+                # not setStream(): it flushes the old stream, which may be closed
+                handler.stream = sys.stderr if handler.level >= logging.WARNING else sys.stdout
+
+
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     """The session's ``AIRFLOW_HOME``."""
