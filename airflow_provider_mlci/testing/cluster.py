@@ -251,6 +251,24 @@ class AirflowCluster(AirflowDriver):
                 )
         self.wait_healthy(timeout)
 
+    def explain(self, dag_id: str, run_id: str, *, lines: int = 12) -> str:
+        """As :meth:`AirflowDriver.explain`, with the scheduler's and api-server's own lines about
+        each failed task: a task that fails after its code ended (its state not reported) leaves
+        nothing in its task log."""
+        text = super().explain(dag_id, run_id, lines=lines)
+        failed = [part.split("=")[0] for part in text.splitlines()[0].split(", ") if part.endswith("=failed")]
+        for name in ("scheduler", "api-server"):
+            path = self.log_dir / f"{name}.log"
+            if not failed or not path.exists():
+                continue
+            said = [
+                line
+                for line in path.read_text(errors="replace").splitlines()
+                if any(task_id in line for task_id in failed) or "Traceback" in line or "rror" in line
+            ]
+            text += f"\n{name}.log:\n" + "\n".join(f"  {line[:400]}" for line in said[-lines:])
+        return text
+
     def stop(self) -> None:
         """Stop every component and everything it started (SIGTERM, then SIGKILL)."""
         for proc in self.processes.values():
