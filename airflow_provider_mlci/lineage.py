@@ -43,6 +43,7 @@ __all__ = [
     "lock_io",
     "pipeline_io",
     "repository_namespace",
+    "stage_io",
     "storage_dataset",
 ]
 
@@ -340,6 +341,25 @@ def _run_facet_class() -> type:
 
 
 # ------------------------------------------------------------------------ operators
+
+
+def stage_io(outcome: Any, *, root: Any = None, render_cache: str | None = None, log: Any) -> dict[str, Any] | None:
+    """The datasets a reproduction read and wrote, when OpenLineage is on (``None`` otherwise).
+
+    :param outcome: the :class:`~airflow_provider_mlci.core.dvc_ops.ReproOutcome`
+    :param root: the checkout it ran in (``None``: it ran elsewhere; paths come from the lock alone)
+    :param render_cache: where templated ``dvc.yaml`` files' expansions are kept
+    :param log: where to say why, if they cannot be read (a task never fails on lineage)
+    """
+    if not lineage_wanted():
+        return None
+    try:
+        if root is None:
+            return lock_io(outcome.stages, outcome.handoff.lock)
+        return pipeline_io(root, outcome.stages, outcome.handoff.lock, render_cache=render_cache)
+    except Exception:
+        log.warning("Could not read the stages' datasets for OpenLineage", exc_info=True)
+        return None
 
 
 def lineage_wanted() -> bool:

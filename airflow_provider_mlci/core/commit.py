@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.core.paths import inside
 from airflow_provider_mlci.core.process import private_tempdir
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.git import Git
     from airflow_provider_mlci.core.workspace import Workspace
 
-__all__ = ["CommitResult", "CommitSpec", "commit_files", "commit_tree"]
+__all__ = ["CommitResult", "CommitSpec", "commit_changes", "commit_files", "commit_tree"]
 
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>\n]+?)\s*<(?P<email>[^<>\s]+)>\s*$")
 
@@ -147,6 +147,26 @@ def commit_files(workspace: Workspace, files: list[str], spec: CommitSpec) -> Co
         f"Branch {spec.branch!r} of {workspace.access.git.display_url} kept moving: no fast-forward push "
         f"in {spec.max_attempts} attempts."
     )
+
+
+def commit_changes(workspace: Workspace, files: list[str], spec: CommitSpec, log: Any) -> dict[str, Any]:
+    """Commit ``files`` as :func:`commit_files` does, saying what happened; return it as JSON.
+
+    :param workspace: the checkout holding the changed files
+    :param files: the changed files (none: no commit)
+    :param spec: where and how to commit
+    :param log: where to say it
+    :return: ``{"branch", "commit", "created"}`` (``commit`` is ``None`` when nothing changed)
+    """
+    if not files:
+        log.info("Nothing changed under git: no commit")
+        return {"branch": spec.branch, "commit": None, "created": False}
+    result = commit_files(workspace, files, spec)
+    if result.created:
+        log.info("Committed %s to %s as %s", ", ".join(files), spec.branch, result.commit[:12])
+    else:
+        log.info("Branch %s already holds these files at %s: no new commit", spec.branch, result.commit[:12])
+    return {"branch": result.branch, "commit": result.commit, "created": result.created}
 
 
 def _missing_ref(text: str) -> bool:

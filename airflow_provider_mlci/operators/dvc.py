@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseBranchOperator
 from airflow.sdk import BaseOperator
 
+from airflow_provider_mlci import lineage
 from airflow_provider_mlci.lineage import OpenLineageMixin
-from airflow_provider_mlci.operators._errors import airflow_failures
+from airflow_provider_mlci.operators.base import DvcWorkspaceMixin, airflow_failures
+from airflow_provider_mlci.operators.remote_job import RemoteJobMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_mlci.core.commit import CommitSpec
-    from airflow_provider_mlci.core.dvc_ops import StageHandoff
-    from airflow_provider_mlci.core.process import CommandRunner
     from airflow_provider_mlci.core.workspace import Workspace
-    from airflow_provider_mlci.hooks.dvc import DvcHook
 
 __all__ = [
     "DvcCheckoutOperator",
@@ -44,72 +42,7 @@ __all__ = [
 _DVC_PURPLE = "#945dd6"
 
 
-class _DvcWorkspaceMixin:
-    """Arguments and plumbing every operator here shares.
-
-    :param rev: branch, tag, commit id or expression (templated); ``HEAD`` is the default branch
-    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
-    :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
-    :param sandbox: how the revision's own code runs (``None``: the provider setting
-        ``[mlci] sandbox``; ``True``/``False``; or a mapping of
-        :class:`~airflow_provider_mlci.core.sandbox.SandboxConfig` fields such as ``env``,
-        ``timeout_s``, ``memory_mb``, ``network``)
-    """
-
-    rev: str
-    dvc_conn_id: str
-    cache_dir: str | None
-    python: str | None = None
-    sandbox: bool | Mapping[str, Any] | None = None
-    _runner: CommandRunner | None = None
-    #: Verify what is downloaded from the DVC remote unless the connection sets ``verify_objects``:
-    #: on for the operators whose reads a release decision rests on (model checks, gates, promotion).
-    verify_inputs_by_default: ClassVar[bool] = False
-
-    @cached_property
-    def hook(self) -> DvcHook:
-        """The hook for the repository's connection."""
-        from airflow_provider_mlci.hooks.dvc import DvcHook
-
-        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir, verify_by_default=self.verify_inputs_by_default)
-
-    def _with_workspace(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.process import CommandRunner
-
-        self._runner = CommandRunner(log=self.log)  # type: ignore[attr-defined]
-        with airflow_failures():
-            self.check_arguments()
-            with self.hook.open_workspace(
-                self.rev, runner=self._runner, python=self.python, sandbox=self.sandbox
-            ) as workspace:
-                result = self.work(workspace, context)
-                return {"repo": workspace.access.git.display_url, "rev": self.rev, "sha": workspace.sha, **result}
-
-    def check_arguments(self) -> None:
-        """Check rendered arguments before any expensive work (raise :class:`MlciError`)."""
-
-    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        """Do the operator's work in the checked-out workspace; return its part of the XCom."""
-        raise NotImplementedError
-
-    def on_kill(self) -> None:
-        """Stop the running git or DVC process (and the stage command it runs)."""
-        if self._runner is not None:
-            self._runner.stop()
-
-    def handoff_from_tasks(self, context: Context, task_ids: Sequence[str]) -> StageHandoff | None:
-        """Merge the handoffs that the tasks ``task_ids`` returned (key ``handoff`` of their XCom)."""
-        from airflow_provider_mlci.core.dvc_ops import StageHandoff
-
-        if not task_ids:
-            return None
-        values = context["ti"].xcom_pull(task_ids=list(task_ids))
-        if not isinstance(values, list):
-            values = [values]
-        return StageHandoff.merged((value or {}).get("handoff") for value in values)
-
-
-class DvcCheckoutOperator(_DvcWorkspaceMixin, BaseOperator):
+class DvcCheckoutOperator(DvcWorkspaceMixin, BaseOperator):
     """Resolve ``rev`` to a commit and pull ``targets`` (or everything) from the DVC remote.
 
     Checks that the revision exists and that the remote holds its data (failing, by name, on
@@ -159,7 +92,7 @@ class DvcCheckoutOperator(_DvcWorkspaceMixin, BaseOperator):
         return {"targets": list(targets), "fetched": fetched["fetched"]}
 
 
-class DvcReproOperator(OpenLineageMixin, _DvcWorkspaceMixin, BaseOperator):
+class DvcReproOperator(OpenLineageMixin, RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     """Reproduce a DVC pipeline at a git revision on this worker and share what it produced.
 
     The task checks out ``rev`` into a private folder, pulls what the stages need from outside
@@ -262,20 +195,81 @@ class DvcReproOperator(OpenLineageMixin, _DvcWorkspaceMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.compute == "ec2":
-            from airflow_provider_mlci.operators._remote import RemoteRepro
-
-            return RemoteRepro(self).start(context)
+            self.submit_to_instance(context)
         result = self._with_workspace(context)
         for stage, state in result["stages"].items():
             self.log.info("Stage %s: %s", stage, state)
         self.record_repro_lineage(result)
         return result
 
+    def submit_to_instance(self, context: Context) -> NoReturn:
+        """Submit the reproduction (or resume an earlier try's) on the instance and defer (``ec2``)."""
+        from airflow_provider_mlci.core.compute.remote import RemoteJob, submit_or_resume, submit_repro
+        from airflow_provider_mlci.core.process import CommandRunner
+
+        with airflow_failures():
+            self.check_arguments()
+            instance = self.upstream_instance(context, str(self.instance_task_id))
+            store = self.job_store(instance["mailbox"], instance.get("region"))
+
+            def submit(job_id: str) -> Any:
+                self._runner = CommandRunner(log=self.log)
+                with self.hook.open_workspace(self.rev, runner=self._runner, python=self.python) as workspace:
+                    spec = submit_repro(
+                        workspace,
+                        store,
+                        job_id=job_id,
+                        request=self.repro_request(context),
+                        heartbeat_interval=self.heartbeat_interval,
+                    )
+                self.log.info(
+                    "Submitted job %s (%s at %s) to instance %s through %s",
+                    job_id,
+                    self.rev,
+                    spec.sha[:12],
+                    instance["instance_id"],
+                    instance["mailbox"],
+                )
+                return spec
+
+            job_id, spec = submit_or_resume(
+                store, self.task_key(context), submit, heartbeat_timeout=self.heartbeat_timeout, log=self.log
+            )
+            job = RemoteJob(
+                job_id=job_id,
+                mailbox=instance["mailbox"],
+                instance_id=instance["instance_id"],
+                region=instance.get("region"),
+                repo=spec.repo if spec else None,
+                sha=spec.sha if spec else None,
+                submitted=spec.created if spec else None,
+            )
+        self.wait_for_job(job)
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish a run on a GPU instance: copy the rest of its log, then its outcome (``ec2``)."""
-        from airflow_provider_mlci.operators._remote import RemoteRepro
+        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.commit import commit_changes
+        from airflow_provider_mlci.core.compute.remote import job_outcome
+        from airflow_provider_mlci.core.process import CommandRunner
 
-        result = RemoteRepro(self).finish(context, event)
+        with airflow_failures():
+            job, store = self.ended_job(event)
+            outcome = job_outcome(store, job, event)
+            self._stage_io = lineage.stage_io(outcome, log=self.log)  # no checkout here: paths from the lock
+            commit = None
+            if self.commit_to:  # the job's lock entries and metrics, written into a checkout of its commit
+                self._runner = CommandRunner(log=self.log)
+                with self.hook.open_workspace(str(job.sha), runner=self._runner) as workspace:
+                    changed = dvc_ops.apply_handoff(workspace, outcome.handoff) if outcome.handoff else ()
+                    commit = commit_changes(workspace, list(changed), self.commit_spec(), self.log)
+            result = {
+                "repo": job.repo,
+                "rev": self.rev,
+                "sha": job.sha,
+                **self.outcome_json(outcome, commit),
+                "compute": job.compute_record(),
+            }
         for stage, state in result["stages"].items():
             self.log.info("Stage %s: %s", stage, state)
         self.record_repro_lineage(result)
@@ -335,15 +329,18 @@ class DvcReproOperator(OpenLineageMixin, _DvcWorkspaceMixin, BaseOperator):
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.commit import commit_changes
         from airflow_provider_mlci.core.compute.local import describe_gpus, detect_gpus
 
         self.log.info("%s", describe_gpus(detect_gpus(self._runner)))
         outcome = dvc_ops.repro(workspace, self.repro_request(context))
-        self._stage_io = stage_io(
+        self._stage_io = lineage.stage_io(
             outcome, root=workspace.path, render_cache=os.path.join(self.hook.cache_dir, "render"), log=self.log
         )
         commit = (
-            _commit(workspace, list(outcome.changed_files), self.commit_spec(), self.log) if self.commit_to else None
+            commit_changes(workspace, list(outcome.changed_files), self.commit_spec(), self.log)
+            if self.commit_to
+            else None
         )
         return self.outcome_json(outcome, commit)
 
@@ -360,7 +357,7 @@ class DvcReproOperator(OpenLineageMixin, _DvcWorkspaceMixin, BaseOperator):
         return result
 
 
-class DvcCommitOperator(_DvcWorkspaceMixin, BaseOperator):
+class DvcCommitOperator(DvcWorkspaceMixin, BaseOperator):
     """Commit the lock entries and uncached outputs that stage tasks handed on, to a branch.
 
     The last task of a ``DvcPipelineTaskGroup`` that runs one task per stage: it checks out the
@@ -413,50 +410,15 @@ class DvcCommitOperator(_DvcWorkspaceMixin, BaseOperator):
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.commit import CommitSpec
+        from airflow_provider_mlci.core.commit import CommitSpec, commit_changes
 
         handoff = self.handoff_from_tasks(context, self.handoff_from)
         changed = dvc_ops.apply_handoff(workspace, handoff) if handoff else ()
         spec = CommitSpec(branch=self.branch, message=self.message, author=self.author)
-        return {"commit": _commit(workspace, list(changed), spec, self.log)}
+        return {"commit": commit_changes(workspace, list(changed), spec, self.log)}
 
 
-def stage_io(outcome: Any, *, root: Any = None, render_cache: str | None = None, log: Any) -> dict[str, Any] | None:
-    """The datasets a reproduction read and wrote, when OpenLineage is on (``None`` otherwise).
-
-    :param outcome: the :class:`~airflow_provider_mlci.core.dvc_ops.ReproOutcome`
-    :param root: the checkout it ran in (``None``: it ran elsewhere; paths come from the lock alone)
-    :param render_cache: where templated ``dvc.yaml`` files' expansions are kept
-    :param log: where to say why, if they cannot be read (a task never fails on lineage)
-    """
-    from airflow_provider_mlci import lineage
-
-    if not lineage.lineage_wanted():
-        return None
-    try:
-        if root is None:
-            return lineage.lock_io(outcome.stages, outcome.handoff.lock)
-        return lineage.pipeline_io(root, outcome.stages, outcome.handoff.lock, render_cache=render_cache)
-    except Exception:
-        log.warning("Could not read the stages' datasets for OpenLineage", exc_info=True)
-        return None
-
-
-def _commit(workspace: Workspace, files: list[str], spec: CommitSpec, log: Any) -> dict[str, Any]:
-    from airflow_provider_mlci.core.commit import commit_files
-
-    if not files:
-        log.info("Nothing changed under git: no commit")
-        return {"branch": spec.branch, "commit": None, "created": False}
-    result = commit_files(workspace, files, spec)
-    if result.created:
-        log.info("Committed %s to %s as %s", ", ".join(files), spec.branch, result.commit[:12])
-    else:
-        log.info("Branch %s already holds these files at %s: no new commit", spec.branch, result.commit[:12])
-    return {"branch": result.branch, "commit": result.commit, "created": result.created}
-
-
-class DvcWillItRunOperator(_DvcWorkspaceMixin, BaseOperator):
+class DvcWillItRunOperator(DvcWorkspaceMixin, BaseOperator):
     """Say, from the lock file and the run-cache, which stages a reproduction at ``rev`` would run.
 
     Runs no stage command: stages restorable from the run-cache are restored in the private
@@ -511,7 +473,7 @@ class DvcWillItRunOperator(_DvcWorkspaceMixin, BaseOperator):
         return {"stages": outcome.stages, "will_run": outcome.will_run}
 
 
-class DvcWillItRunBranchOperator(_DvcWorkspaceMixin, BaseBranchOperator):
+class DvcWillItRunBranchOperator(DvcWorkspaceMixin, BaseBranchOperator):
     """Follow ``if_run`` when a reproduction at ``rev`` would run any stage, else ``if_nothing``.
 
     The branching form of :class:`DvcWillItRunOperator` (same arguments, same XCom): put it
@@ -563,7 +525,7 @@ class DvcWillItRunBranchOperator(_DvcWorkspaceMixin, BaseBranchOperator):
         return chosen
 
 
-class DvcPushOperator(_DvcWorkspaceMixin, BaseOperator):
+class DvcPushOperator(DvcWorkspaceMixin, BaseOperator):
     """Push what this worker's cache holds of ``targets`` at ``rev`` (and the run-cache) to the remote.
 
     Fails, naming them, if the cache lacks data the revision names that the remote lacks too:
@@ -622,7 +584,7 @@ class DvcPushOperator(_DvcWorkspaceMixin, BaseOperator):
         return result
 
 
-class DvcMetricsOperator(_DvcWorkspaceMixin, BaseOperator):
+class DvcMetricsOperator(DvcWorkspaceMixin, BaseOperator):
     """Metrics and params at ``rev``, and their diff against ``baseline_rev``.
 
     Reads what git holds (no data is pulled). Returns ``{"repo", "rev", "sha", "baseline_rev",
@@ -673,7 +635,7 @@ class DvcMetricsOperator(_DvcWorkspaceMixin, BaseOperator):
         return {"baseline_rev": self.baseline_rev, "baseline_sha": baseline_sha, **asdict(report)}
 
 
-class DvcPipelineSyncCheckOperator(_DvcWorkspaceMixin, BaseOperator):
+class DvcPipelineSyncCheckOperator(DvcWorkspaceMixin, BaseOperator):
     """Are commits and artifacts in sync? Fail, listing every difference, if not.
 
     Fails with ``DvcOutOfSyncError`` (not retried) if ``dvc.lock`` at ``rev`` does not match the
@@ -733,7 +695,7 @@ class DvcPipelineSyncCheckOperator(_DvcWorkspaceMixin, BaseOperator):
         return {"in_sync": True, "changed": {}, "not_in_remote": []}
 
 
-class DvcPipelineResolveOperator(_DvcWorkspaceMixin, BaseOperator):
+class DvcPipelineResolveOperator(DvcWorkspaceMixin, BaseOperator):
     """Pin ``rev`` to a commit and check that its pipeline is the one the DAG was rendered from.
 
     The first task of a ``DvcPipelineTaskGroup`` that runs one task per stage: every stage task

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_mlci.operators._errors import airflow_failures
+from airflow_provider_mlci.operators.base import airflow_failures
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -18,7 +18,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.links.gpu import GpuInstanceLink
-from airflow_provider_mlci.operators._errors import airflow_failures
+from airflow_provider_mlci.operators.base import airflow_failures
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

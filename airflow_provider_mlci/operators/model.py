@@ -31,7 +31,7 @@ from airflow.providers.common.compat.sdk import BaseBranchOperator
 from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.links.report import MlciReportLink
-from airflow_provider_mlci.operators.dvc import _DvcWorkspaceMixin
+from airflow_provider_mlci.operators.base import DvcWorkspaceMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -72,7 +72,7 @@ def _ensure_files(workspace: Workspace, paths: Sequence[str]) -> None:
         dvc_ops.pull(workspace, missing)
 
 
-class ModelValidationOperator(_DvcWorkspaceMixin, BaseOperator):
+class ModelValidationOperator(DvcWorkspaceMixin, BaseOperator):
     """Check a model tracked at ``rev``: dependencies, I/O contract and scores; fail listing every failure.
 
     Loads the model in a separate process with the interpreter stage commands use (``python``),
@@ -247,7 +247,7 @@ _GATE_ARGUMENTS = (
 )
 
 
-class _GateMixin(_DvcWorkspaceMixin):
+class _GateMixin(DvcWorkspaceMixin):
     """The comparison both gate operators make."""
 
     model: str
@@ -392,7 +392,7 @@ class ModelGateOperator(_GateMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.exceptions import GateRefusedError
-        from airflow_provider_mlci.operators._errors import airflow_failures
+        from airflow_provider_mlci.operators.base import airflow_failures
 
         decision = self.decide(context)
         if not decision["promote"]:
@@ -444,7 +444,7 @@ class ModelGateBranchOperator(_GateMixin, BaseBranchOperator):
         return self.if_promote if decision["promote"] else self.if_skip
 
 
-class PromoteModelOperator(_DvcWorkspaceMixin, BaseOperator):
+class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
     """Put the model at ``rev`` on ``stage``: register a new version if needed, then one atomic tag push.
 
     With ``gate_task_id`` (recommended) it promotes only what that gate approved, and only if
@@ -548,7 +548,7 @@ class PromoteModelOperator(_DvcWorkspaceMixin, BaseOperator):
         return result.to_json()
 
 
-class RollbackModelOperator(_DvcWorkspaceMixin, BaseOperator):
+class RollbackModelOperator(DvcWorkspaceMixin, BaseOperator):
     """Put the previous model (or ``to_version``) back on ``stage`` with one tag push.
 
     :param model: the model's name in the registry (templated)

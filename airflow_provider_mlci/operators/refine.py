@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_mlci.operators.dvc import _DvcWorkspaceMixin
+from airflow_provider_mlci.operators.base import DvcWorkspaceMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -26,7 +26,7 @@ __all__ = ["RefinementStartOperator", "ReleaseOutcomeOperator"]
 _REFINE_TEAL = "#00796b"
 
 
-class RefinementStartOperator(_DvcWorkspaceMixin, BaseOperator):
+class RefinementStartOperator(DvcWorkspaceMixin, BaseOperator):
     """Point the base model at the model on ``stage`` and commit that to ``branch``, on top of ``rev``.
 
     Returns ``{"repo", "rev", "sha", "model", "stage", "deployed", "from_scratch", "base_model",

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.lineage import OpenLineageMixin, storage_dataset
 from airflow_provider_mlci.links.report import MlciReportLink
-from airflow_provider_mlci.operators.dvc import _DvcWorkspaceMixin
+from airflow_provider_mlci.operators.base import DvcWorkspaceMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["MetricsReportOperator"]
 
 
-class MetricsReportOperator(OpenLineageMixin, _DvcWorkspaceMixin, BaseOperator):
+class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
     """Write ``report.md`` and a self-contained ``report.html`` for ``rev`` against a baseline.
 
     The report holds the metrics and params diff (old, new, change, as ``dvc metrics diff`` and

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.links.report import MlciReportLink
-from airflow_provider_mlci.operators._errors import airflow_failures
-from airflow_provider_mlci.operators.dvc import _DvcWorkspaceMixin
+from airflow_provider_mlci.operators.base import DvcWorkspaceMixin, airflow_failures
+from airflow_provider_mlci.operators.remote_job import RemoteJobMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -92,7 +92,7 @@ def check_compute(compute: str, instance: Any) -> None:
         raise MlciConfigError("instance is given but compute='local': set compute='ec2' to run trials on it.")
 
 
-class SweepTrialsOperator(_DvcWorkspaceMixin, BaseOperator):
+class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
     """Expand a search space into the list of trials that a mapped task runs, one per trial.
 
     Resolves ``rev`` to a commit once, so that every trial starts from the same one even if the
@@ -194,7 +194,7 @@ class SweepTrialsOperator(_DvcWorkspaceMixin, BaseOperator):
         return out
 
 
-class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
+class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     """Run one trial of a sweep as a DVC experiment in a checkout of its own; map it over the trials.
 
     ``dvc exp run --name <trial> -S <param>=<value> ...`` on this worker (each stage first looks in
@@ -298,16 +298,129 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
         if self.trial.get("rev"):
             self.rev = str(self.trial["rev"])
         if self.compute == "ec2":
-            from airflow_provider_mlci.operators._remote_sweep import RemoteTrial
-
-            return self._finished(RemoteTrial(self).start(context))
+            return self._finished(self.submit_to_instance(context))
         return self._finished(self._with_workspace(context))
+
+    def submit_to_instance(self, context: Context) -> dict[str, Any]:
+        """Return the trial's result if its experiment exists; else launch an instance of its own
+        (or adopt the one an earlier try launched), submit the trial there and defer (``ec2``)."""
+        from airflow_provider_mlci.core.compute.jobs import parse_s3_url
+        from airflow_provider_mlci.core.compute.remote import RemoteJob, submit_or_resume
+        from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
+        from airflow_provider_mlci.core.experiments_remote import existing_trial, submit_trial
+        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.exceptions import MlciConfigError
+        from airflow_provider_mlci.hooks.gpu import job_base_setting
+        from airflow_provider_mlci.operators.gpu import INSTANCE_XCOM_KEY
+
+        ti = context["ti"]
+        with airflow_failures():
+            self.check_arguments()
+            spec = GpuInstanceSpec.from_mapping(self.instance or {})
+            base = self.job_base or job_base_setting()
+            if not base:
+                raise MlciConfigError(
+                    "compute='ec2' needs job_base or the setting [mlci] compute_job_base (s3://bucket/prefix): "
+                    "the trial's job goes through the instance's mailbox there."
+                )
+            parse_s3_url(base)
+            task_key = self.task_key(context)
+            mailbox = f"{base.rstrip('/')}/{task_key}"
+            self._runner = CommandRunner(log=self.log)
+            with self.hook.open_workspace(self.rev, runner=self._runner, python=self.python) as workspace:
+                done = existing_trial(workspace, self.trial, objective=self.objective)
+                if done is not None:
+                    self.log.info("Trial %s is on the git remote already (%s)", done["name"], done["sha"])
+                    return {"repo": workspace.access.git.display_url, "rev": self.rev, **done}
+                hook = self.gpu_hook(spec.region)
+                store = self.job_store(mailbox, spec.region)
+                instance = hook.launch_for_task(
+                    spec,
+                    dag_id=ti.dag_id,
+                    run_id=ti.run_id,
+                    task_id=ti.task_id,
+                    map_index=-1 if ti.map_index is None else int(ti.map_index),
+                    mailbox=mailbox,
+                )
+                self._instance_ids = [instance["instance_id"]]
+                ti.xcom_push(key=INSTANCE_XCOM_KEY, value=instance)
+                self.log.info(
+                    "%s instance %s (%s, %s) for trial %s, deadline %s",
+                    "Adopted" if instance["adopted"] else "Launched",
+                    instance["instance_id"],
+                    instance["instance_type"],
+                    instance["market"],
+                    self.trial.get("name"),
+                    instance["expires_at"],
+                )
+
+                def submit(job_id: str) -> Any:
+                    job_spec = submit_trial(
+                        workspace,
+                        store,
+                        job_id=job_id,
+                        trial=self.trial,
+                        targets=self.target_list(),
+                        heartbeat_interval=self.heartbeat_interval,
+                    )
+                    self.log.info(
+                        "Submitted trial %s (%s) as job %s to %s",
+                        self.trial.get("name"),
+                        " ".join(self.trial.get("overrides") or []),
+                        job_id,
+                        mailbox,
+                    )
+                    return job_spec
+
+                try:
+                    job_id, job_spec = submit_or_resume(
+                        store, task_key, submit, heartbeat_timeout=self.heartbeat_timeout, log=self.log
+                    )
+                except BaseException:
+                    self._terminate_trial_instances([instance["instance_id"]], spec.region)
+                    raise
+                job = RemoteJob(
+                    job_id=job_id,
+                    mailbox=mailbox,
+                    instance_id=instance["instance_id"],
+                    region=instance.get("region"),
+                    repo=workspace.access.git.display_url,
+                    sha=job_spec.sha if job_spec else None,
+                    submitted=job_spec.created if job_spec else None,
+                    extra={"baseline": workspace.sha},
+                )
+        return self.wait_for_job(job)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish a trial on a GPU instance: its log, its experiment, the instance terminated (``ec2``)."""
-        from airflow_provider_mlci.operators._remote_sweep import RemoteTrial
+        from airflow_provider_mlci.core.compute.remote import RemoteJob, job_outcome
+        from airflow_provider_mlci.core.experiments_remote import failed_trial, record_trial
+        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.exceptions import DvcStageFailedError
 
-        result = RemoteTrial(self).finish(context, event)
+        job = RemoteJob.from_json(event["job"])
+        try:
+            with airflow_failures():
+                job, store = self.ended_job(event)
+                baseline = job.extra["baseline"]
+                try:
+                    outcome = job_outcome(store, job, event)
+                except DvcStageFailedError as exc:
+                    found = failed_trial(baseline, self.trial, str(exc))
+                    result = {"repo": job.repo, "rev": self.rev, **found, "compute": job.compute_record()}
+                else:
+                    self._runner = CommandRunner(log=self.log)
+                    with self.hook.open_workspace(baseline, runner=self._runner) as workspace:
+                        found = record_trial(workspace, self.trial, outcome, objective=self.objective)
+                    result = {
+                        "repo": job.repo,
+                        "rev": self.rev,
+                        **found,
+                        "stages": dict(outcome.stages),
+                        "compute": job.compute_record(),
+                    }
+        finally:
+            self._terminate_trial_instances([job.instance_id, *self._instance_ids], job.region)
         if result["status"] == "success":
             self.log.info(
                 "Trial %s: %s = %s (experiment %s)", result["name"], self._metric, result["value"], result["exp_ref"]
@@ -315,6 +428,19 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
         else:
             self.log.warning("Trial %s failed: %s", result["name"], result["error"])
         return self._finished(result)
+
+    def _terminate_trial_instances(self, instance_ids: list[str], region: str | None) -> None:
+        """Terminate the trial's instance(s) without waiting; a failure is logged (the sweep's
+        teardown, the instance's deadline and the reaper remain)."""
+        ids = list(dict.fromkeys(i for i in instance_ids if i))
+        if not ids:
+            return
+        try:
+            self.gpu_hook(region).terminate(ids)
+        except Exception:
+            self.log.exception("Could not terminate %s (the sweep's teardown and the reaper will)", ids)
+        else:
+            self.log.info("Terminated instance(s) %s of trial %s", ids, self.trial.get("name"))
 
     def _finished(self, result: dict[str, Any]) -> dict[str, Any]:
         from airflow_provider_mlci.exceptions import MlciError
@@ -328,18 +454,11 @@ class SweepTrialOperator(_DvcWorkspaceMixin, BaseOperator):
         """Stop the running git or DVC process; with ``ec2``, terminate the instance this try launched."""
         super().on_kill()
         ids, self._instance_ids = self._instance_ids, []
-        if not ids:
-            return
-        from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
-
-        self.log.warning("Task killed: terminating instance(s) %s", ids)
-        try:
+        if ids:
             from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 
-            region = GpuInstanceSpec.from_mapping(self.instance or {}).region
-            GpuInstanceHook(aws_conn_id=self.aws_conn_id, region_name=region).terminate(ids)
-        except Exception:
-            self.log.exception("Could not terminate %s (the sweep's teardown and the reaper will)", ids)
+            self.log.warning("Task killed: terminating instance(s) %s", ids)
+            self._terminate_trial_instances(ids, GpuInstanceSpec.from_mapping(self.instance or {}).region)
 
     def check_arguments(self) -> None:
         from airflow_provider_mlci.core.dvc_ops import check_targets
@@ -548,7 +667,7 @@ class SweepLeaderboardOperator(BaseOperator):
         return uri
 
 
-class SweepBestBranchOperator(_DvcWorkspaceMixin, BaseOperator):
+class SweepBestBranchOperator(DvcWorkspaceMixin, BaseOperator):
     """Put the best trial of a sweep on a branch of the git remote, as ``dvc exp branch`` and ``git push`` would.
 
     Reads the best trial from the leaderboard task and creates ``branch`` at its experiment's

@@ -20,7 +20,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.lineage import OpenLineageMixin, storage_dataset
 from airflow_provider_mlci.links.report import MlciReportLink
-from airflow_provider_mlci.operators._errors import airflow_failures
+from airflow_provider_mlci.operators.base import airflow_failures
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 
 from airflow_provider_mlci.exceptions import MlciConfigError
-from airflow_provider_mlci.operators._errors import airflow_failures
+from airflow_provider_mlci.operators.base import airflow_failures
 from airflow_provider_mlci.triggers.gpu import TARGET_STATES, unreachable
 
 if TYPE_CHECKING:

@@ -14,11 +14,12 @@ failed, was interrupted or went silent is replaced by a new attempt.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mlci.core.compute.jobs import JobSpec, JobStore, make_bundle
+from airflow_provider_mlci.core.compute.jobs import JobSpec, JobStore, job_id_for, make_bundle
 from airflow_provider_mlci.core.dvc_ops import ReproOutcome, ReproRequest, StageHandoff
 from airflow_provider_mlci.core.process import private_tempdir
 from airflow_provider_mlci.exceptions import RemoteJobFailedError, RemoteJobInterruptedError, error_class
@@ -26,10 +27,122 @@ from airflow_provider_mlci.exceptions import RemoteJobFailedError, RemoteJobInte
 if TYPE_CHECKING:
     from airflow_provider_mlci.core.workspace import Workspace
 
-__all__ = ["outcome_from_result", "raise_for_event", "resumable_job", "submit_repro"]
+__all__ = [
+    "RemoteJob",
+    "copy_job_log",
+    "job_outcome",
+    "outcome_from_result",
+    "raise_for_event",
+    "resumable_job",
+    "submit_or_resume",
+    "submit_repro",
+]
 
 #: Non-secret fields of ``DvcRemoteAccess`` the agent needs to reach the same DVC remote.
 _DVC_FIELDS = ("remote", "url", "endpoint_url", "verify", "verify_objects", "region_name")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteJob:
+    """A job left in an instance's mailbox: what waiting for it and finishing it need.
+
+    It travels as JSON in the waiting trigger's event (:meth:`to_json`, :meth:`from_json`).
+
+    :param job_id: the job's id
+    :param mailbox: ``s3://bucket/prefix/...``, the instance's mailbox
+    :param instance_id: the instance that runs it
+    :param region: the instance's AWS region (``None``: the connection's)
+    :param repo: the repository, as it may be shown
+    :param sha: the commit the job runs
+    :param submitted: when it was submitted (epoch seconds; ``None``: unknown)
+    :param extra: what the operator wants back when it ends (JSON)
+    """
+
+    job_id: str
+    mailbox: str
+    instance_id: str
+    region: str | None = None
+    repo: str | None = None
+    sha: str | None = None
+    submitted: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """The job and its instance, for messages."""
+        return f"job {self.job_id} on instance {self.instance_id}"
+
+    def compute_record(self) -> dict[str, Any]:
+        """Where the job ran, for the task's XCom."""
+        return {"backend": "ec2", "instance_id": self.instance_id, "job_id": self.job_id}
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as plain JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> RemoteJob:
+        """The job :meth:`to_json` wrote; keys it does not know go to ``extra`` (a task deferred
+        by an earlier release carried the operator's values beside the job's).
+        """
+        known = {f.name for f in fields(cls)}
+        extra = {**{key: item for key, item in value.items() if key not in known}, **(value.get("extra") or {})}
+        return cls(**{key: item for key, item in value.items() if key in known and key != "extra"}, extra=extra)
+
+
+def submit_or_resume(
+    store: JobStore,
+    task_key: str,
+    submit: Callable[[str], JobSpec],
+    *,
+    heartbeat_timeout: float,
+    log: Any,
+) -> tuple[str, JobSpec | None]:
+    """The job an earlier try of this task left, if it can still be used (see :func:`resumable_job`);
+    otherwise a new one, made by ``submit``.
+
+    :param store: the instance's mailbox
+    :param task_key: the task's key (dag, run, task, map index)
+    :param submit: leaves a new job with the id it is given and returns its spec
+    :param heartbeat_timeout: seconds after which a silent job counts as lost
+    :param log: where to say which
+    :return: the job's id and spec (``None`` if an earlier job's spec cannot be read)
+    """
+    job_id, attempt = resumable_job(store, task_key, heartbeat_timeout=heartbeat_timeout)
+    if job_id is not None:
+        log.info("Waiting again for job %s, which an earlier try submitted", job_id)
+        return job_id, store.job(job_id)
+    job_id = job_id_for(task_key, attempt)
+    return job_id, submit(job_id)
+
+
+def copy_job_log(store: JobStore, job_id: str, start: int, log: Any) -> None:
+    """Copy the job's log chunks from ``start`` on into ``log``, line by line.
+
+    :param store: the instance's mailbox
+    :param job_id: the job
+    :param start: the first chunk not yet copied (the waiting trigger copied the ones before)
+    :param log: where to copy them
+    """
+    for _, text in store.log_chunks(job_id, start=start):
+        for line in text.splitlines():
+            log.info("[instance] %s", line)
+
+
+def job_outcome(store: JobStore, job: RemoteJob, event: dict[str, Any]) -> ReproOutcome:
+    """The outcome of a job that ended as ``event`` says, or the error its end means.
+
+    :param store: the instance's mailbox
+    :param job: the job
+    :param event: the waiting trigger's event
+    :raises MlciError: as :func:`raise_for_event`; :class:`RemoteJobFailedError` when a job that
+        succeeded left no result
+    """
+    raise_for_event(event, job.where)
+    result = store.result(job.job_id)
+    if result is None:
+        raise RemoteJobFailedError(f"The job says it succeeded but left no result.json [{job.where}]")
+    return outcome_from_result(result)
 
 
 def resumable_job(store: JobStore, task_key: str, *, heartbeat_timeout: float, now: float | None = None) -> Any:

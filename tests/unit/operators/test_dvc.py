@@ -9,7 +9,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_mlci.core.process import CommandStoppedError
 from airflow_provider_mlci.exceptions import DvcLockError, GitRevisionNotFoundError
-from airflow_provider_mlci.operators._errors import airflow_failures
+from airflow_provider_mlci.operators.base import airflow_failures
 from airflow_provider_mlci.operators.dvc import DvcReproOperator
 from airflow_provider_mlci.testing.procs import wait_dead
 

@@ -1,0 +1,108 @@
+"""What every operator of this provider shares.
+
+- :func:`airflow_failures`: the operator boundary, where our errors become Airflow task failures
+  of the right kind (a deterministic error is not retried);
+- :class:`DvcWorkspaceMixin`: the arguments, hook and checkout of operators that work in a
+  checkout of the repository at a revision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_provider_mlci.exceptions import MlciError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_mlci.core.dvc_ops import StageHandoff
+    from airflow_provider_mlci.core.process import CommandRunner
+    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.hooks.dvc import DvcHook
+
+__all__ = ["DvcWorkspaceMixin", "airflow_failures"]
+
+
+@contextlib.contextmanager
+def airflow_failures() -> Iterator[None]:
+    """Re-raise a non-retryable :class:`MlciError` as ``AirflowFailException`` (no retries).
+
+    Retryable errors pass through unchanged, so Airflow retries them as configured. The
+    original error stays attached as the cause and its class name leads the message.
+    """
+    try:
+        yield
+    except MlciError as exc:
+        if exc.retryable:
+            raise
+        from airflow.providers.common.compat.sdk import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+class DvcWorkspaceMixin:
+    """Arguments and plumbing every operator here shares.
+
+    :param rev: branch, tag, commit id or expression (templated); ``HEAD`` is the default branch
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
+    :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
+    :param sandbox: how the revision's own code runs (``None``: the provider setting
+        ``[mlci] sandbox``; ``True``/``False``; or a mapping of
+        :class:`~airflow_provider_mlci.core.sandbox.SandboxConfig` fields such as ``env``,
+        ``timeout_s``, ``memory_mb``, ``network``)
+    """
+
+    rev: str
+    dvc_conn_id: str
+    cache_dir: str | None
+    python: str | None = None
+    sandbox: bool | Mapping[str, Any] | None = None
+    _runner: CommandRunner | None = None
+    #: Verify what is downloaded from the DVC remote unless the connection sets ``verify_objects``:
+    #: on for the operators whose reads a release decision rests on (model checks, gates, promotion).
+    verify_inputs_by_default: ClassVar[bool] = False
+
+    @cached_property
+    def hook(self) -> DvcHook:
+        """The hook for the repository's connection."""
+        from airflow_provider_mlci.hooks.dvc import DvcHook
+
+        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir, verify_by_default=self.verify_inputs_by_default)
+
+    def _with_workspace(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core.process import CommandRunner
+
+        self._runner = CommandRunner(log=self.log)  # type: ignore[attr-defined]
+        with airflow_failures():
+            self.check_arguments()
+            with self.hook.open_workspace(
+                self.rev, runner=self._runner, python=self.python, sandbox=self.sandbox
+            ) as workspace:
+                result = self.work(workspace, context)
+                return {"repo": workspace.access.git.display_url, "rev": self.rev, "sha": workspace.sha, **result}
+
+    def check_arguments(self) -> None:
+        """Check rendered arguments before any expensive work (raise :class:`MlciError`)."""
+
+    def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
+        """Do the operator's work in the checked-out workspace; return its part of the XCom."""
+        raise NotImplementedError
+
+    def on_kill(self) -> None:
+        """Stop the running git or DVC process (and the stage command it runs)."""
+        if self._runner is not None:
+            self._runner.stop()
+
+    def handoff_from_tasks(self, context: Context, task_ids: Sequence[str]) -> StageHandoff | None:
+        """Merge the handoffs that the tasks ``task_ids`` returned (key ``handoff`` of their XCom)."""
+        from airflow_provider_mlci.core.dvc_ops import StageHandoff
+
+        if not task_ids:
+            return None
+        values = context["ti"].xcom_pull(task_ids=list(task_ids))
+        if not isinstance(values, list):
+            values = [values]
+        return StageHandoff.merged((value or {}).get("handoff") for value in values)
