@@ -135,7 +135,7 @@ def pipeline_io(
     :param lock: their ``dvc.lock`` entries, for the object ids (``{lock file: {stage: entry}}``)
     :param render_cache: where templated ``dvc.yaml`` files' expansions are kept
     """
-    from airflow_provider_mlci.core.pipeline import load_pipeline
+    from airflow_provider_mlci.core.dvc.pipeline import load_pipeline
 
     wanted = list(stages)
     files = sorted({name.rpartition(":")[0] or "dvc.yaml" for name in wanted})
@@ -346,7 +346,7 @@ def _run_facet_class() -> type:
 def stage_io(outcome: Any, *, root: Any = None, render_cache: str | None = None, log: Any) -> dict[str, Any] | None:
     """The datasets a reproduction read and wrote, when OpenLineage is on (``None`` otherwise).
 
-    :param outcome: the :class:`~airflow_provider_mlci.core.dvc_ops.ReproOutcome`
+    :param outcome: the :class:`~airflow_provider_mlci.core.dvc.ops.ReproOutcome`
     :param root: the checkout it ran in (``None``: it ran elsewhere; paths come from the lock alone)
     :param render_cache: where templated ``dvc.yaml`` files' expansions are kept
     :param log: where to say why, if they cannot be read (a task never fails on lineage)

@@ -268,7 +268,7 @@ class ReportStore:
         :param outcome: the task's small summary, kept in ``outcome.json``
         :raises MlciConfigError: a name is not valid, or is ``outcome.json``
         """
-        from airflow_provider_mlci.core.dvc_ops import json_safe
+        from airflow_provider_mlci.core.dvc.ops import json_safe
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         for name in files:

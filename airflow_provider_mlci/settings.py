@@ -63,7 +63,7 @@ def _raw(name: str) -> str:
 def cache_dir() -> str:
     """``[mlci] cache_dir``: each worker's root for mirrors, checkouts and the DVC cache
     (default: ``~/.cache/airflow-provider-mlci``)."""
-    from airflow_provider_mlci.core.workspace import default_cache_dir
+    from airflow_provider_mlci.core.repo.workspace import default_cache_dir
 
     return _raw("cache_dir") or default_cache_dir()
 
@@ -135,11 +135,11 @@ def compute_backend() -> str:
 def sandbox() -> Any:
     """``[mlci] sandbox`` and ``[mlci] stage_env``: how a revision's own code runs by default.
 
-    Returns a :class:`~airflow_provider_mlci.core.sandbox.SandboxConfig`.
+    Returns a :class:`~airflow_provider_mlci.core.runtime.sandbox.SandboxConfig`.
 
     :raises MlciConfigError: ``sandbox`` is not a boolean, or ``stage_env`` not a list of names
     """
-    from airflow_provider_mlci.core.sandbox import SandboxConfig
+    from airflow_provider_mlci.core.runtime.sandbox import SandboxConfig
     from airflow_provider_mlci.exceptions import MlciConfigError
 
     text = (_raw("sandbox") or "false").lower()

@@ -81,9 +81,9 @@ _GATE_INPUTS = ["models/model.bin", "data/eval.csv"]
 def _verified_gate_inputs(quick: bool) -> Comparison:
     model_bytes, eval_rows = (16 << 20, 100_000) if quick else (256 << 20, 2_000_000)
     repeats = 1 if quick else 5
-    from airflow_provider_mlci.core import dvc_ops
-    from airflow_provider_mlci.core.access import RepoAccess
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.dvc import ops as dvc_ops
+    from airflow_provider_mlci.core.repo.access import RepoAccess
+    from airflow_provider_mlci.core.repo.workspace import Workspace
     from airflow_provider_mlci.testing import create_dvc_project
 
     def make_inputs(work: Path) -> None:

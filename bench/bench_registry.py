@@ -49,9 +49,9 @@ def _registry(root: Path, versions: int) -> Path:
 def run(quick: bool) -> Iterator[Comparison]:
     versions = 50 if quick else 500
     repeats = 1 if quick else 5
-    from airflow_provider_mlci.core.access import RepoAccess
-    from airflow_provider_mlci.core.registry import GitRegistry
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.model.registry import GitRegistry
+    from airflow_provider_mlci.core.repo.access import RepoAccess
+    from airflow_provider_mlci.core.repo.workspace import Workspace
 
     with tempfile.TemporaryDirectory(prefix="mlci-bench-registry-") as tmp:
         scratch = Path(tmp)

@@ -32,10 +32,10 @@ def _quiet() -> logging.Logger:
 
 
 def _repro(project, cache: Path) -> dict[str, str]:
-    from airflow_provider_mlci.core import dvc_ops
-    from airflow_provider_mlci.core.access import RepoAccess
-    from airflow_provider_mlci.core.process import CommandRunner
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.dvc import ops as dvc_ops
+    from airflow_provider_mlci.core.repo.access import RepoAccess
+    from airflow_provider_mlci.core.repo.workspace import Workspace
+    from airflow_provider_mlci.core.runtime.process import CommandRunner
 
     access = RepoAccess.local(str(project.remote), url=project.dvc_remote_url)
     with Workspace.open(access, "main", cache_dir=cache, runner=CommandRunner(log=_quiet())) as ws:

@@ -123,7 +123,7 @@ def _environment(root: Path) -> dict[str, str]:
 
 def _overrides(values: list[float]) -> list[list[str]]:
     """The ``-S`` strings of each trial, as the sweep's ``generate`` task makes them."""
-    from airflow_provider_mlci.core.sweep import SearchSpace
+    from airflow_provider_mlci.core.experiments.sweep import SearchSpace
 
     trials = SearchSpace.of({"train.lr": values}).trials(max_trials=len(values), seed=0, map_limit=1024)
     return [trial.overrides for trial in trials]

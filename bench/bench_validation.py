@@ -123,8 +123,8 @@ def _schema():
 
 
 def _ours(path: Path, schema, *, expect_valid: bool = True) -> dict:
-    from airflow_provider_mlci.core.tabular import TableFormat, TableReader
-    from airflow_provider_mlci.core.validation import schema_column_types, validate_table
+    from airflow_provider_mlci.core.data.tabular import TableFormat, TableReader
+    from airflow_provider_mlci.core.data.validation import schema_column_types, validate_table
 
     reader = TableReader(path=str(path), format=TableFormat.CSV, column_types=schema_column_types(schema))
     report = validate_table(reader, schema, failure_sink=lambda cases: None)
@@ -163,8 +163,8 @@ _MEMORY_CHILD = textwrap.dedent(
     import json, sys
     sys.path.insert(0, {root!r})
     from bench.bench_validation import _schema
-    from airflow_provider_mlci.core.tabular import TableFormat, TableReader
-    from airflow_provider_mlci.core.validation import schema_column_types, validate_table
+    from airflow_provider_mlci.core.data.tabular import TableFormat, TableReader
+    from airflow_provider_mlci.core.data.validation import schema_column_types, validate_table
 
     schema = _schema()
     reader = TableReader(path={path!r}, format=TableFormat.CSV, chunk_bytes={chunk},
@@ -194,7 +194,7 @@ def _memory(tmp: Path, quick: bool) -> Comparison:
     target = budget // 4 if quick else 3 * budget  # full: 3 GB for 1 GB; quick (does not rot): 128 MB
     path = tmp / "large.csv"
     _write_large(path, target)
-    from airflow_provider_mlci.core.tabular import chunk_bytes_for_budget
+    from airflow_provider_mlci.core.data.tabular import chunk_bytes_for_budget
 
     chunk = chunk_bytes_for_budget(budget)  # what DataValidationOperator(memory_budget_mb=...) uses
     code = _MEMORY_CHILD.format(root=str(Path(__file__).resolve().parent.parent), path=str(path), chunk=chunk)

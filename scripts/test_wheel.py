@@ -254,12 +254,12 @@ def check_isolation(venv: Path, env: dict[str, str], cwd: Path) -> None:
 #: What a GPU instance's agent runs: its entry point, the DVC child process it starts, and what they import.
 AGENT_MODULES = (
     "airflow_provider_mlci.agent",
-    "airflow_provider_mlci.core.dvc_child",
-    "airflow_provider_mlci.core.dvc_ops",
-    "airflow_provider_mlci.core.access",
-    "airflow_provider_mlci.core.sandbox",
-    "airflow_provider_mlci.core.process",
-    "airflow_provider_mlci.core.experiments_child",
+    "airflow_provider_mlci.core.dvc.child",
+    "airflow_provider_mlci.core.dvc.ops",
+    "airflow_provider_mlci.core.repo.access",
+    "airflow_provider_mlci.core.runtime.sandbox",
+    "airflow_provider_mlci.core.runtime.process",
+    "airflow_provider_mlci.core.experiments.child",
     "dvc.repo",
     "dvc_s3",
     "boto3",

@@ -65,7 +65,7 @@ def _session_environment(home: Path) -> dict[str, str]:
 #: end waiting on a long file begun last. Files not listed follow in their usual order. Update when
 #: the durations drift; a wrong order only costs time.
 SLOWEST_FIRST = (
-    "tests/unit/core/test_dvc_ops.py",  # 210 s
+    "tests/unit/core/dvc/test_ops.py",  # 210 s
     "tests/integration/test_cluster.py",  # 127 s
     "tests/integration/test_example_dvc_pipeline.py",  # 121 s
     "tests/integration/test_gpu_faults.py",  # 91 s

@@ -3,8 +3,8 @@
 The instance's boot script starts it; it imports no Airflow. It watches its mailbox (see
 :mod:`~airflow_provider_mlci.core.compute.jobs`) and runs each job the worker leaves there
 exactly as a local run would: the commit from the job's ``git bundle`` is checked out with
-:meth:`~airflow_provider_mlci.core.workspace.Workspace.open`, and
-:func:`~airflow_provider_mlci.core.dvc_ops.repro` pulls the inputs, fetches the run-cache,
+:meth:`~airflow_provider_mlci.core.repo.workspace.Workspace.open`, and
+:func:`~airflow_provider_mlci.core.dvc.ops.repro` pulls the inputs, fetches the run-cache,
 reproduces (never with ``--allow-missing``) and pushes outputs and run-cache to the DVC remote.
 While a job runs, the agent writes a heartbeat and the job's log in numbered chunks; at the
 end the outcome (``result.json``) and the status, or on failure the error's class name.
@@ -165,12 +165,12 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentConfig:
 
 
 def repro_request_from_json(data: dict[str, Any]) -> Any:
-    """The :class:`~airflow_provider_mlci.core.dvc_ops.ReproRequest` a job's ``request`` describes.
+    """The :class:`~airflow_provider_mlci.core.dvc.ops.ReproRequest` a job's ``request`` describes.
 
     :param data: the JSON form (``targets`` a list, ``handoff`` a handoff's JSON or ``None``)
     :raises MlciConfigError: naming an unknown field or an invalid target
     """
-    from airflow_provider_mlci.core.dvc_ops import ReproRequest, StageHandoff, check_targets
+    from airflow_provider_mlci.core.dvc.ops import ReproRequest, StageHandoff, check_targets
 
     known = {f.name for f in dataclasses.fields(ReproRequest)}
     unknown = sorted(set(data) - known)
@@ -474,7 +474,7 @@ class Agent:
         :param store: the mailbox
         :param spec: the job
         """
-        from airflow_provider_mlci.core.process import CommandRunner, CommandStoppedError
+        from airflow_provider_mlci.core.runtime.process import CommandRunner, CommandStoppedError
 
         job_id = spec.job_id
         handler = _ChunkHandler(self.mask)
@@ -539,10 +539,10 @@ class Agent:
         return state
 
     def _execute(self, store: JobStore, spec: JobSpec, runner: Any, job_dir: Path) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.access import DvcRemoteAccess, GitAccess, RepoAccess
-        from airflow_provider_mlci.core.sandbox import SandboxConfig
-        from airflow_provider_mlci.core.workspace import Workspace
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.repo.access import DvcRemoteAccess, GitAccess, RepoAccess
+        from airflow_provider_mlci.core.repo.workspace import Workspace
+        from airflow_provider_mlci.core.runtime.sandbox import SandboxConfig
 
         request = repro_request_from_json(spec.request)
         unknown = sorted(set(spec.dvc) - _DVC_FIELDS)
@@ -572,9 +572,9 @@ class Agent:
 
     def _checkpoint(self, workspace: Any) -> dict[str, Any]:
         """Push what the cache holds (completed stages' outputs and the run-cache)."""
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.git import Git
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.repo.git import Git
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
 
         log.info("Pushing what the completed stages made, and the run-cache, before the instance goes")
         runner = CommandRunner(log=log, secrets=self.mask.secrets)
@@ -600,7 +600,7 @@ class Agent:
                 self._safely(store.append_log, job_id, text)
 
     def _cleanup(self, job_dir: Path) -> None:
-        from airflow_provider_mlci.core.workspace import WorkerCache
+        from airflow_provider_mlci.core.repo.workspace import WorkerCache
 
         with contextlib.suppress(Exception):
             mirror = WorkerCache(self.config.work_dir / "cache").mirror_path(str(job_dir / "bundle.git"))

@@ -32,10 +32,10 @@ from airflow.sdk import BaseHook
 from airflow_provider_mlci.exceptions import ConnectionNotFoundError, MlciConfigError
 
 if TYPE_CHECKING:
-    from airflow_provider_mlci.core.access import RepoAccess
-    from airflow_provider_mlci.core.process import CommandRunner
-    from airflow_provider_mlci.core.sandbox import SandboxConfig
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.repo.access import RepoAccess
+    from airflow_provider_mlci.core.repo.workspace import Workspace
+    from airflow_provider_mlci.core.runtime.process import CommandRunner
+    from airflow_provider_mlci.core.runtime.sandbox import SandboxConfig
 
 __all__ = ["DvcHook"]
 
@@ -134,7 +134,7 @@ class DvcHook(BaseHook):
         from airflow.providers.common.compat.sdk import AirflowNotFoundException
         from airflow.sdk.log import mask_secret
 
-        from airflow_provider_mlci.core.access import DvcRemoteAccess, GitAccess, RepoAccess
+        from airflow_provider_mlci.core.repo.access import DvcRemoteAccess, GitAccess, RepoAccess
 
         try:
             conn = self.get_connection(self.dvc_conn_id)
@@ -191,11 +191,12 @@ class DvcHook(BaseHook):
         :param runner: runs git and DVC; keep it to stop them from ``on_kill``
         :param python: the interpreter (or virtualenv folder) stage commands run with
         :param sandbox: how the revision's own code runs: ``None`` as ``[mlci] sandbox`` says,
-            ``True``/``False``, or a mapping of :class:`~airflow_provider_mlci.core.sandbox.SandboxConfig` fields
+            ``True``/``False``, or a mapping of
+            :class:`~airflow_provider_mlci.core.runtime.sandbox.SandboxConfig` fields
         """
         from airflow_provider_mlci import settings
-        from airflow_provider_mlci.core.sandbox import SandboxConfig, check_available
-        from airflow_provider_mlci.core.workspace import Workspace
+        from airflow_provider_mlci.core.repo.workspace import Workspace
+        from airflow_provider_mlci.core.runtime.sandbox import SandboxConfig, check_available
 
         confined = SandboxConfig.of(sandbox, settings.sandbox())
         if confined.enabled:
@@ -214,8 +215,8 @@ class DvcHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Check that the repository answers (``git ls-remote``), for the UI's Test button."""
-        from airflow_provider_mlci.core.git import Git
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.repo.git import Git
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
         from airflow_provider_mlci.exceptions import MlciError
 
         try:

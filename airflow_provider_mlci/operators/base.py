@@ -18,9 +18,9 @@ from airflow_provider_mlci.exceptions import MlciError
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mlci.core.dvc_ops import StageHandoff
-    from airflow_provider_mlci.core.process import CommandRunner
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.dvc.ops import StageHandoff
+    from airflow_provider_mlci.core.repo.workspace import Workspace
+    from airflow_provider_mlci.core.runtime.process import CommandRunner
     from airflow_provider_mlci.hooks.dvc import DvcHook
 
 __all__ = ["DvcWorkspaceMixin", "airflow_failures"]
@@ -51,7 +51,7 @@ class DvcWorkspaceMixin:
     :param cache_dir: the worker cache root; default: the provider setting ``[mlci] cache_dir``
     :param sandbox: how the revision's own code runs (``None``: the provider setting
         ``[mlci] sandbox``; ``True``/``False``; or a mapping of
-        :class:`~airflow_provider_mlci.core.sandbox.SandboxConfig` fields such as ``env``,
+        :class:`~airflow_provider_mlci.core.runtime.sandbox.SandboxConfig` fields such as ``env``,
         ``timeout_s``, ``memory_mb``, ``network``)
     """
 
@@ -73,7 +73,7 @@ class DvcWorkspaceMixin:
         return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir, verify_by_default=self.verify_inputs_by_default)
 
     def _with_workspace(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
 
         self._runner = CommandRunner(log=self.log)  # type: ignore[attr-defined]
         with airflow_failures():
@@ -98,7 +98,7 @@ class DvcWorkspaceMixin:
 
     def handoff_from_tasks(self, context: Context, task_ids: Sequence[str]) -> StageHandoff | None:
         """Merge the handoffs that the tasks ``task_ids`` returned (key ``handoff`` of their XCom)."""
-        from airflow_provider_mlci.core.dvc_ops import StageHandoff
+        from airflow_provider_mlci.core.dvc.ops import StageHandoff
 
         if not task_ids:
             return None

@@ -2,7 +2,7 @@
 
 Every operator here checks the revision out into a private folder on the worker (made cheaply
 from the worker's mirror of the repository), does its work there through
-:mod:`airflow_provider_mlci.core.dvc_ops`, removes the folder and returns small JSON that starts
+:mod:`airflow_provider_mlci.core.dvc.ops`, removes the folder and returns small JSON that starts
 with ``{"repo", "rev", "sha"}``. Nothing passes between tasks through a worker's disk: data and
 run-cache go through the DVC remote, lock entries through XCom.
 """
@@ -24,8 +24,8 @@ from airflow_provider_mlci.operators.remote_job import RemoteJobMixin
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mlci.core.commit import CommitSpec
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.repo.commit import CommitSpec
+    from airflow_provider_mlci.core.repo.workspace import Workspace
 
 __all__ = [
     "DvcCheckoutOperator",
@@ -80,12 +80,12 @@ class DvcCheckoutOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.dvc_ops import check_targets
+        from airflow_provider_mlci.core.dvc.ops import check_targets
 
         check_targets(self.targets)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
 
         targets = dvc_ops.check_targets(self.targets)
         fetched = dvc_ops.fetch(workspace, targets)
@@ -205,7 +205,7 @@ class DvcReproOperator(OpenLineageMixin, RemoteJobMixin, DvcWorkspaceMixin, Base
     def submit_to_instance(self, context: Context) -> NoReturn:
         """Submit the reproduction (or resume an earlier try's) on the instance and defer (``ec2``)."""
         from airflow_provider_mlci.core.compute.remote import RemoteJob, submit_or_resume, submit_repro
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
 
         with airflow_failures():
             self.check_arguments()
@@ -248,10 +248,10 @@ class DvcReproOperator(OpenLineageMixin, RemoteJobMixin, DvcWorkspaceMixin, Base
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish a run on a GPU instance: copy the rest of its log, then its outcome (``ec2``)."""
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.commit import commit_changes
         from airflow_provider_mlci.core.compute.remote import job_outcome
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.repo.commit import commit_changes
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
 
         with airflow_failures():
             job, store = self.ended_job(event)
@@ -293,7 +293,7 @@ class DvcReproOperator(OpenLineageMixin, RemoteJobMixin, DvcWorkspaceMixin, Base
         )
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.dvc_ops import check_targets
+        from airflow_provider_mlci.core.dvc.ops import check_targets
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         check_targets(self.targets)
@@ -310,13 +310,13 @@ class DvcReproOperator(OpenLineageMixin, RemoteJobMixin, DvcWorkspaceMixin, Base
 
     def commit_spec(self) -> CommitSpec:
         """Where and how to commit (``commit_to`` and friends)."""
-        from airflow_provider_mlci.core.commit import CommitSpec
+        from airflow_provider_mlci.core.repo.commit import CommitSpec
 
         return CommitSpec(branch=self.commit_to or "", message=self.commit_message, author=self.commit_author)
 
     def repro_request(self, context: Context) -> Any:
-        """The :class:`~airflow_provider_mlci.core.dvc_ops.ReproRequest` these arguments ask for."""
-        from airflow_provider_mlci.core import dvc_ops
+        """The :class:`~airflow_provider_mlci.core.dvc.ops.ReproRequest` these arguments ask for."""
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
 
         return dvc_ops.ReproRequest(
             targets=dvc_ops.check_targets(self.targets),
@@ -328,9 +328,9 @@ class DvcReproOperator(OpenLineageMixin, RemoteJobMixin, DvcWorkspaceMixin, Base
         )
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.commit import commit_changes
         from airflow_provider_mlci.core.compute.local import describe_gpus, detect_gpus
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.repo.commit import commit_changes
 
         self.log.info("%s", describe_gpus(detect_gpus(self._runner)))
         outcome = dvc_ops.repro(workspace, self.repro_request(context))
@@ -404,13 +404,13 @@ class DvcCommitOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.commit import CommitSpec
+        from airflow_provider_mlci.core.repo.commit import CommitSpec
 
         CommitSpec(branch=self.branch, message=self.message, author=self.author)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.commit import CommitSpec, commit_changes
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.repo.commit import CommitSpec, commit_changes
 
         handoff = self.handoff_from_tasks(context, self.handoff_from)
         changed = dvc_ops.apply_handoff(workspace, handoff) if handoff else ()
@@ -462,12 +462,12 @@ class DvcWillItRunOperator(DvcWorkspaceMixin, BaseOperator):
         return result
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.dvc_ops import check_targets
+        from airflow_provider_mlci.core.dvc.ops import check_targets
 
         check_targets(self.targets)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
 
         outcome = dvc_ops.plan(workspace, dvc_ops.check_targets(self.targets), single_stage=self.single_stage)
         return {"stages": outcome.stages, "will_run": outcome.will_run}
@@ -567,12 +567,12 @@ class DvcPushOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.dvc_ops import check_targets
+        from airflow_provider_mlci.core.dvc.ops import check_targets
 
         check_targets(self.targets)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
         from airflow_provider_mlci.exceptions import DvcMissingObjectError
 
         result = dvc_ops.push(workspace, dvc_ops.check_targets(self.targets), run_cache=self.run_cache)
@@ -620,7 +620,7 @@ class DvcMetricsOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.git import check_rev
+        from airflow_provider_mlci.core.repo.git import check_rev
 
         if self.baseline_rev:
             check_rev(self.baseline_rev)
@@ -628,7 +628,7 @@ class DvcMetricsOperator(DvcWorkspaceMixin, BaseOperator):
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
         from dataclasses import asdict
 
-        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
 
         baseline_sha = workspace.resolve(self.baseline_rev) if self.baseline_rev else None
         report = dvc_ops.metrics(workspace, baseline_sha)
@@ -675,12 +675,12 @@ class DvcPipelineSyncCheckOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.dvc_ops import check_targets
+        from airflow_provider_mlci.core.dvc.ops import check_targets
 
         check_targets(self.targets)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
         from airflow_provider_mlci.exceptions import DvcOutOfSyncError
 
         status = dvc_ops.sync_status(workspace, dvc_ops.check_targets(self.targets), check_remote=self.check_remote)
@@ -736,7 +736,7 @@ class DvcPipelineResolveOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
         from airflow_provider_mlci.exceptions import DvcPipelineMismatchError
 
         prefix = "" if self.dvc_file == "dvc.yaml" else f"{self.dvc_file}:"

@@ -1,7 +1,7 @@
 """Operators that validate a model, gate it against the deployed one, and release or roll it back.
 
 The registry is the repository's git tags in GTO's format (see
-:mod:`airflow_provider_mlci.core.registry`): a release is one atomic tag push, after a
+:mod:`airflow_provider_mlci.core.model.registry`): a release is one atomic tag push, after a
 compare-and-swap on the model the gate compared against. A typical DAG::
 
     validate = ModelValidationOperator(task_id="validate", model="fraud-detector", rev=rev, ...)
@@ -36,7 +36,7 @@ from airflow_provider_mlci.operators.base import DvcWorkspaceMixin
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.repo.workspace import Workspace
 
 __all__ = [
     "ModelGateBranchOperator",
@@ -54,8 +54,8 @@ _FORMATS = ("auto", "pickle", "joblib", "skops")
 
 def _model_file(workspace: Workspace, model: str) -> tuple[str, str | None]:
     """The model's path in the checkout and its artifact name (``None`` when ``model`` is a path)."""
-    from airflow_provider_mlci.core import dvc_ops
-    from airflow_provider_mlci.core.registry import artifact_path
+    from airflow_provider_mlci.core.dvc import ops as dvc_ops
+    from airflow_provider_mlci.core.model.registry import artifact_path
 
     declared = artifact_path(workspace.path, model)
     if declared:
@@ -65,7 +65,7 @@ def _model_file(workspace: Workspace, model: str) -> tuple[str, str | None]:
 
 def _ensure_files(workspace: Workspace, paths: Sequence[str]) -> None:
     """Pull the files of ``paths`` that git does not hold from the DVC remote (only those)."""
-    from airflow_provider_mlci.core import dvc_ops
+    from airflow_provider_mlci.core.dvc import ops as dvc_ops
 
     missing = [p for p in paths if not (workspace.path / p).exists()]
     if missing:
@@ -146,7 +146,7 @@ class ModelValidationOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core import dvc_ops
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         if self.model_format not in _FORMATS:
@@ -162,9 +162,9 @@ class ModelValidationOperator(DvcWorkspaceMixin, BaseOperator):
             raise MlciConfigError(f"contract must be a mapping, not {self.contract!r}.")
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.model_checks import ModelContract, check_model, check_scores
-        from airflow_provider_mlci.core.paths import inside
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.model.checks import ModelContract, check_model, check_scores
+        from airflow_provider_mlci.core.repo.paths import inside
         from airflow_provider_mlci.exceptions import ModelValidationError
 
         path, name = _model_file(workspace, self.model)
@@ -216,9 +216,9 @@ class ModelValidationOperator(DvcWorkspaceMixin, BaseOperator):
         return dvc_ops.json_safe(verdict)
 
     def _requirements(self, workspace: Workspace) -> list[str]:
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.model_checks import read_requirements
-        from airflow_provider_mlci.core.paths import inside
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.model.checks import read_requirements
+        from airflow_provider_mlci.core.repo.paths import inside
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         if not self.requirements:
@@ -265,17 +265,17 @@ class _GateMixin(DvcWorkspaceMixin):
             setattr(self, name, arguments[name])
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.gate import GateSpec
-        from airflow_provider_mlci.core.registry import check_model_name, check_stage_name
+        from airflow_provider_mlci.core.model.gate import GateSpec
+        from airflow_provider_mlci.core.model.registry import check_model_name, check_stage_name
 
         check_model_name(self.model)
         check_stage_name(self.stage)
         GateSpec.of(self.rules)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.gate import GateSpec, compare_evaluations, decide, evaluation_fingerprint
-        from airflow_provider_mlci.core.registry import GitRegistry, artifact_path
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.model.gate import GateSpec, compare_evaluations, decide, evaluation_fingerprint
+        from airflow_provider_mlci.core.model.registry import GitRegistry, artifact_path
 
         spec = GateSpec.of(self.rules)
         registry = GitRegistry(workspace=workspace)
@@ -340,7 +340,7 @@ class _GateMixin(DvcWorkspaceMixin):
 
 
 def _lock_at(workspace: Workspace, sha: str) -> dict[str, Any] | None:
-    from airflow_provider_mlci.core.refine import yaml_at
+    from airflow_provider_mlci.core.model.refine import yaml_at
 
     data = yaml_at(workspace, sha, "dvc.lock")
     return data if isinstance(data, dict) else None
@@ -496,7 +496,7 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.registry import Bump, check_model_name, check_stage_name, parse_version
+        from airflow_provider_mlci.core.model.registry import Bump, check_model_name, check_stage_name, parse_version
 
         check_model_name(self.model)
         check_stage_name(self.stage)
@@ -505,7 +505,7 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
             parse_version(self.version)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.registry import UNCHECKED, Champion, GitRegistry
+        from airflow_provider_mlci.core.model.registry import UNCHECKED, Champion, GitRegistry
         from airflow_provider_mlci.exceptions import GateRefusedError, MlciConfigError, PromotionConflictError
 
         evidence: dict[str, Any] = _run_evidence(context)
@@ -590,7 +590,7 @@ class RollbackModelOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.registry import check_model_name, check_stage_name, parse_version
+        from airflow_provider_mlci.core.model.registry import check_model_name, check_stage_name, parse_version
 
         check_model_name(self.model)
         check_stage_name(self.stage)
@@ -599,7 +599,7 @@ class RollbackModelOperator(DvcWorkspaceMixin, BaseOperator):
                 parse_version(version)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.registry import UNCHECKED, GitRegistry, parse_version
+        from airflow_provider_mlci.core.model.registry import UNCHECKED, GitRegistry, parse_version
         from airflow_provider_mlci.exceptions import PromotionConflictError
 
         registry = GitRegistry(workspace=workspace)
@@ -630,8 +630,8 @@ def _store_report(context: Context, name: str, payload: Mapping[str, Any], title
     """Write ``<name>.json`` and ``<name>.md`` to the task's report folder; the "Report" link opens it."""
     import json
 
-    from airflow_provider_mlci.core.dvc_ops import json_safe
-    from airflow_provider_mlci.core.report import section_for
+    from airflow_provider_mlci.core.dvc.ops import json_safe
+    from airflow_provider_mlci.core.reports.html import section_for
     from airflow_provider_mlci.report_store import store_task_report
 
     files = {

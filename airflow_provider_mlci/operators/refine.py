@@ -1,7 +1,7 @@
 """Operators that start a refinement of the deployed model and say how it ended.
 
 ``RefinementStartOperator`` points the project's DVC-tracked base model at the model on a stage
-and commits that to a branch (see :mod:`airflow_provider_mlci.core.refine`); reproducing the
+and commits that to a branch (see :mod:`airflow_provider_mlci.core.model.refine`); reproducing the
 commit it returns fine-tunes the deployed model. ``ReleaseOutcomeOperator`` closes a release
 chain (gate, promote or keep) with one small JSON answer. ``RefinementTaskGroup`` wires both.
 """
@@ -18,8 +18,8 @@ from airflow_provider_mlci.operators.base import DvcWorkspaceMixin
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mlci.core.refine import RefinementSpec
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.model.refine import RefinementSpec
+    from airflow_provider_mlci.core.repo.workspace import Workspace
 
 __all__ = ["RefinementStartOperator", "ReleaseOutcomeOperator"]
 
@@ -80,10 +80,10 @@ class RefinementStartOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def spec(self) -> RefinementSpec:
-        """The rendered arguments as a :class:`~airflow_provider_mlci.core.refine.RefinementSpec`."""
-        from airflow_provider_mlci.core.commit import CommitSpec
-        from airflow_provider_mlci.core.refine import RefinementSpec
-        from airflow_provider_mlci.core.registry import check_stage_name
+        """The rendered arguments as a :class:`~airflow_provider_mlci.core.model.refine.RefinementSpec`."""
+        from airflow_provider_mlci.core.model.refine import RefinementSpec
+        from airflow_provider_mlci.core.model.registry import check_stage_name
+        from airflow_provider_mlci.core.repo.commit import CommitSpec
 
         check_stage_name(self.stage)
         commit = CommitSpec(branch=self.branch, message=self.commit_message, author=self.commit_author)
@@ -93,8 +93,8 @@ class RefinementStartOperator(DvcWorkspaceMixin, BaseOperator):
         self.spec()
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.commit import check_branch
-        from airflow_provider_mlci.core.refine import start_refinement
+        from airflow_provider_mlci.core.model.refine import start_refinement
+        from airflow_provider_mlci.core.repo.commit import check_branch
 
         check_branch(workspace.git, workspace.path, self.branch)
         started = start_refinement(workspace, self.spec())

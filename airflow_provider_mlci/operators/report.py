@@ -14,7 +14,7 @@ from airflow_provider_mlci.operators.base import DvcWorkspaceMixin
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.repo.workspace import Workspace
 
 __all__ = ["MetricsReportOperator"]
 
@@ -98,8 +98,8 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.git import check_rev
-        from airflow_provider_mlci.core.registry import check_model_name, check_stage_name
+        from airflow_provider_mlci.core.model.registry import check_model_name, check_stage_name
+        from airflow_provider_mlci.core.repo.git import check_rev
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         if self.baseline_rev and self.baseline_model:
@@ -120,8 +120,8 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
 
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.report import build_report, section_for
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.reports.html import build_report, section_for
         from airflow_provider_mlci.exceptions import DvcError, MlciError
         from airflow_provider_mlci.report_store import ReportKey, store_task_report
 
@@ -129,7 +129,7 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
         baseline_rev, baseline_sha = self._baseline(workspace, problems)
         revs = [workspace.sha] + ([baseline_sha] if baseline_sha and baseline_sha != workspace.sha else [])
         sections = [section_for(task_id, value) for task_id, value in self._upstream(context)]
-        from airflow_provider_mlci.core.process import private_tempdir
+        from airflow_provider_mlci.core.runtime.process import private_tempdir
 
         with private_tempdir("report") as tmp:
             try:
@@ -187,7 +187,7 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
         }
 
     def _baseline(self, workspace: Workspace, problems: list[str]) -> tuple[str | None, str | None]:
-        from airflow_provider_mlci.core.registry import GitRegistry
+        from airflow_provider_mlci.core.model.registry import GitRegistry
         from airflow_provider_mlci.exceptions import GitError
 
         if self.baseline_model:  # the tag fetch brings the champion's commit into the checkout
@@ -222,8 +222,8 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
 
     def _trend(self, workspace: Workspace, problems: list[str]) -> dict[str, Any] | None:
 
-        from airflow_provider_mlci.core import dvc_ops
-        from airflow_provider_mlci.core.metrics import lookup_metric
+        from airflow_provider_mlci.core.dvc import ops as dvc_ops
+        from airflow_provider_mlci.core.dvc.metrics import lookup_metric
         from airflow_provider_mlci.exceptions import MlciError
 
         if not self.trend:
@@ -237,7 +237,7 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
                 ["rev-list", "--first-parent", f"--max-count={count}", tip], cwd=workspace.path, capture=True
             )
             shas = list(reversed(out.split()))
-            from airflow_provider_mlci.core.process import private_tempdir
+            from airflow_provider_mlci.core.runtime.process import private_tempdir
 
             with private_tempdir("trend") as tmp:
                 shown = dvc_ops.report_inputs(workspace, shas, tmp, plots=False)

@@ -39,8 +39,8 @@ from airflow_provider_mlci.operators.remote_job import RemoteJobMixin
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mlci.core.sweep import Objective
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.experiments.sweep import Objective
+    from airflow_provider_mlci.core.repo.workspace import Workspace
 
 __all__ = [
     "SweepBestBranchOperator",
@@ -148,7 +148,7 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         self.cache_dir = cache_dir
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_provider_mlci.core.registry import GitRegistry, check_model_name
+        from airflow_provider_mlci.core.model.registry import GitRegistry, check_model_name
 
         with airflow_failures():
             trials = self.expand_space(context)
@@ -173,8 +173,8 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         """
         from airflow.configuration import conf
 
-        from airflow_provider_mlci.core.experiments import check_experiment_name
-        from airflow_provider_mlci.core.sweep import SearchSpace
+        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+        from airflow_provider_mlci.core.experiments.trials import check_experiment_name
 
         space = SearchSpace.of(self.space)
         map_limit = conf.getint("core", "max_map_length", fallback=1024)
@@ -200,7 +200,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     ``dvc exp run --name <trial> -S <param>=<value> ...`` on this worker (each stage first looks in
     the run-cache), then the outputs and run-cache go to the DVC remote and the experiment's ref
     to the git remote. Returns ``{"name", "params", "status", "value", "metrics", "exp_ref",
-    "sha", ...}`` (see :func:`~airflow_provider_mlci.core.experiments.run_trial`).
+    "sha", ...}`` (see :func:`~airflow_provider_mlci.core.experiments.trials.run_trial`).
 
     A trial whose stage fails returns ``status: "failed"`` and the task succeeds, so that the
     leaderboard can count failures against ``max_failed_trials``; with
@@ -287,7 +287,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         self._instance_ids: list[str] = []
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.sweep import Objective
+        from airflow_provider_mlci.core.experiments.sweep import Objective
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         with airflow_failures():
@@ -307,8 +307,8 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         from airflow_provider_mlci.core.compute.jobs import parse_s3_url
         from airflow_provider_mlci.core.compute.remote import RemoteJob, submit_or_resume
         from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
-        from airflow_provider_mlci.core.experiments_remote import existing_trial, submit_trial
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.experiments.remote import existing_trial, submit_trial
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
         from airflow_provider_mlci.exceptions import MlciConfigError
         from airflow_provider_mlci.hooks.gpu import job_base_setting
         from airflow_provider_mlci.operators.gpu import INSTANCE_XCOM_KEY
@@ -394,8 +394,8 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish a trial on a GPU instance: its log, its experiment, the instance terminated (``ec2``)."""
         from airflow_provider_mlci.core.compute.remote import RemoteJob, job_outcome
-        from airflow_provider_mlci.core.experiments_remote import failed_trial, record_trial
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.experiments.remote import failed_trial, record_trial
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
         from airflow_provider_mlci.exceptions import DvcStageFailedError
 
         job = RemoteJob.from_json(event["job"])
@@ -461,19 +461,19 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
             self._terminate_trial_instances(ids, GpuInstanceSpec.from_mapping(self.instance or {}).region)
 
     def check_arguments(self) -> None:
-        from airflow_provider_mlci.core.dvc_ops import check_targets
+        from airflow_provider_mlci.core.dvc.ops import check_targets
 
         check_targets(self.targets)
         check_compute(self.compute, self.instance)
 
     def target_list(self) -> list[str]:
         """The stages to run, as a list (empty: the whole pipeline)."""
-        from airflow_provider_mlci.core.dvc_ops import check_targets
+        from airflow_provider_mlci.core.dvc.ops import check_targets
 
         return list(check_targets(self.targets))
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.experiments import run_trial
+        from airflow_provider_mlci.core.experiments.trials import run_trial
 
         result = run_trial(workspace, self.trial, objective=self.objective, targets=self.targets)
         if result["status"] == "success":
@@ -491,7 +491,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     def _skip_if_target_met(self, context: Context, objective: Objective | None) -> None:
         from airflow.providers.common.compat.sdk import AirflowSkipException
 
-        from airflow_provider_mlci.core.sweep import best_trial, target_met
+        from airflow_provider_mlci.core.experiments.sweep import best_trial, target_met
 
         if objective is None or objective.target is None or not self.stop_when_target_met:
             return
@@ -563,8 +563,8 @@ class SweepLeaderboardOperator(BaseOperator):
             return self._rank(context)
 
     def _rank(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.dvc_ops import json_safe
-        from airflow_provider_mlci.core.sweep import Objective, best_trial, leaderboard, target_met
+        from airflow_provider_mlci.core.dvc.ops import json_safe
+        from airflow_provider_mlci.core.experiments.sweep import Objective, best_trial, leaderboard, target_met
         from airflow_provider_mlci.exceptions import MlciError
 
         objective = Objective.of(self.objective)
@@ -649,7 +649,7 @@ class SweepLeaderboardOperator(BaseOperator):
         return found
 
     def _write_report(self, context: Context, summary: Mapping[str, Any]) -> str:
-        from airflow_provider_mlci.core.report import section_for
+        from airflow_provider_mlci.core.reports.html import section_for
         from airflow_provider_mlci.report_store import store_task_report
 
         ti = context["ti"]
@@ -674,7 +674,7 @@ class SweepBestBranchOperator(DvcWorkspaceMixin, BaseOperator):
     commit on the git remote, with a plain push (never a force-push). A retried task finds the
     branch already there and changes nothing; a branch that already holds another commit fails
     the task (not retried), naming it. The gate and the release then work on an ordinary branch
-    (see :func:`~airflow_provider_mlci.core.experiments.branch_experiment`).
+    (see :func:`~airflow_provider_mlci.core.experiments.trials.branch_experiment`).
 
     Returns ``{"repo", "rev", "sha", "branch", "created", "experiment", "exp_ref", "trial":
     {"name", "params", "value"}}``; pin the commit downstream with
@@ -720,7 +720,7 @@ class SweepBestBranchOperator(DvcWorkspaceMixin, BaseOperator):
         return self._with_workspace(context)
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.experiments import branch_experiment
+        from airflow_provider_mlci.core.experiments.trials import branch_experiment
 
         best = self._best
         branch = self.branch or f"sweep/{best['name']}"

@@ -25,7 +25,7 @@ from airflow_provider_mlci.operators.base import airflow_failures
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mlci.core.tabular import TableReader
+    from airflow_provider_mlci.core.data.tabular import TableReader
     from airflow_provider_mlci.hooks.dvc import DvcHook
 
 __all__ = ["DataDriftCheckOperator", "DataValidationOperator"]
@@ -70,7 +70,7 @@ class _DatasetMixin(OpenLineageMixin):
         :param column_types: dtypes to read CSV columns as
         :param workspace: a checkout of the repository already open at ``rev``
         """
-        from airflow_provider_mlci.core.tabular import DEFAULT_CHUNK_BYTES, TableFormat
+        from airflow_provider_mlci.core.data.tabular import DEFAULT_CHUNK_BYTES, TableFormat
 
         options = {
             "format": TableFormat.of(dataset, self.format),
@@ -123,7 +123,7 @@ class _DatasetMixin(OpenLineageMixin):
         if rev is None:
             yield None
             return
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
 
         self._runner = CommandRunner(log=self.log)
         with self.hook.open_workspace(rev, runner=self._runner) as workspace:
@@ -146,9 +146,9 @@ def is_url(dataset: str) -> bool:
 
 def _repo_reader(workspace: Any, dataset: str, options: dict[str, Any]) -> tuple[TableReader, str]:
     """A reader of a file the repository tracks (in git or DVC), pulling only that file."""
-    from airflow_provider_mlci.core import dvc_ops
-    from airflow_provider_mlci.core.paths import inside
-    from airflow_provider_mlci.core.tabular import TableReader
+    from airflow_provider_mlci.core.data.tabular import TableReader
+    from airflow_provider_mlci.core.dvc import ops as dvc_ops
+    from airflow_provider_mlci.core.repo.paths import inside
     from airflow_provider_mlci.exceptions import DatasetNotFoundError, DvcFileError, DvcStageNotFoundError
 
     target = dvc_ops.check_targets(dataset)[0]
@@ -168,7 +168,7 @@ def _repo_reader(workspace: Any, dataset: str, options: dict[str, Any]) -> tuple
 def _url_reader(url: str, conn_id: str | None, options: dict[str, Any]) -> TableReader:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_mlci.core.tabular import TableReader
+    from airflow_provider_mlci.core.data.tabular import TableReader
     from airflow_provider_mlci.exceptions import DatasetFormatError, DatasetNotFoundError, redact_url
 
     shown = redact_url(url)
@@ -309,15 +309,15 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
         self.cache_dir = cache_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import validation
-        from airflow_provider_mlci.core.tabular import TableFormat
+        from airflow_provider_mlci.core.data import validation
+        from airflow_provider_mlci.core.data.tabular import TableFormat
         from airflow_provider_mlci.exceptions import DataValidationError
         from airflow_provider_mlci.report_store import store_task_report
 
         with airflow_failures():
             mode = _mode(self.mode)
             if self.memory_budget_mb is not None:
-                from airflow_provider_mlci.core.tabular import chunk_bytes_for_budget
+                from airflow_provider_mlci.core.data.tabular import chunk_bytes_for_budget
                 from airflow_provider_mlci.exceptions import MlciConfigError
 
                 if self.chunk_bytes is not None:
@@ -334,7 +334,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
             in_repo = isinstance(self.schema, str) and validation.is_schema_file(self.schema)
             schema = None if in_repo else validation.load_schema(self.schema)
             need_repo = in_repo and not os.path.isabs(self.schema)
-            from airflow_provider_mlci.core.process import private_tempdir
+            from airflow_provider_mlci.core.runtime.process import private_tempdir
 
             with private_tempdir("validation") as tmp:
                 table = _FailureTable(tmp)
@@ -388,7 +388,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
     @contextlib.contextmanager
     def _open(self, schema: Any, need_repo: bool) -> Iterator[tuple[TableReader, Any, str]]:
         """Load the schema (from the repository if it is a file there), then open the dataset."""
-        from airflow_provider_mlci.core import validation
+        from airflow_provider_mlci.core.data import validation
 
         if not need_repo:
             schema = schema if schema is not None else validation.load_schema(self.schema)
@@ -410,7 +410,7 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
     retyped, when the row count changed beyond its bounds, or when a column's distribution
     shifted (PSI over baseline deciles or categories, and the Kolmogorov-Smirnov statistic on
     numeric columns) beyond the thresholds. Returns the comparison as JSON (see
-    :class:`~airflow_provider_mlci.core.drift.DriftReport`).
+    :class:`~airflow_provider_mlci.core.data.drift.DriftReport`).
 
     :param dataset: a path inside the repository, or a URL (templated)
     :param baseline_rev: the revision to compare with (templated)
@@ -475,8 +475,8 @@ class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
         self.cache_dir = cache_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core import drift
-        from airflow_provider_mlci.core.tabular import TableFormat
+        from airflow_provider_mlci.core.data import drift
+        from airflow_provider_mlci.core.data.tabular import TableFormat
         from airflow_provider_mlci.exceptions import DataValidationError, MlciConfigError
 
         if self.skip_without_baseline and not self.baseline_rev and not self.baseline_dataset:

@@ -35,7 +35,7 @@ A delivery is checked in this order, and nothing is triggered unless every check
 The head commit is named by its sha, also for a pull request from a fork: the fork's commit is not
 on any branch of the base repository, but GitHub keeps it at ``refs/pull/<n>/head`` there, and the
 worker's mirror of the repository (a ``git clone --mirror``, see
-:class:`~airflow_provider_mlci.core.workspace.WorkerCache`) fetches every ref, ``refs/pull/*``
+:class:`~airflow_provider_mlci.core.repo.workspace.WorkerCache`) fetches every ref, ``refs/pull/*``
 included. The base is the branch's name, so the report compares with the base as it is when the run
 starts.
 

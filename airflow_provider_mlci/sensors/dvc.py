@@ -82,9 +82,9 @@ class DvcDataChangedSensor(BaseSensorOperator):
         return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir)
 
     def _look(self) -> dict[str, Any]:
-        from airflow_provider_mlci.core.data_watch import Watch, fingerprint
-        from airflow_provider_mlci.core.git import check_rev
-        from airflow_provider_mlci.core.process import CommandRunner
+        from airflow_provider_mlci.core.data.watch import Watch, fingerprint
+        from airflow_provider_mlci.core.repo.git import check_rev
+        from airflow_provider_mlci.core.runtime.process import CommandRunner
 
         check_rev(self.rev)
         return fingerprint(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TaskGroup
 
-from airflow_provider_mlci.core.pipeline import PipelineSpec, load_pipeline
+from airflow_provider_mlci.core.dvc.pipeline import PipelineSpec, load_pipeline
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.dvc import DvcCommitOperator, DvcPipelineResolveOperator, DvcReproOperator
 

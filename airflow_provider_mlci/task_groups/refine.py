@@ -17,7 +17,7 @@ Tasks, in order (ids under the group):
     the data at ``rev`` against its pandera schema (skipped when no ``schema`` is given)
 ``start``
     reads the registry for the model on ``stage`` and points the project's DVC-tracked base
-    model at it, in a commit on ``branch`` (see :mod:`airflow_provider_mlci.core.refine`); with
+    model at it, in a commit on ``branch`` (see :mod:`airflow_provider_mlci.core.model.refine`); with
     no model deployed yet nothing is written and the pipeline trains as the repository says
     (the demo project: from scratch), which the task logs and returns (``from_scratch``)
 ``drift``
@@ -149,7 +149,7 @@ class RefinementTaskGroup(TaskGroup):
         refine_args: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        from airflow_provider_mlci.core.gate import GateSpec
+        from airflow_provider_mlci.core.model.gate import GateSpec
         from airflow_provider_mlci.exceptions import MlciConfigError
 
         super().__init__(group_id=group_id, **kwargs)

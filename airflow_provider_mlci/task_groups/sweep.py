@@ -109,8 +109,8 @@ class SweepPromotion:
     allow_different_data: bool = False
 
     def __post_init__(self) -> None:
-        from airflow_provider_mlci.core.gate import GateSpec
-        from airflow_provider_mlci.core.registry import Bump, check_model_name, check_stage_name
+        from airflow_provider_mlci.core.model.gate import GateSpec
+        from airflow_provider_mlci.core.model.registry import Bump, check_model_name, check_stage_name
 
         if not _templated(self.model):
             check_model_name(self.model)

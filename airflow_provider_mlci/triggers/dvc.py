@@ -67,7 +67,7 @@ class DvcDataChangedTrigger(BaseEventTrigger):
 
     def fingerprint(self) -> dict[str, Any]:
         """Look once (blocking: git and the source); the JSON form of the fingerprint."""
-        from airflow_provider_mlci.core.data_watch import fingerprint
+        from airflow_provider_mlci.core.data.watch import fingerprint
         from airflow_provider_mlci.hooks.dvc import DvcHook
 
         hook = DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir)

@@ -1,11 +1,11 @@
 """Helpers for tests on a DVC project with a local DVC remote: what the remote holds, and the
-:class:`~airflow_provider_mlci.core.access.RepoAccess` that reaches the project."""
+:class:`~airflow_provider_mlci.core.repo.access.RepoAccess` that reaches the project."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from airflow_provider_mlci.core.access import RepoAccess
+from airflow_provider_mlci.core.repo.access import RepoAccess
 
 __all__ = ["access_for", "remote_files"]
 

@@ -5,7 +5,7 @@ task process, as in production: marked failed, its stage command stops; an Asset
 schedules runs on data changes only; a deferred GPU job holds no worker slot. Mapped tasks side by
 side, retries and deferral across a triggerer restart run on the production topology
 (test_deployment.py), and two repros at once on one worker cache in
-tests/unit/core/test_dvc_ops.py. That a stopped cluster leaves no process behind is checked at the
+tests/unit/core/dvc/test_ops.py. That a stopped cluster leaves no process behind is checked at the
 end of the ``airflow_cluster`` fixture; that the cluster shares neither database nor DAGs folder
 with this session's ``dag.test()`` runs (its scheduler would run them), by the first test.
 """

@@ -185,9 +185,9 @@ def test_the_deployed_model_is_the_default_baseline_and_reports_go_to_s3(
 ):
     import boto3
 
-    from airflow_provider_mlci.core.access import RepoAccess
-    from airflow_provider_mlci.core.registry import GitRegistry
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.model.registry import GitRegistry
+    from airflow_provider_mlci.core.repo.access import RepoAccess
+    from airflow_provider_mlci.core.repo.workspace import Workspace
 
     with Workspace.open(RepoAccess.local(str(two_revisions.remote)), "main", cache_dir=tmp_path / "c") as ws:
         GitRegistry(workspace=ws).promote(name="fraud-detector", sha=two_revisions.base, stage="prod")

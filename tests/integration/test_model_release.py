@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_mlci.core.access import RepoAccess
-from airflow_provider_mlci.core.registry import GitRegistry
-from airflow_provider_mlci.core.workspace import Workspace
+from airflow_provider_mlci.core.model.registry import GitRegistry
+from airflow_provider_mlci.core.repo.access import RepoAccess
+from airflow_provider_mlci.core.repo.workspace import Workspace
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.airflow_records import xcom
 from tests.helpers.demo_project import train
@@ -135,9 +135,9 @@ RACE_DAG = textwrap.dedent(
 
         @task
         def someone_else_promotes():
-            from airflow_provider_mlci.core.access import RepoAccess
-            from airflow_provider_mlci.core.registry import GitRegistry
-            from airflow_provider_mlci.core.workspace import Workspace
+            from airflow_provider_mlci.core.repo.access import RepoAccess
+            from airflow_provider_mlci.core.model.registry import GitRegistry
+            from airflow_provider_mlci.core.repo.workspace import Workspace
 
             with Workspace.open(RepoAccess.local("{remote}"), "main", cache_dir="{cache}") as ws:
                 return GitRegistry(workspace=ws).promote(name="fraud-detector", sha="{other}", stage="prod").to_json()

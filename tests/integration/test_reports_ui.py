@@ -267,7 +267,7 @@ SHA, BASE = "c" * 40, "d" * 40
 
 def write_generated_report(store: ReportStore, key: ReportKey) -> None:
     """A report as MetricsReportOperator writes it: tables, and a plot rendered by vl-convert."""
-    from airflow_provider_mlci.core.report import build_report
+    from airflow_provider_mlci.core.reports.html import build_report
 
     bars = {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",

@@ -76,16 +76,16 @@ elif POINT == "push_run_cache":  # outputs pushed, run-cache entries not yet
     import dvc.stage.cache
     _before(dvc.stage.cache.StageCache, "push", POINT)
 elif POINT == "commit":  # the commit is made in the checkout, not pushed to the branch
-    from airflow_provider_mlci.core import process
+    from airflow_provider_mlci.core.runtime import process
     _before(process.CommandRunner, "run", POINT, when=lambda self, argv, **k: list(argv[:2]) == ["git", "push"])
 """
 
 WORKER = """
 import logging, sys
-from airflow_provider_mlci.core import dvc_ops
-from airflow_provider_mlci.core.access import RepoAccess
-from airflow_provider_mlci.core.commit import CommitSpec, commit_files
-from airflow_provider_mlci.core.workspace import Workspace
+from airflow_provider_mlci.core.dvc import ops as dvc_ops
+from airflow_provider_mlci.core.repo.access import RepoAccess
+from airflow_provider_mlci.core.repo.commit import CommitSpec, commit_files
+from airflow_provider_mlci.core.repo.workspace import Workspace
 
 logging.basicConfig(level=logging.INFO)
 repo, dvc_remote, cache, branch = sys.argv[1:]

@@ -9,7 +9,7 @@ import pytest
 
 import airflow_provider_mlci
 from airflow_provider_mlci import settings
-from airflow_provider_mlci.core.sandbox import SandboxConfig
+from airflow_provider_mlci.core.runtime.sandbox import SandboxConfig
 from airflow_provider_mlci.exceptions import MlciConfigError
 
 PACKAGE = Path(airflow_provider_mlci.__file__).parent

@@ -97,15 +97,15 @@ class JobSpec:
     :param sha: the commit to check out (the bundle's ``HEAD``)
     :param rev: the revision as the user wrote it, for messages
     :param repo: the repository's display URL (no credentials), for messages
-    :param request: the fields of :class:`~airflow_provider_mlci.core.dvc_ops.ReproRequest` as
+    :param request: the fields of :class:`~airflow_provider_mlci.core.dvc.ops.ReproRequest` as
         JSON (``targets`` a list, ``handoff`` the handoff's JSON or ``None``)
-    :param dvc: the non-secret fields of :class:`~airflow_provider_mlci.core.access.DvcRemoteAccess`
+    :param dvc: the non-secret fields of :class:`~airflow_provider_mlci.core.repo.access.DvcRemoteAccess`
         (``remote``, ``url``, ``endpoint_url``, ``verify``, ``verify_objects``, ``region_name``)
     :param heartbeat_interval: seconds between the agent's heartbeats
     :param created: when the worker made the job (epoch seconds)
     :param sandbox: options of the sandbox the agent runs the stage commands in (always: no
         stage command may reach the instance profile's credentials), see
-        :meth:`~airflow_provider_mlci.core.sandbox.SandboxConfig.for_instance`
+        :meth:`~airflow_provider_mlci.core.runtime.sandbox.SandboxConfig.for_instance`
     """
 
     job_id: str

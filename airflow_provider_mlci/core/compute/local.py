@@ -1,6 +1,6 @@
 """The ``local`` compute backend's report of the GPUs a stage can use on this machine.
 
-The stage itself runs through :func:`~airflow_provider_mlci.core.dvc_ops.repro` on the worker;
+The stage itself runs through :func:`~airflow_provider_mlci.core.dvc.ops.repro` on the worker;
 this module only finds the NVIDIA GPUs (with ``nvidia-smi``) so the task log says what the
 stage had. A machine without ``nvidia-smi``, or where it fails, has no GPU: that is no error.
 """
@@ -13,7 +13,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_provider_mlci.core.process import CommandRunner
+    from airflow_provider_mlci.core.runtime.process import CommandRunner
 
 __all__ = ["NVIDIA_SMI_QUERY", "describe_gpus", "detect_gpus"]
 

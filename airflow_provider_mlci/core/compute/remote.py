@@ -3,7 +3,7 @@
 The worker checks the commit out as for a local run, bundles it with ``git bundle``, and
 leaves the bundle and a job description in the instance's mailbox (see
 :mod:`~airflow_provider_mlci.core.compute.jobs`). The agent on the instance runs the job with
-the same :func:`~airflow_provider_mlci.core.dvc_ops.repro` a local run uses, so pulling,
+the same :func:`~airflow_provider_mlci.core.dvc.ops.repro` a local run uses, so pulling,
 run-cache, pushing and the outcome are the same wherever the stage ran.
 
 A retried task looks for the job its earlier try submitted: one still running (heartbeat fresh)
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.core.compute.jobs import JobSpec, JobStore, job_id_for, make_bundle
-from airflow_provider_mlci.core.dvc_ops import ReproOutcome, ReproRequest, StageHandoff
-from airflow_provider_mlci.core.process import private_tempdir
+from airflow_provider_mlci.core.dvc.ops import ReproOutcome, ReproRequest, StageHandoff
+from airflow_provider_mlci.core.runtime.process import private_tempdir
 from airflow_provider_mlci.exceptions import RemoteJobFailedError, RemoteJobInterruptedError, error_class
 
 if TYPE_CHECKING:
-    from airflow_provider_mlci.core.workspace import Workspace
+    from airflow_provider_mlci.core.repo.workspace import Workspace
 
 __all__ = [
     "RemoteJob",
@@ -218,7 +218,7 @@ def submit_repro(
 
 
 def outcome_from_result(result: dict[str, Any]) -> ReproOutcome:
-    """The :class:`~airflow_provider_mlci.core.dvc_ops.ReproOutcome` an agent wrote as JSON.
+    """The :class:`~airflow_provider_mlci.core.dvc.ops.ReproOutcome` an agent wrote as JSON.
 
     :param result: the job's ``result.json``
     """

@@ -26,11 +26,11 @@ from airflow_provider_mlci.agent import (
     parse_args,
     repro_request_from_json,
 )
-from airflow_provider_mlci.core import dvc_ops
-from airflow_provider_mlci.core.access import RepoAccess
 from airflow_provider_mlci.core.compute.jobs import JobSpec, JobStatus, JobStore, make_bundle
-from airflow_provider_mlci.core.dvc_ops import ReproRequest
-from airflow_provider_mlci.core.workspace import Workspace
+from airflow_provider_mlci.core.dvc import ops as dvc_ops
+from airflow_provider_mlci.core.dvc.ops import ReproRequest
+from airflow_provider_mlci.core.repo.access import RepoAccess
+from airflow_provider_mlci.core.repo.workspace import Workspace
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.testing.procs import wait_dead
 from tests.conftest import EVAL_ROWS

@@ -7,7 +7,7 @@ import time
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_mlci.core.process import CommandStoppedError
+from airflow_provider_mlci.core.runtime.process import CommandStoppedError
 from airflow_provider_mlci.exceptions import DvcLockError, GitRevisionNotFoundError
 from airflow_provider_mlci.operators.base import airflow_failures
 from airflow_provider_mlci.operators.dvc import DvcReproOperator

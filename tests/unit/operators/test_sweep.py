@@ -104,7 +104,7 @@ def test_the_task_group_maps_the_trials_with_the_parallelism_asked():
 
 @pytest.mark.parametrize(("goal", "expected"), [("max", "maximize"), ("MIN", "minimize"), (None, "maximize")])
 def test_goals_are_written_as_max_or_min_and_targets_as_numbers(goal, expected):
-    from airflow_provider_mlci.core.sweep import Objective
+    from airflow_provider_mlci.core.experiments.sweep import Objective
 
     objective = Objective.of({"metric": "accuracy", "goal": goal, "target": "0.9"})
     assert objective.to_json() == {"metric": "accuracy", "goal": expected, "target": 0.9}
@@ -240,7 +240,7 @@ def test_the_outcome_says_what_was_promoted_or_why_not():
 
 
 def test_a_sweep_summary_renders_as_a_report_section():
-    from airflow_provider_mlci.core.report import section_for
+    from airflow_provider_mlci.core.reports.html import section_for
 
     summary = {
         "leaderboard": {

@@ -15,7 +15,7 @@ import yaml
 from airflow.sdk import DAG
 
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
-from airflow_provider_mlci.core.sweep import Trial
+from airflow_provider_mlci.core.experiments.sweep import Trial
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.sweep import SweepTrialOperator
 from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
@@ -125,7 +125,7 @@ def test_a_trial_on_gpu_checks_its_arguments_before_any_work():
 
 
 def test_params_are_set_as_dvc_exp_run_s_sets_them_and_files_outside_are_refused(tmp_path):
-    from airflow_provider_mlci.core.experiments_remote import apply_params
+    from airflow_provider_mlci.core.experiments.remote import apply_params
 
     (tmp_path / "params.yaml").write_text("train:\n  lr: 0.3  # the rate\n  epochs: 5\n")
     (tmp_path / "other.yaml").write_text("seed: 1\n")

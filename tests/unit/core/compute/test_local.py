@@ -15,7 +15,7 @@ from airflow_provider_mlci.core.compute.local import (
     detect_gpus,
     parse_nvidia_smi,
 )
-from airflow_provider_mlci.core.process import CommandRunner
+from airflow_provider_mlci.core.runtime.process import CommandRunner
 
 TWO_GPUS = "0, Tesla T4, 15360 MiB, 535.104.05\n1, NVIDIA A10G, 23028 MiB, 535.104.05\n"
 

@@ -1,0 +1,512 @@
+"""A metrics report: metrics and params against a baseline, the plots, and what upstream tasks decided.
+
+:func:`build_report` turns what DVC read at two revisions (see
+:func:`airflow_provider_mlci.core.dvc.ops.report_inputs`) into ``report.md`` and a
+self-contained ``report.html`` (images inlined), plus the image files Markdown links to.
+Plots are Vega-Lite specs as DVC fills them from its templates (linear, simple, scatter,
+smooth, confusion, bar…), rendered to SVG by vl-convert (no browser, no Node), or image files
+the pipeline wrote. What could not be read is stated in the report, never hidden.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_mlci.core.dvc.metrics import flatten_metrics
+
+__all__ = ["Report", "ReportImage", "ReportSection", "build_report", "section_for", "trend_spec"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_MIME = {".svg": "image/svg+xml", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328}
+h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.better{color:#1a7f37}.worse{color:#cf222e}.problems li{color:#9a6700}figure{margin:1rem 0}
+figcaption{font-size:.9rem;color:#59636e}img{max-width:100%}code{background:#f6f8fa;padding:0 .2rem}
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportImage:
+    """One rendered plot or image.
+
+    :param name: the plot's id in ``dvc.yaml`` (or a title)
+    :param file: its path inside the report folder, e.g. ``images/eval-roc.svg``
+    :param data: the image's bytes
+    :param caption: what it shows
+    """
+
+    name: str
+    file: str
+    data: bytes
+    caption: str = ""
+
+    @property
+    def mime(self) -> str:
+        """The image's media type, from its suffix."""
+        return _MIME.get(Path(self.file).suffix.lower(), "application/octet-stream")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportSection:
+    """A section of the report, in Markdown and in HTML.
+
+    :param title: its heading
+    :param markdown: its body as Markdown
+    :param html: its body as HTML
+    """
+
+    title: str
+    markdown: str
+    html: str
+
+
+@dataclass(kw_only=True)
+class Report:
+    """A finished report.
+
+    :param markdown: ``report.md``
+    :param html: ``report.html``, self-contained
+    :param images: the image files (``report.md`` links to them)
+    :param problems: what could not be read or rendered
+    :param summary: small JSON: revisions, metric changes, counts
+    """
+
+    markdown: str
+    html: str
+    images: list[ReportImage] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def build_report(
+    *,
+    title: str,
+    rev: str,
+    sha: str,
+    baseline_rev: str | None,
+    baseline_sha: str | None,
+    inputs: Mapping[str, Any],
+    sections: Sequence[ReportSection] = (),
+    trend: Mapping[str, Any] | None = None,
+    image_base: str = "",
+    problems: Iterable[str] = (),
+) -> Report:
+    """Assemble the report from what DVC read at ``sha`` and ``baseline_sha``.
+
+    :param title: the report's heading
+    :param rev: the revision as asked for
+    :param sha: its commit
+    :param baseline_rev: the baseline as asked for (``None``: no baseline)
+    :param baseline_sha: its commit (``None``: none, or it could not be resolved)
+    :param inputs: :func:`~airflow_provider_mlci.core.dvc.ops.report_inputs`' result for both commits
+    :param sections: sections from upstream tasks (validation, gate, leaderboard…)
+    :param trend: ``{"metric": name, "points": [{"rev", "label", "value"}]}`` for a trend plot
+    :param image_base: what Markdown image links start with (a public URL of the report folder;
+        empty: relative links)
+    :param problems: problems found before (an unknown baseline…), stated in the report
+    """
+    problems = [*problems, *inputs.get("problems", [])]
+    labels = {sha: _label(rev, sha)}
+    if baseline_sha:
+        labels[baseline_sha] = _label(baseline_rev or baseline_sha, baseline_sha)
+    metrics = inputs.get("metrics", {})
+    params = inputs.get("params", {})
+    metric_rows = diff_rows(metrics.get(sha, {}), metrics.get(baseline_sha, {}) if baseline_sha else None)
+    param_rows = diff_rows(params.get(sha, {}), params.get(baseline_sha, {}) if baseline_sha else None)
+    images, plot_problems = _render_plots(inputs.get("plots", []), labels)
+    problems += plot_problems
+    if trend and trend.get("points"):
+        try:
+            images.append(_render_trend(trend))
+        except Exception as exc:  # a broken trend must not cost the rest of the report
+            problems.append(f"Trend of {trend.get('metric')}: cannot render: {exc}")
+
+    against = f" against {labels[baseline_sha]}" if baseline_sha else " (no baseline)"
+    head = f"{labels[sha]}{against}"
+    md: list[str] = [f"# {title}", "", f"Revision {head}.", ""]
+    body: list[str] = [f"<h1>{_e(title)}</h1>", f"<p>Revision <code>{_e(head)}</code>.</p>"]
+    for at, paths in (inputs.get("absent") or {}).items():
+        note = f"Not at {labels.get(at, at[:12])} (not written there yet): {', '.join(paths)}."
+        md += [note, ""]
+        body.append(f"<p class='absent'>{_e(note)}</p>")
+    if problems:
+        md += ["## Problems", "", *[f"- {p}" for p in problems], ""]
+        body += ["<h2>Problems</h2>", "<ul class='problems'>", *[f"<li>{_e(p)}</li>" for p in problems], "</ul>"]
+    for heading, rows in (("Metrics", metric_rows), ("Params", param_rows)):
+        md += [f"## {heading}", "", *_rows_markdown(rows, baseline_sha is not None), ""]
+        body += [f"<h2>{heading}</h2>", _rows_html(rows, baseline_sha is not None)]
+    if images:
+        md += ["## Plots", ""]
+        body += ["<h2>Plots</h2>"]
+        for image in images:
+            link = f"{image_base.rstrip('/')}/{image.file}" if image_base else image.file
+            md += [f"![{image.name}]({link})", f"*{image.caption or image.name}*", ""]
+            uri = f"data:{image.mime};base64,{base64.b64encode(image.data).decode()}"
+            body.append(
+                f"<figure><img alt='{_e(image.name)}' src='{uri}'>"
+                f"<figcaption>{_e(image.caption or image.name)}</figcaption></figure>"
+            )
+    for section in sections:
+        md += [f"## {section.title}", "", section.markdown, ""]
+        body += [f"<h2>{_e(section.title)}</h2>", section.html]
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    )
+    changed = [r for r in metric_rows if r["change"] not in (None, 0)]
+    summary = {
+        "rev": rev,
+        "sha": sha,
+        "baseline_rev": baseline_rev,
+        "baseline_sha": baseline_sha,
+        "metrics": len(metric_rows),
+        "metrics_changed": [f"{r['file']}:{r['key']}" for r in changed],
+        "params": len(param_rows),
+        "plots": [image.file for image in images],
+        "sections": [section.title for section in sections],
+        "problems": problems,
+        "absent": dict(inputs.get("absent") or {}),
+    }
+    return Report(markdown="\n".join(md).rstrip() + "\n", html=page, images=images, problems=problems, summary=summary)
+
+
+def diff_rows(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per value in either revision: ``{"file", "key", "old", "new", "change"}``.
+
+    :param new: ``{file: nested values}`` at the revision
+    :param old: the same at the baseline (``None``: no baseline)
+    """
+    ours, theirs = flatten_metrics(new), flatten_metrics(old or {})
+    rows = []
+    for name in sorted(set(ours) | set(theirs)):
+        file, key = name.split(":", 1)
+        a, b = theirs.get(name), ours.get(name)
+        change = b - a if _num(a) and _num(b) else None
+        if change is None and old is not None and a != b:
+            change = "changed"
+        rows.append({"file": file, "key": key, "old": a, "new": b, "change": change})
+    return rows
+
+
+def section_for(title: str, value: Any) -> ReportSection:
+    """A section for what an upstream task returned, shaped by what it is.
+
+    Knows a data validation summary, a model validation verdict, a gate decision, a release
+    outcome (``{"promoted", "tags", "reasons", ...}``), a sweep (``{"leaderboard": {...}, "best":
+    ...}``, as the sweep's leaderboard task returns it) and a bare leaderboard (``{"trials":
+    [...]}``); anything else is shown as JSON.
+
+    :param title: the section's heading (e.g. the task id)
+    :param value: the task's XCom value
+    """
+    if isinstance(value, Mapping) and "promote" in value and "metrics" in value:
+        return _gate_section(title, value)
+    if isinstance(value, Mapping) and "checks" in value and "passed" in value:
+        return _verdict_section(title, value)
+    if isinstance(value, Mapping) and {"promoted", "tags", "reasons"} <= value.keys():
+        return _release_section(title, value)
+    if isinstance(value, Mapping) and "rows_checked" in value:
+        return _validation_section(title, value)
+    board = value.get("leaderboard") if isinstance(value, Mapping) else None
+    if isinstance(board, Mapping) and isinstance(board.get("trials"), list):
+        return _sweep_section(title, value)
+    if isinstance(value, Mapping) and isinstance(value.get("trials"), list):
+        return _leaderboard_section(title, value)
+    text = json.dumps(value, indent=2, sort_keys=True, default=str)
+    return ReportSection(title=title, markdown=f"```json\n{text}\n```", html=f"<pre>{_e(text)}</pre>")
+
+
+def trend_spec(metric: str, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A Vega-Lite line chart of ``metric`` over commits, oldest first.
+
+    :param metric: the metric's name
+    :param points: ``[{"label", "value"}]`` oldest first
+    """
+    values = [{"order": i, "commit": p["label"], "value": p["value"]} for i, p in enumerate(points)]
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": f"{metric} over the last {len(values)} commits",
+        "width": 520,
+        "height": 260,
+        "data": {"values": values},
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "x": {"field": "commit", "type": "ordinal", "sort": {"field": "order"}, "title": "commit"},
+            "y": {"field": "value", "type": "quantitative", "title": metric, "scale": {"zero": False}},
+        },
+    }
+
+
+# ----------------------------------------------------------------------------------- plots
+
+
+def _render_plots(plots: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> tuple[list[ReportImage], list[str]]:
+    images: list[ReportImage] = []
+    problems: list[str] = []
+    used: set[str] = set()
+    for plot in plots:
+        name = str(plot.get("name"))
+        revisions = [labels.get(r, r) for r in plot.get("revisions") or []]
+        caption = f"{name} ({', '.join(revisions)})" if revisions else name
+        try:
+            if plot.get("type") == "vega" and plot.get("content"):
+                spec = _relabel(plot["content"], labels)
+                data = _svg(spec).encode()
+                suffix = ".svg"
+            elif plot.get("type") == "image" and plot.get("path"):
+                path = Path(plot["path"])
+                data, suffix = path.read_bytes(), path.suffix.lower()
+                if suffix not in _MIME:
+                    raise ValueError(f"unsupported image type {suffix}")
+            else:
+                continue
+        except Exception as exc:  # one plot failing must not cost the others
+            problems.append(f"Plot {name}: cannot render: {exc}")
+            continue
+        stem = name
+        if plot.get("type") == "image":  # one image per revision: name it after both
+            stem = f"{Path(name).with_suffix('')}-{str((plot.get('revisions') or ['x'])[0])[:7]}"
+        file = _unique(f"images/{_SAFE.sub('-', stem).strip('-') or 'plot'}", suffix, used)
+        images.append(ReportImage(name=name, file=file, data=data, caption=caption))
+    return images, problems
+
+
+def _render_trend(trend: Mapping[str, Any]) -> ReportImage:
+    metric = str(trend["metric"])
+    data = _svg(trend_spec(metric, trend["points"])).encode()
+    name = f"trend-{_SAFE.sub('-', metric).strip('-')}"
+    return ReportImage(name=f"{metric} trend", file=f"images/{name}.svg", data=data, caption=f"{metric} by commit")
+
+
+def _svg(spec: Mapping[str, Any]) -> str:
+    import vl_convert
+
+    return vl_convert.vegalite_to_svg(vl_spec=dict(spec))
+
+
+def _relabel(spec: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """The spec with full commit ids in its data replaced by readable labels."""
+    text = json.dumps(spec)
+    for sha, label in labels.items():
+        text = text.replace(json.dumps(sha), json.dumps(label))
+    return json.loads(text)
+
+
+def _unique(stem: str, suffix: str, used: set[str]) -> str:
+    name, count = f"{stem}{suffix}", 1
+    while name in used:
+        count += 1
+        name = f"{stem}-{count}{suffix}"
+    used.add(name)
+    return name
+
+
+# ------------------------------------------------------------------------------ sections
+
+
+def _gate_section(title: str, decision: Mapping[str, Any]) -> ReportSection:
+    champion = decision.get("champion")
+    against = f"{champion.get('version') or str(champion.get('sha'))[:12]}" if champion else "nothing deployed"
+    verdict = "promote" if decision.get("promote") else "keep the deployed model"
+    header = ["metric", "better", "candidate", "deployed", "delta", "passed"]
+    rows = [
+        [m["metric"], m["direction"], _fmt(m["candidate"]), _fmt(m["champion"]), _fmt(m["delta"]), _yes(m["passed"])]
+        for m in decision.get("metrics", [])
+    ]
+    reasons = list(decision.get("reasons") or [])
+    md = [f"Decision: **{verdict}** (against {against}).", "", *_table_md(header, rows)]
+    md += ["", *[f"- {r}" for r in reasons]] if reasons else []
+    body = [f"<p>Decision: <strong>{_e(verdict)}</strong> (against {_e(against)}).</p>", _table_html(header, rows)]
+    body += ["<ul>", *[f"<li>{_e(r)}</li>" for r in reasons], "</ul>"] if reasons else []
+    evaluation = decision.get("evaluation") or {}
+    if evaluation:
+        same = f"Same evaluation inputs: {'yes' if evaluation.get('same') else 'no'}"
+        differences = list(evaluation.get("differences") or [])
+        md += ["", same, *[f"- {d}" for d in differences]]
+        body += [
+            f"<p>{same}</p>",
+            *(["<ul>", *[f"<li>{_e(d)}</li>" for d in differences], "</ul>"] if differences else []),
+        ]
+    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+
+
+def _verdict_section(title: str, verdict: Mapping[str, Any]) -> ReportSection:
+    status = {True: "ok", False: "FAILED", None: "not run"}
+    header = ["group", "check", "result", "detail"]
+    rows = [[c["kind"], c["name"], status[c["passed"]], c.get("detail") or ""] for c in verdict.get("checks", [])]
+    result = "passed" if verdict.get("passed") else "failed"
+    md = [f"Model {verdict.get('model')}: **{result}**.", "", *_table_md(header, rows)]
+    body = [f"<p>Model {_e(str(verdict.get('model')))}: <strong>{result}</strong>.</p>", _table_html(header, rows)]
+    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+
+
+def _release_section(title: str, outcome: Mapping[str, Any]) -> ReportSection:
+    model, stage = outcome.get("model"), outcome.get("stage")
+    lines = []
+    started = outcome.get("from")
+    if isinstance(started, Mapping) and "from_scratch" in started:
+        deployed = started.get("deployed") or {}
+        lines.append(
+            "Trained from scratch: no model was deployed."
+            if started["from_scratch"]
+            else f"Refined from {deployed.get('version') or '?'} ({str(deployed.get('sha'))[:12]})."
+        )
+    if outcome.get("promoted"):
+        replaced = (outcome.get("replaced") or {}).get("version")
+        lines.append(
+            f"**Promoted** {model} {outcome.get('version')} to {stage}"
+            + (f", replacing {replaced}" if replaced else "")
+            + f" (tags: {', '.join(outcome.get('tags') or []) or 'already there'})."
+        )
+    else:
+        lines.append(f"**Kept** the deployed {model} on {stage}.")
+        lines += [f"- {reason}" for reason in outcome.get("reasons") or []]
+    md = "\n\n".join(line for line in lines if not line.startswith("- "))
+    reasons = [line for line in lines if line.startswith("- ")]
+    markdown = md + ("\n\n" + "\n".join(reasons) if reasons else "")
+    html = "".join(f"<p>{_e(line).replace('**', '')}</p>" for line in lines if not line.startswith("- "))
+    if reasons:
+        html += "<ul>" + "".join(f"<li>{_e(line[2:])}</li>" for line in reasons) + "</ul>"
+    return ReportSection(title=title, markdown=markdown, html=html)
+
+
+def _validation_section(title: str, summary: Mapping[str, Any]) -> ReportSection:
+    result = "valid" if summary.get("valid") else "invalid"
+    line = f"{summary.get('dataset')}: {summary.get('rows_checked')} rows checked, **{result}**."
+    header = ["column", "check", "failures"]
+    rows = [
+        [column, check, str(count)]
+        for column, checks in (summary.get("error_counts") or {}).items()
+        for check, count in (checks.items() if isinstance(checks, Mapping) else [("", checks)])
+    ]
+    md = [line, *(["", *_table_md(header, rows)] if rows else [])]
+    body = [f"<p>{_e(line).replace('**', '')}</p>", *([_table_html(header, rows)] if rows else [])]
+    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+
+
+def _leaderboard_section(title: str, board: Mapping[str, Any]) -> ReportSection:
+    trials = [t for t in board["trials"] if isinstance(t, Mapping)]
+    params = sorted({k for t in trials for k in (t.get("params") or {})})
+    metric = str(board.get("objective") or "value")
+    header = ["rank", "trial", *params, metric, "status"]
+    rows = [
+        [
+            str(rank),
+            str(t.get("name") or t.get("trial") or rank),
+            *[_fmt((t.get("params") or {}).get(p)) for p in params],
+            _fmt(t.get("value")),
+            str(t.get("status") or ""),
+        ]
+        for rank, t in enumerate(trials, 1)
+    ]
+    return ReportSection(title=title, markdown="\n".join(_table_md(header, rows)), html=_table_html(header, rows))
+
+
+def _sweep_section(title: str, summary: Mapping[str, Any]) -> ReportSection:
+    board = summary["leaderboard"]
+    metric = str(board.get("objective") or "value")
+    goal = f"{board.get('goal') or 'maximize'} {metric}"
+    target = summary.get("target")
+    lines = [f"Objective: {goal}" + (f", target {_fmt(target)}." if target is not None else ".")]
+    if "succeeded" in summary:
+        lines.append(
+            f"Trials: {summary.get('succeeded')} succeeded, {summary.get('failed')} failed, "
+            f"{summary.get('skipped')} skipped."
+        )
+    if target is not None:
+        lines.append(f"Target met: {_yes(summary.get('target_met'))}.")
+    best = summary.get("best")
+    if isinstance(best, Mapping):
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in (best.get("params") or {}).items())
+        lines.append(
+            f"Best trial: {best.get('name')} ({metric} = {_fmt(best.get('value'))}; {params}), "
+            f"experiment {best.get('exp_ref')} at {str(best.get('sha'))[:12]}."
+        )
+    else:
+        lines.append("Best trial: none.")
+    table = _leaderboard_section(title, board)
+    md = [*[f"- {line}" for line in lines], "", table.markdown]
+    body = ["<ul>", *[f"<li>{_e(line)}</li>" for line in lines], "</ul>", table.html]
+    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _rows_markdown(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> list[str]:
+    return _table_md(*_diff_table(rows, with_baseline)) if rows else ["(none)"]
+
+
+def _rows_html(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> str:
+    return _table_html(*_diff_table(rows, with_baseline)) if rows else "<p>(none)</p>"
+
+
+def _diff_table(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a diff table (old, new, change), or of a value table without a baseline."""
+    if not with_baseline:
+        return ["file", "key", "value"], [[r["file"], r["key"], _fmt(r["new"])] for r in rows]
+    body = [[r["file"], r["key"], _fmt(r["old"]), _fmt(r["new"]), _fmt(r["change"], signed=True)] for r in rows]
+    return ["file", "key", "old", "new", "change"], body
+
+
+def _table_md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+
+
+def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td{_num_class(c)}>{_e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num_class(text: Any) -> str:
+    try:
+        float(str(text))
+    except ValueError:
+        return ""
+    return " class='num'"
+
+
+def _fmt(value: Any, *, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:+.6g}" if signed else f"{value:.6g}"
+    if isinstance(value, int) and signed:
+        return f"{value:+d}"
+    return str(value)
+
+
+def _yes(passed: Any) -> str:
+    return "yes" if passed else "no"
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _label(rev: str, sha: str) -> str:
+    return sha[:12] if rev == sha else f"{rev} ({sha[:12]})"
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
