@@ -126,7 +126,7 @@ def _upstream_first(repo: Repo) -> dict[Stage, int]:
     return {stage: index for index, stage in enumerate(reversed(list(nx.topological_sort(repo.index.graph))))}
 
 
-def _stages_in_scope(repo: Repo, targets: Iterable[str], single_stage: bool) -> list[Stage]:
+def stages_in_scope(repo: Repo, targets: Iterable[str], single_stage: bool) -> list[Stage]:
     """The stages a reproduction of ``targets`` covers, upstream first."""
     import networkx as nx
 
@@ -151,7 +151,7 @@ def _pipeline(stages: Iterable[Stage]) -> list[Stage]:
     return [stage for stage in stages if stage.cmd]
 
 
-def _require_remote(repo: Repo) -> None:
+def require_remote(repo: Repo) -> None:
     """Fail, naming what to set, when no DVC remote is configured."""
     name = repo.config["core"].get("remote")
     if not name:
@@ -163,7 +163,7 @@ def _require_remote(repo: Repo) -> None:
         raise errors.MlciConfigError(f"The DVC remote {name!r} is not defined in the repository's .dvc/config.")
 
 
-def _pull_inputs(repo: Repo, stages: list[Stage]) -> None:
+def pull_inputs(repo: Repo, stages: list[Stage]) -> None:
     """Pull what ``stages`` need from outside themselves, failing on anything missing.
 
     That is every data source (``.dvc`` file) among or directly upstream of them, and the
@@ -314,7 +314,7 @@ def _bundle_bytes(repo: Repo, bundle: dict[str, Any]) -> bytes:
         raise errors.MlciConfigError(f"{md5!r} is not a hand-off bundle id")
     odb = repo.cache.local
     if not odb.exists(md5):
-        _require_remote(repo)
+        require_remote(repo)
         repo.cloud.pull([HashInfo("md5", md5)])
     path = odb.oid_to_path(md5)
     if not os.path.exists(path):
@@ -424,7 +424,7 @@ def _seen(handoff: dict[str, Any] | None) -> list[str]:
     return sorted(names)
 
 
-def _metrics(repo: Repo) -> dict[str, Any]:
+def metrics_of(repo: Repo) -> dict[str, Any]:
     from airflow_provider_mlci.core.repo.paths import inside
 
     shown = repo.metrics.show()
@@ -459,11 +459,11 @@ def op_repro(
 ) -> dict[str, Any]:
     _apply_handoff(repo, handoff)
     before = _worktree_tree(repo.root_dir)
-    stages = _stages_in_scope(repo, targets, single_stage)
+    stages = stages_in_scope(repo, targets, single_stage)
     if pull or push:
-        _require_remote(repo)
+        require_remote(repo)
     if pull:
-        _pull_inputs(repo, stages)
+        pull_inputs(repo, stages)
     with _recording() as recorder:
         # pull=True: fetch the run-cache, pull what unchanged stages and restored runs need.
         # Never allow_missing: that would skip stages whose data is missing.
@@ -477,7 +477,7 @@ def op_repro(
         push_results(repo, [stage.addressing for stage in stages], run_cache=True)
     return {
         "stages": outcomes,
-        "metrics": _metrics(repo),
+        "metrics": metrics_of(repo),
         "pushed": push,
         "handoff": _handoff(repo, stages, before, _seen(handoff), push),
         "changed_files": _changed_git_files(repo),
@@ -494,9 +494,9 @@ def op_plan(repo: Repo, *, targets: list[str], single_stage: bool, handoff: dict
     from dvc.stage import run as stage_run
 
     _apply_handoff(repo, handoff)
-    stages = _stages_in_scope(repo, targets, single_stage)
-    _require_remote(repo)
-    _pull_inputs(repo, stages)
+    stages = stages_in_scope(repo, targets, single_stage)
+    require_remote(repo)
+    pull_inputs(repo, stages)
     would_run: list[str] = []
 
     def refuse(stage: Stage, *args: Any, **kwargs: Any) -> None:
@@ -524,9 +524,9 @@ def op_plan(repo: Repo, *, targets: list[str], single_stage: bool, handoff: dict
 
 
 def op_status(repo: Repo, *, targets: list[str], check_remote: bool) -> dict[str, Any]:
-    stages = _stages_in_scope(repo, targets, single_stage=False)
+    stages = stages_in_scope(repo, targets, single_stage=False)
     names = [stage.addressing for stage in stages] or None
-    _require_remote(repo)
+    require_remote(repo)
     repo.pull(targets=names, allow_missing=True)
     items = {name: list(_status_items(entries)) for name, entries in repo.status(targets=names).items()}
     # Data named by the lock that neither the cache nor the remote holds.
@@ -570,13 +570,13 @@ def _status_items(entries: list[Any]) -> Iterator[tuple[str, str | None, str | N
 
 
 def op_pull(repo: Repo, *, targets: list[str]) -> dict[str, Any]:
-    _require_remote(repo)
+    require_remote(repo)
     stats = repo.pull(targets=targets or None)
     return {"fetched": stats.get("stats", {}).get("fetched", 0), "added": sorted(stats.get("added", []))}
 
 
 def op_fetch(repo: Repo, *, targets: list[str]) -> dict[str, Any]:
-    _require_remote(repo)
+    require_remote(repo)
     _WARNINGS.messages = []
     fetched = repo.fetch(targets=targets or None)
     if any("do not exist neither locally nor on remote" in text for text in _WARNINGS.messages):
@@ -590,7 +590,7 @@ def op_fetch(repo: Repo, *, targets: list[str]) -> dict[str, Any]:
 
 
 def op_push(repo: Repo, *, targets: list[str], run_cache: bool) -> dict[str, Any]:
-    _require_remote(repo)
+    require_remote(repo)
     status = repo.status(targets=targets or None, cloud=True)
     missing = sorted(path for path, state in status.items() if state == "missing")
     pushed = push_results(repo, targets, run_cache=run_cache)
@@ -604,9 +604,9 @@ def op_metrics(repo: Repo, *, baseline: str | None) -> dict[str, Any]:
     shown_metrics = repo.metrics.show(revs=revs, hide_workspace=True)
     shown_params = repo.params.show(revs=revs, hide_workspace=True)
     result: dict[str, Any] = {
-        "metrics": _files_at(repo, shown_metrics, sha, "metrics"),
-        "params": _files_at(repo, shown_params, sha, "params"),
-        "baseline_metrics": _files_at(repo, shown_metrics, baseline, "metrics") if baseline else {},
+        "metrics": files_at(repo, shown_metrics, sha, "metrics"),
+        "params": files_at(repo, shown_params, sha, "params"),
+        "baseline_metrics": files_at(repo, shown_metrics, baseline, "metrics") if baseline else {},
         "metrics_diff": {},
         "params_diff": {},
     }
@@ -619,7 +619,7 @@ def op_metrics(repo: Repo, *, baseline: str | None) -> dict[str, Any]:
     return json_safe(result)
 
 
-def _files_at(repo: Repo, shown: dict[str, Any], rev: str, what: str) -> dict[str, Any]:
+def files_at(repo: Repo, shown: dict[str, Any], rev: str, what: str) -> dict[str, Any]:
     entry = shown.get(rev) or {}
     if "error" in entry:
         raise errors.DvcFileError(f"Cannot read the {what} at {rev[:12]}: {entry['error']}")

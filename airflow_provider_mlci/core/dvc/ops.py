@@ -50,6 +50,7 @@ __all__ = [
     "StageHandoff",
     "SyncStatus",
     "apply_handoff",
+    "call_child",
     "check_targets",
     "fetch",
     "json_safe",
@@ -211,7 +212,7 @@ def repro(workspace: Workspace, request: ReproRequest) -> ReproOutcome:
     """
     args = asdict(request)
     args["handoff"] = request.handoff.to_json() if request.handoff else None
-    result = _call(workspace, "repro", args)
+    result = call_child(workspace, "repro", args)
     result["handoff"] = StageHandoff(**result["handoff"])
     result["changed_files"] = tuple(result["changed_files"])
     return ReproOutcome(**result)
@@ -235,7 +236,7 @@ def plan(
     :param handoff: results of upstream stages that ran in other tasks
     """
     args = {"targets": list(targets), "single_stage": single_stage, "handoff": handoff.to_json() if handoff else None}
-    return PlanOutcome(**_call(workspace, "plan", args))
+    return PlanOutcome(**call_child(workspace, "plan", args))
 
 
 def sync_status(workspace: Workspace, targets: Iterable[str] = (), *, check_remote: bool = True) -> SyncStatus:
@@ -245,7 +246,7 @@ def sync_status(workspace: Workspace, targets: Iterable[str] = (), *, check_remo
     :param targets: stages to check; empty = every stage
     :param check_remote: also list data the remote lacks
     """
-    return SyncStatus(**_call(workspace, "status", {"targets": list(targets), "check_remote": check_remote}))
+    return SyncStatus(**call_child(workspace, "status", {"targets": list(targets), "check_remote": check_remote}))
 
 
 def pull(workspace: Workspace, targets: Iterable[str] = ()) -> dict[str, Any]:
@@ -255,7 +256,7 @@ def pull(workspace: Workspace, targets: Iterable[str] = ()) -> dict[str, Any]:
     :param targets: stages, ``.dvc`` files or tracked paths
     :raises DvcMissingObjectError: naming what neither the cache nor the remote holds
     """
-    return _call(workspace, "pull", {"targets": list(targets)})
+    return call_child(workspace, "pull", {"targets": list(targets)})
 
 
 def fetch(workspace: Workspace, targets: Iterable[str] = ()) -> dict[str, Any]:
@@ -266,7 +267,7 @@ def fetch(workspace: Workspace, targets: Iterable[str] = ()) -> dict[str, Any]:
     :param targets: stages, ``.dvc`` files or tracked paths
     :raises DvcMissingObjectError: naming what neither the cache nor the remote holds
     """
-    return _call(workspace, "fetch", {"targets": list(targets)})
+    return call_child(workspace, "fetch", {"targets": list(targets)})
 
 
 def push(workspace: Workspace, targets: Iterable[str] = (), *, run_cache: bool = True) -> dict[str, Any]:
@@ -276,7 +277,7 @@ def push(workspace: Workspace, targets: Iterable[str] = (), *, run_cache: bool =
     :param targets: stages, ``.dvc`` files or tracked paths; default: everything
     :param run_cache: push the run-cache too
     """
-    return _call(workspace, "push", {"targets": list(targets), "run_cache": run_cache})
+    return call_child(workspace, "push", {"targets": list(targets), "run_cache": run_cache})
 
 
 def metrics(workspace: Workspace, baseline_sha: str | None = None) -> MetricsReport:
@@ -285,7 +286,7 @@ def metrics(workspace: Workspace, baseline_sha: str | None = None) -> MetricsRep
     :param workspace: the checkout (its revision is the "new" side)
     :param baseline_sha: a commit of the same repository (the "old" side), or ``None``
     """
-    return MetricsReport(**_call(workspace, "metrics", {"baseline": baseline_sha}))
+    return MetricsReport(**call_child(workspace, "metrics", {"baseline": baseline_sha}))
 
 
 def report_inputs(workspace: Workspace, revs: Iterable[str], out: str | Path, *, plots: bool = True) -> dict[str, Any]:
@@ -300,7 +301,7 @@ def report_inputs(workspace: Workspace, revs: Iterable[str], out: str | Path, *,
     :param out: a folder for image plots
     :param plots: read and render the plots too
     """
-    return _call(workspace, "report", {"revs": list(revs), "out": str(out), "plots": plots})
+    return call_child(workspace, "report", {"revs": list(revs), "out": str(out), "plots": plots})
 
 
 def apply_handoff(workspace: Workspace, handoff: StageHandoff) -> tuple[str, ...]:
@@ -311,7 +312,7 @@ def apply_handoff(workspace: Workspace, handoff: StageHandoff) -> tuple[str, ...
     :param workspace: the checkout
     :param handoff: what the stage tasks handed on
     """
-    return tuple(_call(workspace, "apply", {"handoff": handoff.to_json()})["changed_files"])
+    return tuple(call_child(workspace, "apply", {"handoff": handoff.to_json()})["changed_files"])
 
 
 def stage_graph(workspace: Workspace) -> dict[str, list[str]]:
@@ -319,7 +320,7 @@ def stage_graph(workspace: Workspace) -> dict[str, list[str]]:
 
     :param workspace: the checkout
     """
-    return _call(workspace, "graph", {})
+    return call_child(workspace, "graph", {})
 
 
 _BAD_TARGET = re.compile(r"[\x00-\x1f\x7f]|^-|^/|(^|/)\.\.(/|:|$)")
@@ -359,7 +360,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _call(
+def call_child(
     workspace: Workspace,
     op: str,
     args: dict[str, Any],

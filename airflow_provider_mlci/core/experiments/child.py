@@ -66,9 +66,9 @@ def op_exp_run(
     from dvc.exceptions import DvcException
 
     _persist_config(repo, settings)
-    dvc_child._require_remote(repo)
-    stages = dvc_child._stages_in_scope(repo, targets, single_stage=False)
-    dvc_child._pull_inputs(repo, stages)
+    dvc_child.require_remote(repo)
+    stages = dvc_child.stages_in_scope(repo, targets, single_stage=False)
+    dvc_child.pull_inputs(repo, stages)
     try:
         # pull=True: fetch the run-cache and what unchanged stages need; never allow_missing.
         results = repo.experiments.run(targets=targets or None, params=params, name=name, pull=True)
@@ -84,13 +84,13 @@ def op_exp_run(
     repo._reset()
     if push:
         dvc_child.push_results(repo, [stage.addressing for stage in stages], run_cache=True)
-    return {"status": "success", "error": None, "exp_sha": exp_sha, "metrics": dvc_child._metrics(repo)}
+    return {"status": "success", "error": None, "exp_sha": exp_sha, "metrics": dvc_child.metrics_of(repo)}
 
 
 def op_exp_metrics(repo: Repo) -> dict[str, Any]:
     """The metrics files of the commit checked out (an experiment fetched from the remote)."""
     shown = repo.metrics.show(revs=[repo.scm.get_rev()], hide_workspace=True)
-    return dvc_child._files_at(repo, shown, repo.scm.get_rev(), "metrics")
+    return dvc_child.files_at(repo, shown, repo.scm.get_rev(), "metrics")
 
 
 def main() -> int:

@@ -293,6 +293,6 @@ def _remote_sha(workspace: Workspace, ref: str) -> str | None:
 
 def _call(workspace: Workspace, op: str, args: dict[str, Any]) -> Any:
     """Run ``op`` in the experiments child process (the protocol of :mod:`.dvc_ops`)."""
-    return dvc_ops._call(
+    return dvc_ops.call_child(
         workspace, op, args, module="airflow_provider_mlci.core.experiments.child", runs_user_code=op == "exp_run"
     )

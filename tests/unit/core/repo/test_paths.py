@@ -369,7 +369,7 @@ def test_a_plot_image_that_is_a_link_out_is_refused_in_the_report_and_the_others
 def test_metrics_a_stage_left_behind_a_link_out_of_the_repository_are_refused_not_returned(tmp_path, outside):
     from dvc.repo import Repo
 
-    from airflow_provider_mlci.core.dvc.child import _metrics
+    from airflow_provider_mlci.core.dvc.child import metrics_of
 
     access = make_repo(
         tmp_path,
@@ -382,7 +382,7 @@ def test_metrics_a_stage_left_behind_a_link_out_of_the_repository_are_refused_no
         refused = said("The metrics file 'metrics.json' is a link")
         with Repo(str(workspace.path)) as repo:
             with pytest.raises(UnsafePathError, match=refused) as caught:
-                _metrics(repo)
+                metrics_of(repo)
             (workspace.path / "metrics.json").unlink()  # not written (by a stage in another task): skipped
-            assert _metrics(repo) == {"eval/inside.json": {"auc": 0.9}}
+            assert metrics_of(repo) == {"eval/inside.json": {"auc": 0.9}}
     assert_unseen(caught.value)
