@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.runtime.process import CommandRunner
     from airflow_provider_mlci.hooks.dvc import DvcHook
 
-__all__ = ["DvcWorkspaceMixin", "airflow_failures"]
+__all__ = ["DvcWorkspaceMixin", "airflow_failures", "map_index_of"]
+
+
+def map_index_of(ti: Any) -> int:
+    """The task instance's map index: ``-1`` for a task that is not mapped (also where it says ``None``).
+
+    :param ti: the task instance
+    """
+    value = getattr(ti, "map_index", -1)
+    return -1 if value is None else int(value)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.links.gpu import GpuInstanceLink
-from airflow_provider_mlci.operators.base import airflow_failures
+from airflow_provider_mlci.operators.base import airflow_failures, map_index_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -37,11 +37,6 @@ def _hook(aws_conn_id: str | None, region_name: str | None) -> GpuInstanceHook:
     from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
 
     return GpuInstanceHook(aws_conn_id=aws_conn_id, region_name=region_name)
-
-
-def _map_index(ti: Any) -> int:
-    value = getattr(ti, "map_index", -1)
-    return -1 if value is None else int(value)
 
 
 class GpuCreateInstanceOperator(BaseOperator):
@@ -119,7 +114,7 @@ class GpuCreateInstanceOperator(BaseOperator):
                 dag_id=ti.dag_id,
                 run_id=ti.run_id,
                 task_id=ti.task_id,
-                map_index=_map_index(ti),
+                map_index=map_index_of(ti),
                 group=self.group or self.task_id,
                 job_base=self.job_base,
             )

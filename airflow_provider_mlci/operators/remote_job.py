@@ -71,9 +71,10 @@ class RemoteJobMixin:
     def task_key(context: Context) -> str:
         """The task's key (DAG, run, task, map index): what its jobs and launches are named after."""
         from airflow_provider_mlci.core.compute.ec2 import run_key
+        from airflow_provider_mlci.operators.base import map_index_of
 
         ti = context["ti"]
-        return run_key(ti.dag_id, ti.run_id, ti.task_id, -1 if ti.map_index is None else int(ti.map_index))
+        return run_key(ti.dag_id, ti.run_id, ti.task_id, map_index_of(ti))
 
     def upstream_instance(self, context: Context, instance_task_id: str) -> dict[str, Any]:
         """The live instance this task's job runs on: the one ``instance_task_id`` started (or a

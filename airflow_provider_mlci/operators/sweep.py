@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.links.report import MlciReportLink
-from airflow_provider_mlci.operators.base import DvcWorkspaceMixin, airflow_failures
+from airflow_provider_mlci.operators.base import DvcWorkspaceMixin, airflow_failures, map_index_of
 from airflow_provider_mlci.operators.remote_job import RemoteJobMixin
 
 if TYPE_CHECKING:
@@ -339,7 +339,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
                     dag_id=ti.dag_id,
                     run_id=ti.run_id,
                     task_id=ti.task_id,
-                    map_index=-1 if ti.map_index is None else int(ti.map_index),
+                    map_index=map_index_of(ti),
                     mailbox=mailbox,
                 )
                 self._instance_ids = [instance["instance_id"]]
