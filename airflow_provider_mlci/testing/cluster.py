@@ -256,7 +256,7 @@ class AirflowCluster(AirflowDriver):
         each failed task: a task that fails after its code ended (its state not reported) leaves
         nothing in its task log."""
         text = super().explain(dag_id, run_id, lines=lines)
-        failed = [part.split("=")[0] for part in text.splitlines()[0].split(", ") if part.endswith("=failed")]
+        failed = [ti["task_id"] for ti in self.task_instances(dag_id, run_id) if ti["state"] == "failed"]
         for name in ("scheduler", "api-server"):
             path = self.log_dir / f"{name}.log"
             if not failed or not path.exists():
