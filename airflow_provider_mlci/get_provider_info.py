@@ -45,8 +45,12 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "DVC",
                 "python-modules": [
                     "airflow_provider_mlci.operators.dvc",
+                    "airflow_provider_mlci.operators.pipeline",
+                    "airflow_provider_mlci.operators.repro",
                     "airflow_provider_mlci.operators.report",
                     "airflow_provider_mlci.operators.sweep",
+                    "airflow_provider_mlci.operators.sweep_results",
+                    "airflow_provider_mlci.operators.sweep_trial",
                 ],
             },
             {"integration-name": "pandera", "python-modules": ["airflow_provider_mlci.operators.validation"]},

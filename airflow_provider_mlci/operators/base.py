@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.runtime.process import CommandRunner
     from airflow_provider_mlci.hooks.dvc import DvcHook
 
-__all__ = ["DvcWorkspaceMixin", "airflow_failures", "map_index_of"]
+__all__ = ["DVC_PURPLE", "SWEEP_COLOR", "DvcWorkspaceMixin", "airflow_failures", "map_index_of", "rendered_int"]
+
+#: The colour of the operators that run DVC in a checkout (in the Airflow UI's graph).
+DVC_PURPLE = "#945dd6"
+#: The colour of a sweep's operators.
+SWEEP_COLOR = "#f0b429"
 
 
 def map_index_of(ti: Any) -> int:
@@ -33,6 +38,26 @@ def map_index_of(ti: Any) -> int:
     """
     value = getattr(ti, "map_index", -1)
     return -1 if value is None else int(value)
+
+
+def rendered_int(value: Any, name: str) -> int | None:
+    """A whole-number argument after rendering (templates render to strings): ``"8"`` is 8,
+    ``""`` / ``"None"`` / ``None`` is ``None``.
+
+    :param value: the argument's value
+    :param name: the argument's name, for the message
+    :raises MlciConfigError: anything else
+    """
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    if value is None or value in ("", "None"):
+        return None
+    if isinstance(value, bool):
+        raise MlciConfigError(f"{name}={value!r} is not a whole number.")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MlciConfigError(f"{name}={value!r} is not a whole number.") from None
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_mlci.config import Ec2Compute
     from airflow_provider_mlci.core.compute.jobs import JobStore
     from airflow_provider_mlci.core.compute.remote import RemoteJob
     from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
@@ -28,16 +29,20 @@ _ALIVE = ("pending", "running")
 class RemoteJobMixin:
     """Submit, resume, wait for and finish a job on a GPU instance (for a ``BaseOperator``).
 
-    The operator sets ``aws_conn_id``, ``poll_interval``, ``heartbeat_timeout`` and
-    ``start_timeout`` (see :class:`~airflow_provider_mlci.triggers.compute.RemoteJobTrigger`) and
-    has an ``execute_complete(context, event)`` that calls :meth:`ended_job`.
+    The operator sets ``ec2`` (an :class:`~airflow_provider_mlci.config.Ec2Compute`: the
+    connection and the waits of :class:`~airflow_provider_mlci.triggers.compute.RemoteJobTrigger`)
+    and has an ``execute_complete(context, event)`` that calls :meth:`ended_job`.
     """
 
-    aws_conn_id: str | None
-    poll_interval: float
-    heartbeat_timeout: float
-    start_timeout: float
+    ec2: Ec2Compute | None
     _gpu_hooks: dict[str | None, GpuInstanceHook] | None = None
+
+    @property
+    def ec2_compute(self) -> Ec2Compute:
+        """The operator's :class:`~airflow_provider_mlci.config.Ec2Compute` (defaults when it has none)."""
+        from airflow_provider_mlci.config import Ec2Compute
+
+        return self.ec2 if self.ec2 is not None else Ec2Compute()
 
     def gpu_hook(self, region_name: str | None) -> GpuInstanceHook:
         """The operator's hook for instances in ``region_name`` (one per region, made once).
@@ -49,7 +54,9 @@ class RemoteJobMixin:
         if self._gpu_hooks is None:
             self._gpu_hooks = {}
         if region_name not in self._gpu_hooks:
-            self._gpu_hooks[region_name] = GpuInstanceHook(aws_conn_id=self.aws_conn_id, region_name=region_name)
+            self._gpu_hooks[region_name] = GpuInstanceHook(
+                aws_conn_id=self.ec2_compute.aws_conn_id, region_name=region_name
+            )
         return self._gpu_hooks[region_name]
 
     def job_store(self, mailbox: str, region_name: str | None) -> JobStore:
@@ -61,11 +68,6 @@ class RemoteJobMixin:
         from airflow_provider_mlci.core.compute.jobs import JobStore
 
         return JobStore(self.gpu_hook(region_name).s3_client, mailbox)
-
-    @property
-    def heartbeat_interval(self) -> float:
-        """Seconds between the agent's heartbeats: often enough for ``heartbeat_timeout``."""
-        return max(1.0, min(10.0, self.heartbeat_timeout / 6))
 
     @staticmethod
     def task_key(context: Context) -> str:
@@ -126,16 +128,17 @@ class RemoteJobMixin:
         """
         from airflow_provider_mlci.triggers.compute import RemoteJobTrigger
 
+        ec2 = self.ec2_compute
         self.defer(  # type: ignore[attr-defined]
             trigger=RemoteJobTrigger(
                 mailbox=job.mailbox,
                 job_id=job.job_id,
-                aws_conn_id=self.aws_conn_id,
+                aws_conn_id=ec2.aws_conn_id,
                 region_name=job.region,
                 instance_id=job.instance_id,
-                poll_interval=self.poll_interval,
-                heartbeat_timeout=self.heartbeat_timeout,
-                start_timeout=self.start_timeout,
+                poll_interval=ec2.poll_interval,
+                heartbeat_timeout=ec2.heartbeat_timeout,
+                start_timeout=ec2.start_timeout,
                 submitted=job.submitted,
                 job=job.to_json(),
             ),

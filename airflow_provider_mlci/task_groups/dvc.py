@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TaskGroup
 
+from airflow_provider_mlci.config import Compute, Ec2Compute, resolve_compute
 from airflow_provider_mlci.core.dvc.pipeline import PipelineSpec, load_pipeline
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.dvc import DvcCommitOperator, DvcPipelineResolveOperator, DvcReproOperator
@@ -67,10 +68,10 @@ class DvcPipelineTaskGroup(TaskGroup):
     :param python: the interpreter (or virtualenv folder) stage commands run with
     :param sandbox: run stage commands as untrusted code (see ``DvcReproOperator``); ``None``:
         the provider setting ``[mlci] sandbox``
-    :param compute: where the stages run: ``local`` (the worker) or ``ec2`` (the GPU instance of
-        ``instance_task_id``; see :class:`~airflow_provider_mlci.task_groups.gpu.GpuRunTaskGroup`)
-    :param instance_task_id: with ``ec2``: the task that launched the instance
-    :param aws_conn_id: with ``ec2``: the ``aws`` connection that reaches the instance's mailbox
+    :param compute: where the stages run: ``"local"`` (the worker) or an
+        :class:`~airflow_provider_mlci.config.Ec2Compute` naming the task that launched the
+        instance (``instance_task_id``; see :class:`~airflow_provider_mlci.task_groups.gpu.GpuRunTaskGroup`);
+        the old ``compute="ec2", instance_task_id=..., aws_conn_id=...`` still work, deprecated
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
     :param operator_args: more keyword arguments for every task (``retries``, ``pool``, ...)
     :param kwargs: passed to ``TaskGroup`` (``tooltip``, ``default_args``, ...)
@@ -94,9 +95,7 @@ class DvcPipelineTaskGroup(TaskGroup):
         commit_author: str = "Airflow MLCI <mlci@airflow.invalid>",
         python: str | None = None,
         sandbox: bool | Mapping[str, Any] | None = None,
-        compute: str = "local",
-        instance_task_id: str | None = None,
-        aws_conn_id: str | None = "aws_default",
+        compute: str | Compute | Ec2Compute = Compute.LOCAL,
         cache_dir: str | None = None,
         operator_args: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -106,6 +105,7 @@ class DvcPipelineTaskGroup(TaskGroup):
         except ValueError:
             choices = ", ".join(repr(m.value) for m in RenderMode)
             raise MlciConfigError(f"mode={mode!r} is not one of {choices}") from None
+        backend, ec2 = resolve_compute(compute, kwargs, owner=f"DvcPipelineTaskGroup {group_id!r}")
         super().__init__(group_id=group_id, **kwargs)
         root = self._project_root(project_dir)
         full = load_pipeline(root, dvc_file, render_cache=_render_cache())
@@ -117,7 +117,7 @@ class DvcPipelineTaskGroup(TaskGroup):
         )
         namespace = asset_namespace or root.resolve().name
         common = {"dvc_conn_id": dvc_conn_id, "cache_dir": cache_dir, **(operator_args or {})}
-        where = {"compute": compute, "instance_task_id": instance_task_id, "aws_conn_id": aws_conn_id}
+        where = {"compute": ec2 or backend}
         with self:
             if render_mode is RenderMode.SINGLE:
                 targets = list(self.pipeline.stages) if (select or exclude) else None

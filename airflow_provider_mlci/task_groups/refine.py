@@ -47,12 +47,14 @@ by default) when ``compute`` is ``None``; it is read when the DAG file is parsed
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import TaskGroup, TriggerRule
 
+from airflow_provider_mlci.config import Compute, Ec2Compute
 from airflow_provider_mlci.operators.dvc import DvcReproOperator
 from airflow_provider_mlci.operators.model import ModelGateBranchOperator, ModelValidationOperator, PromoteModelOperator
 from airflow_provider_mlci.operators.refine import RefinementStartOperator, ReleaseOutcomeOperator
@@ -68,21 +70,14 @@ __all__ = ["RefinementTaskGroup", "compute_backend"]
 DEFAULT_BRANCH = "mlci/refine/{{ (dag_run.logical_date or dag_run.run_after) | ts_nodash }}"
 
 
-def compute_backend(compute: str | None = None) -> str:
-    """``compute``, or the provider setting ``[mlci] compute_backend`` (default ``local``).
+def compute_backend(compute: str | Compute | Ec2Compute | None = None) -> str:
+    """``compute``'s backend, or the provider setting ``[mlci] compute_backend`` (default ``local``).
 
-    :param compute: ``local``, ``ec2`` or ``None``
+    :param compute: ``local``, ``ec2``, a :class:`~airflow_provider_mlci.config.Compute` or
+        :class:`~airflow_provider_mlci.config.Ec2Compute`, or ``None``
     :raises MlciConfigError: another value
     """
-    from airflow_provider_mlci.exceptions import MlciConfigError
-
-    if compute is None:
-        from airflow_provider_mlci import settings
-
-        compute = settings.compute_backend()
-    if compute not in ("local", "ec2"):
-        raise MlciConfigError(f"compute={compute!r} (or [mlci] compute_backend) is not one of 'local', 'ec2'.")
-    return compute
+    return Compute.of(compute).value
 
 
 class RefinementTaskGroup(TaskGroup):
@@ -106,9 +101,11 @@ class RefinementTaskGroup(TaskGroup):
     :param thresholds: score floors for the model validation, ``{metric: {"min", "max"}}``
     :param eval_data: the evaluation inputs the gate requires to be the same for both models
     :param bump: the version bump of a promotion (``major``, ``minor``, ``patch``)
-    :param compute: ``local``, ``ec2``, or ``None`` for ``[mlci] compute_backend``
-    :param instance: the GPU instance for ``ec2`` (a ``GpuInstanceSpec`` or its mapping)
-    :param aws_conn_id: the ``aws`` connection for ``ec2``
+    :param compute: ``"local"``, ``"ec2"``, an :class:`~airflow_provider_mlci.config.Ec2Compute`
+        (its ``instance`` is launched for the run), or ``None`` for ``[mlci] compute_backend``
+    :param instance: the GPU instance when the backend is ``ec2`` and ``compute`` is not an
+        ``Ec2Compute`` (a ``GpuInstanceSpec`` or its mapping)
+    :param aws_conn_id: the ``aws`` connection, likewise
     :param pool: an Airflow pool for the GPU launch and work (``ec2``)
     :param report_base: the folder or URL the report goes under (default ``[mlci] reports_dir``)
     :param commit_author: ``"Name <email>"`` of the refinement commits
@@ -138,7 +135,7 @@ class RefinementTaskGroup(TaskGroup):
         thresholds: Mapping[str, Mapping[str, float]] | None = None,
         eval_data: Sequence[str] | None = None,
         bump: str = "minor",
-        compute: str | None = None,
+        compute: str | Compute | Ec2Compute | None = None,
         instance: GpuInstanceSpec | Mapping[str, Any] | None = None,
         aws_conn_id: str | None = "aws_default",
         pool: str | None = None,
@@ -154,9 +151,13 @@ class RefinementTaskGroup(TaskGroup):
 
         super().__init__(group_id=group_id, **kwargs)
         GateSpec.of(rules)  # bad rules fail when the DAG file is parsed
-        self.compute = compute_backend(compute)
-        if self.compute == "ec2" and instance is None:
-            raise MlciConfigError(f"RefinementTaskGroup {group_id!r}: compute='ec2' needs instance=GpuInstanceSpec().")
+        self.compute = Compute.of(compute)
+        ec2 = compute if isinstance(compute, Ec2Compute) else Ec2Compute(instance=instance, aws_conn_id=aws_conn_id)
+        if self.compute is Compute.EC2 and ec2.instance is None:
+            raise MlciConfigError(
+                f"RefinementTaskGroup {group_id!r}: the ec2 backend needs "
+                "compute=Ec2Compute(instance=GpuInstanceSpec())."
+            )
         if (schema is not None or drift is not None) and not dataset:
             raise MlciConfigError(f"RefinementTaskGroup {group_id!r}: schema and drift need dataset.")
         repo = {"dvc_conn_id": dvc_conn_id, "cache_dir": cache_dir}
@@ -200,17 +201,17 @@ class RefinementTaskGroup(TaskGroup):
                 "commit_to": branch,
                 "commit_message": f"Refine {model}: reproduce on new data [mlci]",
                 "commit_author": commit_author,
-                "compute": self.compute,
                 **repo,
                 **dict(refine_args or {}),
             }
-            if self.compute == "ec2":
+            if self.compute is Compute.EC2:
                 from airflow_provider_mlci.task_groups.gpu import GpuRunTaskGroup
 
                 with GpuRunTaskGroup(
                     group_id="gpu",
-                    spec=instance,  # type: ignore[arg-type]
-                    aws_conn_id=aws_conn_id,
+                    spec=ec2.instance,  # type: ignore[arg-type]
+                    aws_conn_id=ec2.aws_conn_id,
+                    job_base=ec2.job_base,
                     pool=pool,
                     skip_if_nothing_runs=True,
                     rev=refine_kwargs["rev"],
@@ -218,7 +219,8 @@ class RefinementTaskGroup(TaskGroup):
                     dvc_conn_id=dvc_conn_id,
                 ) as gpu:
                     self.refine = DvcReproOperator(
-                        instance_task_id=gpu.setup_task_id, aws_conn_id=aws_conn_id, **refine_kwargs
+                        compute=dataclasses.replace(ec2, instance=None, instance_task_id=gpu.setup_task_id),
+                        **refine_kwargs,
                     )
                 first = gpu.plan if gpu.plan is not None else gpu.launch
             else:

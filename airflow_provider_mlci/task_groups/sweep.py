@@ -35,7 +35,7 @@ succeeded, when the leaderboard fails (too many failed trials), or when the gate
 name and the stage are checked by ``generate``, before any trial runs (and when the DAG is parsed,
 unless templated).
 
-**On GPU instances.** With ``compute="ec2"`` and ``instance=GpuInstanceSpec(...)``, each trial
+**On GPU instances.** With ``compute=Ec2Compute(instance=GpuInstanceSpec(...))``, each trial
 launches a GPU instance of its own (tagged with the DAG, run, task and map index; a retry adopts
 it), runs there, is recorded as a DVC experiment on the git remote as a local trial is, and
 terminates its instance when it ends. ``<group>.terminate``, a teardown task after the
@@ -55,7 +55,7 @@ from typing import Any
 
 from airflow.sdk import TaskGroup
 
-from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
+from airflow_provider_mlci.config import Compute, Ec2Compute, resolve_compute
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.gpu import GpuTerminateInstanceOperator
 from airflow_provider_mlci.operators.model import ModelGateBranchOperator, PromoteModelOperator
@@ -65,7 +65,6 @@ from airflow_provider_mlci.operators.sweep import (
     SweepPromotionOutcomeOperator,
     SweepTrialOperator,
     SweepTrialsOperator,
-    check_compute,
 )
 
 __all__ = ["SweepPromotion", "SweepTaskGroup"]
@@ -175,13 +174,10 @@ class SweepTaskGroup(TaskGroup):
     :param report_base: the folder or URL the leaderboard report goes under
     :param promote: release the best trial through the model gate: a :class:`SweepPromotion` or
         its mapping (see the module's docs); ``None``: rank only
-    :param compute: where each trial runs: ``local`` (the worker) or ``ec2`` (a GPU instance of
-        its own; see the module's docs)
-    :param instance: with ``ec2``: the instance each trial launches (a
-        :class:`~airflow_provider_mlci.core.compute.spec.GpuInstanceSpec` or its mapping)
-    :param aws_conn_id: with ``ec2``: the ``aws`` connection (credentials, region, endpoint)
-    :param job_base: with ``ec2``: ``s3://bucket/prefix`` for the instances' mailboxes (templated);
-        default: the provider setting ``[mlci] compute_job_base``
+    :param compute: where each trial runs: ``"local"`` (the worker) or an
+        :class:`~airflow_provider_mlci.config.Ec2Compute` whose ``instance`` each trial launches
+        for itself (see the module's docs); the old ``compute="ec2", instance=..., aws_conn_id=...,
+        job_base=...`` still work for this release, deprecated
     :param kwargs: passed to ``TaskGroup`` (``tooltip``, ``default_args``, ...)
     """
 
@@ -206,27 +202,25 @@ class SweepTaskGroup(TaskGroup):
         trial_args: Mapping[str, Any] | None = None,
         report_base: str | None = None,
         promote: SweepPromotion | Mapping[str, Any] | None = None,
-        compute: str = "local",
-        instance: GpuInstanceSpec | Mapping[str, Any] | None = None,
-        aws_conn_id: str | None = "aws_default",
-        job_base: str | None = None,
+        compute: str | Compute | Ec2Compute = Compute.LOCAL,
         **kwargs: Any,
     ) -> None:
         promotion = SweepPromotion.of(promote) if promote is not None else None
-        check_compute(compute, instance)
+        backend, ec2 = resolve_compute(compute, kwargs, owner=f"SweepTaskGroup {group_id!r}")
+        if ec2 is not None and ec2.instance is None:
+            raise MlciConfigError(
+                f"SweepTaskGroup {group_id!r}: compute=Ec2Compute(...) needs instance: the GpuInstanceSpec "
+                "(or its mapping) each trial launches."
+            )
         super().__init__(group_id=group_id, **kwargs)
+        #: where the trials run
+        self.compute = backend
         goal_spec = {"metric": objective, "goal": goal, "target": target}
         extra = dict(trial_args or {})
         if parallel_trials is not None:
             extra["max_active_tis_per_dagrun"] = parallel_trials
-        if compute == "ec2":
-            # The spec as JSON: partial arguments are serialized with the DAG.
-            extra.update(
-                compute=compute,
-                instance=GpuInstanceSpec.from_mapping(instance).to_json(),
-                aws_conn_id=aws_conn_id,
-                job_base=job_base,
-            )
+        if ec2 is not None:
+            extra["compute"] = ec2
         with self:
             self.generate = SweepTrialsOperator(
                 task_id="generate",
@@ -259,12 +253,12 @@ class SweepTaskGroup(TaskGroup):
             )
             self.trials >> self.leaderboard
             self.terminate: GpuTerminateInstanceOperator | None = None
-            if compute == "ec2":
+            if ec2 is not None:
                 self.terminate = GpuTerminateInstanceOperator(
                     task_id="terminate",
                     create_task_id=self.child_id("trial"),
-                    aws_conn_id=aws_conn_id,
-                    region_name=GpuInstanceSpec.from_mapping(instance).region,
+                    aws_conn_id=ec2.aws_conn_id,
+                    region_name=ec2.spec.region,
                 )
                 # After the leaderboard (which runs once every trial is done, whatever the outcome).
                 self.leaderboard >> self.terminate

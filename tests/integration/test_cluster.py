@@ -165,6 +165,7 @@ GPU_DAG_SOURCE = """
 import time
 import pendulum
 from airflow.sdk import DAG, task
+from airflow_provider_mlci.config import Ec2Compute
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.operators.dvc import DvcReproOperator
 from airflow_provider_mlci.task_groups.gpu import GpuRunTaskGroup
@@ -174,8 +175,8 @@ with DAG(dag_id="mlci_cluster_gpu", schedule=None, start_date=pendulum.datetime(
         group_id="gpu", spec=GpuInstanceSpec(gpu="t4"), aws_conn_id="aws_cluster", job_base="JOB_BASE"
     ) as gpu:
         train = DvcReproOperator(
-            task_id="train", targets=["train"], compute="ec2", instance_task_id=gpu.setup_task_id,
-            aws_conn_id="aws_cluster", dvc_conn_id="mlci_dvc_gpu", poll_interval=0.5,
+            task_id="train", targets=["train"], dvc_conn_id="mlci_dvc_gpu",
+            compute=Ec2Compute(instance_task_id=gpu.setup_task_id, aws_conn_id="aws_cluster", poll_interval=0.5),
             pool="one_slot", priority_weight=100,
         )
 

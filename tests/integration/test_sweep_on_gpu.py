@@ -17,6 +17,7 @@ SWEEP_ON_GPU = """
 import pendulum
 from airflow.sdk import DAG
 
+from airflow_provider_mlci.config import Ec2Compute
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
 
@@ -27,10 +28,12 @@ with DAG("sweep_on_gpu", schedule=None, start_date=pendulum.datetime(2026, 1, 1,
         objective="accuracy",
         goal="max",
         rev="main",
-        compute="ec2",
-        instance=GpuInstanceSpec(gpu="t4", instance_profile="mlci-gpu-runner", idle_timeout=600, max_lifetime=3600),
-        aws_conn_id="aws_default",
-        trial_args={"poll_interval": 0.5, "heartbeat_timeout": 120, "start_timeout": 300},
+        compute=Ec2Compute(
+            instance=GpuInstanceSpec(gpu="t4", instance_profile="mlci-gpu-runner", idle_timeout=600, max_lifetime=3600),
+            poll_interval=0.5,
+            heartbeat_timeout=120,
+            start_timeout=300,
+        ),
     )
 """
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.core.runtime.process import private_tempdir
 from airflow_provider_mlci.core.runtime.sandbox import StageShell
-from airflow_provider_mlci.exceptions import DvcError, DvcFileError, MlciConfigError, error_class
+from airflow_provider_mlci.exceptions import DvcError, DvcFileError, DvcOutOfSyncError, MlciConfigError, error_class
 
 if TYPE_CHECKING:
     from airflow_provider_mlci.core.repo.workspace import Workspace
@@ -180,6 +180,22 @@ class SyncStatus:
     def in_sync(self) -> bool:
         """True when nothing changed and the remote holds everything."""
         return not self.changed and not self.not_in_remote
+
+    def check(self, where: str) -> None:
+        """Fail, listing every difference, unless in sync.
+
+        :param where: the revision and commit, for the message
+        :raises DvcOutOfSyncError: each changed stage with what changed, and what the remote lacks
+        """
+        if self.in_sync:
+            return
+        lines = [f"dvc.lock at {where} is out of sync:"]
+        for stage, items in self.changed.items():
+            lines.append(f"  stage {stage}:")
+            lines += [f"    {item}" for item in items]
+        if self.not_in_remote:
+            lines.append("  not in the DVC remote: " + ", ".join(self.not_in_remote))
+        raise DvcOutOfSyncError("\n".join(lines))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from airflow_provider_mlci.exceptions import DvcFileError, MlciConfigError
+from airflow_provider_mlci.exceptions import DvcFileError, DvcPipelineMismatchError, MlciConfigError
 
-__all__ = ["OutSpec", "PipelineSpec", "StageSpec", "load_pipeline"]
+__all__ = ["OutSpec", "PipelineSpec", "StageSpec", "check_stages_match", "load_pipeline"]
 
 _TEMPLATE_KEYS = ("foreach", "matrix")
 
@@ -169,6 +169,43 @@ def load_pipeline(
     _check_acyclic(spec, path)
     _check_no_subrepos(root, spec)
     return spec
+
+
+def check_stages_match(
+    graph: dict[str, list[str]], expected: dict[str, list[str]], *, dvc_file: str = "dvc.yaml", where: str = ""
+) -> dict[str, list[str]]:
+    """The stages of ``dvc_file`` in ``graph``, checked against the stages a DAG was rendered from.
+
+    :param graph: ``{stage: [upstream stages]}`` of the whole project (stages of another
+        ``dvc.yaml`` are named ``<file>:<stage>``)
+    :param expected: ``{stage: [upstream stages]}`` as rendered
+    :param dvc_file: the ``dvc.yaml`` the stages come from
+    :param where: the revision and commit, for the message
+    :raises DvcPipelineMismatchError: naming the stages added or removed and the dependencies changed
+    """
+    prefix = "" if dvc_file == "dvc.yaml" else f"{dvc_file}:"
+    actual = {
+        name: sorted(upstream)
+        for name, upstream in graph.items()
+        if (name.startswith(prefix) if prefix else ":" not in name)
+    }
+    rendered = {name: sorted(upstream) for name, upstream in expected.items()}
+    problems = []
+    if added := sorted(set(actual) - set(rendered)):
+        problems.append(f"stages added: {', '.join(added)}")
+    if removed := sorted(set(rendered) - set(actual)):
+        problems.append(f"stages removed: {', '.join(removed)}")
+    for name in sorted(set(actual) & set(rendered)):
+        if actual[name] != rendered[name]:
+            problems.append(
+                f"stage {name} now depends on [{', '.join(actual[name])}], not [{', '.join(rendered[name])}]"
+            )
+    if problems:
+        raise DvcPipelineMismatchError(
+            f"The pipeline in {dvc_file}{f' at {where}' if where else ''} is not the one this DAG was "
+            f"rendered from ({'; '.join(problems)}). Update the DAG's copy of the project."
+        )
+    return actual
 
 
 def _templated(data: dict[str, Any]) -> bool:

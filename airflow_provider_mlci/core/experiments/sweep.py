@@ -22,14 +22,25 @@ import itertools
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_mlci.core.dvc.metrics import lookup_metric
-from airflow_provider_mlci.exceptions import MlciConfigError
+from airflow_provider_mlci.exceptions import MlciConfigError, MlciError
 
-__all__ = ["Goal", "Objective", "Param", "SearchSpace", "Trial", "best_trial", "leaderboard", "target_met"]
+__all__ = [
+    "Goal",
+    "Objective",
+    "Param",
+    "SearchSpace",
+    "Trial",
+    "best_trial",
+    "check_sweep",
+    "leaderboard",
+    "rank_sweep",
+    "target_met",
+]
 
 _KINDS = ("grid", "choice", "range", "uniform", "loguniform")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*(?::[A-Za-z_][A-Za-z0-9_.-]*)?$")
@@ -268,6 +279,78 @@ def target_met(results: Sequence[Mapping[str, Any]], objective: Objective) -> bo
     if objective.target is None or best is None:
         return False
     return best["value"] == objective.target or objective.better(best["value"], objective.target)
+
+
+def rank_sweep(
+    planned: Sequence[Mapping[str, Any]],
+    results: Sequence[Any],
+    objective: Objective,
+    *,
+    skipped: Iterable[int] = (),
+) -> dict[str, Any]:
+    """What a sweep came to: every planned trial ranked, the best, the counts (see :func:`check_sweep`).
+
+    A planned trial without a result counts as skipped when its index is in ``skipped`` (the
+    target was met before it started), else as failed (its task did not finish).
+
+    :param planned: the trials as generated, ``[{"name", "params", ...}]``, in map-index order
+    :param results: what the trial tasks returned (anything that is not a mapping with a
+        ``name`` is ignored)
+    :param objective: what ranks them
+    :param skipped: map indexes of the trials that were skipped
+    :returns: ``{"leaderboard", "best", "target", "target_met", "succeeded", "failed", "skipped"}``
+    """
+    by_name = {r["name"]: r for r in results if isinstance(r, Mapping) and "name" in r}
+    skipped = set(skipped)
+    rows: list[dict[str, Any]] = []
+    for index, trial in enumerate(planned):
+        result = by_name.get(trial["name"])
+        if result is not None:
+            rows.append(dict(result))
+        elif index in skipped:
+            rows.append({"name": trial["name"], "params": trial["params"], "status": "skipped"})
+        else:
+            error = "the trial's task did not finish (see its log)"
+            rows.append({"name": trial["name"], "params": trial["params"], "status": "failed", "error": error})
+    board = leaderboard(rows, objective)
+    extra = {r["name"]: r for r in rows}
+    for row in board["trials"]:
+        row.update({k: extra[row["name"]].get(k) for k in ("exp_ref", "sha", "error")})
+    best = best_trial(rows, objective)
+    if best is not None:
+        best = next(row for row in board["trials"] if row["name"] == best["name"])
+    failed = [r for r in rows if r.get("status") == "failed"]
+    n_skipped = sum(1 for r in rows if r.get("status") == "skipped")
+    return {
+        "leaderboard": board,
+        "best": best,
+        "target": objective.target,
+        "target_met": target_met(rows, objective),
+        "succeeded": len(rows) - len(failed) - n_skipped,
+        "failed": len(failed),
+        "skipped": n_skipped,
+    }
+
+
+def check_sweep(summary: Mapping[str, Any], *, max_failed: int | None = None) -> None:
+    """Fail a sweep that :func:`rank_sweep` summed up as failed.
+
+    :param summary: what :func:`rank_sweep` returned
+    :param max_failed: how many failed trials are tolerated; ``None``: any number
+    :raises MlciError: more failures than ``max_failed`` (naming each), or no trial with a value
+    """
+    rows = summary["leaderboard"]["trials"]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if max_failed is not None and len(failed) > max_failed:
+        raise MlciError(
+            f"{len(failed)} of {len(rows)} trials failed, more than max_failed_trials={max_failed}: "
+            + "; ".join(f"{r['name']}: {r.get('error')}" for r in failed)
+        )
+    if summary["best"] is None:
+        raise MlciError(
+            f"No trial of {len(rows)} produced a usable {summary['leaderboard']['objective']!r} "
+            f"({len(failed)} failed, {summary['skipped']} skipped)."
+        )
 
 
 def _param(name: str, value: Any) -> Param:

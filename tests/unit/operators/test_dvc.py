@@ -20,22 +20,19 @@ def test_the_constructor_only_stores(tmp_path):
     assert not cache.exists()
     assert op.targets == "train"
     assert op.rev == "v1"
-    assert set(op.template_fields) == {"rev", "targets", "commit_to", "commit_message", "instance_task_id"}
+    assert set(op.template_fields) == {"rev", "targets", "commit_to", "commit_message", "ec2"}
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"compute": "gpu"}, "compute='gpu' is not one of 'local', 'ec2'"),
-        ({"compute": "ec2"}, "compute='ec2' needs instance_task_id"),
-    ],
-)
-def test_a_compute_backend_is_checked_before_any_work(kwargs, message):
+def test_a_compute_backend_is_checked_before_any_work():
+    from airflow_provider_mlci.config import Ec2Compute
     from airflow_provider_mlci.exceptions import MlciConfigError
 
-    op = DvcReproOperator(task_id="t", dvc_conn_id="absent", **kwargs)
-    with pytest.raises(MlciConfigError, match=re.escape(message)):
-        op.check_arguments()
+    with pytest.raises(MlciConfigError, match=re.escape("compute='gpu' is not one of 'local', 'ec2'")):
+        DvcReproOperator(task_id="t", dvc_conn_id="absent", compute="gpu")
+    for compute in ("ec2", Ec2Compute()):
+        op = DvcReproOperator(task_id="t", dvc_conn_id="absent", compute=compute)
+        with pytest.raises(MlciConfigError, match=re.escape("compute=Ec2Compute(...) needs instance_task_id")):
+            op.check_arguments()
 
 
 def test_deterministic_errors_are_not_retried_and_transient_ones_are():

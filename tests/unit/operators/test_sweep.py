@@ -26,7 +26,7 @@ def test_the_constructors_only_store(tmp_path):
     assert gen.max_trials == "{{ params.n }}"
     assert gen.template_fields == ("space", "max_trials", "seed", "name_suffix", "rev", "promotion")
     trial = SweepTrialOperator(task_id="t", trial={"name": "x"}, dvc_conn_id="absent", cache_dir=str(cache))
-    assert trial.template_fields == ("trial", "rev", "targets", "job_base")
+    assert trial.template_fields == ("trial", "rev", "targets", "ec2")
     board = SweepLeaderboardOperator(task_id="b", generate_task_id="g", trial_task_id="t", objective={"metric": "m"})
     assert board.template_fields == ("max_failed_trials", "title")
     assert not cache.exists()

@@ -83,7 +83,7 @@ def test_local_wiring_runs_the_release_chain_in_order():
     assert dag.get_task("refine.outcome").trigger_rule == TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
     assert dag.get_task("refine.report").trigger_rule == TriggerRule.ALL_DONE
     assert refine.compute == "local"
-    assert refine.instance_task_id is None
+    assert refine.ec2 is None
     assert refine.commit_to == dag.get_task("refine.start").branch
     gate = dag.get_task("refine.gate")
     assert (gate.if_promote, gate.if_skip) == ("refine.promote", "refine.keep_deployed")
@@ -128,7 +128,8 @@ def test_ec2_wiring_launches_an_instance_only_when_a_stage_would_run_and_always_
     assert launch.upstream_task_ids == {"refine.gpu.will_it_run"}
     assert launch.is_setup
     assert refine.upstream_task_ids == {"refine.gpu.launch"}
-    assert (refine.compute, refine.instance_task_id) == ("ec2", "refine.gpu.launch")
+    assert (refine.compute, refine.ec2.instance_task_id) == ("ec2", "refine.gpu.launch")
+    assert refine.ec2.instance is None  # launched by the group, not by the task
     assert refine.pool == launch.pool == "mlci_gpu"
     assert terminate.is_teardown
     assert terminate.upstream_task_ids == {"refine.gpu.launch", "refine.gpu.refine"}
@@ -156,7 +157,7 @@ def test_compute_none_reads_the_provider_setting_when_the_dag_is_parsed(monkeypa
     ("group_args", "named"),
     [
         ({"compute": "gpu"}, "compute='gpu'"),
-        ({"compute": "ec2"}, "compute='ec2' needs instance="),
+        ({"compute": "ec2"}, "the ec2 backend needs compute=Ec2Compute(instance="),
         ({"schema": "schemas/raw.yaml"}, "schema and drift need dataset"),
         ({"drift": {"mode": "warn"}}, "schema and drift need dataset"),
         ({"rules": {"logloss": {"direction": "sideways"}}}, "direction='sideways'"),

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from airflow.sdk import DAG
 
+from airflow_provider_mlci.config import Ec2Compute
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.core.experiments.sweep import Trial
 from airflow_provider_mlci.exceptions import MlciConfigError
@@ -35,8 +36,9 @@ def sweep_dag(**kwargs):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"compute": "ec2"}, "compute='ec2' needs instance"),
-        ({"compute": "local", "instance": SPEC}, "instance is given but compute='local'"),
+        ({"compute": "ec2"}, r"compute=Ec2Compute\(...\) needs instance"),
+        ({"compute": Ec2Compute(aws_conn_id="aws_gpu")}, r"compute=Ec2Compute\(...\) needs instance"),
+        ({"compute": "local", "instance": SPEC}, "instance given but compute='local'"),
         ({"compute": "gpu", "instance": SPEC}, "compute='gpu' is not one of 'local', 'ec2'"),
         ({"compute": "ec2", "instance": {"gpu": "t4", "cores": 8}}, "cores"),
     ],
@@ -49,15 +51,12 @@ def test_bad_compute_fails_when_the_dag_is_parsed(kwargs, message):
 def test_trials_on_gpu_get_the_spec_and_a_teardown_that_terminates_their_instances():
     from airflow.serialization.serialized_objects import DagSerialization
 
-    dag, group = sweep_dag(
-        compute="ec2", instance=SPEC, aws_conn_id="aws_gpu", job_base="s3://jobs-bucket/sweeps", parallel_trials=2
-    )
+    ec2 = Ec2Compute(instance=SPEC, aws_conn_id="aws_gpu", job_base="s3://jobs-bucket/sweeps")
+    dag, group = sweep_dag(compute=ec2, parallel_trials=2)
     assert set(dag.task_dict) == {"sweep.generate", "sweep.trial", "sweep.leaderboard", "sweep.terminate"}
     trial = dag.task_dict["sweep.trial"]
-    assert trial.partial_kwargs["compute"] == "ec2"
-    assert trial.partial_kwargs["instance"] == SPEC.to_json()  # JSON: the DAG serializes it
-    assert trial.partial_kwargs["aws_conn_id"] == "aws_gpu"
-    assert trial.partial_kwargs["job_base"] == "s3://jobs-bucket/sweeps"
+    assert trial.partial_kwargs["compute"] == ec2
+    assert group.compute == "ec2"
     assert trial.max_active_tis_per_dagrun == 2
     terminate = group.terminate
     assert terminate is dag.task_dict["sweep.terminate"]
@@ -80,7 +79,7 @@ def test_the_teardown_terminates_every_trials_instance_of_the_run_and_no_other(a
     """The trials deferred (no on_kill) and their ids never reached XCom: the tags find them."""
     from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
 
-    dag, _ = sweep_dag(compute="ec2", instance=SPEC, aws_conn_id="aws_moto")
+    dag, _ = sweep_dag(compute=Ec2Compute(instance=SPEC, aws_conn_id="aws_moto"))
     hook = GpuInstanceHook(aws_conn_id="aws_moto")
     launched = [
         hook.launch_for_task(SPEC, dag_id=dag.dag_id, run_id="run_1", task_id="sweep.trial", map_index=index)
@@ -107,9 +106,7 @@ def test_a_killed_trial_terminates_the_instance_it_launched(aws_moto_connection,
     op = SweepTrialOperator(
         task_id="sweep.trial",
         trial={"name": "t", "params": {}},
-        compute="ec2",
-        instance=SPEC.to_json(),
-        aws_conn_id="aws_moto",
+        compute=Ec2Compute(instance=SPEC.to_json(), aws_conn_id="aws_moto"),
     )
     op.on_kill()  # nothing launched yet: nothing to do
     op._instance_ids = [instance["instance_id"]]
@@ -120,7 +117,7 @@ def test_a_killed_trial_terminates_the_instance_it_launched(aws_moto_connection,
 
 def test_a_trial_on_gpu_checks_its_arguments_before_any_work():
     op = SweepTrialOperator(task_id="trial", trial={"name": "t", "params": {}}, compute="ec2")
-    with pytest.raises(MlciConfigError, match="compute='ec2' needs instance"):
+    with pytest.raises(MlciConfigError, match=r"compute=Ec2Compute\(...\) needs instance"):
         op.check_arguments()
 
 
