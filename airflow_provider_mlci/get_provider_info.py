@@ -54,7 +54,14 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
             {"integration-name": "pandera", "python-modules": ["airflow_provider_mlci.operators.validation"]},
-            {"integration-name": "GTO", "python-modules": ["airflow_provider_mlci.operators.model"]},
+            {
+                "integration-name": "GTO",
+                "python-modules": [
+                    "airflow_provider_mlci.operators.gate",
+                    "airflow_provider_mlci.operators.model",
+                    "airflow_provider_mlci.operators.release",
+                ],
+            },
             {
                 "integration-name": "GPU instances (Amazon EC2)",
                 "python-modules": ["airflow_provider_mlci.operators.gpu"],

@@ -23,12 +23,23 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.runtime.process import CommandRunner
     from airflow_provider_mlci.hooks.dvc import DvcHook
 
-__all__ = ["DVC_PURPLE", "SWEEP_COLOR", "DvcWorkspaceMixin", "airflow_failures", "map_index_of", "rendered_int"]
+__all__ = [
+    "DVC_PURPLE",
+    "MODEL_BLUE",
+    "SWEEP_COLOR",
+    "DvcWorkspaceMixin",
+    "airflow_failures",
+    "map_index_of",
+    "rendered_int",
+    "store_json_report",
+]
 
 #: The colour of the operators that run DVC in a checkout (in the Airflow UI's graph).
 DVC_PURPLE = "#945dd6"
 #: The colour of a sweep's operators.
 SWEEP_COLOR = "#f0b429"
+#: The colour of the operators that check, gate and release models.
+MODEL_BLUE = "#1565c0"
 
 
 def map_index_of(ti: Any) -> int:
@@ -140,3 +151,24 @@ class DvcWorkspaceMixin:
         if not isinstance(values, list):
             values = [values]
         return StageHandoff.merged((value or {}).get("handoff") for value in values)
+
+
+def store_json_report(context: Context, name: str, payload: Mapping[str, Any], title: str) -> None:
+    """Write ``<name>.json`` and ``<name>.md`` to the task's report folder; the "Report" link opens it.
+
+    :param context: the task's context
+    :param name: the file names' stem and the outcome's kind (``decision``, ``verdict``)
+    :param payload: what to write
+    :param title: the Markdown heading
+    """
+    import json
+
+    from airflow_provider_mlci.core.dvc.ops import json_safe
+    from airflow_provider_mlci.core.reports.html import section_for
+    from airflow_provider_mlci.report_store import store_task_report
+
+    files = {
+        f"{name}.json": (json.dumps(json_safe(payload), indent=2, sort_keys=True) + "\n").encode(),
+        f"{name}.md": f"# {title}\n\n{section_for(title, payload).markdown}\n".encode(),
+    }
+    store_task_report(context, files, {"kind": name, name: payload})

@@ -183,3 +183,20 @@ def test_a_stage_inside_a_dvc_subrepo_fails_at_parse_naming_the_subrepo(tmp_path
         DvcFileError, match=r"stage 'build' uses 'libs/features/data.csv', inside the DVC subrepo libs/features/"
     ):
         load_pipeline(tmp_path)
+
+
+def test_the_stages_at_a_commit_are_checked_against_the_rendered_ones():
+    from airflow_provider_mlci.core.dvc.pipeline import check_stages_match
+    from airflow_provider_mlci.exceptions import DvcPipelineMismatchError
+
+    graph = {"prepare": [], "train": ["prepare"], "sub/dvc.yaml:eval": ["train"]}
+    assert check_stages_match(graph, {"train": ["prepare"], "prepare": []}) == {"prepare": [], "train": ["prepare"]}
+    assert check_stages_match(graph, {"sub/dvc.yaml:eval": ["train"]}, dvc_file="sub/dvc.yaml") == {
+        "sub/dvc.yaml:eval": ["train"]
+    }
+    with pytest.raises(DvcPipelineMismatchError) as info:
+        check_stages_match(graph, {"prepare": [], "train": [], "score": ["train"]}, where="main (abc123)")
+    assert str(info.value) == (
+        "The pipeline in dvc.yaml at main (abc123) is not the one this DAG was rendered from (stages removed: "
+        "score; stage train now depends on [prepare], not []). Update the DAG's copy of the project."
+    )

@@ -81,3 +81,29 @@ def test_results_rank_by_the_objective_and_the_target_stops_early():
     assert best_trial(results[2:], up) is None
     with pytest.raises(MlciConfigError, match="goal='up'"):
         Objective.of({"metric": "acc", "goal": "up"})
+
+
+def test_a_sweep_ranks_every_planned_trial_and_counts_the_missing_as_skipped_or_failed():
+    from airflow_provider_mlci.core.experiments.sweep import check_sweep, rank_sweep
+    from airflow_provider_mlci.exceptions import MlciError
+
+    planned = [{"name": f"t{i}", "params": {"lr": i}} for i in range(4)]
+    results = [
+        {"name": "t0", "params": {"lr": 0}, "status": "success", "metrics": {"m.json": {"acc": 0.7}}, "sha": "a"},
+        {"name": "t1", "params": {"lr": 1}, "status": "success", "metrics": {"m.json": {"acc": 0.9}}, "sha": "b"},
+        None,  # a task that pushed nothing
+    ]
+    objective = Objective.of({"metric": "acc", "goal": "max", "target": 0.8})
+    summary = rank_sweep(planned, results, objective, skipped=[3])
+    assert [row["name"] for row in summary["leaderboard"]["trials"]] == ["t1", "t0", "t2", "t3"]
+    assert summary["best"]["name"] == "t1"
+    assert summary["best"]["sha"] == "b"
+    assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (2, 1, 1)
+    assert summary["target_met"] is True
+    assert summary["leaderboard"]["trials"][2]["error"] == "the trial's task did not finish (see its log)"
+    check_sweep(summary, max_failed=1)
+    with pytest.raises(MlciError, match=r"1 of 4 trials failed, more than max_failed_trials=0: t2: the trial's task"):
+        check_sweep(summary, max_failed=0)
+    nothing = rank_sweep(planned, [], objective)
+    with pytest.raises(MlciError, match=r"No trial of 4 produced a usable 'acc' \(4 failed, 0 skipped\)"):
+        check_sweep(nothing)
