@@ -53,7 +53,14 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_mlci.operators.sweep_trial",
                 ],
             },
-            {"integration-name": "pandera", "python-modules": ["airflow_provider_mlci.operators.validation"]},
+            {
+                "integration-name": "pandera",
+                "python-modules": [
+                    "airflow_provider_mlci.operators.dataset",
+                    "airflow_provider_mlci.operators.drift",
+                    "airflow_provider_mlci.operators.validation",
+                ],
+            },
             {
                 "integration-name": "GTO",
                 "python-modules": [

@@ -5,6 +5,8 @@ revision (only that path is pulled, into the worker's DVC cache), or an object s
 (``s3://...``, ``file://...``) read through Airflow's ``ObjectStoragePath`` with ``conn_id``.
 Files larger than memory are read in chunks. The summary goes to XCom; the full failure-case
 table goes to ``[mlci] reports_dir`` and the task's "Report" link points at it.
+:class:`DataDriftCheckOperator` lives in :mod:`~airflow_provider_mlci.operators.drift` and is
+importable from here.
 """
 
 from __future__ import annotations
@@ -12,228 +14,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from functools import cached_property
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_mlci.lineage import OpenLineageMixin, storage_dataset
 from airflow_provider_mlci.links.report import MlciReportLink
 from airflow_provider_mlci.operators.base import airflow_failures
+from airflow_provider_mlci.operators.dataset import PANDERA_GREEN, DatasetMixin, check_mode
+from airflow_provider_mlci.operators.drift import DataDriftCheckOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_mlci.core.data.tabular import TableReader
-    from airflow_provider_mlci.hooks.dvc import DvcHook
 
 __all__ = ["DataDriftCheckOperator", "DataValidationOperator"]
 
-_PANDERA_GREEN = "#2e7d32"
-_MODES = ("fail", "warn")
 _VERDICT = ("schema", "valid", "rows_checked", "failure_cases_total")
 
 
-class _DatasetMixin(OpenLineageMixin):
-    """Reading a dataset from a DVC repository at a revision, or from object storage."""
-
-    dvc_conn_id: str
-    conn_id: str | None
-    cache_dir: str | None
-    format: str | None
-    chunk_bytes: int | None
-    log: Any
-    #: what :meth:`open_dataset` opened, for lineage: ``{"repo", "sha", "path"}`` or ``{"namespace", "name"}``
-    _sources: list[dict[str, Any]] | None = None
-
-    @cached_property
-    def hook(self) -> DvcHook:
-        """The hook for the repository's connection."""
-        from airflow_provider_mlci.hooks.dvc import DvcHook
-
-        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir)
-
-    @contextlib.contextmanager
-    def open_dataset(
-        self,
-        dataset: str,
-        rev: str | None,
-        *,
-        column_types: Mapping[str, str] | None = None,
-        workspace: Any = None,
-    ) -> Iterator[tuple[TableReader, str]]:
-        """Yield a reader of ``dataset`` and the name reports give it.
-
-        :param dataset: a path inside the repository, or a URL
-        :param rev: the revision of the repository (``None``: its default branch)
-        :param column_types: dtypes to read CSV columns as
-        :param workspace: a checkout of the repository already open at ``rev``
-        """
-        from airflow_provider_mlci.core.data.tabular import DEFAULT_CHUNK_BYTES, TableFormat
-
-        options = {
-            "format": TableFormat.of(dataset, self.format),
-            "chunk_bytes": self.chunk_bytes or DEFAULT_CHUNK_BYTES,
-            "column_types": column_types or {},
-        }
-        if is_url(dataset):
-            reader = _url_reader(dataset, self.conn_id, options)
-            self._note_source(storage_dataset(reader.path))
-            yield reader, reader.path
-        elif workspace is not None:
-            yield self._note_repo_source(workspace, _repo_reader(workspace, dataset, options))
-        else:
-            with self._maybe_workspace(rev or "HEAD") as opened:
-                yield self._note_repo_source(opened, _repo_reader(opened, dataset, options))
-
-    def _note_source(self, source: dict[str, Any]) -> None:
-        self._sources = [*(self._sources or []), source]
-
-    def _note_repo_source(self, workspace: Any, opened: tuple[TableReader, str]) -> tuple[TableReader, str]:
-        path = opened[1].rpartition("@")[0]  # the label is "<path>@<short commit id>"
-        self._note_source({"repo": workspace.access.git.display_url, "sha": workspace.sha, "path": path})
-        return opened
-
-    def record_dataset_lineage(self, rev: str | None, run: dict[str, Any], quality: dict[str, Any] | None) -> None:
-        """Keep the datasets this task opened (the last one with ``quality``) for OpenLineage.
-
-        :param rev: the revision asked for
-        :param run: what the task decided (the ``mlci`` run facet's fields)
-        :param quality: the validation's figures for the dataset it validated
-        """
-        sources = self._sources or []
-        in_repo = [source for source in sources if "repo" in source]
-        named = {
-            (source.get("path"), source.get("namespace"), source.get("name")): (
-                {"path": source["path"]} if "repo" in source else dict(source)
-            )
-            for source in sources
-        }
-        inputs = list(named.values())
-        if inputs and quality:
-            inputs[-1]["quality"] = quality
-        record = {"rev": rev, "inputs": inputs, "run": run}
-        if in_repo:
-            record |= {"repo": in_repo[-1]["repo"], "sha": in_repo[-1]["sha"]}
-        self.record_lineage(record)
-
-    @contextlib.contextmanager
-    def _maybe_workspace(self, rev: str | None) -> Iterator[Any]:
-        if rev is None:
-            yield None
-            return
-        from airflow_provider_mlci.core.runtime.process import CommandRunner
-
-        self._runner = CommandRunner(log=self.log)
-        with self.hook.open_workspace(rev, runner=self._runner) as workspace:
-            yield workspace
-
-    def on_kill(self) -> None:
-        """Stop the running git or DVC process."""
-        runner = getattr(self, "_runner", None)
-        if runner is not None:
-            runner.stop()
-
-
-def is_url(dataset: str) -> bool:
-    """Whether ``dataset`` is an object storage URL rather than a path in the repository.
-
-    :param dataset: the operator's ``dataset`` argument
-    """
-    return "://" in dataset
-
-
-def _repo_reader(workspace: Any, dataset: str, options: dict[str, Any]) -> tuple[TableReader, str]:
-    """A reader of a file the repository tracks (in git or DVC), pulling only that file."""
-    from airflow_provider_mlci.core.data.tabular import TableReader
-    from airflow_provider_mlci.core.dvc import ops as dvc_ops
-    from airflow_provider_mlci.core.repo.paths import inside
-    from airflow_provider_mlci.exceptions import DatasetNotFoundError, DvcFileError, DvcStageNotFoundError
-
-    target = dvc_ops.check_targets(dataset)[0]
-    local = inside(workspace.path, target, what="dataset")
-    where = f"{target} in {workspace.access.git.display_url} at {workspace.rev} ({workspace.sha[:12]})"
-    if not local.is_file():
-        try:
-            dvc_ops.pull(workspace, [target])
-        except (DvcStageNotFoundError, DvcFileError) as exc:
-            raise DatasetNotFoundError(f"No dataset {where}: {exc}") from exc
-        local = inside(workspace.path, target, what="dataset")  # what the pull wrote, checked again
-    if not local.is_file():
-        raise DatasetNotFoundError(f"No dataset {where}: neither git nor DVC tracks a file there.")
-    return TableReader(path=str(local), **options), f"{target}@{workspace.sha[:12]}"
-
-
-def _url_reader(url: str, conn_id: str | None, options: dict[str, Any]) -> TableReader:
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_provider_mlci.core.data.tabular import TableReader
-    from airflow_provider_mlci.exceptions import DatasetFormatError, DatasetNotFoundError, redact_url
-
-    shown = redact_url(url)
-    path = ObjectStoragePath(url, conn_id=conn_id)
-    try:
-        if not path.is_file():
-            raise DatasetNotFoundError(f"No dataset file at {shown}.")
-        size = path.stat().st_size
-    except DatasetNotFoundError:
-        raise
-    except FileNotFoundError as exc:
-        raise DatasetNotFoundError(f"No dataset file at {shown}.") from exc
-    except Exception as exc:  # the storage refused us: credentials, bucket, endpoint
-        raise DatasetFormatError(f"Cannot read {shown}: {exc}") from exc
-    return TableReader(path=shown, opener=lambda: path.open("rb"), size=size, **options)
-
-
-def _mode(mode: str) -> str:
-    from airflow_provider_mlci.exceptions import MlciConfigError
-
-    value = str(mode).lower()
-    if value not in _MODES:
-        raise MlciConfigError(f"mode={mode!r}: use 'fail' (raise on failures) or 'warn' (log and succeed).")
-    return value
-
-
-class _FailureTable:
-    """Failure cases, chunk by chunk, into one local Parquet file."""
-
-    def __init__(self, folder: str) -> None:
-        self.path = os.path.join(folder, "failure_cases.parquet")
-        self.rows = 0
-        self._writer: Any = None
-
-    def __call__(self, cases: Any) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(cases, preserve_index=False, schema=_failure_schema())
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema)
-        self._writer.write_table(table)
-        self.rows += len(cases)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-def _failure_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("schema_context", pa.string()),
-            ("column", pa.string()),
-            ("check", pa.string()),
-            ("check_number", pa.int64()),
-            ("failure_case", pa.string()),
-            ("index", pa.int64()),
-        ]
-    )
-
-
-class DataValidationOperator(_DatasetMixin, BaseOperator):
+class DataValidationOperator(DatasetMixin, BaseOperator):
     """Validate a dataset against a pandera schema, lazily, in chunks if it is large.
 
     Returns ``{"dataset", "schema", "valid", "rows_checked", "chunks", "sampled", "error_counts",
@@ -266,7 +67,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("dataset", "schema", "rev", "report_dir")
     operator_extra_links = (MlciReportLink(),)
-    ui_color = _PANDERA_GREEN
+    ui_color = PANDERA_GREEN
     ui_fgcolor = "#ffffff"
 
     def __init__(
@@ -315,7 +116,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
         from airflow_provider_mlci.report_store import store_task_report
 
         with airflow_failures():
-            mode = _mode(self.mode)
+            mode = check_mode(self.mode)
             if self.memory_budget_mb is not None:
                 from airflow_provider_mlci.core.data.tabular import chunk_bytes_for_budget
                 from airflow_provider_mlci.exceptions import MlciConfigError
@@ -337,7 +138,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
             from airflow_provider_mlci.core.runtime.process import private_tempdir
 
             with private_tempdir("validation") as tmp:
-                table = _FailureTable(tmp)
+                table = validation.FailureTable(tmp)
                 with self._open(schema, need_repo) as (reader, schema, where):
                     self.log.info("Validating %s against %s", reader.path, validation.schema_name(self.schema))
                     try:
@@ -362,18 +163,7 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
                 uri = store_task_report(context, files, outcome, base=self.report_dir, conn_id=self.report_conn_id)
             summary["report_uri"] = uri
             self.record_dataset_lineage(
-                self.rev,
-                {"validation": {key: summary.get(key) for key in _VERDICT}, "report": uri},
-                {
-                    "rows": summary.get("rows_checked"),
-                    "valid": report.valid,
-                    "schema": summary.get("schema"),
-                    "failures": [
-                        {"column": column, "check": check, "count": count}
-                        for column, checks in report.error_counts.items()
-                        for check, count in checks.items()
-                    ],
-                },
+                self.rev, {"validation": {key: summary.get(key) for key in _VERDICT}, "report": uri}, report.quality()
             )
             for warning in report.warnings:
                 self.log.warning("%s", warning)
@@ -401,125 +191,3 @@ class DataValidationOperator(_DatasetMixin, BaseOperator):
             types = validation.schema_column_types(schema)
             with self.open_dataset(self.dataset, self.rev, column_types=types, workspace=workspace) as (reader, where):
                 yield reader, schema, where
-
-
-class DataDriftCheckOperator(_DatasetMixin, BaseOperator):
-    """Compare a dataset at ``rev`` with the same dataset at ``baseline_rev``.
-
-    Fails (``mode="fail"``) or warns (``mode="warn"``) when columns were added, removed or
-    retyped, when the row count changed beyond its bounds, or when a column's distribution
-    shifted (PSI over baseline deciles or categories, and the Kolmogorov-Smirnov statistic on
-    numeric columns) beyond the thresholds. Returns the comparison as JSON (see
-    :class:`~airflow_provider_mlci.core.data.drift.DriftReport`).
-
-    :param dataset: a path inside the repository, or a URL (templated)
-    :param baseline_rev: the revision to compare with (templated)
-    :param rev: the revision to check (templated); default: the default branch
-    :param baseline_dataset: the baseline's path or URL if it is not ``dataset`` (templated)
-    :param columns: compare only these columns
-    :param psi: PSI above which a column has drifted (default 0.2)
-    :param ks: KS statistic above which a numeric column has drifted (default 0.1)
-    :param min_row_ratio: the new row count must be at least this fraction of the old (0.5)
-    :param max_row_ratio: and at most this multiple of it (2.0)
-    :param mode: ``"fail"`` or ``"warn"``
-    :param skip_without_baseline: skip the task (instead of failing) when ``baseline_rev`` renders
-        empty, e.g. a baseline read from the registry before any model was deployed
-    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
-    :param format: ``csv``, ``parquet`` or ``jsonl``; default: from the file name
-    :param conn_id: the connection for URL datasets
-    :param chunk_bytes: read at most this many bytes of a file at once
-    :param cache_dir: the worker cache root; default ``[mlci] cache_dir``
-    """
-
-    template_fields: Sequence[str] = ("dataset", "baseline_rev", "rev", "baseline_dataset")
-    ui_color = _PANDERA_GREEN
-    ui_fgcolor = "#ffffff"
-
-    def __init__(
-        self,
-        *,
-        dataset: str,
-        baseline_rev: str | None = None,
-        rev: str | None = None,
-        baseline_dataset: str | None = None,
-        columns: Sequence[str] | None = None,
-        psi: float = 0.2,
-        ks: float = 0.1,
-        min_row_ratio: float = 0.5,
-        max_row_ratio: float = 2.0,
-        mode: str = "fail",
-        skip_without_baseline: bool = False,
-        dvc_conn_id: str = "mlci_dvc_default",
-        format: str | None = None,
-        conn_id: str | None = None,
-        chunk_bytes: int | None = None,
-        cache_dir: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.dataset = dataset
-        self.skip_without_baseline = skip_without_baseline
-        self.baseline_rev = baseline_rev
-        self.rev = rev
-        self.baseline_dataset = baseline_dataset
-        self.columns = columns
-        self.psi = psi
-        self.ks = ks
-        self.min_row_ratio = min_row_ratio
-        self.max_row_ratio = max_row_ratio
-        self.mode = mode
-        self.dvc_conn_id = dvc_conn_id
-        self.format = format
-        self.conn_id = conn_id
-        self.chunk_bytes = chunk_bytes
-        self.cache_dir = cache_dir
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_mlci.core.data import drift
-        from airflow_provider_mlci.core.data.tabular import TableFormat
-        from airflow_provider_mlci.exceptions import DataValidationError, MlciConfigError
-
-        if self.skip_without_baseline and not self.baseline_rev and not self.baseline_dataset:
-            from airflow.providers.common.compat.sdk import AirflowSkipException
-
-            raise AirflowSkipException(f"No baseline revision to compare {self.dataset} with: no drift check.")
-        with airflow_failures():
-            mode = _mode(self.mode)
-            thresholds = drift.DriftThresholds(
-                psi=self.psi, ks=self.ks, min_row_ratio=self.min_row_ratio, max_row_ratio=self.max_row_ratio
-            )
-            baseline_dataset = self.baseline_dataset or self.dataset
-            if baseline_dataset == self.dataset and is_url(self.dataset):
-                raise MlciConfigError(
-                    f"DataDriftCheckOperator on {self.dataset}: a URL has no revisions; give baseline_dataset."
-                )
-            if baseline_dataset == self.dataset and not self.baseline_rev:
-                raise MlciConfigError(
-                    f"DataDriftCheckOperator on {self.dataset}: give baseline_rev or baseline_dataset."
-                )
-            for name in (self.dataset, baseline_dataset):
-                TableFormat.of(name, self.format)
-            profiles = {}
-            for side, name, rev in (
-                ("baseline", baseline_dataset, self.baseline_rev),
-                ("current", self.dataset, self.rev),
-            ):
-                with self.open_dataset(name, rev) as (reader, label):
-                    self.log.info("Profiling the %s version: %s", side, label)
-                    profiles[side] = (
-                        label,
-                        drift.profile_chunks(reader.chunks(), columns=self.columns, sample_size=thresholds.sample_size),
-                    )
-            report = drift.compare_profiles(profiles["baseline"][1], profiles["current"][1], thresholds)
-            summary = {"dataset": profiles["current"][0], "baseline": profiles["baseline"][0], **report.to_json()}
-            self.record_dataset_lineage(self.rev, {}, None)
-            for name, stats in report.columns.items():
-                self.log.info("  %s: %s", name, stats)
-            if not report.drifted:
-                self.log.info("%s: no drift against %s", summary["dataset"], summary["baseline"])
-                return summary
-            message = f"{summary['dataset']} drifted from {summary['baseline']}: " + "; ".join(report.failures)
-            self.log.warning("%s", message)
-            if mode == "fail":
-                raise DataValidationError(message)
-            return summary

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILURE_COLUMNS",
+    "FailureTable",
     "ValidationOptions",
     "ValidationReport",
     "full_validation",
@@ -161,6 +162,63 @@ class ValidationReport:
             where = f"row {case['index']}" if case["index"] is not None else "the whole column"
             lines.append(f"  e.g. {case['column']!r} {case['check']} at {where}: {case['failure_case']!r}")
         return "\n".join(lines)
+
+    def quality(self) -> dict[str, Any]:
+        """The verdict as data-quality figures: rows, validity, schema and each failing check's count."""
+        return {
+            "rows": self.rows_checked,
+            "valid": self.valid,
+            "schema": self.schema,
+            "failures": [
+                {"column": column, "check": check, "count": count}
+                for column, checks in self.error_counts.items()
+                for check, count in checks.items()
+            ],
+        }
+
+
+class FailureTable:
+    """Every failure case, chunk by chunk, into one local Parquet file (``failure_cases.parquet``).
+
+    Pass it as :func:`validate_table`'s ``failure_sink``; :meth:`close` it before reading the file.
+
+    :param folder: where the file goes
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.path = os.path.join(folder, "failure_cases.parquet")
+        self.rows = 0
+        self._writer: Any = None
+
+    def __call__(self, cases: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(cases, preserve_index=False, schema=_failure_schema())
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table)
+        self.rows += len(cases)
+
+    def close(self) -> None:
+        """Finish the file (nothing is written when no case came)."""
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _failure_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("schema_context", pa.string()),
+            ("column", pa.string()),
+            ("check", pa.string()),
+            ("check_number", pa.int64()),
+            ("failure_case", pa.string()),
+            ("index", pa.int64()),
+        ]
+    )
 
 
 # -- schemas --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.repo.workspace import Workspace
     from airflow_provider_mlci.core.runtime.process import CommandRunner
 
-__all__ = ["model_file", "validate_model", "verdict_error"]
+__all__ = ["model_file", "requirements_in", "validate_model", "verdict_error"]
 
 
 def model_file(workspace: Workspace, model: str) -> tuple[str, str | None]:
@@ -79,7 +79,7 @@ def validate_model(
     checks = check_model(
         model_path=workspace.path / path,
         model_format=model_format,
-        requirements=_requirements(workspace, requirements),
+        requirements=requirements_in(workspace, requirements),
         contract=checked,
         code_paths=[inside(workspace.path, folder, what="code folder") for folder in code_paths],
         cwd=workspace.path,
@@ -121,7 +121,15 @@ def verdict_error(verdict: Mapping[str, Any]) -> ModelValidationError:
     )
 
 
-def _requirements(workspace: Workspace, requirements: str | Sequence[str] | None) -> list[str]:
+def requirements_in(workspace: Workspace, requirements: str | Sequence[str] | None) -> list[str]:
+    """The requirement strings to check: read from a requirements file of the checkout (and the
+    files it includes, none of which may lead out of it), or as given.
+
+    :param workspace: the checkout
+    :param requirements: a requirements file's path in the repository, or requirement strings
+    :raises MlciConfigError: no such file
+    :raises UnsafePathError: a file that is a link out of the checkout
+    """
     if not requirements:
         return []
     if isinstance(requirements, str):

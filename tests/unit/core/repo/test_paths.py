@@ -29,7 +29,6 @@ from airflow_provider_mlci.core.repo.paths import git_link_reader, inside, insid
 from airflow_provider_mlci.core.repo.workspace import Workspace
 from airflow_provider_mlci.core.reports.html import build_report
 from airflow_provider_mlci.exceptions import MlciConfigError, UnsafePathError
-from airflow_provider_mlci.operators.model import ModelValidationOperator
 from airflow_provider_mlci.operators.validation import DataValidationOperator
 
 #: What every file outside the repositories here holds; it must never show.
@@ -309,13 +308,13 @@ def test_a_requirements_file_or_one_it_includes_that_is_a_link_out_is_refused_un
             "reqs/extra.txt": up_to(tmp_path, "reqs/extra.txt", outside / "secret.txt"),
         },
     )
-    operator = ModelValidationOperator(task_id="validate", model="models/model.pkl", requirements="requirements.txt")
+    from airflow_provider_mlci.core.model.verdict import requirements_in
+
     with checkout(tmp_path, access) as workspace:
         with pytest.raises(UnsafePathError, match=said("The requirements file 'requirements.txt' is a link")) as direct:
-            operator._requirements(workspace)
-        operator.requirements = "reqs/base.txt"
+            requirements_in(workspace, "requirements.txt")
         with pytest.raises(UnsafePathError, match=r"'reqs/extra\.txt' is a link that leads out.*named at") as included:
-            operator._requirements(workspace)
+            requirements_in(workspace, "reqs/base.txt")
     assert_unseen(direct.value, included.value)
 
 
