@@ -48,7 +48,7 @@ class GpuInstanceLink(BaseOperatorLink):
         :param operator: the task
         :param ti_key: the task instance
         """
-        from airflow.sdk.execution_time.xcom import XCom
+        from airflow.providers.common.compat.sdk import XCom
 
         value = XCom.get_value(key=GPU_INSTANCE_LINK_KEY, ti_key=ti_key)
         if not isinstance(value, dict) or not value.get("instance_id") or not value.get("region_name"):

@@ -36,7 +36,7 @@ class MlciReportLink(BaseOperatorLink):
         """
         from urllib.parse import quote
 
-        from airflow.sdk.execution_time.xcom import XCom
+        from airflow.providers.common.compat.sdk import XCom
 
         uri = XCom.get_value(key=REPORT_URI_KEY, ti_key=ti_key)
         if not isinstance(uri, str):

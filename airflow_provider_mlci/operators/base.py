@@ -22,12 +22,14 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.repo.workspace import Workspace
     from airflow_provider_mlci.core.runtime.process import CommandRunner
     from airflow_provider_mlci.hooks.dvc import DvcHook
+    from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
 
 __all__ = [
     "DVC_PURPLE",
     "MODEL_BLUE",
     "SWEEP_COLOR",
     "DvcWorkspaceMixin",
+    "GpuHookMixin",
     "airflow_failures",
     "map_index_of",
     "rendered_int",
@@ -86,6 +88,26 @@ def airflow_failures() -> Iterator[None]:
         from airflow.providers.common.compat.sdk import AirflowFailException
 
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+class GpuHookMixin:
+    """The operator's one :class:`~airflow_provider_mlci.hooks.gpu.GpuInstanceHook`, made when first
+    used from its ``aws_conn_id`` and ``region_name`` (as the Amazon provider's operators make
+    their ``hook``); the task's identity stays with the operator and goes into each call."""
+
+    aws_conn_id: str | None
+    region_name: str | None
+
+    @cached_property
+    def hook(self) -> GpuInstanceHook:
+        """The hook for the ``aws`` connection, in :meth:`hook_region`."""
+        from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
+
+        return GpuInstanceHook(aws_conn_id=self.aws_conn_id, region_name=self.hook_region())
+
+    def hook_region(self) -> str | None:
+        """The region the hook works in (``None``: the connection's)."""
+        return self.region_name
 
 
 class DvcWorkspaceMixin:

@@ -9,21 +9,19 @@ deadline, and ``GpuReaperOperator`` terminates whatever all of that missed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.links.gpu import GpuInstanceLink
-from airflow_provider_mlci.operators.base import airflow_failures, map_index_of
+from airflow_provider_mlci.operators.base import GpuHookMixin, airflow_failures, map_index_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
 
 __all__ = ["INSTANCE_XCOM_KEY", "GpuCreateInstanceOperator", "GpuReaperOperator", "GpuTerminateInstanceOperator"]
 
@@ -33,13 +31,7 @@ INSTANCE_XCOM_KEY = "instance"
 _EC2_ORANGE = "#ec7211"
 
 
-def _hook(aws_conn_id: str | None, region_name: str | None) -> GpuInstanceHook:
-    from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
-
-    return GpuInstanceHook(aws_conn_id=aws_conn_id, region_name=region_name)
-
-
-class GpuCreateInstanceOperator(BaseOperator):
+class GpuCreateInstanceOperator(GpuHookMixin, BaseOperator):
     """Launch a GPU instance for this DAG run (a setup task), or adopt the one an earlier try launched.
 
     The launch is idempotent: a look for the instance by its tags first, and a deterministic
@@ -101,10 +93,9 @@ class GpuCreateInstanceOperator(BaseOperator):
         self.group = group
         self._instance_ids: list[str] = []
 
-    @cached_property
-    def hook(self) -> GpuInstanceHook:
-        """The hook for the ``aws`` connection, in the spec's region if it names one."""
-        return _hook(self.aws_conn_id, self.region_name or self.spec.region)
+    def hook_region(self) -> str | None:
+        """``region_name``, else the spec's region, else the connection's."""
+        return self.region_name or self.spec.region
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
@@ -224,7 +215,7 @@ class GpuCreateInstanceOperator(BaseOperator):
             self.log.exception("Could not terminate %s (teardown and the reaper will)", ids)
 
 
-class GpuTerminateInstanceOperator(BaseOperator):
+class GpuTerminateInstanceOperator(GpuHookMixin, BaseOperator):
     """Terminate the instances of a setup task (a teardown task). Idempotent.
 
     Terminates the instance in ``create_task_id``'s XCom and every instance of this DAG run
@@ -267,11 +258,6 @@ class GpuTerminateInstanceOperator(BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.poll_interval = poll_interval
         self.timeout = timeout
-
-    @cached_property
-    def hook(self) -> GpuInstanceHook:
-        """The hook for the ``aws`` connection."""
-        return _hook(self.aws_conn_id, self.region_name)
 
     def execute(self, context: Context) -> list[str]:
         from airflow_provider_mlci.core.compute.ec2 import NOT_TERMINATED_STATES, OWNER
@@ -324,7 +310,7 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-class GpuReaperOperator(BaseOperator):
+class GpuReaperOperator(GpuHookMixin, BaseOperator):
     """Find this provider's instances that should be gone; terminate them unless ``dry_run``.
 
     An instance is a leak when its deadline (its ``mlci:expires_at`` tag, or its launch time +
@@ -359,23 +345,18 @@ class GpuReaperOperator(BaseOperator):
         self.dry_run = dry_run
         self.fail_on_leaks = fail_on_leaks
 
-    @cached_property
-    def hook(self) -> GpuInstanceHook:
-        """The hook for the ``aws`` connection."""
-        return _hook(self.aws_conn_id, self.region_name)
+    def run_is_active(self, ti: Any, dag_id: str, run_id: str) -> bool | None:
+        """Whether the DAG run is queued or running (``None``: cannot tell), asked through the
+        running task instance (the Task SDK's ``get_dr_count`` and ``get_dagrun_state``).
 
-    def run_is_active(self, dag_id: str, run_id: str) -> bool | None:
-        """Whether the DAG run is queued or running (``None``: cannot tell).
-
+        :param ti: the running task instance
         :param dag_id: the DAG
         :param run_id: the run
         """
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
         try:
-            if RuntimeTaskInstance.get_dr_count(dag_id=dag_id, run_ids=[run_id]) == 0:
+            if ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]) == 0:
                 return False
-            state = RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+            state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
         except Exception as exc:
             self.log.warning(
                 "Cannot tell whether run %s/%s is active (%s); leaving it to its deadline", dag_id, run_id, exc
@@ -388,7 +369,7 @@ class GpuReaperOperator(BaseOperator):
 
         with airflow_failures():
             dry_run = _as_bool(self.dry_run)
-            report = self.hook.reap(run_is_active=self.run_is_active, dry_run=dry_run)
+            report = self.hook.reap(run_is_active=functools.partial(self.run_is_active, context["ti"]), dry_run=dry_run)
             result = report.to_json()
             self.log.info("Checked %d instance(s) of ours; %d leak(s)", report.checked, len(report.leaks))
             if not report.leaks:

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 
 from airflow_provider_mlci.exceptions import MlciConfigError
-from airflow_provider_mlci.operators.base import airflow_failures
+from airflow_provider_mlci.operators.base import GpuHookMixin, airflow_failures
 from airflow_provider_mlci.triggers.gpu import TARGET_STATES, unreachable
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
 
 __all__ = ["GpuInstanceStateSensor"]
 
 
-class GpuInstanceStateSensor(BaseSensorOperator):
+class GpuInstanceStateSensor(GpuHookMixin, BaseSensorOperator):
     """Wait until an EC2 instance reaches ``target_state``.
 
     Looks once; if the instance is not there yet, waits in the triggerer (``deferrable=True``,
@@ -60,13 +58,6 @@ class GpuInstanceStateSensor(BaseSensorOperator):
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.deferrable = deferrable
-
-    @cached_property
-    def hook(self) -> GpuInstanceHook:
-        """The hook for the ``aws`` connection."""
-        from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
-
-        return GpuInstanceHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def _check(self, state: str | None) -> bool:
         from airflow_provider_mlci.exceptions import GpuProvisioningError
