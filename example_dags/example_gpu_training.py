@@ -59,10 +59,8 @@ with DAG(
             task_id="train",
             rev="{{ params.rev }}",
             targets=["train"],
-            compute="ec2",
-            instance_task_id=gpu.setup_task_id,
+            compute=gpu.compute(),  # Ec2Compute(instance_task_id=gpu.setup_task_id, aws_conn_id="aws_default")
             commit_to="{{ params.commit_to or '' }}",
-            aws_conn_id="aws_default",
             retries=2,
         )
 

@@ -3,8 +3,7 @@
 ::
 
     with GpuRunTaskGroup(group_id="gpu", spec=GpuInstanceSpec(gpu="t4", spot=True)) as gpu:
-        DvcReproOperator(task_id="train", targets=["train"], compute="ec2",
-                         instance_task_id=gpu.setup_task_id)
+        DvcReproOperator(task_id="train", targets=["train"], compute=gpu.compute())
 
 ``<group>.launch`` starts the instance (a setup task), the tasks written inside the ``with``
 block run after it, and ``<group>.terminate`` (a teardown task) runs after them whatever their
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TaskGroup
 
+from airflow_provider_mlci.config import Ec2Compute
 from airflow_provider_mlci.operators.dvc import DvcWillItRunBranchOperator
 from airflow_provider_mlci.operators.gpu import GpuCreateInstanceOperator, GpuTerminateInstanceOperator
 
@@ -100,8 +100,18 @@ class GpuRunTaskGroup(TaskGroup):
 
     @property
     def setup_task_id(self) -> str:
-        """The launch task's id: give it to the work tasks as ``instance_task_id``."""
+        """The launch task's id: what the work tasks' ``Ec2Compute(instance_task_id=...)`` names."""
         return self.launch.task_id
+
+    def compute(self, **options: Any) -> Ec2Compute:
+        """Where the work tasks run: this group's instance, through its ``aws`` connection.
+
+        :param options: more :class:`~airflow_provider_mlci.config.Ec2Compute` fields
+            (``poll_interval``, ``heartbeat_timeout``, ``start_timeout``)
+        """
+        return Ec2Compute(
+            **{"instance_task_id": self.setup_task_id, "aws_conn_id": self._aws["aws_conn_id"], **options}
+        )
 
     def __exit__(self, _type: Any, _value: Any, _tb: Any) -> None:
         super().__exit__(_type, _value, _tb)
