@@ -24,7 +24,6 @@ SOURCE = """
 import pendulum
 from datetime import timedelta
 from airflow.sdk import DAG
-from airflow_provider_mlci.config import Ec2Compute
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.operators.dvc import DvcReproOperator
 from airflow_provider_mlci.task_groups.gpu import GpuRunTaskGroup
@@ -33,7 +32,7 @@ with DAG(dag_id="gpu_faults", schedule=None, start_date=pendulum.datetime(2026, 
     with GpuRunTaskGroup(group_id="gpu", spec=GpuInstanceSpec(gpu="t4", spot=True), aws_conn_id="aws_default") as gpu:
         DvcReproOperator(
             task_id="train", targets=["train"],
-            compute=Ec2Compute(instance_task_id=gpu.setup_task_id, poll_interval=0.5, heartbeat_timeout=HEARTBEAT),
+            compute=gpu.compute(poll_interval=0.5, heartbeat_timeout=HEARTBEAT),
             retries=RETRIES, retry_delay=timedelta(seconds=0),
         )
 """
