@@ -255,6 +255,18 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "30",
                         "default": "90",
                     },
+                    "report_templates": {
+                        "description": "A folder whose templates replace the packaged ones of the same name: "
+                        "report.html.j2 (with section.html.j2 and table.html.j2) for the report.html tasks write, "
+                        "and base.html.j2 (the layout), macros.html.j2, index.html.j2, dag.html.j2, run.html.j2, "
+                        "folder.html.j2 and message.html.j2 for the reports pages of the UI. Templates are Jinja2 "
+                        "with autoescape. Read by the workers that write reports and by the api-server. Empty means "
+                        "the packaged templates only.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/airflow/mlci-templates",
+                        "default": "",
+                    },
                 },
             }
         },

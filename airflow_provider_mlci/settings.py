@@ -29,6 +29,7 @@ __all__ = [
     "compute_job_base",
     "declared",
     "report_retention_days",
+    "report_templates",
     "reports_location",
 ]
 
@@ -112,6 +113,12 @@ def report_retention_days() -> int:
     if days < 0:
         raise MlciConfigError(f"[{SECTION}] report_retention_days={text!r} must be 0 (keep forever) or more.")
     return days
+
+
+def report_templates() -> str:
+    """``[mlci] report_templates``: a folder whose templates replace the packaged ones of the same name
+    (``report.html.j2`` and the reports UI's pages; "" when unset: the packaged ones only)."""
+    return _raw("report_templates")
 
 
 def compute_job_base() -> str:

@@ -120,6 +120,7 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
 
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
 
+        from airflow_provider_mlci import settings
         from airflow_provider_mlci.core.dvc import ops as dvc_ops
         from airflow_provider_mlci.core.reports.html import build_report, section_for
         from airflow_provider_mlci.exceptions import DvcError, MlciError
@@ -128,7 +129,10 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
         problems: list[str] = []
         baseline_rev, baseline_sha = self._baseline(workspace, problems)
         revs = [workspace.sha] + ([baseline_sha] if baseline_sha and baseline_sha != workspace.sha else [])
-        sections = [section_for(task_id, value) for task_id, value in self._upstream(context)]
+        templates_dir = settings.report_templates() or None
+        sections = [
+            section_for(task_id, value, templates_dir=templates_dir) for task_id, value in self._upstream(context)
+        ]
         from airflow_provider_mlci.core.runtime.process import private_tempdir
 
         with private_tempdir("report") as tmp:
@@ -151,6 +155,7 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
                 trend=trend,
                 image_base=image_base,
                 problems=problems,
+                templates_dir=templates_dir,
             )
         files: dict[str, bytes] = {image.file: image.data for image in report.images}
         files |= {"report.md": report.markdown.encode(), "report.html": report.html.encode()}

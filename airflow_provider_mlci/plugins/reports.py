@@ -27,6 +27,10 @@ empty, ``.``/``..``, hidden, absolute, or holds a character outside ``[\\w.+=@,~
 gets 404, and so does a symlink leading out of a local ``reports_dir``. Pages and files go out with a
 Content-Security-Policy that lets no script run, as the reports share the Airflow UI's origin.
 
+The pages are Jinja2 templates in ``templates/`` (autoescaped; ``base.html.j2`` holds the layout and the
+breadcrumbs, and each page extends it); a template of the same name in the ``[mlci] report_templates``
+folder replaces the packaged one.
+
 Importing this module is cheap (the standard library and ``AirflowPlugin``): every task
 process loads the installed plugins, so FastAPI, Airflow's API modules, the Markdown renderer and the
 storage backends are imported only when the api-server reads ``fastapi_apps`` or a request comes.
@@ -35,12 +39,12 @@ storage backends are imported only when the api-server reads ``fastapi_apps`` or
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
@@ -106,15 +110,8 @@ _ICON = (
     "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'><path d='M14 2H6a2 2 0 0 0-2 2v16a2 2 "
     "0 0 0 2 2h12a2 2 0 0 0 2-2V8z'/><path d='M14 2v6h6'/><path d='M8 18v-3M12 18v-6M16 18v-4'/></svg>"
 )
-_CSS = (
-    ":root{color-scheme:light dark}body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;"
-    "margin:1.25rem 1.5rem;line-height:1.45;max-width:80rem}a{color:#0b6bcb}nav{font-size:.9rem;"
-    "margin-bottom:1rem}nav a{text-decoration:none}table{border-collapse:collapse;margin:.5rem 0 1.25rem}"
-    "th,td{border:1px solid #8884;padding:.3rem .6rem;text-align:left;vertical-align:top}th{background:#8881}"
-    "td.num{text-align:right;font-variant-numeric:tabular-nums}code,pre{font-family:ui-monospace,monospace;"
-    "font-size:.9em}pre{background:#8881;padding:.75rem;overflow:auto}img{max-width:100%}ul.tasks{margin:0;"
-    "padding-left:1.1rem}.muted{color:#888}section.md{margin-bottom:2rem}"
-)
+#: The pages' templates.
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 class DagAccess(Protocol):
@@ -208,8 +205,9 @@ def create_app(*, authenticate: Authenticate | None = None) -> FastAPI:
 
     async def storage_failed(request: Request, exc: Exception) -> Response:
         log.warning("Cannot read the reports for %s: %s", request.url.path, exc)
-        body = f"<p>Cannot read the reports storage: {_e(exc)}</p>"
-        return _html(_page("Reports storage unavailable", [("Reports", None)], body), status=503)
+        message = f"Cannot read the reports storage: {exc}"
+        page = _render("message.html.j2", "Reports storage unavailable", [("Reports", None)], message=message)
+        return _html(page, status=503)
 
     methods = ["GET", "HEAD"]
     app.add_route("/icon.svg", icon, methods=methods)
@@ -274,20 +272,23 @@ class MlciReportsPlugin(AirflowPlugin):
 
 def _index(access: DagAccess, prefix: str, query: Any) -> Response:
     store = ReportStore.open()
-    body = []
+    dags = []
     for dag_id in store.dags():
         if not access.allows(dag_id):
             continue
         page = store.runs(dag_id, limit=_RUNS_ON_INDEX)
         if not page.runs:
             continue
-        body.append(f"<h2><a href='{_href(prefix, dag_id)}'>{_e(dag_id)}</a></h2>")
-        body.append(_runs_table(prefix, dag_id, page.runs))
-        if page.total > _RUNS_ON_INDEX:
-            body.append(f"<p><a href='{_href(prefix, dag_id)}'>All {page.total} runs</a></p>")
-    if not body:
-        body = ["<p class='muted'>No reports stored yet (or none of a Dag you may read).</p>"]
-    return _html(_page("MLCI reports", [("Reports", None)], "\n".join(body)))
+        dags.append(
+            {
+                "name": dag_id,
+                "href": _href(prefix, dag_id),
+                "runs": _runs(prefix, dag_id, page.runs),
+                "total": page.total,
+                "more": page.total > _RUNS_ON_INDEX,
+            }
+        )
+    return _html(_render("index.html.j2", "MLCI reports", [("Reports", None)], dags=dags))
 
 
 def _dag_page(access: DagAccess, prefix: str, query: Any, dag_id: str) -> Response:
@@ -299,10 +300,11 @@ def _dag_page(access: DagAccess, prefix: str, query: Any, dag_id: str) -> Respon
     if not page.runs:
         return _not_found(prefix, f"No reports stored for the Dag {dag_id}.")
     crumbs = [("Reports", _href(prefix)), (dag_id, None)]
-    body = [_runs_table(prefix, dag_id, page.runs)]
+    older = None
     if offset + _RUNS_PER_PAGE < page.total:
-        body.append(f"<p><a href='{_href(prefix, dag_id)}?offset={offset + _RUNS_PER_PAGE}'>Older runs</a></p>")
-    return _html(_page(f"Reports of {dag_id}", crumbs, "\n".join(body)))
+        older = f"{_href(prefix, dag_id)}?offset={offset + _RUNS_PER_PAGE}"
+    runs = _runs(prefix, dag_id, page.runs)
+    return _html(_render("dag.html.j2", f"Reports of {dag_id}", crumbs, runs=runs, older=older))
 
 
 def _run_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str) -> Response:
@@ -314,13 +316,16 @@ def _run_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: s
     if not folders:
         return _not_found(prefix, f"No reports stored for the run {run} of {dag_id}.")
     rows = [
-        f"<tr><td><a href='{_href(prefix, dag_id, run, f.task)}'>{_e(f.task)}</a></td>"
-        f"<td>{_when(f.newest)}</td><td>{_e(', '.join(sorted(f.files)))}</td></tr>"
+        {
+            "task": f.task,
+            "href": _href(prefix, dag_id, run, f.task),
+            "stored": _when(f.newest),
+            "files": sorted(f.files),
+        }
         for f in sorted(folders, key=lambda f: f.task)
     ]
-    table = "<table><tr><th>Task</th><th>Stored</th><th>Files</th></tr>" + "".join(rows) + "</table>"
     crumbs = [("Reports", _href(prefix)), (dag_id, _href(prefix, dag_id)), (run, None)]
-    return _html(_page(f"Reports of {dag_id} / {run}", crumbs, table))
+    return _html(_render("run.html.j2", f"Reports of {dag_id} / {run}", crumbs, folders=rows))
 
 
 def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task: str) -> Response:
@@ -337,19 +342,15 @@ def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id
         response = _file_response(store.path(dag_id, run, task, "report.html"), "report.html")
         if response is not None:  # else it went since the listing: show the folder
             return response
-    sections = []
+    documents = []
     markdown = sorted((p for p in folder.files if p.endswith(".md") and "/" not in p), key=_markdown_order)
     for name in markdown:
         if folder.files[name] > _MARKDOWN_LIMIT:
-            sections.append(f"<p class='muted'>{_e(name)} is too large to show here: open it below.</p>")
+            documents.append({"name": name, "html": None})
             continue
         text = store.path(dag_id, run, task, name).read_text(encoding="utf-8", errors="replace")
-        sections.append(f"<section class='md'>{render_markdown(text)}</section>")
-    rows = [
-        f"<tr><td><a href='{_url(path)}'>{_e(path)}</a></td><td class='num'>{_size(size)}</td></tr>"
-        for path, size in sorted(folder.files.items())
-    ]
-    listing = "<h2>Files</h2><table><tr><th>File</th><th>Size</th></tr>" + "".join(rows) + "</table>"
+        documents.append({"name": name, "html": render_markdown(text)})
+    files = [{"name": path, "href": _url(path), "size": _size(size)} for path, size in sorted(folder.files.items())]
     crumbs = [
         ("Reports", _href(prefix)),
         (dag_id, _href(prefix, dag_id)),
@@ -357,7 +358,7 @@ def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id
         (task, None),
     ]
     title = f"{dag_id} / {run} / {task}"
-    return _html(_page(title, crumbs, "\n".join([*sections, listing])))
+    return _html(_render("folder.html.j2", title, crumbs, documents=documents, files=files))
 
 
 def _file(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task: str, path: str) -> Response:
@@ -467,25 +468,26 @@ def _url(path: str) -> str:
     return quote(path, safe="/+=@,~")
 
 
-def _runs_table(prefix: str, dag_id: str, runs: list[tuple[str, list[ReportFolder]]]) -> str:
-    rows = []
-    for run, tasks in runs:
-        newest = max(f.newest for f in tasks)
-        links = "".join(f"<li><a href='{_href(prefix, dag_id, run, f.task)}'>{_e(f.task)}</a></li>" for f in tasks)
-        rows.append(
-            f"<tr><td><a href='{_href(prefix, dag_id, run)}'>{_e(run)}</a></td><td>{_when(newest)}</td>"
-            f"<td><ul class='tasks'>{links}</ul></td></tr>"
-        )
-    return "<table><tr><th>Run</th><th>Stored</th><th>Reports</th></tr>" + "".join(rows) + "</table>"
+def _runs(prefix: str, dag_id: str, runs: list[tuple[str, list[ReportFolder]]]) -> list[dict[str, Any]]:
+    """What ``runs_table`` in ``macros.html.j2`` shows of each run."""
+    return [
+        {
+            "name": run,
+            "href": _href(prefix, dag_id, run),
+            "stored": _when(max(f.newest for f in tasks)),
+            "tasks": [{"name": f.task, "href": _href(prefix, dag_id, run, f.task)} for f in tasks],
+        }
+        for run, tasks in runs
+    ]
 
 
 def _markdown_order(name: str) -> tuple[int, str]:
     return (0 if name == "report.md" else 1, name)
 
 
-def _when(seconds: float) -> str:
+def _when(seconds: float) -> str | None:
     if not seconds:
-        return "<span class='muted'>unknown</span>"
+        return None
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -498,18 +500,19 @@ def _size(size: int) -> str:
     return f"{size} B"
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+def _render(name: str, title: str, crumbs: list[tuple[str, str | None]], **values: Any) -> str:
+    """A page from its template (``[mlci] report_templates`` first, then the packaged ones).
 
+    :param name: the template, e.g. ``index.html.j2`` (it extends ``base.html.j2``)
+    :param title: the page's title and heading
+    :param crumbs: the breadcrumbs, ``(label, href)`` (``href`` ``None`` for the page itself)
+    :param values: what the page's template reads
+    """
+    from airflow_provider_mlci import settings
+    from airflow_provider_mlci.core.reports.templating import render
 
-def _page(title: str, crumbs: list[tuple[str, str | None]], body: str) -> str:
-    trail = " / ".join(f"<a href='{href}'>{_e(label)}</a>" if href else _e(label) for label, href in crumbs)
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-        f"<body><nav>{trail}</nav><h1>{_e(title)}</h1>\n{body}\n</body></html>\n"
-    )
+    templates_dir = settings.report_templates() or None
+    return render(name, packaged=_TEMPLATES, templates_dir=templates_dir, title=title, crumbs=crumbs, **values)
 
 
 def _html(page: str, status: int = 200) -> Response:
@@ -519,4 +522,5 @@ def _html(page: str, status: int = 200) -> Response:
 
 
 def _not_found(prefix: str, message: str = "No such report or file.") -> Response:
-    return _html(_page("Not found", [("Reports", _href(prefix)), ("not found", None)], f"<p>{_e(message)}</p>"), 404)
+    crumbs = [("Reports", _href(prefix)), ("not found", None)]
+    return _html(_render("message.html.j2", "Not found", crumbs, message=message), 404)

@@ -2,7 +2,10 @@
 
 :func:`build_report` turns what DVC read at two revisions (see
 :func:`airflow_provider_mlci.core.dvc.ops.report_inputs`) into ``report.md`` and a
-self-contained ``report.html`` (images inlined), plus the image files Markdown links to.
+self-contained ``report.html`` (images inlined), plus the image files Markdown links to. The HTML
+comes from Jinja2 templates (``templates/*.html.j2``, autoescaped; see
+:mod:`~airflow_provider_mlci.core.reports.templating`), which a folder given as ``templates_dir``
+can replace one by one.
 Plots are Vega-Lite specs as DVC fills them from its templates (linear, simple, scatter,
 smooth, confusion, bar…), rendered to SVG by vl-convert (no browser, no Node), or image files
 the pipeline wrote. What could not be read is stated in the report, never hidden.
@@ -11,29 +14,21 @@ the pipeline wrote. What could not be read is stated in the report, never hidden
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_mlci.core.dvc.metrics import flatten_metrics
+from airflow_provider_mlci.core.reports.templating import render
 
-__all__ = ["Report", "ReportImage", "ReportSection", "build_report", "section_for", "trend_spec"]
+__all__ = ["Cell", "Report", "ReportImage", "ReportSection", "build_report", "section_for", "trend_spec"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _MIME = {".svg": "image/svg+xml", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328}
-h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.better{color:#1a7f37}.worse{color:#cf222e}.problems li{color:#9a6700}figure{margin:1rem 0}
-figcaption{font-size:.9rem;color:#59636e}img{max-width:100%}code{background:#f6f8fa;padding:0 .2rem}
-"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +84,17 @@ class Report:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+class Cell(NamedTuple):
+    """A table cell as the templates get it.
+
+    :param text: what it shows
+    :param num: whether it is a number (right-aligned)
+    """
+
+    text: str
+    num: bool
+
+
 def build_report(
     *,
     title: str,
@@ -101,6 +107,7 @@ def build_report(
     trend: Mapping[str, Any] | None = None,
     image_base: str = "",
     problems: Iterable[str] = (),
+    templates_dir: str | None = None,
 ) -> Report:
     """Assemble the report from what DVC read at ``sha`` and ``baseline_sha``.
 
@@ -115,6 +122,8 @@ def build_report(
     :param image_base: what Markdown image links start with (a public URL of the report folder;
         empty: relative links)
     :param problems: problems found before (an unknown baseline…), stated in the report
+    :param templates_dir: a folder whose templates replace the packaged ones of the same name
+        (``report.html.j2``, ``table.html.j2``); default: the packaged ones
     """
     problems = [*problems, *inputs.get("problems", [])]
     labels = {sha: _label(rev, sha)}
@@ -135,34 +144,41 @@ def build_report(
     against = f" against {labels[baseline_sha]}" if baseline_sha else " (no baseline)"
     head = f"{labels[sha]}{against}"
     md: list[str] = [f"# {title}", "", f"Revision {head}.", ""]
-    body: list[str] = [f"<h1>{_e(title)}</h1>", f"<p>Revision <code>{_e(head)}</code>.</p>"]
+    absent = []
     for at, paths in (inputs.get("absent") or {}).items():
-        note = f"Not at {labels.get(at, at[:12])} (not written there yet): {', '.join(paths)}."
-        md += [note, ""]
-        body.append(f"<p class='absent'>{_e(note)}</p>")
+        absent.append(f"Not at {labels.get(at, at[:12])} (not written there yet): {', '.join(paths)}.")
+        md += [absent[-1], ""]
     if problems:
         md += ["## Problems", "", *[f"- {p}" for p in problems], ""]
-        body += ["<h2>Problems</h2>", "<ul class='problems'>", *[f"<li>{_e(p)}</li>" for p in problems], "</ul>"]
+    tables = []
     for heading, rows in (("Metrics", metric_rows), ("Params", param_rows)):
         md += [f"## {heading}", "", *_rows_markdown(rows, baseline_sha is not None), ""]
-        body += [f"<h2>{heading}</h2>", _rows_html(rows, baseline_sha is not None)]
+        header, cells = _diff_table(rows, baseline_sha is not None)
+        tables.append({"heading": heading, "header": header, "rows": _cells(cells)})
     if images:
         md += ["## Plots", ""]
-        body += ["<h2>Plots</h2>"]
         for image in images:
             link = f"{image_base.rstrip('/')}/{image.file}" if image_base else image.file
             md += [f"![{image.name}]({link})", f"*{image.caption or image.name}*", ""]
-            uri = f"data:{image.mime};base64,{base64.b64encode(image.data).decode()}"
-            body.append(
-                f"<figure><img alt='{_e(image.name)}' src='{uri}'>"
-                f"<figcaption>{_e(image.caption or image.name)}</figcaption></figure>"
-            )
     for section in sections:
         md += [f"## {section.title}", "", section.markdown, ""]
-        body += [f"<h2>{_e(section.title)}</h2>", section.html]
-    page = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    page = render(
+        "report.html.j2",
+        templates_dir=templates_dir,
+        title=title,
+        head=head,
+        absent=absent,
+        problems=problems,
+        tables=tables,
+        images=[
+            {
+                "name": image.name,
+                "caption": image.caption or image.name,
+                "uri": f"data:{image.mime};base64,{base64.b64encode(image.data).decode()}",
+            }
+            for image in images
+        ],
+        sections=[{"title": section.title, "html": section.html} for section in sections],
     )
     changed = [r for r in metric_rows if r["change"] not in (None, 0)]
     summary = {
@@ -199,7 +215,7 @@ def diff_rows(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[dic
     return rows
 
 
-def section_for(title: str, value: Any) -> ReportSection:
+def section_for(title: str, value: Any, *, templates_dir: str | None = None) -> ReportSection:
     """A section for what an upstream task returned, shaped by what it is.
 
     Knows a data validation summary, a model validation verdict, a gate decision, a release
@@ -209,22 +225,27 @@ def section_for(title: str, value: Any) -> ReportSection:
 
     :param title: the section's heading (e.g. the task id)
     :param value: the task's XCom value
+    :param templates_dir: a folder whose templates replace the packaged ones of the same name
+        (``section.html.j2``, ``table.html.j2``); default: the packaged ones
     """
-    if isinstance(value, Mapping) and "promote" in value and "metrics" in value:
-        return _gate_section(title, value)
-    if isinstance(value, Mapping) and "checks" in value and "passed" in value:
-        return _verdict_section(title, value)
-    if isinstance(value, Mapping) and {"promoted", "tags", "reasons"} <= value.keys():
-        return _release_section(title, value)
-    if isinstance(value, Mapping) and "rows_checked" in value:
-        return _validation_section(title, value)
     board = value.get("leaderboard") if isinstance(value, Mapping) else None
-    if isinstance(board, Mapping) and isinstance(board.get("trials"), list):
-        return _sweep_section(title, value)
-    if isinstance(value, Mapping) and isinstance(value.get("trials"), list):
-        return _leaderboard_section(title, value)
-    text = json.dumps(value, indent=2, sort_keys=True, default=str)
-    return ReportSection(title=title, markdown=f"```json\n{text}\n```", html=f"<pre>{_e(text)}</pre>")
+    if isinstance(value, Mapping) and "promote" in value and "metrics" in value:
+        markdown, blocks = _gate_section(value)
+    elif isinstance(value, Mapping) and "checks" in value and "passed" in value:
+        markdown, blocks = _verdict_section(value)
+    elif isinstance(value, Mapping) and {"promoted", "tags", "reasons"} <= value.keys():
+        markdown, blocks = _release_section(value)
+    elif isinstance(value, Mapping) and "rows_checked" in value:
+        markdown, blocks = _validation_section(value)
+    elif isinstance(board, Mapping) and isinstance(board.get("trials"), list):
+        markdown, blocks = _sweep_section(value)
+    elif isinstance(value, Mapping) and isinstance(value.get("trials"), list):
+        markdown, blocks = _leaderboard_section(value)
+    else:
+        text = json.dumps(value, indent=2, sort_keys=True, default=str)
+        markdown, blocks = f"```json\n{text}\n```", [{"kind": "pre", "text": text}]
+    html = render("section.html.j2", templates_dir=templates_dir, blocks=blocks).strip()
+    return ReportSection(title=title, markdown=markdown, html=html)
 
 
 def trend_spec(metric: str, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -313,9 +334,12 @@ def _unique(stem: str, suffix: str, used: set[str]) -> str:
 
 
 # ------------------------------------------------------------------------------ sections
+# Each returns the section's Markdown and its HTML as blocks for section.html.j2 (see there).
+
+_Blocks = list[dict[str, Any]]
 
 
-def _gate_section(title: str, decision: Mapping[str, Any]) -> ReportSection:
+def _gate_section(decision: Mapping[str, Any]) -> tuple[str, _Blocks]:
     champion = decision.get("champion")
     against = f"{champion.get('version') or str(champion.get('sha'))[:12]}" if champion else "nothing deployed"
     verdict = "promote" if decision.get("promote") else "keep the deployed model"
@@ -327,31 +351,27 @@ def _gate_section(title: str, decision: Mapping[str, Any]) -> ReportSection:
     reasons = list(decision.get("reasons") or [])
     md = [f"Decision: **{verdict}** (against {against}).", "", *_table_md(header, rows)]
     md += ["", *[f"- {r}" for r in reasons]] if reasons else []
-    body = [f"<p>Decision: <strong>{_e(verdict)}</strong> (against {_e(against)}).</p>", _table_html(header, rows)]
-    body += ["<ul>", *[f"<li>{_e(r)}</li>" for r in reasons], "</ul>"] if reasons else []
+    blocks = [_p("Decision: ", (verdict, True), f" (against {against})."), _table(header, rows)]
+    blocks += [_ul(reasons)] if reasons else []
     evaluation = decision.get("evaluation") or {}
     if evaluation:
         same = f"Same evaluation inputs: {'yes' if evaluation.get('same') else 'no'}"
         differences = list(evaluation.get("differences") or [])
         md += ["", same, *[f"- {d}" for d in differences]]
-        body += [
-            f"<p>{same}</p>",
-            *(["<ul>", *[f"<li>{_e(d)}</li>" for d in differences], "</ul>"] if differences else []),
-        ]
-    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+        blocks += [_p(same), *([_ul(differences)] if differences else [])]
+    return "\n".join(md), blocks
 
 
-def _verdict_section(title: str, verdict: Mapping[str, Any]) -> ReportSection:
+def _verdict_section(verdict: Mapping[str, Any]) -> tuple[str, _Blocks]:
     status = {True: "ok", False: "FAILED", None: "not run"}
     header = ["group", "check", "result", "detail"]
     rows = [[c["kind"], c["name"], status[c["passed"]], c.get("detail") or ""] for c in verdict.get("checks", [])]
     result = "passed" if verdict.get("passed") else "failed"
     md = [f"Model {verdict.get('model')}: **{result}**.", "", *_table_md(header, rows)]
-    body = [f"<p>Model {_e(str(verdict.get('model')))}: <strong>{result}</strong>.</p>", _table_html(header, rows)]
-    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+    return "\n".join(md), [_p(f"Model {verdict.get('model')}: ", (result, True), "."), _table(header, rows)]
 
 
-def _release_section(title: str, outcome: Mapping[str, Any]) -> ReportSection:
+def _release_section(outcome: Mapping[str, Any]) -> tuple[str, _Blocks]:
     model, stage = outcome.get("model"), outcome.get("stage")
     lines = []
     started = outcome.get("from")
@@ -371,17 +391,13 @@ def _release_section(title: str, outcome: Mapping[str, Any]) -> ReportSection:
         )
     else:
         lines.append(f"**Kept** the deployed {model} on {stage}.")
-        lines += [f"- {reason}" for reason in outcome.get("reasons") or []]
-    md = "\n\n".join(line for line in lines if not line.startswith("- "))
-    reasons = [line for line in lines if line.startswith("- ")]
-    markdown = md + ("\n\n" + "\n".join(reasons) if reasons else "")
-    html = "".join(f"<p>{_e(line).replace('**', '')}</p>" for line in lines if not line.startswith("- "))
-    if reasons:
-        html += "<ul>" + "".join(f"<li>{_e(line[2:])}</li>" for line in reasons) + "</ul>"
-    return ReportSection(title=title, markdown=markdown, html=html)
+    reasons = [] if outcome.get("promoted") else [str(reason) for reason in outcome.get("reasons") or []]
+    markdown = "\n\n".join(lines) + ("\n\n" + "\n".join(f"- {r}" for r in reasons) if reasons else "")
+    blocks = [_p(line.replace("**", "")) for line in lines]
+    return markdown, blocks + ([_ul(reasons)] if reasons else [])
 
 
-def _validation_section(title: str, summary: Mapping[str, Any]) -> ReportSection:
+def _validation_section(summary: Mapping[str, Any]) -> tuple[str, _Blocks]:
     result = "valid" if summary.get("valid") else "invalid"
     line = f"{summary.get('dataset')}: {summary.get('rows_checked')} rows checked, **{result}**."
     header = ["column", "check", "failures"]
@@ -391,11 +407,10 @@ def _validation_section(title: str, summary: Mapping[str, Any]) -> ReportSection
         for check, count in (checks.items() if isinstance(checks, Mapping) else [("", checks)])
     ]
     md = [line, *(["", *_table_md(header, rows)] if rows else [])]
-    body = [f"<p>{_e(line).replace('**', '')}</p>", *([_table_html(header, rows)] if rows else [])]
-    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+    return "\n".join(md), [_p(line.replace("**", "")), *([_table(header, rows)] if rows else [])]
 
 
-def _leaderboard_section(title: str, board: Mapping[str, Any]) -> ReportSection:
+def _leaderboard_section(board: Mapping[str, Any]) -> tuple[str, _Blocks]:
     trials = [t for t in board["trials"] if isinstance(t, Mapping)]
     params = sorted({k for t in trials for k in (t.get("params") or {})})
     metric = str(board.get("objective") or "value")
@@ -410,10 +425,10 @@ def _leaderboard_section(title: str, board: Mapping[str, Any]) -> ReportSection:
         ]
         for rank, t in enumerate(trials, 1)
     ]
-    return ReportSection(title=title, markdown="\n".join(_table_md(header, rows)), html=_table_html(header, rows))
+    return "\n".join(_table_md(header, rows)), [_table(header, rows)]
 
 
-def _sweep_section(title: str, summary: Mapping[str, Any]) -> ReportSection:
+def _sweep_section(summary: Mapping[str, Any]) -> tuple[str, _Blocks]:
     board = summary["leaderboard"]
     metric = str(board.get("objective") or "value")
     goal = f"{board.get('goal') or 'maximize'} {metric}"
@@ -435,10 +450,22 @@ def _sweep_section(title: str, summary: Mapping[str, Any]) -> ReportSection:
         )
     else:
         lines.append("Best trial: none.")
-    table = _leaderboard_section(title, board)
-    md = [*[f"- {line}" for line in lines], "", table.markdown]
-    body = ["<ul>", *[f"<li>{_e(line)}</li>" for line in lines], "</ul>", table.html]
-    return ReportSection(title=title, markdown="\n".join(md), html="\n".join(body))
+    table_md, table_blocks = _leaderboard_section(board)
+    md = [*[f"- {line}" for line in lines], "", table_md]
+    return "\n".join(md), [_ul(lines), *table_blocks]
+
+
+def _p(*parts: str | tuple[str, bool]) -> dict[str, Any]:
+    """A paragraph: text, and ``(text, True)`` for bold."""
+    return {"kind": "p", "parts": [part if isinstance(part, tuple) else (part, False) for part in parts]}
+
+
+def _ul(items: Iterable[Any]) -> dict[str, Any]:
+    return {"kind": "ul", "items": [str(item) for item in items]}
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    return {"kind": "table", "header": list(header), "rows": _cells(rows)}
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -446,10 +473,6 @@ def _sweep_section(title: str, summary: Mapping[str, Any]) -> ReportSection:
 
 def _rows_markdown(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> list[str]:
     return _table_md(*_diff_table(rows, with_baseline)) if rows else ["(none)"]
-
-
-def _rows_html(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> str:
-    return _table_html(*_diff_table(rows, with_baseline)) if rows else "<p>(none)</p>"
 
 
 def _diff_table(rows: Sequence[Mapping[str, Any]], with_baseline: bool) -> tuple[list[str], list[list[str]]]:
@@ -468,18 +491,16 @@ def _table_md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
     return lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
 
 
-def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td{_num_class(c)}>{_e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _cells(rows: Sequence[Sequence[Any]]) -> list[list[Cell]]:
+    return [[Cell(str(text), _numeric(str(text))) for text in row] for row in rows]
 
 
-def _num_class(text: Any) -> str:
+def _numeric(text: str) -> bool:
     try:
-        float(str(text))
+        float(text)
     except ValueError:
-        return ""
-    return " class='num'"
+        return False
+    return True
 
 
 def _fmt(value: Any, *, signed: bool = False) -> str:
@@ -506,7 +527,3 @@ def _num(value: Any) -> bool:
 
 def _label(rev: str, sha: str) -> str:
     return sha[:12] if rev == sha else f"{rev} ({sha[:12]})"
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)

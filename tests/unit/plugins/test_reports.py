@@ -380,6 +380,72 @@ def test_markdown_is_rendered_safely():
     assert "data:image/svg+xml" not in out.replace("![d](data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=)", "")
 
 
+# ------------------------------------------------------------------------------------ templates
+
+XSS = "<script>alert('x')</script>"
+ESCAPED = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
+
+
+def test_the_page_templates_escape_every_name_they_show():
+    # Names in URLs are checked before they reach a page; the templates escape them all the same.
+    from airflow_provider_mlci.core.reports.templating import render
+    from airflow_provider_mlci.plugins import reports as plugin
+
+    packaged = Path(plugin.__file__).parent / "templates"
+    crumbs = [(XSS, f"/reports/{XSS}/"), (XSS, None)]
+    run = {"name": XSS, "href": XSS, "stored": XSS, "tasks": [{"name": XSS, "href": XSS}]}
+    pages = {
+        "index.html.j2": {"dags": [{"name": XSS, "href": XSS, "runs": [run], "total": 20, "more": True}]},
+        "dag.html.j2": {"runs": [run], "older": XSS},
+        "run.html.j2": {"folders": [{"task": XSS, "href": XSS, "stored": None, "files": [XSS, XSS]}]},
+        "folder.html.j2": {
+            "documents": [{"name": XSS, "html": None}],
+            "files": [{"name": XSS, "href": XSS, "size": XSS}],
+        },
+        "message.html.j2": {"message": XSS},
+    }
+    for name, values in pages.items():
+        page = render(name, packaged=packaged, title=XSS, crumbs=crumbs, **values)
+        assert "<script" not in page, name
+        assert "='x'" not in page, name  # nor can a quote end an attribute
+        assert f"<title>{ESCAPED}</title>" in page, name
+        assert f"<a href='/reports/{ESCAPED}/'>{ESCAPED}</a> / {ESCAPED}</nav>" in page, name
+        assert page.count(ESCAPED) >= 5, name
+
+
+def test_a_storage_error_is_shown_escaped(reports, monkeypatch):
+    from airflow_provider_mlci.plugins import reports as plugin
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError(XSS)
+
+    monkeypatch.setattr(plugin.ReportStore, "open", broken)
+    response = client_for("*").get("/reports")
+    assert response.status_code == 503
+    assert "<script" not in response.text
+    assert f"<p>Cannot read the reports storage: {ESCAPED}</p>" in response.text
+
+
+def test_templates_in_the_report_templates_folder_replace_the_packaged_pages(reports, tmp_path, monkeypatch):
+    ours = tmp_path / "templates"
+    ours.mkdir()
+    (ours / "base.html.j2").write_text(
+        "<!DOCTYPE html><title>{{ title }}</title><header class='ours'>"
+        "{% for label, href in crumbs %}[{{ label }}]{% endfor %}</header>{% block content %}{% endblock %}\n"
+    )
+    (ours / "message.html.j2").write_text("<p class='ours'>{{ message }}</p>\n")
+    client = client_for("*")
+    page = client.get("/reports").text
+    assert "<header class='ours'>" not in page  # not set: the packaged ones
+    monkeypatch.setenv("AIRFLOW__MLCI__REPORT_TEMPLATES", str(ours))
+    page = client.get("/reports").text
+    assert page.startswith("<!DOCTYPE html><title>MLCI reports</title><header class='ours'>[Reports]</header>")
+    assert "href='/reports/pr_validation/scheduled__2026-01-01T00_00_00+00_00/validate.2/'" in page  # index.html.j2
+    missing = client.get("/reports/no_such_dag/")
+    assert missing.status_code == 404
+    assert missing.text == "<p class='ours'>No reports stored for the Dag no_such_dag.</p>\n"
+
+
 # ------------------------------------------------------------------------------------ S3
 
 

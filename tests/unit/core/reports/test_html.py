@@ -163,3 +163,79 @@ def test_files_the_baseline_does_not_have_yet_are_stated_and_are_not_problems():
     assert "Not at main (bbbbbbbbbbbb) (not written there yet): eval/m.json, eval/plots/roc.json." in report.markdown
     assert "<p class='absent'>Not at main (bbbbbbbbbbbb)" in report.html
     assert report.summary["absent"] == {B: ["eval/m.json", "eval/plots/roc.json"]}
+
+
+XSS = "<script>alert('x')</script>"
+
+
+def test_untrusted_names_come_out_escaped_in_report_html(tmp_path):
+    image = tmp_path / "plot.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 20)
+    inputs = {
+        "metrics": {A: {f"{XSS}.json": {XSS: 0.9}}, B: {f"{XSS}.json": {XSS: 0.8}}},
+        "params": {A: {"params.yaml": {"lr": XSS}}, B: {"params.yaml": {"lr": 0.1}}},
+        "plots": [{"name": f"{XSS}' onerror='alert(1).png", "type": "image", "revisions": [A], "path": str(image)}],
+        "absent": {B: [f"{XSS}.csv"]},
+    }
+    gate = section_for(
+        XSS,
+        {
+            "promote": False,
+            "reasons": [XSS],
+            "champion": {"version": XSS},
+            "metrics": [
+                {"metric": XSS, "direction": "higher", "candidate": 1, "champion": 2, "delta": -1, "passed": 0}
+            ],
+            "evaluation": {"same": False, "differences": [XSS]},
+        },
+    )
+    report = build_report(
+        title=XSS,
+        rev=XSS,
+        sha=A,
+        baseline_rev="main",
+        baseline_sha=B,
+        inputs=inputs,
+        sections=[gate, section_for("other", {"note": XSS})],
+        problems=[XSS],
+    )
+    assert "<script" not in report.html
+    assert "onerror='" not in report.html  # the quote that would end the alt attribute is escaped too
+    escaped = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
+    assert report.html.count(escaped) >= 12  # title, heading, revision, absent, problem, metric file and key...
+    assert f"<td>{escaped}.json</td><td>{escaped}</td>" in report.html
+    assert f"<h2>{escaped}</h2>" in report.html  # a section title
+    assert "<strong>keep the deployed model</strong>" in report.html  # the templates' own markup stays
+    assert f"| {XSS}.json | {XSS} |" in report.markdown  # Markdown is not HTML: as it was
+
+
+def test_a_template_in_the_templates_dir_replaces_the_packaged_one(tmp_path):
+    (tmp_path / "report.html.j2").write_text(
+        '{% from "table.html.j2" import table %}<main><h1 class="ours">{{ title }}</h1>'
+        "{% for t in tables %}{{ table(t.header, t.rows) }}{% endfor %}"
+        "{% for s in sections %}<section>{{ s.html | safe }}</section>{% endfor %}</main>\n"
+    )
+    (tmp_path / "section.html.j2").write_text("<div class='ours'>{{ blocks | length }} blocks</div>")
+    section = section_for("json", {"a": "<b>"}, templates_dir=str(tmp_path))
+    assert section.html == "<div class='ours'>1 blocks</div>"
+    assert section_for("json", {"a": 1}).html.startswith("<pre>")  # without it: the packaged one
+    report = build_report(
+        title="T <b>",
+        rev="main",
+        sha=A,
+        baseline_rev=None,
+        baseline_sha=None,
+        inputs={"metrics": {A: {"m.json": {"acc": 0.9}}}},
+        sections=[section],
+        templates_dir=str(tmp_path),
+    )
+    assert report.html.startswith('<main><h1 class="ours">T &lt;b&gt;</h1><table>')  # escaped in ours as well
+    assert "<td>m.json</td><td>acc</td><td class='num'>0.9</td>" in report.html  # the packaged table.html.j2
+    assert "<section><div class='ours'>1 blocks</div></section>" in report.html
+    assert "<style>" not in report.html
+    default = build_report(title="T", rev="main", sha=A, baseline_rev=None, baseline_sha=None, inputs={})
+    assert "<style>" in default.html
+    missing = build_report(
+        title="T", rev="main", sha=A, baseline_rev=None, baseline_sha=None, inputs={}, templates_dir=str(tmp_path / "x")
+    )
+    assert missing.html == default.html  # a folder that is not there: the packaged templates
