@@ -35,6 +35,7 @@ def test_every_declared_option_has_a_reader_and_a_default_from_the_provider_info
         "reports_dir",
         "reports_conn_id",
         "report_retention_days",
+        "report_templates",
         "compute_job_base",
         "compute_backend",
         "sandbox",
