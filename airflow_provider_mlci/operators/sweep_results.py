@@ -6,7 +6,6 @@ the ranking itself is :func:`~airflow_provider_mlci.core.experiments.sweep.rank_
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -122,18 +121,14 @@ class SweepLeaderboardOperator(BaseOperator):
         return found
 
     def _write_report(self, context: Context, summary: Mapping[str, Any]) -> str:
-        from airflow_provider_mlci.core.reports.html import section_for
+        from airflow_provider_mlci import settings
+        from airflow_provider_mlci.core.reports.html import section_for, sections_page
         from airflow_provider_mlci.report_store import store_task_report
 
-        ti = context["ti"]
-        title = self.title or f"{ti.dag_id}: sweep leaderboard"
-        section = section_for("Leaderboard", summary)
-        md = [f"# {title}", "", section.markdown, ""]
-        page = (
-            f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"</head><body><h1>{html.escape(title)}</h1>{section.html}</body></html>\n"
-        )
-        files = {"report.md": "\n".join(md).encode(), "report.html": page.encode()}
+        templates_dir = settings.report_templates() or None
+        title = self.title or f"{context['ti'].dag_id}: sweep leaderboard"
+        section = section_for("Leaderboard", summary, templates_dir=templates_dir)
+        files = sections_page(title, [section], templates_dir=templates_dir)
         outcome = {key: summary.get(key) for key in ("best", "target_met", "succeeded", "failed", "skipped")}
         uri = store_task_report(context, files, outcome, base=self.report_base, conn_id=self.report_conn_id)
         self.log.info("Leaderboard report: %s/report.html", uri)

@@ -25,7 +25,16 @@ from typing import Any, NamedTuple
 from airflow_provider_mlci.core.dvc.metrics import flatten_metrics
 from airflow_provider_mlci.core.reports.templating import render
 
-__all__ = ["Cell", "Report", "ReportImage", "ReportSection", "build_report", "section_for", "trend_spec"]
+__all__ = [
+    "Cell",
+    "Report",
+    "ReportImage",
+    "ReportSection",
+    "build_report",
+    "section_for",
+    "sections_page",
+    "trend_spec",
+]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _MIME = {".svg": "image/svg+xml", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
@@ -246,6 +255,20 @@ def section_for(title: str, value: Any, *, templates_dir: str | None = None) -> 
         markdown, blocks = f"```json\n{text}\n```", [{"kind": "pre", "text": text}]
     html = render("section.html.j2", templates_dir=templates_dir, blocks=blocks).strip()
     return ReportSection(title=title, markdown=markdown, html=html)
+
+
+def sections_page(
+    title: str, sections: Sequence[ReportSection], *, templates_dir: str | None = None
+) -> dict[str, bytes]:
+    """``report.md`` and ``report.html`` of a report made of sections alone (the sweep leaderboard).
+
+    :param title: the page's heading
+    :param sections: its sections, in order
+    :param templates_dir: a folder whose templates replace the packaged ones of the same name
+    """
+    markdown = "\n".join([f"# {title}", "", *(f"{section.markdown}\n" for section in sections)])
+    page = render("page.html.j2", templates_dir=templates_dir, title=title, sections=sections)
+    return {"report.md": markdown.encode(), "report.html": page.encode()}
 
 
 def trend_spec(metric: str, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -239,3 +239,18 @@ def test_a_template_in_the_templates_dir_replaces_the_packaged_one(tmp_path):
         title="T", rev="main", sha=A, baseline_rev=None, baseline_sha=None, inputs={}, templates_dir=str(tmp_path / "x")
     )
     assert missing.html == default.html  # a folder that is not there: the packaged templates
+
+
+def test_a_page_of_sections_escapes_its_title_and_keeps_the_sections_own_html(tmp_path):
+    from airflow_provider_mlci.core.reports.html import sections_page
+
+    board = section_for("Leaderboard", {"leaderboard": {"objective": XSS, "goal": "max", "trials": []}, "best": None})
+    files = sections_page(f"sweep {XSS}", [board])
+    page = files["report.html"].decode()
+    assert XSS not in page
+    assert "<title>sweep &lt;script&gt;" in page
+    assert "<h2>Leaderboard</h2>" in page
+    assert board.html in page  # built (and escaped) by section.html.j2: not escaped twice
+    assert files["report.md"].decode() == f"# sweep {XSS}\n\n{board.markdown}\n"
+    (tmp_path / "page.html.j2").write_text("custom {{ title }} {{ sections | length }}")
+    assert sections_page("T", [board], templates_dir=str(tmp_path))["report.html"] == b"custom T 1"
