@@ -10,9 +10,11 @@ Uses the GitHub provider's ``github`` connection, read as its ``GithubHook`` rea
 - or, without a token, extra ``app_id``, ``installation_id`` and ``private_key`` (or ``key_path``):
   a GitHub App, whose installation token is fetched for the task.
 
-The REST API is spoken with ``httpx`` (imported on first use, like PyGithub for apps). The token
-travels only in the ``Authorization`` header to the connection's own host; it is masked in the task
-log and taken out of every error message, and pagination links to another host are refused.
+The REST API is spoken through PyGithub (imported on first use), set for a task: no pause between
+requests; a failed connection, or a 502/503/504 on a read, is tried again twice within a second (a
+``Retry-After`` over 10 s ends the call instead: the task retries later). Credentials travel only to
+the connection's own scheme, host and port (pagination links elsewhere are refused); the token is
+masked in the task log and taken out of every error message.
 
 A report comment carries a hidden marker line, ``<!-- mlci-report: <key> -->``; a later run
 finds the comment with the same marker (through every page of comments) and edits it, so a pull
@@ -23,6 +25,8 @@ a comment; a longer report is cut at a line boundary with a note that links the 
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +45,11 @@ from airflow_provider_mlci.exceptions import (
 )
 
 if TYPE_CHECKING:
-    import httpx
+    from github import Github, GithubException
+    from github.Auth import Auth
+    from github.CommitComment import CommitComment
+    from github.IssueComment import IssueComment
+    from urllib3.util.retry import Retry
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -50,7 +58,6 @@ __all__ = [
     "STATES",
     "CommentTarget",
     "ForgeHook",
-    "GitHubClient",
     "check_state",
     "compose_body",
     "marker_for",
@@ -64,6 +71,10 @@ MAX_BODY_CHARS = 65_536
 MAX_DESCRIPTION_CHARS = 140
 #: The states of a commit status.
 STATES = ("success", "failure", "pending", "error")
+#: How often a failed connection, or a 502/503/504 on a read, is tried again within one call.
+RETRIES = 2
+#: The longest ``Retry-After``, in seconds, waited out within one call; a longer one fails it.
+LONGEST_RETRY_AFTER = 10
 
 _OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -124,21 +135,6 @@ class CommentTarget:
         if self.pr_number is not None:
             return f"pull request #{self.pr_number} of {self.repo}"
         return f"commit {str(self.commit_sha)[:12]} of {self.repo}"
-
-    @property
-    def comments_path(self) -> str:
-        """The API path listing (GET) and creating (POST) the target's comments."""
-        if self.pr_number is not None:
-            return f"/repos/{self.repo}/issues/{self.pr_number}/comments"
-        return f"/repos/{self.repo}/commits/{self.commit_sha}/comments"
-
-    def comment_path(self, comment_id: int) -> str:
-        """The API path of one of the target's comments (PATCH edits it).
-
-        :param comment_id: the comment's ``id``
-        """
-        kind = "issues/comments" if self.pr_number is not None else "comments"
-        return f"/repos/{self.repo}/{kind}/{int(comment_id)}"
 
     @property
     def write_permission(self) -> str:
@@ -275,257 +271,55 @@ def _block_state(line: str, fence: str | None, details: int) -> tuple[str | None
     return None, max(details, 0)
 
 
-# ------------------------------------------------------------------------------------ the REST client
+# ------------------------------------------------------------------------------------ PyGithub, set for a task
 
 
-class GitHubClient:
-    """A small client of GitHub's REST API for report comments and commit statuses.
+#: The tokens this process sent, taken out of error messages (Airflow's masker covers the task log).
+_TOKENS: set[str] = set()
 
-    It imports no Airflow; :class:`ForgeHook` builds it from a connection. Errors are raised as
-    :class:`ForgeError` subclasses naming the repository and target, never the token.
 
-    :param base_url: the API's base URL (``https://api.github.com`` or ``https://<host>/api/v3``)
-    :param token: the token sent as ``Authorization: Bearer <token>``
-    :param conn_id: the connection's id, named in errors
-    :param timeout: seconds to wait for GitHub per request
-    :param per_page: comments per page when listing (GitHub allows at most 100)
-    :param transport: an ``httpx`` transport (tests)
+def _scrub(text: object) -> str:
+    shown = str(text)
+    for token in _TOKENS:
+        shown = shown.replace(token, "***")
+    return shown
+
+
+def _retry(total: int) -> Retry:
+    """urllib3 retries for PyGithub: ``total`` more tries of a failed connection, or of a read answered 502-504.
+
+    A write is not sent again once GitHub answered it (a comment would be posted twice); a
+    ``Retry-After`` up to :data:`LONGEST_RETRY_AFTER` is waited out, a longer one ends the retries.
     """
+    return _bounded_retry()(
+        total=total,
+        connect=total,
+        read=0,
+        status=total,
+        other=0,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=(502, 503, 504),
+        backoff_factor=0.5,
+        raise_on_status=False,
+    )
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        conn_id: str = "github_default",
-        timeout: float = 30.0,
-        per_page: int = 100,
-        transport: Any = None,
-    ) -> None:
-        import httpx
 
-        from airflow_provider_mlci import __version__
+@functools.cache
+def _bounded_retry() -> type[Retry]:
+    """urllib3's ``Retry``, made on first use (urllib3 is not imported with this module)."""
+    from urllib3.exceptions import MaxRetryError, ResponseError
+    from urllib3.util.retry import Retry
 
-        self.base_url = base_url.rstrip("/")
-        self.conn_id = conn_id
-        self.per_page = per_page
-        self._token = token
-        self._origin = _origin(self.base_url)
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={
-                "Accept": "application/vnd.github+json",
-                "Authorization": f"Bearer {token}",
-                "User-Agent": f"airflow-provider-mlci/{__version__}",
-                "X-GitHub-Api-Version": _API_VERSION,
-            },
-            timeout=timeout,
-            follow_redirects=True,
-            transport=transport,
-        )
+    class BoundedRetry(Retry):
+        """A ``Retry`` that waits out a short ``Retry-After`` and gives up on a long one."""
 
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        def increment(self, method=None, url=None, response=None, *args, **kwargs):
+            wait = self.get_retry_after(response) if response is not None else None
+            if wait is not None and wait > LONGEST_RETRY_AFTER:
+                raise MaxRetryError(kwargs.get("_pool"), url, ResponseError(f"GitHub asks to wait {wait:g} s"))
+            return super().increment(method, url, response, *args, **kwargs)
 
-    def __enter__(self) -> GitHubClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"GitHubClient(base_url={self.base_url!r}, conn_id={self.conn_id!r})"
-
-    # -------------------------------------------------------------- comments
-
-    def iter_comments(self, target: CommentTarget) -> Iterator[dict[str, Any]]:
-        """Yield the comments of ``target``, oldest first, following every ``rel="next"`` page.
-
-        :param target: the pull request or commit
-        """
-        url: str | None = target.comments_path
-        params: dict[str, Any] | None = {"per_page": self.per_page}
-        while url is not None:
-            response = self._request("GET", url, what=str(target), params=params)
-            page = response.json()
-            if not isinstance(page, list):
-                raise ForgeError(f"GitHub answered the comments of {target} with {type(page).__name__}, not a list.")
-            yield from page
-            url = response.links.get("next", {}).get("url")
-            params = None  # the next link carries them
-            if url is not None and _origin(url) != self._origin:
-                raise ForgeError(
-                    f"GitHub's next page of comments of {target} is on another host ({_origin(url)}); not following "
-                    "it with the connection's token."
-                )
-
-    def find_comment(self, target: CommentTarget, marker: str) -> dict[str, Any] | None:
-        """Return the first (oldest) comment of ``target`` that has the line ``marker``, or ``None``.
-
-        :param target: the pull request or commit
-        :param marker: the line from :func:`marker_for`
-        """
-        for comment in self.iter_comments(target):
-            body = comment.get("body") or ""
-            if any(line.strip() == marker for line in body.splitlines()):
-                return comment
-        return None
-
-    def create_comment(self, target: CommentTarget, body: str) -> dict[str, Any]:
-        """Add a comment to ``target`` and return it.
-
-        :param target: the pull request or commit
-        :param body: the Markdown
-        """
-        return self._request(
-            "POST", target.comments_path, what=str(target), json={"body": body}, permission=target.write_permission
-        ).json()
-
-    def update_comment(self, target: CommentTarget, comment_id: int, body: str) -> dict[str, Any]:
-        """Replace the body of comment ``comment_id`` of ``target`` and return the comment.
-
-        :param target: the pull request or commit
-        :param comment_id: the comment's ``id``
-        :param body: the Markdown
-        """
-        return self._request(
-            "PATCH",
-            target.comment_path(comment_id),
-            what=f"comment {comment_id} on {target}",
-            json={"body": body},
-            permission=target.write_permission,
-        ).json()
-
-    def upsert_comment(self, target: CommentTarget, body: str, *, marker: str) -> dict[str, Any]:
-        """Edit the comment of ``target`` that has ``marker``, or add one; return what happened.
-
-        Returns ``{"comment_id", "url", "created", "changed"}``: ``url`` is the comment's page,
-        ``created`` whether it is new, ``changed`` whether its body changed.
-
-        :param target: the pull request or commit
-        :param body: the Markdown, holding the line ``marker``
-        :param marker: the line from :func:`marker_for`
-        """
-        existing = self.find_comment(target, marker)
-        if existing is None:
-            comment, created, changed = self.create_comment(target, body), True, True
-        elif existing.get("body") == body:
-            comment, created, changed = existing, False, False
-        else:
-            comment, created, changed = self.update_comment(target, int(existing["id"]), body), False, True
-        return {"comment_id": comment["id"], "url": comment.get("html_url"), "created": created, "changed": changed}
-
-    # -------------------------------------------------------------- statuses
-
-    def head_sha(self, target: CommentTarget) -> str:
-        """Return the commit at the head of the pull request ``target`` now.
-
-        :param target: a pull request
-        """
-        pull = self._request("GET", f"/repos/{target.repo}/pulls/{target.pr_number}", what=str(target)).json()
-        try:
-            return str(pull["head"]["sha"])
-        except (KeyError, TypeError) as exc:
-            raise ForgeError(f"GitHub's answer for {target} has no head commit.") from exc
-
-    def set_status(
-        self,
-        repo: str,
-        sha: str,
-        state: str,
-        *,
-        context: str,
-        description: str | None = None,
-        target_url: str | None = None,
-    ) -> dict[str, Any]:
-        """Set the commit status ``context`` of ``sha`` and return it.
-
-        :param repo: ``owner/name``
-        :param sha: the full commit id
-        :param state: ``success``, ``failure``, ``pending`` or ``error``
-        :param context: the status's name, e.g. ``mlci/gate``
-        :param description: a short text (cut to 140 characters)
-        :param target_url: the page the status links to
-        """
-        payload: dict[str, Any] = {"state": check_state(state), "context": context}
-        if description:
-            payload["description"] = clip(description, MAX_DESCRIPTION_CHARS)
-        if target_url:
-            payload["target_url"] = target_url
-        return self._request(
-            "POST",
-            f"/repos/{repo}/statuses/{sha}",
-            what=f"commit {sha[:12]} of {repo}",
-            json=payload,
-            permission="'Commit statuses: write' (classic tokens: 'repo:status')",
-        ).json()
-
-    def rate_limit(self) -> dict[str, Any]:
-        """Return ``GET /rate_limit`` (reading it costs no quota)."""
-        return self._request("GET", "/rate_limit", what="the rate limit").json()
-
-    # -------------------------------------------------------------- transport
-
-    def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        what: str,
-        params: dict[str, Any] | None = None,
-        json: Any = None,
-        permission: str | None = None,
-    ) -> httpx.Response:
-        import httpx
-
-        try:
-            response = self._http.request(method, url, params=params, json=json)
-        except httpx.TimeoutException as exc:
-            raise ForgeUnavailableError(
-                f"GitHub at {self.base_url} did not answer in time ({method} for {what}): {self._scrub(exc)}"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise ForgeUnavailableError(
-                f"Cannot reach GitHub at {self.base_url} ({method} for {what}): {self._scrub(exc)}"
-            ) from exc
-        if response.status_code >= 400:
-            raise self._error(response, method=method, what=what, permission=permission)
-        return response
-
-    def _error(self, response: httpx.Response, *, method: str, what: str, permission: str | None) -> ForgeError:
-        status = response.status_code
-        detail = self._scrub(_github_message(response))
-        said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
-        if status == 401:
-            return ForgeAuthError(
-                f"GitHub at {self.base_url} refused the token of connection {self.conn_id!r} for {what} ({said}): "
-                "it is missing, invalid or expired."
-            )
-        if status in (403, 429) and _rate_limited(response, detail):
-            wait = _retry_after(response)
-            return ForgeUnavailableError(
-                f"GitHub limited our request rate for {what} ({said})"
-                + (f"; it asks to wait {wait} s." if wait is not None else ".")
-            )
-        if status == 403:
-            needs = f" The token needs {permission}." if permission else ""
-            return ForgeAuthError(
-                f"GitHub at {self.base_url} refused {method} for {what} with the token of connection "
-                f"{self.conn_id!r} ({said}).{needs}"
-            )
-        if status == 404:
-            return ForgeNotFoundError(
-                f"GitHub at {self.base_url} has no {what} ({said}), or the token of connection {self.conn_id!r} "
-                "cannot see the repository."
-            )
-        if status == 429 or status >= 500:
-            return ForgeUnavailableError(f"GitHub at {self.base_url} failed {method} for {what} ({said}).")
-        return ForgeError(f"GitHub at {self.base_url} refused {method} for {what} ({said}).")
-
-    def _scrub(self, text: Any) -> str:
-        shown = str(text)
-        return shown.replace(self._token, "***") if self._token else shown
+    return BoundedRetry
 
 
 def clip(text: str, limit: int) -> str:
@@ -538,20 +332,11 @@ def clip(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
-def _github_message(response: httpx.Response) -> str:
+def _github_message(data: Any) -> str:
     """GitHub's ``message`` and the messages of its ``errors``, on one short line."""
-    try:
-        data = response.json()
-    except ValueError:
-        return clip(response.text, 300)
     if not isinstance(data, dict):
         return ""
-    parts = [str(data.get("message") or "")]
+    parts = [str(data.get("message") or data.get("data") or "")]
     for error in data.get("errors") or []:
         if isinstance(error, dict):
             parts.append(str(error.get("message") or " ".join(str(error.get(k, "")) for k in ("field", "code"))))
@@ -560,21 +345,12 @@ def _github_message(response: httpx.Response) -> str:
     return clip("; ".join(p for p in parts if p.strip()), 300)
 
 
-def _rate_limited(response: httpx.Response, detail: str) -> bool:
-    return (
-        response.status_code == 429
-        or response.headers.get("x-ratelimit-remaining") == "0"
-        or "retry-after" in response.headers
-        or "rate limit" in detail.lower()
-    )
-
-
-def _retry_after(response: httpx.Response) -> int | None:
-    value = response.headers.get("retry-after")
+def _retry_after(headers: dict[str, str]) -> int | None:
+    value = headers.get("retry-after")
     if value and value.strip().isdigit():
         return int(value)
-    reset = response.headers.get("x-ratelimit-reset")
-    if response.headers.get("x-ratelimit-remaining") == "0" and reset and reset.isdigit():
+    reset = headers.get("x-ratelimit-reset")
+    if headers.get("x-ratelimit-remaining") == "0" and reset and reset.isdigit():
         import time
 
         return max(int(reset) - int(time.time()), 0)
@@ -585,10 +361,13 @@ def _retry_after(response: httpx.Response) -> int | None:
 
 
 class ForgeHook(BaseHook):
-    """Post report comments and commit statuses on GitHub through a ``github`` connection.
+    """Post report comments and commit statuses on GitHub through a ``github`` connection, with PyGithub.
+
+    Errors are raised as :class:`ForgeError` subclasses naming the repository and target, never the token.
 
     :param github_conn_id: the GitHub provider's connection (token in ``password``, API URL in ``host``)
     :param timeout: seconds to wait for GitHub per request
+    :param retries: how often a failed connection, or a 502/503/504 on a read, is tried again
     """
 
     conn_name_attr = "github_conn_id"
@@ -596,17 +375,51 @@ class ForgeHook(BaseHook):
     conn_type = "github"
     hook_name = "GitHub (report comments)"
 
-    def __init__(self, github_conn_id: str = default_conn_name, *, timeout: float = 30.0, **kwargs: Any) -> None:
+    def __init__(
+        self, github_conn_id: str = default_conn_name, *, timeout: float = 30.0, retries: int = RETRIES, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.github_conn_id = github_conn_id
         self.timeout = timeout
+        self.retries = retries
+        self.base_url = DEFAULT_API_URL
+        self._github: Github | None = None
 
-    def get_credentials(self) -> tuple[str, str]:
-        """Return the API's base URL and a token from the connection (the token is masked in logs).
+    def get_conn(self) -> Github:
+        """Return a PyGithub client on the connection, made once; a GitHub App's token is fetched here.
 
         :raises ConnectionNotFoundError: the connection does not exist
         :raises MlciConfigError: it holds neither a token nor a GitHub App
         """
+        if self._github is not None:
+            return self._github
+        import github
+
+        from airflow_provider_mlci import __version__
+
+        self.base_url, auth = self._read_connection()
+        client = github.Github(
+            auth=github.Auth.Token(auth) if isinstance(auth, str) else auth,
+            base_url=self.base_url,
+            timeout=max(math.ceil(self.timeout), 1),
+            user_agent=f"airflow-provider-mlci/{__version__}",
+            retry=_retry(self.retries),
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            lazy=True,  # objects are made from ids without a request
+            api_version=_API_VERSION,
+        )
+        self._token(client)
+        self._github = client
+        return client
+
+    def get_credentials(self) -> tuple[str, str]:
+        """Return the API's base URL and the token (a GitHub App's installation token), masked in logs."""
+        self.get_conn()
+        return self.base_url, self._token()
+
+    def _read_connection(self) -> tuple[str, str | Auth]:
+        """The API's base URL, and the token or the GitHub App installation of the connection."""
         from airflow.providers.common.compat.sdk import AirflowNotFoundException
         from airflow.sdk.log import mask_secret
 
@@ -626,16 +439,14 @@ class ForgeHook(BaseHook):
             return base_url, conn.password
         extra = conn.extra_dejson or {}
         if extra.get("app_id") and extra.get("installation_id"):
-            token = self._installation_token(base_url, extra)
-            mask_secret(token)
-            return base_url, token
+            return base_url, self._app_auth(extra)
         raise MlciConfigError(
             f"The connection {self.github_conn_id!r} has no token: put one in its password, or give a GitHub App's "
             "app_id, installation_id and private_key (or key_path) in its extra."
         )
 
-    def _installation_token(self, base_url: str, extra: dict[str, Any]) -> str:
-        """A GitHub App installation token, as the GitHub provider's hook makes one (PyGithub)."""
+    def _app_auth(self, extra: dict[str, Any]) -> Auth:
+        """A GitHub App installation's authentication, from the connection's extra."""
         from airflow.sdk.log import mask_secret
 
         private_key = extra.get("private_key")
@@ -657,53 +468,95 @@ class ForgeHook(BaseHook):
             installation_id = int(extra["installation_id"])
         except (TypeError, ValueError) as exc:
             raise MlciConfigError(f"Connection {self.github_conn_id!r}: installation_id must be a number.") from exc
+        from github import Auth
 
-        try:
-            import requests
-            from github import Auth, GithubException, GithubIntegration
-        except ImportError as exc:
-            raise MlciConfigError(
-                f"Connection {self.github_conn_id!r} authenticates as a GitHub App, which needs PyGithub: "
-                "install airflow-provider-mlci[github] (a token in the connection's password needs no extra)."
-            ) from exc
+        return Auth.AppAuth(extra["app_id"], private_key).get_installation_auth(installation_id)
 
-        app = GithubIntegration(auth=Auth.AppAuth(extra["app_id"], private_key), base_url=base_url, retry=0)
-        where = f"installation {installation_id} of app {extra['app_id']}"
-        try:
-            return app.get_access_token(installation_id).token
-        except GithubException as exc:
-            message = f"GitHub at {base_url} refused a token for {where} (HTTP {exc.status})."
-            if exc.status in (401, 403):
-                raise ForgeAuthError(message + " Check app_id and the private key.") from exc
-            if exc.status == 404:
-                raise ForgeNotFoundError(message + " Is the app installed there?") from exc
-            raise ForgeUnavailableError(message) from exc
-        except requests.RequestException as exc:
-            raise ForgeUnavailableError(f"Cannot reach GitHub at {base_url} for {where}: {type(exc).__name__}") from exc
-        finally:
-            app.close()
+    def _token(self, client: Github | None = None) -> str:
+        """The token sent: a GitHub App's installation token is fetched on first use and when it expires."""
+        from airflow.sdk.log import mask_secret
 
-    @contextlib.contextmanager
-    def client(self) -> Iterator[GitHubClient]:
-        """Yield a :class:`GitHubClient` on the connection, closed on exit."""
-        base_url, token = self.get_credentials()
-        with GitHubClient(base_url, token, conn_id=self.github_conn_id, timeout=self.timeout) as client:
-            yield client
+        auth = (client or self.get_conn()).requester.auth
+        app = f"installation {getattr(auth, 'installation_id', '')} of app {getattr(auth, 'app_id', '')}"
+        with self._errors("POST", f"a token for {app}", app=True):  # an app's token is fetched here
+            token = auth.token
+        if token not in _TOKENS:
+            _TOKENS.add(token)
+            mask_secret(token)
+        return token
+
+    def find_comment(self, target: CommentTarget, marker: str) -> IssueComment | CommitComment | None:
+        """Return the first (oldest) comment of ``target`` that has the line ``marker``, or ``None``.
+
+        Follows every ``rel="next"`` page, on the API's own host only.
+
+        :param target: the pull request or commit
+        :param marker: the line from :func:`marker_for`
+        """
+        from github.CommitComment import CommitComment
+        from github.IssueComment import IssueComment
+        from requests.utils import parse_header_links
+
+        kind = IssueComment if target.pr_number is not None else CommitComment
+        requester = self.get_conn().requester
+        url: str | None = f"{self._parent(target).url}/comments"
+        params: dict[str, Any] | None = {"per_page": 100}
+        while url is not None:
+            self._check_origin(url, f"a page of comments of {target}")
+            with self._errors("GET", str(target)):
+                headers, page = requester.requestJsonAndCheck("GET", url, parameters=params)
+            if not isinstance(page, list):
+                raise ForgeError(f"GitHub answered the comments of {target} with {type(page).__name__}, not a list.")
+            for item in page:
+                if any(line.strip() == marker for line in str(item.get("body") or "").splitlines()):
+                    return kind(requester, headers, item, completed=True)
+            links = parse_header_links(str(headers.get("link") or ""))
+            url, params = next((link["url"] for link in links if link.get("rel") == "next"), None), None
+        return None
+
+    def create_comment(self, target: CommentTarget, body: str) -> IssueComment | CommitComment:
+        """Add a comment to ``target`` and return it.
+
+        :param target: the pull request or commit
+        :param body: the Markdown
+        """
+        with self._errors("POST", str(target), permission=target.write_permission):
+            return self._parent(target).create_comment(body)
 
     def upsert_comment(self, target: CommentTarget, body: str, *, marker: str) -> dict[str, Any]:
-        """Edit the comment of ``target`` that has ``marker``, or add one.
+        """Edit the comment of ``target`` that has ``marker``, or add one; return what happened.
 
-        Returns ``{"comment_id", "url", "created", "changed"}``.
+        Returns ``{"comment_id", "url", "created", "changed"}``: ``url`` is the comment's page,
+        ``created`` whether it is new, ``changed`` whether its body changed.
 
         :param target: the pull request or commit
         :param body: the Markdown, holding the line ``marker``
         :param marker: the line from :func:`marker_for`
         """
-        with self.client() as client:
-            result = client.upsert_comment(target, body, marker=marker)
-        verb = "Added" if result["created"] else ("Updated" if result["changed"] else "Kept (unchanged)")
-        self.log.info("%s the report comment on %s: %s", verb, target, result["url"])
-        return result
+        comment = self.find_comment(target, marker)
+        created = comment is None
+        changed = created or comment.body != body
+        if comment is None:
+            comment = self.create_comment(target, body)
+        elif changed:
+            what = f"comment {comment.id} on {target}"
+            self._check_origin(comment.url, what)
+            with self._errors("PATCH", what, permission=target.write_permission):
+                comment.edit(body)
+        verb = "Added" if created else ("Updated" if changed else "Kept (unchanged)")
+        self.log.info("%s the report comment on %s: %s", verb, target, comment.html_url)
+        return {"comment_id": comment.id, "url": comment.html_url, "created": created, "changed": changed}
+
+    def head_sha(self, target: CommentTarget) -> str:
+        """Return the commit at the head of the pull request ``target`` now.
+
+        :param target: a pull request
+        """
+        with self._errors("GET", str(target)):
+            head = self.get_conn().get_repo(target.repo).get_pull(int(target.pr_number or 0)).head
+        if head is None or not head.sha:
+            raise ForgeError(f"GitHub's answer for {target} has no head commit.")
+        return str(head.sha)
 
     def set_status(
         self,
@@ -726,25 +579,114 @@ class ForgeHook(BaseHook):
         :param description: a short text (cut to 140 characters)
         :param target_url: the page the status links to
         """
+        from github.GithubObject import NotSet
+
         state = check_state(state)
-        with self.client() as client:
-            if sha is None:
-                sha = target.commit_sha if target.commit_sha is not None else client.head_sha(target)
-            status = client.set_status(
-                target.repo, sha, state, context=context, description=description, target_url=target_url
+        if sha is None:
+            sha = target.commit_sha if target.commit_sha is not None else self.head_sha(target)
+        needs = "'Commit statuses: write' (classic tokens: 'repo:status')"
+        with self._errors("POST", f"commit {sha[:12]} of {target.repo}", permission=needs):
+            status = (
+                self.get_conn()
+                .get_repo(target.repo)
+                .get_commit(sha)
+                .create_status(
+                    state,
+                    target_url=target_url or NotSet,
+                    description=clip(description, MAX_DESCRIPTION_CHARS) if description else NotSet,
+                    context=context,
+                )
             )
         self.log.info("Set status %s=%s on commit %s of %s", context, state, sha[:12], target.repo)
         keys = ("state", "context", "description", "target_url")
-        return {"sha": sha, **{key: status.get(key) for key in keys}}
+        return {"sha": sha, **{key: getattr(status, key) for key in keys}}
 
     def test_connection(self) -> tuple[bool, str]:
         """Check that GitHub accepts the token (``GET /rate_limit``), for the UI's Test button."""
         from airflow_provider_mlci.exceptions import MlciError
 
         try:
-            with self.client() as client:
-                client.rate_limit()
-                base_url = client.base_url
+            github = self.get_conn()
+            with self._errors("GET", "the rate limit"):
+                github.get_rate_limit()
         except MlciError as exc:
             return False, str(exc)
-        return True, f"GitHub at {base_url} accepted the token."
+        return True, f"GitHub at {self.base_url} accepted the token."
+
+    def _parent(self, target: CommentTarget) -> Any:
+        """The pull request's issue or the commit, as a lazy PyGithub object (no request)."""
+        repo = self.get_conn().get_repo(target.repo)
+        return (
+            repo.get_issue(target.pr_number)
+            if target.pr_number is not None
+            else repo.get_commit(str(target.commit_sha))
+        )
+
+    def _check_origin(self, url: str, what: str) -> None:
+        """Refuse ``url`` for ``what`` unless it is a path or on the API's own scheme, host and port."""
+        parts, ours = urlsplit(url.lower()), urlsplit(self.base_url.lower())
+        if (parts.scheme or parts.netloc) and (parts.scheme, parts.netloc) != (ours.scheme, ours.netloc):
+            raise ForgeError(
+                f"GitHub sent {what} on another host ({parts.scheme}://{parts.netloc}); not following it with the "
+                "connection's credentials."
+            )
+
+    @contextlib.contextmanager
+    def _errors(self, method: str, what: str, *, permission: str | None = None, app: bool = False) -> Iterator[None]:
+        """Raise PyGithub's and requests' errors in the block as ours, naming ``what``, without the token."""
+        import requests
+        from github import GithubException
+
+        try:
+            yield
+        except GithubException as exc:
+            # not chained: GitHub's answer, in ours scrubbed, may echo what was sent
+            raise self._error(exc, method=method, what=what, permission=permission, app=app) from None
+        except requests.Timeout as exc:
+            raise ForgeUnavailableError(
+                f"GitHub at {self.base_url} did not answer in time ({method} for {what}): {_scrub(exc)}"
+            ) from exc
+        except requests.RequestException as exc:
+            raise ForgeUnavailableError(
+                f"Cannot reach GitHub at {self.base_url} ({method} for {what}): {_scrub(exc)}"
+            ) from exc
+
+    def _error(self, exc: GithubException, *, method: str, what: str, permission: str | None, app: bool) -> ForgeError:
+        from github import RateLimitExceededException
+
+        status, headers = exc.status, {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
+        detail = _scrub(_github_message(exc.data))
+        said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+        if app:
+            message = f"GitHub at {self.base_url} refused {what} ({said})."
+            if status in (401, 403):
+                return ForgeAuthError(message + " Check app_id and the private key.")
+            if status == 404:
+                return ForgeNotFoundError(message + " Is the app installed there?")
+            return ForgeUnavailableError(message)
+        if status == 401:
+            return ForgeAuthError(
+                f"GitHub at {self.base_url} refused the token of connection {self.github_conn_id!r} for {what} "
+                f"({said}): it is missing, invalid or expired."
+            )
+        limited = headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers or "rate limit" in detail
+        if isinstance(exc, RateLimitExceededException) or status == 429 or (status == 403 and limited):
+            wait = _retry_after(headers)
+            return ForgeUnavailableError(
+                f"GitHub limited our request rate for {what} ({said})"
+                + (f"; it asks to wait {wait} s." if wait is not None else ".")
+            )
+        if status == 403:
+            needs = f" The token needs {permission}." if permission else ""
+            return ForgeAuthError(
+                f"GitHub at {self.base_url} refused {method} for {what} with the token of connection "
+                f"{self.github_conn_id!r} ({said}).{needs}"
+            )
+        if status == 404:
+            return ForgeNotFoundError(
+                f"GitHub at {self.base_url} has no {what} ({said}), or the token of connection {self.github_conn_id!r} "
+                "cannot see the repository."
+            )
+        if status >= 500:
+            return ForgeUnavailableError(f"GitHub at {self.base_url} failed {method} for {what} ({said}).")
+        return ForgeError(f"GitHub at {self.base_url} refused {method} for {what} ({said}).")

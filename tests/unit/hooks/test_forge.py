@@ -1,7 +1,8 @@
 """ForgeHook against a stand-in for GitHub's REST API (tests/helpers/github_server.py), not GitHub.
 
 No GitHub is reachable from the tests. The stand-in answers the endpoints the hook uses with
-the shapes of GitHub's published REST description, checks the token and records requests.
+the shapes of GitHub's published REST description, checks the token and records requests; the
+hook speaks to it through PyGithub, as it would to GitHub.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
+from airflow_provider_mlci import __version__
 from airflow_provider_mlci.exceptions import (
     ConnectionNotFoundError,
     ForgeAuthError,
@@ -26,7 +28,6 @@ from airflow_provider_mlci.hooks.forge import (
     MAX_BODY_CHARS,
     CommentTarget,
     ForgeHook,
-    GitHubClient,
     check_state,
     compose_body,
     marker_for,
@@ -92,8 +93,8 @@ def test_the_first_post_creates_one_comment_that_starts_with_the_marker(github, 
     }
     assert _writes(github) == [("POST", f"/repos/{REPO}/issues/7/comments")]
     sent = github.requests[-1].headers
-    assert sent["authorization"] == f"Bearer {token}"
-    assert sent["accept"] == "application/vnd.github+json"
+    assert sent["authorization"] == f"token {token}"  # PyGithub's scheme for a token
+    assert sent["user-agent"] == f"airflow-provider-mlci/{__version__}"
     assert sent["x-github-api-version"] == "2022-11-28"
     assert all(token not in r.raw_target for r in github.requests)
 
@@ -249,12 +250,30 @@ def test_not_found_names_the_repo_and_the_pull_request_or_commit(github, connect
 
 
 def test_a_server_error_is_retryable(github, connection):
-    github.fail_next("GET", r"/issues/7/comments$", 502, message="Server Error")
+    github.fail_next("GET", r"/issues/7/comments$", 502, message="Server Error", times=3)
     with pytest.raises(ForgeUnavailableError, match=r"HTTP 502: Server Error") as caught:
         ForgeHook().upsert_comment(PR, compose_body("x", MARKER)[0], marker=MARKER)
     assert caught.value.retryable is True
-    # the retry succeeds
+    assert [r.method for r in github.requests] == ["GET"] * 3  # tried twice more within a second, nothing written
+    # the task's retry succeeds
     assert ForgeHook().upsert_comment(PR, compose_body("x", MARKER)[0], marker=MARKER)["created"] is True
+
+
+def test_a_read_that_fails_once_is_tried_again_but_a_write_is_not(github, connection):
+    github.fail_next("GET", r"/issues/7/comments$", 503, message="Service Unavailable")
+    github.fail_next("POST", r"/issues/7/comments$", 502, message="Server Error")
+    with pytest.raises(ForgeUnavailableError, match=r"HTTP 502"):
+        ForgeHook().upsert_comment(PR, compose_body("x", MARKER)[0], marker=MARKER)
+    assert [r.method for r in github.requests] == ["GET", "GET", "POST"]  # a POST again could comment twice
+
+
+def test_a_long_retry_after_is_not_slept_through(github, connection):
+    github.fail_next("GET", r"/pulls/7$", 503, message="Service Unavailable", headers={"Retry-After": "3600"})
+    with pytest.raises(ForgeUnavailableError, match=r"HTTP 503"):
+        ForgeHook().set_status(PR, "success", context="mlci/gate")
+    assert [r.path for r in github.requests] == [f"/repos/{REPO}/pulls/7"]
+    github.fail_next("GET", r"/pulls/7$", 503, message="Service Unavailable", headers={"Retry-After": "1"})
+    assert ForgeHook().set_status(PR, "success", context="mlci/gate")["sha"] == HEAD  # a short one is waited out
 
 
 @pytest.mark.parametrize(
@@ -275,11 +294,11 @@ def test_rate_limits_are_retryable(github, connection, status, message, headers,
 
 
 def test_a_validation_error_is_not_retried(github, connection):
-    client = GitHubClient(github.url, next(iter(github._tokens)))
-    with client, pytest.raises(ForgeError, match="body is too long") as caught:
-        client.create_comment(PR, "x" * (MAX_BODY_CHARS + 1))
+    with pytest.raises(ForgeError, match="body is too long") as caught:
+        ForgeHook().create_comment(PR, "x" * (MAX_BODY_CHARS + 1))
     assert type(caught.value) is ForgeError
     assert not caught.value.retryable
+    assert [r.method for r in github.requests] == ["POST"]
 
 
 def test_an_unreachable_github_is_retryable(connection):
@@ -319,15 +338,44 @@ def test_the_token_is_in_no_error_and_no_log(github, connection, token, caplog, 
     assert set(masked) == {token}  # registered with Airflow's masker, which redacts task logs
 
 
-def test_a_next_page_on_another_host_is_not_followed():
-    def answer(request: httpx.Request) -> httpx.Response:
-        assert request.url.host == "github.example.com"
-        link = '<https://elsewhere.example.net/repos/acme/fraud-model/issues/7/comments?page=2>; rel="next"'
-        return httpx.Response(200, json=[{"id": 1, "body": "hello"}], headers={"Link": link})
+@pytest.mark.parametrize(
+    "next_url",
+    [
+        "https://elsewhere.example.net/repos/acme/fraud-model/issues/7/comments?page=2",
+        "https://{here}/repos/acme/fraud-model/issues/7/comments?page=2",  # same host, another scheme
+        "http://127.0.0.1:9/repos/acme/fraud-model/issues/7/comments?page=2",  # same host, another port
+    ],
+)
+def test_a_next_page_on_another_host_is_not_followed(connection, next_url):
+    """PyGithub follows ``Link`` headers; the hook refuses a next page off the API's scheme, host and port."""
+    seen = []
 
-    client = GitHubClient("https://github.example.com/api/v3", "tok", transport=httpx.MockTransport(answer))
-    with client, pytest.raises(ForgeError, match=r"another host \(\('https', 'elsewhere.example.net'\)\)"):
-        client.find_comment(PR, MARKER)
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            data = json.dumps([{"id": 1, "body": "hello"}]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Link", f'<{next_url.format(here=here)}>; rel="next"')
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    here = f"127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection("github_linking", host=f"http://{here}/api/v3", password="ghp_links_0123456789")
+        with pytest.raises(ForgeError, match=r"a page of comments of pull request #7.* on another host") as caught:
+            ForgeHook("github_linking").find_comment(PR, MARKER)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("/api/v3/repos/acme/fraud-model/issues/7/comments?per_page=100", "token ghp_links_0123456789")]
+    assert "ghp_links" not in str(caught.value)
 
 
 # ------------------------------------------------------------------------------------ the connection
@@ -387,17 +435,6 @@ def test_a_github_app_connection_gets_an_installation_token(monkeypatch, token):
         monkeypatch.setenv("AIRFLOW_CONN_GITHUB_APP", json.dumps(value))
         with pytest.raises(ForgeNotFoundError, match="installation 78 of app 4242"):
             ForgeHook("github_app").get_credentials()
-
-
-def test_a_github_app_without_pygithub_names_the_extra(monkeypatch):
-    """PyGithub comes with the ``github`` extra only: without it an App connection is a typed error."""
-    monkeypatch.setitem(sys.modules, "github", None)  # as if not installed: importing it fails
-    extra = {"app_id": "4242", "installation_id": 77, "private_key": "-----BEGIN PRIVATE KEY-----\nx\n"}
-    monkeypatch.setenv("AIRFLOW_CONN_GITHUB_APP", json.dumps({"conn_type": "github", "extra": extra}))
-    with pytest.raises(
-        MlciConfigError, match=r"'github_app' authenticates as a GitHub App.*airflow-provider-mlci\[github\]"
-    ):
-        ForgeHook("github_app").get_credentials()
 
 
 # ------------------------------------------------------------------------------------ arguments and body
