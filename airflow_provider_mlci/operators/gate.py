@@ -51,6 +51,10 @@ class GateMixin(DvcWorkspaceMixin):
     allow_different_data: bool
     log: Any
     verify_inputs_by_default = True  # cached metrics are fetched and re-hashed, not streamed
+    template_fields: Sequence[str] = ("model", "rev", "stage")
+    operator_extra_links = (MlciReportLink(),)
+    ui_color = MODEL_BLUE
+    ui_fgcolor = "#ffffff"
 
     def _store(self, arguments: Mapping[str, Any]) -> None:
         """Keep the gate's arguments (the constructor's ``locals()``) as attributes."""
@@ -114,11 +118,6 @@ class ModelGateOperator(GateMixin, BaseOperator):
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
     """
 
-    template_fields: Sequence[str] = ("model", "rev", "stage")
-    operator_extra_links = (MlciReportLink(),)
-    ui_color = MODEL_BLUE
-    ui_fgcolor = "#ffffff"
-
     def __init__(
         self,
         *,
@@ -157,11 +156,6 @@ class ModelGateBranchOperator(GateMixin, BaseBranchOperator):
     :param if_promote: task id(s) to follow when the candidate is better
     :param if_skip: task id(s) to follow otherwise
     """
-
-    template_fields: Sequence[str] = ("model", "rev", "stage")
-    operator_extra_links = (MlciReportLink(),)
-    ui_color = MODEL_BLUE
-    ui_fgcolor = "#ffffff"
 
     def __init__(
         self,
