@@ -150,7 +150,7 @@ class ModelValidationOperator(DvcWorkspaceMixin, BaseOperator):
         from airflow_provider_mlci.core.dvc.ops import json_safe
         from airflow_provider_mlci.core.model.verdict import validate_model, verdict_error
 
-        verdict = validate_model(
+        verdict, label = validate_model(
             workspace,
             model=self.model,
             model_format=self.model_format,
@@ -163,10 +163,9 @@ class ModelValidationOperator(DvcWorkspaceMixin, BaseOperator):
             runner=self._runner,
             log=self.log,
         )
-        label = verdict.pop("label")
         full = {"rev": self.rev, "sha": workspace.sha, **verdict}
         store_json_report(context, VERDICT_KEY, full, f"Model validation: {label}")
         if not verdict["passed"]:
             context["ti"].xcom_push(key=VERDICT_KEY, value=json_safe(full))
-            raise verdict_error({**verdict, "label": label})
+            raise verdict_error(verdict, label)
         return json_safe(verdict)

@@ -51,7 +51,7 @@ def validate_model(
     timeout_s: float = 600.0,
     runner: CommandRunner | None = None,
     log: logging.Logger | Any,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
     """Check the model at the checkout's commit: dependencies, I/O contract, scores.
 
     :param workspace: the checkout
@@ -65,7 +65,8 @@ def validate_model(
     :param timeout_s: how long loading and inference may take
     :param runner: runs the loading process (and stops it when the task is killed)
     :param log: where the score checks are logged (the child logs its own)
-    :returns: ``{"model", "path", "label", "passed", "checks", "failed"}``
+    :returns: ``{"model", "path", "passed", "checks", "failed"}`` and the label the checks name
+        the model by (``<path>@<short commit>``)
     """
     path, name = model_file(workspace, model)
     checked = ModelContract.from_mapping(contract, root=workspace.path) if contract else None
@@ -95,29 +96,28 @@ def validate_model(
         for check in scores:
             log.info("%-6s %s: %s", "ok" if check.passed else "FAILED", check.name, check.detail)
         checks += scores
-    return {
+    verdict = {
         "model": name or path,
         "path": path,
-        "label": label,
         "passed": all(c.passed is True for c in checks),
         "checks": [c.to_json() for c in checks],
         "failed": [c.name for c in checks if c.passed is False],
     }
+    return verdict, label
 
 
-def verdict_error(verdict: Mapping[str, Any]) -> ModelValidationError:
+def verdict_error(verdict: Mapping[str, Any], label: str) -> ModelValidationError:
     """The error of a failed verdict, listing every failed check.
 
     :param verdict: what :func:`validate_model` returned
+    :param label: the model's label, as :func:`validate_model` returned it
     """
     checks = verdict["checks"]
     failed = [c for c in checks if c["passed"] is False]
     lines = "\n".join(f"  - {c['kind']}: {c['name']}: {c['detail']}" for c in failed)
     not_run = sum(c["passed"] is None for c in checks)
     return ModelValidationError(
-        f"Model {verdict['label']} failed {len(failed)} check(s)"
-        + (f" ({not_run} not run)" if not_run else "")
-        + f":\n{lines}"
+        f"Model {label} failed {len(failed)} check(s)" + (f" ({not_run} not run)" if not_run else "") + f":\n{lines}"
     )
 
 
