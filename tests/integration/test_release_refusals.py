@@ -34,7 +34,7 @@ DAG_SOURCE = textwrap.dedent(
     from airflow_provider_mlci.operators.model import ModelGateOperator, PromoteModelOperator
 
     with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-             default_args={{"retries": 2}}):
+             default_args={{"retries": 2, "retry_delay": 0}}):
         {tasks}
     """
 )
