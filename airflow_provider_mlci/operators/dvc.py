@@ -160,8 +160,9 @@ class DvcPushOperator(DvcWorkspaceMixin, BaseOperator):
     """Push what this worker's cache holds of ``targets`` at ``rev`` (and the run-cache) to the remote.
 
     Fails, naming them, if the cache lacks data the revision names that the remote lacks too:
-    after this task, the remote holds everything ``rev`` needs. Returns
-    ``{"repo", "rev", "sha", "pushed", "missing"}``.
+    after this task, the remote holds everything ``rev`` needs. What the cache does hold is
+    pushed first, so a failed push still leaves the remote with everything it could send.
+    Returns ``{"repo", "rev", "sha", "pushed", "missing"}``.
 
     :param rev: branch, tag, commit id or expression (templated)
     :param targets: ``.dvc`` files, stages or tracked paths (templated); default: everything
@@ -219,8 +220,9 @@ class DvcMetricsOperator(DvcWorkspaceMixin, BaseOperator):
     """Metrics and params at ``rev``, and their diff against ``baseline_rev``.
 
     Reads what git holds (no data is pulled). Returns ``{"repo", "rev", "sha", "baseline_rev",
-    "baseline_sha", "metrics", "params", "metrics_diff", "params_diff"}`` with the diffs shaped
-    as ``dvc metrics diff --json`` and ``dvc params diff --json`` shape them.
+    "baseline_sha", "metrics", "params", "metrics_diff", "params_diff", "baseline_metrics"}``
+    with the diffs shaped as ``dvc metrics diff --json`` and ``dvc params diff --json`` shape
+    them, and ``baseline_metrics`` the metrics at ``baseline_rev`` (empty without one).
 
     :param rev: branch, tag, commit id or expression (templated)
     :param baseline_rev: the revision to compare with (templated); default: no diff
