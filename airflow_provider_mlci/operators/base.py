@@ -2,8 +2,10 @@
 
 - :func:`airflow_failures`: the operator boundary, where our errors become Airflow task failures
   of the right kind (a deterministic error is not retried);
-- :class:`DvcWorkspaceMixin`: the arguments, hook and checkout of operators that work in a
-  checkout of the repository at a revision.
+- :class:`DvcHookMixin`: the operator's DVC hook; :class:`DvcWorkspaceMixin`: the arguments and
+  checkout of operators that work in a checkout of the repository at a revision;
+- :class:`GpuHookMixin` and :func:`terminate_without_waiting`: the operator's GPU hook, and
+  terminating what a task launched when it fails or is killed.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ __all__ = [
     "DVC_PURPLE",
     "MODEL_BLUE",
     "SWEEP_COLOR",
+    "DvcHookMixin",
     "DvcWorkspaceMixin",
     "GpuHookMixin",
     "airflow_failures",
     "map_index_of",
     "rendered_int",
     "store_json_report",
+    "terminate_without_waiting",
 ]
 
 #: The colour of the operators that run DVC in a checkout (in the Airflow UI's graph).
@@ -110,7 +114,45 @@ class GpuHookMixin:
         return self.region_name
 
 
-class DvcWorkspaceMixin:
+def terminate_without_waiting(hook: GpuInstanceHook, instance_ids: Sequence[str], log: Any, *, others: str) -> bool:
+    """Terminate ``instance_ids`` without waiting for them to stop; a failure is logged, not raised.
+
+    :param hook: the hook of the instances' region
+    :param instance_ids: the instances (duplicates and empty ids are dropped)
+    :param log: the operator's logger
+    :param others: what terminates them if this fails, for the log line ("the teardown and the reaper")
+    :return: whether the request succeeded (``True`` when there was nothing to terminate)
+    """
+    ids = list(dict.fromkeys(i for i in instance_ids if i))
+    if not ids:
+        return True
+    try:
+        hook.terminate(ids)
+    except Exception:
+        log.exception("Could not terminate %s (%s will)", ids, others)
+        return False
+    return True
+
+
+class DvcHookMixin:
+    """The operator's one :class:`~airflow_provider_mlci.hooks.dvc.DvcHook`, made when first used
+    from its ``dvc_conn_id`` and ``cache_dir``."""
+
+    dvc_conn_id: str
+    cache_dir: str | None
+    #: Verify what is downloaded from the DVC remote unless the connection sets ``verify_objects``:
+    #: on for the operators whose reads a release decision rests on (model checks, gates, promotion).
+    verify_inputs_by_default: ClassVar[bool] = False
+
+    @cached_property
+    def hook(self) -> DvcHook:
+        """The hook for the repository's connection."""
+        from airflow_provider_mlci.hooks.dvc import DvcHook
+
+        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir, verify_by_default=self.verify_inputs_by_default)
+
+
+class DvcWorkspaceMixin(DvcHookMixin):
     """Arguments and plumbing every operator here shares.
 
     :param rev: branch, tag, commit id or expression (templated); ``HEAD`` is the default branch
@@ -123,21 +165,9 @@ class DvcWorkspaceMixin:
     """
 
     rev: str
-    dvc_conn_id: str
-    cache_dir: str | None
     python: str | None = None
     sandbox: bool | Mapping[str, Any] | None = None
     _runner: CommandRunner | None = None
-    #: Verify what is downloaded from the DVC remote unless the connection sets ``verify_objects``:
-    #: on for the operators whose reads a release decision rests on (model checks, gates, promotion).
-    verify_inputs_by_default: ClassVar[bool] = False
-
-    @cached_property
-    def hook(self) -> DvcHook:
-        """The hook for the repository's connection."""
-        from airflow_provider_mlci.hooks.dvc import DvcHook
-
-        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir, verify_by_default=self.verify_inputs_by_default)
 
     def _with_workspace(self, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core.runtime.process import CommandRunner

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.core.data.sources import is_url
 from airflow_provider_mlci.lineage import OpenLineageMixin, storage_dataset
+from airflow_provider_mlci.operators.base import DvcHookMixin
 
 if TYPE_CHECKING:
     from airflow_provider_mlci.core.data.tabular import TableReader
-    from airflow_provider_mlci.hooks.dvc import DvcHook
 
 __all__ = ["PANDERA_GREEN", "DatasetMixin", "check_mode", "is_url"]
 
@@ -25,25 +24,16 @@ PANDERA_GREEN = "#2e7d32"
 _MODES = ("fail", "warn")
 
 
-class DatasetMixin(OpenLineageMixin):
+class DatasetMixin(DvcHookMixin, OpenLineageMixin):
     """Reading a dataset from a DVC repository at a revision, or from object storage (for the
     validation and drift operators)."""
 
-    dvc_conn_id: str
     conn_id: str | None
-    cache_dir: str | None
     format: str | None
     chunk_bytes: int | None
     log: Any
     #: what :meth:`open_dataset` opened, for lineage: ``{"repo", "sha", "path"}`` or ``{"namespace", "name"}``
     _sources: list[dict[str, Any]] | None = None
-
-    @cached_property
-    def hook(self) -> DvcHook:
-        """The hook for the repository's connection."""
-        from airflow_provider_mlci.hooks.dvc import DvcHook
-
-        return DvcHook(self.dvc_conn_id, cache_dir=self.cache_dir)
 
     @contextlib.contextmanager
     def open_dataset(

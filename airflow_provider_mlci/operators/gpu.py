@@ -18,7 +18,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.links.gpu import GpuInstanceLink
-from airflow_provider_mlci.operators.base import GpuHookMixin, airflow_failures, map_index_of
+from airflow_provider_mlci.operators.base import GpuHookMixin, airflow_failures, map_index_of, terminate_without_waiting
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -196,12 +196,7 @@ class GpuCreateInstanceOperator(GpuHookMixin, BaseOperator):
             return
         self.log.error("Terminating instance %s: %s", instance["instance_id"], why)
         self._instance_ids = []
-        try:
-            self.hook.terminate([instance["instance_id"]])
-        except Exception:
-            self.log.exception(
-                "Could not terminate instance %s (teardown and the reaper will)", instance["instance_id"]
-            )
+        terminate_without_waiting(self.hook, [instance["instance_id"]], self.log, others="the teardown and the reaper")
 
     def on_kill(self) -> None:
         """Terminate the instance this try launched or adopted, without waiting."""
@@ -209,10 +204,7 @@ class GpuCreateInstanceOperator(GpuHookMixin, BaseOperator):
         if not ids:
             return
         self.log.warning("Task killed: terminating instance(s) %s", ids)
-        try:
-            self.hook.terminate(ids)
-        except Exception:
-            self.log.exception("Could not terminate %s (teardown and the reaper will)", ids)
+        terminate_without_waiting(self.hook, ids, self.log, others="the teardown and the reaper")
 
 
 class GpuTerminateInstanceOperator(GpuHookMixin, BaseOperator):

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.config import Compute, Ec2Compute, resolve_compute
-from airflow_provider_mlci.operators.base import SWEEP_COLOR, DvcWorkspaceMixin, airflow_failures, map_index_of
+from airflow_provider_mlci.operators.base import (
+    SWEEP_COLOR,
+    DvcWorkspaceMixin,
+    airflow_failures,
+    map_index_of,
+    terminate_without_waiting,
+)
 from airflow_provider_mlci.operators.remote_job import RemoteJobMixin
 
 if TYPE_CHECKING:
@@ -244,13 +250,9 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         """Terminate the trial's instance(s) without waiting; a failure is logged (the sweep's
         teardown, the instance's deadline and the reaper remain)."""
         ids = list(dict.fromkeys(i for i in instance_ids if i))
-        if not ids:
-            return
-        try:
-            self.gpu_hook(region).terminate(ids)
-        except Exception:
-            self.log.exception("Could not terminate %s (the sweep's teardown and the reaper will)", ids)
-        else:
+        if ids and terminate_without_waiting(
+            self.gpu_hook(region), ids, self.log, others="the sweep's teardown and the reaper"
+        ):
             self.log.info("Terminated instance(s) %s of trial %s", ids, self.trial.get("name"))
 
     def _finished(self, result: dict[str, Any]) -> dict[str, Any]:
