@@ -35,10 +35,9 @@ BROUGHT_BY = {
 #: Imported only inside ``try: ... except ImportError`` or as its fallback (a model file's format;
 #: pip's copy of packaging where a project's interpreter lacks packaging).
 GUARDED = {"joblib", "skops", "pip"}
-#: Imported only by what an extra installs: GitHub App tokens; OpenLineage facets (lineage.py and
-#: assets.py import them only once the OpenLineage provider is found).
+#: Imported only by what an extra installs: OpenLineage facets (lineage.py and assets.py import
+#: them only once the OpenLineage provider is found). PyGithub is a requirement of its own.
 BY_EXTRA = {
-    "pygithub": "github",
     "apache-airflow-providers-openlineage": "openlineage",
     "openlineage-python": "openlineage",
     "attrs": "openlineage",
@@ -153,6 +152,7 @@ def _in_type_checking(ancestors: list[ast.AST]) -> bool:
 
 def test_every_third_party_import_is_a_requirement_or_comes_with_one():
     required = install_requires()
+    assert not set(BY_EXTRA) & set(required), "listed as brought by an extra, but a requirement itself"
     unaccounted = {}
     for dist, files in third_party_imports().items():
         if dist in required or dist in BROUGHT_BY or dist in BY_EXTRA:
