@@ -25,6 +25,6 @@ def new_data(project, seed: int, *, rows: int = 600, commit: bool = True) -> Non
 def train(project, epochs: int, branch: str = "main") -> str:
     """Reproduce the pipeline with ``epochs`` training epochs; commit and push it to ``branch``; return the commit."""
     params = project.work / "params.yaml"
-    params.write_text(re.sub(r"epochs: \d+", f"epochs: {epochs}", params.read_text()))
+    params.write_text(re.sub(r"(?m)^(\s*)epochs: \d+", rf"\g<1>epochs: {epochs}", params.read_text()))
     project.dvc("repro", "--quiet")
     return project.commit_and_push(f"Train for {epochs} epochs", branch=branch)

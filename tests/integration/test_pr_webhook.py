@@ -169,7 +169,7 @@ def test_a_signed_delivery_runs_pr_validation_for_a_fork_and_nothing_else_does(a
 
         state = wait_for_run(airflow_cluster, run_id, timeout=240)
         tis = {ti["task_id"]: ti["state"] for ti in airflow_cluster.task_instances(DAG_ID, run_id)}
-        assert state == "success", tis
+        assert state == "success", airflow_cluster.explain(DAG_ID, run_id, lines=40)
         assert tis == PR_IN_SYNC_STATES
         (comment,) = github.comments(REPO, pr_number=7)
         assert "accuracy" in comment["body"]
