@@ -103,7 +103,15 @@ class DvcDataChangedTrigger(BaseEventTrigger):
                     return
                 self.log.warning("Could not look at the data (will look again): %s", exc)
             else:
-                if current["digest"] != last:
+                changed = current["digest"] != last
+                self.log.info(
+                    "Looked at %s on %s (%s): %s",
+                    ", ".join(self.targets),
+                    self.rev,
+                    self.dvc_conn_id,
+                    "changed" if changed else "unchanged",
+                )
+                if changed:
                     yield TriggerEvent({"status": "changed", **current})
                     if not watching:
                         return

@@ -13,6 +13,7 @@ with this session's ``dag.test()`` runs (its scheduler would run them), by the f
 from __future__ import annotations
 
 import contextlib
+import re
 import textwrap
 import time
 import urllib.error
@@ -122,13 +123,45 @@ WATCH_DAG_SOURCE = textwrap.dedent(
 )
 
 
+#: The lines the triggerer logs at each look of the watch's trigger, finding nothing new or a change.
+LOOK_LINE = "Looked at data/raw.csv on main (mlci_dvc_watch): unchanged"
+CHANGED_LINE = "Looked at data/raw.csv on main (mlci_dvc_watch): changed"
+
+
+class TriggererLog:
+    """The cluster's ``triggerer.log``, counted from a mark on."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def mark(self) -> int:
+        """Where the log ends now (a look logs its line when it has looked)."""
+        return self.path.stat().st_size
+
+    def count(self, text: str, since: int) -> int:
+        """How many log lines after ``since`` carry the message ``text`` (whole: between the level and the logger)."""
+        lines = self.path.read_bytes()[since:].decode(errors="replace").splitlines()
+        message = re.compile(rf"\] {re.escape(text)} +\[")
+        return sum(bool(message.search(line)) for line in lines)
+
+    def wait_for_looks(self, looks: int, since: int, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while self.count(LOOK_LINE, since) < looks and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return self.count(LOOK_LINE, since)
+
+
 def test_an_asset_watcher_schedules_runs_on_data_changes_only(airflow_cluster, dvc_project):
     """Event-driven: no DAG run waits; the triggerer watches and the scheduler starts runs."""
+    import subprocess
+    import sys
+
     airflow_cluster.add_connection(
         "mlci_dvc_watch", "mlci_dvc", host=str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url}
     )
     (airflow_cluster.dags_folder / f"{WATCH_DAG_ID}.py").write_text(WATCH_DAG_SOURCE)
     airflow_cluster.wait_for_dag(WATCH_DAG_ID)
+    triggerer = TriggererLog(airflow_cluster.log_dir / "triggerer.log")
 
     def runs() -> int:
         return airflow_cluster.api("GET", f"/api/v2/dags/{WATCH_DAG_ID}/dagRuns")["total_entries"]
@@ -142,11 +175,12 @@ def test_an_asset_watcher_schedules_runs_on_data_changes_only(airflow_cluster, d
     assert wait_for_runs(1) == 1, "the first look did not fire"
     (dvc_project.work / "data" / "raw.csv").touch()
     dvc_project.dvc("add", "--quiet", "data/raw.csv")
+    touched = triggerer.mark()  # before the push, as below: a look that saw the touch logs after the mark
     dvc_project.commit_and_push("Touch the data")
-    time.sleep(10)  # five looks at the touched data
+    after_push = triggerer.mark()
+    assert triggerer.wait_for_looks(3, since=after_push) >= 3, "the watcher did not look three times at the touch"
+    assert triggerer.count(CHANGED_LINE, since=touched) == 0, "a touch fired the watcher"
     assert runs() == 1, "a touch scheduled a run"
-    import subprocess
-    import sys
 
     subprocess.run(
         [sys.executable, "src/generate.py", "data/raw.csv", "--rows", "300", "--seed", "9"],
@@ -154,9 +188,12 @@ def test_an_asset_watcher_schedules_runs_on_data_changes_only(airflow_cluster, d
         check=True,
     )
     dvc_project.dvc("add", "--quiet", "data/raw.csv")
+    changed = triggerer.mark()  # before the push: the look that sees it cannot log before the mark
     dvc_project.commit_and_push("New data")
     assert wait_for_runs(2) == 2, "new data did not schedule a run"
-    time.sleep(6)
+    fired = triggerer.mark()  # the run exists, so the look that fired came before this
+    assert triggerer.wait_for_looks(3, since=fired) >= 3, "the watcher did not look three times at the new data"
+    assert triggerer.count(CHANGED_LINE, since=changed) == 1, "one change fired the watcher more than once"
     assert runs() == 2, "one change scheduled more than one run"
 
 

@@ -13,11 +13,10 @@ import subprocess
 import sys
 import textwrap
 
+import airflow.providers.openlineage  # noqa: F401  (the dev extra installs it: no skip without it)
 import pytest
 
 from tests.conftest import DEMO_PROJECT
-
-pytest.importorskip("airflow.providers.openlineage", reason="apache-airflow-providers-openlineage is not installed")
 
 DAG_ID = "mlci_openlineage"
 DAG_SOURCE = textwrap.dedent(

@@ -92,7 +92,6 @@ def test_airflow_finds_the_factory_and_the_converter():
 
 
 def test_the_openlineage_converter_names_the_dataset_by_namespace_and_path():
-    pytest.importorskip("airflow.providers.openlineage")
     from airflow.providers.openlineage.utils.utils import translate_airflow_asset
 
     dataset = translate_airflow_asset(Asset("x-dvc://Fraud/models//model.pkl"), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import airflow.providers.openlineage  # noqa: F401  (the dev extra installs it: no skip without it)
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import Asset
@@ -16,8 +17,6 @@ from airflow_provider_mlci.operators.report import MetricsReportOperator
 from airflow_provider_mlci.operators.validation import DataValidationOperator
 from tests.conftest import DEMO_PROJECT
 from tests.helpers.task_instance import TaskInstanceStandIn
-
-openlineage = pytest.importorskip("airflow.providers.openlineage")
 
 
 @pytest.mark.parametrize(

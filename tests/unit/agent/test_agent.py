@@ -589,7 +589,7 @@ def test_a_spot_notice_reaches_the_agent_through_the_emulated_metadata_service(e
 def test_the_emulator_reads_the_agent_arguments_of_the_real_boot_script(ec2, emulator, mailbox, moto_endpoint):
     import datetime as dt
 
-    ec2_module = pytest.importorskip("airflow_provider_mlci.core.compute.ec2")
+    from airflow_provider_mlci.core.compute import ec2 as ec2_module
     from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 
     args = ["--mailbox", mailbox.mailbox, "--endpoint-url", moto_endpoint, "--region", REGION, "--idle-timeout", "1"]

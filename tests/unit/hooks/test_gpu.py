@@ -10,6 +10,7 @@ from airflow_provider_mlci.core.compute import agent_dist, ec2
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.exceptions import GpuProvisioningError, MlciConfigError
 from airflow_provider_mlci.hooks.gpu import GpuInstanceHook
+from airflow_provider_mlci.testing.moto import DLAMI_ID
 from tests.helpers.moto_ec2 import (
     AMI,
     FAKE_ACCESS_KEY,
@@ -129,18 +130,35 @@ def test_a_bad_job_base_is_refused_before_anything_launches(hook):
 
 
 def test_without_an_ami_the_current_deep_learning_ami_is_used(hook):
-    # moto serves a copy of Amazon's image list once its EC2 backend loaded it; before that, no DLAMI.
-    try:
-        expected = hook.find_ami()
-    except GpuProvisioningError:
-        with pytest.raises(GpuProvisioningError, match=r"deeplearning.*Set GpuInstanceSpec\.ami"):
-            hook.launch_for_task(GpuInstanceSpec(), dag_id="d", run_id="r5", task_id="t", job_base="s3://jobs/x")
-        return
-    image = hook.conn.describe_images(ImageIds=[expected])["Images"][0]
-    assert image["Name"].startswith("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)")
+    # moto's server offers the DLAMI in every region: airflow_provider_mlci.testing.moto registers it
+    # in moto's image list before the server starts, so every region's EC2 backend loads it.
+    assert hook.find_ami() == DLAMI_ID
+    image = hook.conn.describe_images(ImageIds=[DLAMI_ID])["Images"][0]
+    assert image["Name"] == "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20261120"
     instance = hook.launch_for_task(GpuInstanceSpec(), dag_id="d", run_id="r5", task_id="t", job_base="s3://jobs/x")
     hook.terminate([instance["instance_id"]])
-    assert describe(hook.conn, instance["instance_id"])["ImageId"] == expected
+    assert describe(hook.conn, instance["instance_id"])["ImageId"] == DLAMI_ID
+
+
+#: A region no other test uses: the test below deregisters the Deep Learning AMIs there.
+NO_DLAMI_REGION = "ap-southeast-2"
+
+
+def test_without_an_ami_and_no_deep_learning_ami_in_the_region_nothing_launches(aws_moto_connection):
+    hook = GpuInstanceHook(aws_conn_id=aws_moto_connection, region_name=NO_DLAMI_REGION)
+    named = [{"Name": "name", "Values": ["Deep Learning*"]}]
+    for image in hook.conn.describe_images(Owners=["amazon"], Filters=named)["Images"]:
+        hook.conn.deregister_image(ImageId=image["ImageId"])
+    assert hook.conn.describe_images(Owners=["amazon"], Filters=named)["Images"] == []
+    with pytest.raises(GpuProvisioningError) as raised:
+        hook.launch_for_task(GpuInstanceSpec(), dag_id="d", run_id="r5b", task_id="t", job_base="s3://jobs/x")
+    assert str(raised.value) == (
+        "No AMI found: the SSM parameter "
+        "'/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id' is not "
+        "readable and no image named 'Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)*' is owned by "
+        "['amazon']. Set GpuInstanceSpec.ami."
+    )
+    assert hook.conn.describe_instances()["Reservations"] == []
 
 
 def test_a_replacement_is_on_demand_in_the_same_group_and_mailbox_and_adopted_on_a_retry(hook):
