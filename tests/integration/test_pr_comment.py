@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from airflow_provider_mlci.exceptions import MlciConfigError
-from airflow_provider_mlci.hooks.forge import MAX_BODY_CHARS, compose_body, marker_for
+from airflow_provider_mlci.hooks.forge import MAX_BODY_CHARS
 from airflow_provider_mlci.operators.forge import PullRequestCommentOperator
 from tests.helpers.github_server import GitHubServer
 
@@ -93,12 +93,24 @@ def test_three_runs_leave_one_comment_with_the_last_report_and_set_the_status(ru
     out = capfd.readouterr().out
 
     comments = github.comments(REPO, pr_number=12)
-    ours = [c for c in comments if marker_for(dag_id) in c["body"]]
-    assert len(comments) == 2  # the reviewer's comment and ours
-    assert len(ours) == 1
-    assert ours[0]["body"] == compose_body(reports[2], marker_for(dag_id))[0]
-    assert "accuracy | 0.90 | 0.93" in ours[0]["body"]
-    assert f"![roc](file://{tmp_path}/run3/images/eval-roc.csv.svg)" in ours[0]["body"]  # posted as it is
+    # Written out by hand, not rendered by the code under test: the hidden marker line (the DAG id
+    # is the default key), then the third run's report.md line by line, its image link as it is.
+    expected = "\n".join(
+        [
+            "<!-- mlci-report: mlci_pr_comment_upsert -->",
+            "# fraud: metrics, run 3",
+            "",
+            "| metric | old | new |",
+            "|---|---|---|",
+            "| accuracy | 0.90 | 0.93 |",
+            "",
+            f"![roc](file://{tmp_path}/run3/images/eval-roc.csv.svg)",
+            "",
+        ]
+    )
+    assert [c["body"] for c in comments] == ["Looks good to me, waiting for the metrics.", expected]
+    ours = comments[1:]
+    assert reports[2].splitlines() == expected.splitlines()[1:]  # the stored report, unchanged
     assert [r["created"] for r in results] == [True, False, False]
     assert len({r["comment_id"] for r in results}) == 1
     assert results[2]["url"] == ours[0]["html_url"]
@@ -130,7 +142,21 @@ def test_a_long_report_is_cut_with_a_link_and_a_bad_token_fails_without_retries(
     assert record.xcom["comment"]["truncated"] is True
     (comment,) = github.comments(REPO, pr_number=12)
     assert len(comment["body"]) <= MAX_BODY_CHARS
-    assert "[Read the full report](https://reports.example.com/manual__" in comment["body"]
+    # The report has 1204 lines: 4 of head (the body's first 88 characters with the marker line),
+    # then rows of 104 (cases 0-9), 105 (10-99) and 106 characters (100-) with their newlines.
+    # Through case 615 that is 88 + 1,040 + 9,450 + 54,696 = 65,274 characters; case 616 and the
+    # note of about 200 would pass 65,536, so 4 + 616 = 620 lines are shown.
+    lines = comment["body"].splitlines()
+    head = ["<!-- mlci-report: mlci_pr_comment_long -->", "# Failure cases", "", "| case | detail |", "|---|---|"]
+    assert lines[:5] == head
+    assert lines[-4:] == [
+        f"| case 615 | {'x' * 90} |",
+        "",
+        "---",
+        "> :warning: **Report truncated**: 620 of 1204 lines shown (GitHub takes at most 65,536 characters). "
+        f"[Read the full report](https://reports.example.com/{record.run_id}/report.html).",
+    ]
+    assert lines[5:-3] == [f"| case {i} | {'x' * 90} |" for i in range(616)]
 
     github.requests.clear()
     wrong = {"conn_type": "github", "host": github.url, "password": "ghp_not_the_right_one_4242"}
@@ -139,8 +165,12 @@ def test_a_long_report_is_cut_with_a_link_and_a_bad_token_fails_without_retries(
     record = run_dag(dag_id, source=source, conf={"pr": 12, "promote": True, "report": f"file://{folder}"})
     out = capfd.readouterr().out
     assert record.task_states["comment"] == "failed"  # not up_for_retry, though retries=2
-    assert "ForgeAuthError" in out
-    assert "pull request #12 of acme/fraud-model" in out
+    refused = (
+        f"ForgeAuthError: GitHub at {github.url} refused the token of connection 'github_default' for pull "
+        "request #12 of acme/fraud-model (HTTP 401: Bad credentials): it is missing, invalid or expired."
+    )
+    assert f"airflow_provider_mlci.exceptions.{refused}" in out.splitlines()
+    assert f"airflow.sdk.exceptions.AirflowFailException: {refused}" in out.splitlines()
     assert "ghp_not_the_right_one_4242" not in out
     assert token not in out
     assert len(github.requests) == 1  # one refused GET, no retry
@@ -203,7 +233,8 @@ def test_a_commit_gets_the_body_and_the_status_given(github):
     )
     result = operator.execute({})
     (comment,) = github.comments(REPO, commit_sha="c0ffee00" * 5)
-    assert comment["body"].endswith("# Nightly\n\nall good\n")
+    assert comment["body"].endswith("\n# Nightly\n\nall good\n")
+    assert comment["body"].splitlines()[1:] == ["# Nightly", "", "all good"]
     assert result["created"] is True
     assert result["status"] == "pending"
     assert [s["state"] for s in github.statuses(REPO, "c0ffee00" * 5)] == ["pending"]
@@ -218,7 +249,7 @@ def test_a_gate_that_left_no_decision_sets_the_status_to_error(github):
     assert result["status"] == "error"
     (status,) = github.statuses(REPO, HEAD)
     assert status["description"] == "Task gate left no gate decision"
-    assert github.comments(REPO, pr_number=12)[0]["body"].startswith("<!-- mlci-report: gate report -->\n")
+    assert [c["body"] for c in github.comments(REPO, pr_number=12)] == ["<!-- mlci-report: gate report -->\n# report\n"]
 
     from airflow.providers.common.compat.sdk import AirflowFailException
 

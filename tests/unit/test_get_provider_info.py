@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 
 import airflow_provider_mlci
 from airflow_provider_mlci.get_provider_info import get_provider_info
@@ -35,12 +36,29 @@ def test_connection_type_points_at_a_hook_of_that_type():
     assert {"schema", "port"} <= set(conn["ui-field-behaviour"]["hidden-fields"])
 
 
-def test_listed_modules_import():
+def test_listed_modules_import_and_define_what_their_section_lists():
+    from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator
+    from airflow.triggers.base import BaseTrigger
+
     info = get_provider_info()
-    for section in ("hooks", "operators", "sensors", "triggers"):
+    kinds = {"hooks": BaseHook, "operators": BaseOperator, "sensors": BaseSensorOperator, "triggers": BaseTrigger}
+    listed, empty = [], []
+    for section, kind in kinds.items():
         for entry in info[section]:
             for module in entry["python-modules"]:
-                importlib.import_module(module)
+                loaded = importlib.import_module(module)
+                assert loaded.__name__ == module
+                listed.append(module)
+                defined = [
+                    value
+                    for value in vars(loaded).values()
+                    if inspect.isclass(value) and issubclass(value, kind) and value.__module__ == module
+                ]
+                if not defined:
+                    empty.append(module)
+    assert len(listed) == len(set(listed)) > 0
+    # operators.dataset holds DatasetMixin, the reading shared by the data operators, and no operator
+    assert empty == ["airflow_provider_mlci.operators.dataset"]
 
 
 def test_cache_dir_setting_is_declared():

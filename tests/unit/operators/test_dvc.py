@@ -45,7 +45,10 @@ def test_deterministic_errors_are_not_retried_and_transient_ones_are():
 
 
 def test_on_kill_before_execute_is_harmless():
-    DvcReproOperator(task_id="t").on_kill()
+    op = DvcReproOperator(task_id="t", dvc_conn_id="absent")
+    op.on_kill()
+    assert op._runner is None  # nothing was started to stop
+    assert "hook" not in op.__dict__  # and no connection was looked up
 
 
 def test_on_kill_stops_the_running_stage(dvc_project, dvc_connection, worker_cache, tmp_path):

@@ -15,7 +15,6 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from botocore.exceptions import WaiterError
 
-from airflow_provider_mlci.core.compute import ec2
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.exceptions import GpuProvisioningError, MlciConfigError
 from airflow_provider_mlci.links.gpu import GPU_INSTANCE_LINK_KEY, console_url
@@ -68,7 +67,10 @@ def test_a_bad_spec_fails_when_the_dag_is_parsed():
 
 
 def test_on_kill_before_execute_is_harmless():
-    create().on_kill()
+    op = create(aws_conn_id="absent")
+    op.on_kill()
+    assert op._instance_ids == []  # nothing to terminate
+    assert "hook" not in op.__dict__  # and no AWS client was made for it
 
 
 # ---------------------------------------------------------------------------------- create
@@ -80,7 +82,8 @@ def test_create_launches_pushes_the_instance_and_waits_for_it(aws_moto_connectio
     result = op.execute({"ti": ti})
     try:
         assert ti.xcom["launch", "instance"] == result
-        assert result["mailbox"] == f"s3://jobs/base/{ec2.run_key('gpu_dag', 'manual__1', 'launch', -1)}"
+        # ec2.run_key("gpu_dag", "manual__1", "launch", -1), pinned in tests/unit/core/compute/test_ec2.py
+        assert result["mailbox"] == "s3://jobs/base/cdcc6ed58fe1bf2c1f99b203a272dbb9"
         assert state(ec2c, result["instance_id"]) == "running"
         assert ti.xcom["launch", GPU_INSTANCE_LINK_KEY] == {
             "instance_id": result["instance_id"],
@@ -131,7 +134,9 @@ def test_a_retry_30_s_later_sends_the_same_run_instances_call_and_gets_the_same_
     stub = ClientTokenStub(moto_endpoint)
     stub.lagging = True
     ti = TaskInstanceStandIn("launch", run_id="lost_answer_run")
-    run_key = ec2.run_key("gpu_dag", "lost_answer_run", "launch", -1)
+    # ec2.run_key("gpu_dag", "lost_answer_run", "launch", -1), derived as in test_ec2.py:
+    # printf 'gpu_dag\x1flost_answer_run\x1flaunch\x1f-1' | sha256sum | cut -c1-32
+    run_key = "467a46fb91af83b35954d364c7398085"
     try:
         first_try = create(wait_for_running=False, job_base="s3://jobs/base")
         stub.attach(first_try.hook.conn)

@@ -89,6 +89,24 @@ def test_the_run_key_is_stable_and_names_one_task_instance():
     assert len(others) == 5
 
 
+def test_the_run_key_has_fixed_reference_values():
+    r"""The key names the mailbox (``s3://<jobs>/<run key>``) and the ``mlci:run_key`` tag of
+    instances already running: a change of its format orphans them, so it is pinned here.
+
+    The values were derived outside the code under test, from the key's format (the first 32 hex
+    characters of the SHA-256 of dag_id, run_id, task_id and map_index joined by the unit
+    separator U+001F), with coreutils rather than Python::
+
+        printf 'nightly\x1fscheduled__2026-05-01T00:00:00+00:00\x1ftrain_launch\x1f2' | sha256sum | cut -c1-32
+        printf 'gpu_dag\x1fmanual__1\x1flaunch\x1f-1' | sha256sum | cut -c1-32
+    """
+    key = ec2.run_key("nightly", "scheduled__2026-05-01T00:00:00+00:00", "train_launch", 2)
+    assert key == "fbf3bfed499ac8024e5583cb4a92f6ee"
+    assert ec2.run_key("gpu_dag", "manual__1", "launch", -1) == "cdcc6ed58fe1bf2c1f99b203a272dbb9"
+    assert ec2.run_key("gpu_dag", "manual__1", "launch") == "cdcc6ed58fe1bf2c1f99b203a272dbb9"  # not mapped
+    assert ec2.client_token(key, 1, 2) == "mlci-fbf3bfed499ac8024e5583cb4a92f6ee-g1-c2"
+
+
 def test_client_tokens_are_deterministic_short_ascii_and_differ_by_generation_and_candidate():
     key = ec2.run_key("d" * 250, "r" * 250, "t" * 250, 1000)
     token = ec2.client_token(key, 0, 0)
