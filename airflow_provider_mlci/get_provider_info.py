@@ -35,10 +35,16 @@ def get_provider_info() -> dict[str, Any]:
                 "external-doc-url": "https://aws.amazon.com/ec2/instance-types/#Accelerated_Computing",
                 "tags": ["aws"],
             },
+            {
+                "integration-name": "GitHub",
+                "external-doc-url": "https://docs.github.com/en/rest",
+                "tags": ["software"],
+            },
         ],
         "hooks": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.hooks.dvc"]},
             {"integration-name": "GPU instances (Amazon EC2)", "python-modules": ["airflow_provider_mlci.hooks.gpu"]},
+            {"integration-name": "GitHub", "python-modules": ["airflow_provider_mlci.hooks.forge"]},
         ],
         "operators": [
             {
@@ -56,7 +62,6 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "pandera",
                 "python-modules": [
-                    "airflow_provider_mlci.operators.dataset",
                     "airflow_provider_mlci.operators.drift",
                     "airflow_provider_mlci.operators.validation",
                 ],
@@ -66,6 +71,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_mlci.operators.gate",
                     "airflow_provider_mlci.operators.model",
+                    "airflow_provider_mlci.operators.refine",
                     "airflow_provider_mlci.operators.release",
                 ],
             },
@@ -73,6 +79,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "GPU instances (Amazon EC2)",
                 "python-modules": ["airflow_provider_mlci.operators.gpu"],
             },
+            {"integration-name": "GitHub", "python-modules": ["airflow_provider_mlci.operators.forge"]},
         ],
         "extra-links": [
             "airflow_provider_mlci.links.report.MlciReportLink",

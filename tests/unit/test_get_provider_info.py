@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+from pathlib import Path
 
 import airflow_provider_mlci
 from airflow_provider_mlci.get_provider_info import get_provider_info
@@ -36,29 +37,47 @@ def test_connection_type_points_at_a_hook_of_that_type():
     assert {"schema", "port"} <= set(conn["ui-field-behaviour"]["hidden-fields"])
 
 
-def test_listed_modules_import_and_define_what_their_section_lists():
+def _kinds() -> dict[str, type]:
     from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator
     from airflow.triggers.base import BaseTrigger
 
+    return {"hooks": BaseHook, "operators": BaseOperator, "sensors": BaseSensorOperator, "triggers": BaseTrigger}
+
+
+def _defines(module: str, kind: type) -> bool:
+    """Whether ``module`` defines (not only imports) a class of ``kind``."""
+    loaded = importlib.import_module(module)
+    assert loaded.__name__ == module
+    return any(
+        inspect.isclass(value) and issubclass(value, kind) and value.__module__ == module
+        for value in vars(loaded).values()
+    )
+
+
+def test_listed_modules_import_and_define_what_their_section_lists():
     info = get_provider_info()
-    kinds = {"hooks": BaseHook, "operators": BaseOperator, "sensors": BaseSensorOperator, "triggers": BaseTrigger}
     listed, empty = [], []
-    for section, kind in kinds.items():
+    for section, kind in _kinds().items():
         for entry in info[section]:
             for module in entry["python-modules"]:
-                loaded = importlib.import_module(module)
-                assert loaded.__name__ == module
                 listed.append(module)
-                defined = [
-                    value
-                    for value in vars(loaded).values()
-                    if inspect.isclass(value) and issubclass(value, kind) and value.__module__ == module
-                ]
-                if not defined:
+                if not _defines(module, kind):
                     empty.append(module)
     assert len(listed) == len(set(listed)) > 0
-    # operators.dataset holds DatasetMixin, the reading shared by the data operators, and no operator
-    assert empty == ["airflow_provider_mlci.operators.dataset"]
+    assert empty == []
+
+
+def test_every_module_that_defines_a_hook_operator_sensor_or_trigger_is_listed():
+    info = get_provider_info()
+    package = Path(airflow_provider_mlci.__file__).parent
+    for section, kind in _kinds().items():
+        listed = {module for entry in info[section] for module in entry["python-modules"]}
+        defining = {
+            f"airflow_provider_mlci.{section}.{path.stem}"
+            for path in sorted((package / section).glob("*.py"))
+            if path.stem != "__init__" and _defines(f"airflow_provider_mlci.{section}.{path.stem}", kind)
+        }
+        assert defining == listed, section
 
 
 def test_cache_dir_setting_is_declared():
