@@ -14,6 +14,7 @@ tests need too (an Airflow cluster, the moto server, process checks) is in
 - :mod:`~tests.helpers.github_server`: a stand-in for GitHub's REST API.
 - :mod:`~tests.helpers.gpu_runs`: the GPU DAG runs' connection keys; our instances left.
 - :mod:`~tests.helpers.moto_ec2`: clients and checks on moto's EC2; error injection.
+- :mod:`~tests.helpers.skips`: with ``CI`` set, a skip or xfail outside a reviewed allow-list fails the run.
 - :mod:`~tests.helpers.task_instance`: a task instance stand-in for operators outside a DAG run.
 - :mod:`~tests.helpers.tools`: programs some tests need: skipped without them, failed in CI.
 """
