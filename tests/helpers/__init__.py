@@ -13,6 +13,7 @@ tests need too (an Airflow cluster, the moto server, process checks) is in
 - :mod:`~tests.helpers.flagships`: the flagship example DAGs' expected outcomes (dag.test() and deployment).
 - :mod:`~tests.helpers.github_server`: a stand-in for GitHub's REST API.
 - :mod:`~tests.helpers.gpu_runs`: the GPU DAG runs' connection keys; our instances left.
+- :mod:`~tests.helpers.log_lines`: whole-line checks of task and trigger logs (errors, logged messages).
 - :mod:`~tests.helpers.moto_ec2`: clients and checks on moto's EC2; error injection.
 - :mod:`~tests.helpers.skips`: with ``CI`` set, a skip or xfail outside a reviewed allow-list fails the run.
 - :mod:`~tests.helpers.task_instance`: a task instance stand-in for operators outside a DAG run.

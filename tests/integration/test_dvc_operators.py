@@ -20,6 +20,7 @@ import yaml
 from airflow_provider_mlci.testing.repos import REMOTE_NAME, LocalDvcProject
 from tests.helpers.demo_project import new_data, train
 from tests.helpers.dvc_remote import remote_files
+from tests.helpers.log_lines import OPERATORS, logged
 
 DAG_SOURCE = textwrap.dedent(
     """
@@ -99,13 +100,6 @@ def git_file(project, sha: str, path: str) -> str:
 
 def rev_parse(project, rev: str) -> str:
     return project.git("rev-parse", rev, cwd=project.remote).strip()
-
-
-def logged(out: str, level: str, message: str, operator: str) -> int:
-    """How many lines of the task log are ``message``, logged at ``level`` by ``operator``."""
-    logger = re.escape(f"airflow.task.operators.airflow_provider_mlci.{operator}")
-    pattern = rf"\S+ \[{level}\s*\] {re.escape(message)} \[{logger}\] loc=\S+"
-    return sum(1 for line in out.splitlines() if re.fullmatch(pattern, line))
 
 
 def no_checkout_left(*caches: Path) -> bool:
@@ -228,7 +222,7 @@ def test_push_of_data_neither_the_cache_nor_the_remote_holds_fails_unless_allowe
     }
     message = "Neither this worker's cache nor the remote holds: data/raw.csv"
     # The allowed push warns; the refused one fails, typed, not retryable.
-    assert logged(out, "warning", message, "operators.dvc.DvcPushOperator") == 1
+    assert logged(out, "warning", message, f"{OPERATORS}dvc.DvcPushOperator") == 1
     assert [line for line in out.splitlines() if line.endswith(message) and not line[:1].isdigit()] == [
         f"airflow_provider_mlci.exceptions.DvcMissingObjectError: {message}",
         f"airflow.sdk.exceptions.AirflowFailException: DvcMissingObjectError: {message}",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DEMO_PROJECT, EVAL_ROWS, EXAMPLE_DAGS
+from tests.helpers.log_lines import error_lines
 
 DAG_ID = "example_dvc_pipeline"
 STAGES = ("prepare", "train", "evaluate")
@@ -94,15 +95,18 @@ def test_a_pipeline_that_changed_since_rendering_fails_naming_the_stages(
     stage = "  publish:\n    cmd: echo publish\n    deps:\n      - metrics.json\n"
     dvc_yaml.write_text(dvc_yaml.read_text().replace("\nartifacts:\n", f"\n{stage}artifacts:\n"))
     assert "publish" in dvc_yaml.read_text()
-    dvc_project.commit_and_push("Add a stage", dvc_push=False)
+    sha = dvc_project.commit_and_push("Add a stage", dvc_push=False)
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
     record = run_dag(DAG_ID, path=example_installed, conf={"rev": "main"})
     assert record.state == "failed"
     assert record.task_states["pipeline.resolve"] == "failed"
     assert record.task_states["pipeline.prepare"] == "upstream_failed"
     out = capfd.readouterr().out
-    assert "DvcPipelineMismatchError" in out
-    assert "stages added: publish" in out
+    assert error_lines(out, "DvcPipelineMismatchError") == [
+        f"airflow.sdk.exceptions.AirflowFailException: DvcPipelineMismatchError: The pipeline in dvc.yaml at main "
+        f"({sha[:12]}) is not the one this DAG was rendered from (stages added: publish). Update the DAG's copy of "
+        "the project."
+    ]
 
 
 COMMIT_DAG = """

@@ -10,6 +10,7 @@ import pytest
 from airflow_provider_mlci.testing.git_http import GitHttpServer
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.dvc_remote import remote_files
+from tests.helpers.log_lines import error_lines
 
 DAG_ID = "example_dvc_repro"
 DAG_FILE = EXAMPLE_DAGS / "example_dvc_repro.py"
@@ -58,7 +59,10 @@ def test_a_revision_that_does_not_exist_fails_naming_it_and_pushes_nothing(
         "report": "upstream_failed",
     }
     out = capfd.readouterr().out
-    assert "GitRevisionNotFoundError: Revision 'release-that-never-was' does not exist in" in out
+    assert error_lines(out, "GitRevisionNotFoundError") == [
+        "airflow.sdk.exceptions.AirflowFailException: GitRevisionNotFoundError: Revision 'release-that-never-was' "
+        f"does not exist in {dvc_project.remote} (no branch, tag or commit by that name)."
+    ]
     assert dvc_project.remote_refs() == refs
     assert remote_files(dvc_project.dvc_remote_url) == data
 
@@ -70,8 +74,10 @@ def test_a_repository_url_that_does_not_resolve_fails_naming_it(run_dag, dvc_pro
     record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main"})
     assert record.state == "failed"
     out = capfd.readouterr().out
-    assert "GitRemoteError" in out
-    assert str(missing) in out
+    assert error_lines(out, "GitRemoteError") == [
+        f"airflow.sdk.exceptions.AirflowFailException: GitRemoteError: git clone from {missing} failed: fatal: "
+        f"repository '{missing}' does not exist"
+    ]
     assert remote_files(dvc_project.dvc_remote_url) == data
 
 

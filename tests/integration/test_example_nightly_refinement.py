@@ -9,7 +9,6 @@ Real git (a bare remote), real DVC (a local remote), local compute.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ import yaml
 
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.flagships import REFINE_NIGHT_1_STATES, REFINE_TASKS
+from tests.helpers.log_lines import OPERATORS, logged
 
 DAG_ID = "example_nightly_refinement"
 DAG_FILE = EXAMPLE_DAGS / "example_nightly_refinement.py"
@@ -33,13 +33,6 @@ def tags(project) -> dict[str, str]:
         for ref in refs
         if ref.startswith("refs/tags/fraud-detector")
     }
-
-
-def logged(out: str, message: str, operator: str) -> int:
-    """How many lines of the task log are exactly ``message``, logged at info by ``operator``."""
-    logger = re.escape(f"airflow.task.operators.airflow_provider_mlci.operators.{operator}")
-    pattern = rf"\S+ \[info\s*\] {re.escape(message)} \[{logger}\] loc=\S+"
-    return sum(1 for line in out.splitlines() if re.fullmatch(pattern, line))
 
 
 def add_a_day_of_data(project, day: int) -> str:
@@ -66,8 +59,9 @@ def test_day_one_trains_from_scratch_and_releases_day_two_refines_and_the_gate_d
     assert started["deployed"] is None
     assert started["commit"] is None
     scratch = "No fraud-detector model on prod: the pipeline runs at main as it is (from scratch)"
-    assert logged(out, scratch, "refine.RefinementStartOperator") == 1
-    assert logged(out, "train: fitted on 600 rows, 150 epochs, from scratch", "repro.DvcReproOperator") == 1
+    assert logged(out, "info", scratch, f"{OPERATORS}refine.RefinementStartOperator") == 1
+    fitted = "train: fitted on 600 rows, 150 epochs, from scratch"
+    assert logged(out, "info", fitted, f"{OPERATORS}repro.DvcReproOperator") == 1
     first = day1.xcom["refine.outcome"]
     assert first["promoted"] is True
     assert first["version"] == "v0.1.0"
@@ -96,7 +90,7 @@ def test_day_one_trains_from_scratch_and_releases_day_two_refines_and_the_gate_d
     assert base["outs"][0]["md5"] == lock["stages"]["train"]["outs"][0]["md5"]
     assert day2.xcom["refine.refine"]["stages"] == {"prepare": "ran", "train": "ran", "evaluate": "ran"}
     warm = "train: fitted on 900 rows, 40 epochs, warm start from models/base.pkl"
-    assert logged(out, warm, "repro.DvcReproOperator") == 1
+    assert logged(out, "info", warm, f"{OPERATORS}repro.DvcReproOperator") == 1
     # The gate's decision on day 2 is a fixed reference value, not read back from the gate: the
     # demo data is seeded (src/generate.py, one seed per day) and the demo model trains in plain
     # Python, so day 2 always gives these metrics on the frozen evaluation set (logloss 0.4714

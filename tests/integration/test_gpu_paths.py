@@ -16,7 +16,6 @@ with bubblewrap, which must be installed (``.ci/run`` installs it).
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import yaml
 
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.gpu_runs import ours_alive
+from tests.helpers.log_lines import log_messages
 
 DVC = [sys.executable, "-m", "dvc"]
 
@@ -61,16 +61,6 @@ def fresh_clone(project, branch: str, folder: Path, endpoint: str) -> Path:
     run_dvc(folder, "remote", "modify", "--local", "storage", "url", project.dvc_remote_url)
     run_dvc(folder, "remote", "modify", "--local", "storage", "endpointurl", endpoint)
     return folder
-
-
-#: A log line as the task and trigger logs print it: time, level, message, ``[logger]``, fields.
-_LOG_LINE = re.compile(r"^\S+ \[(?P<level>\w+)\s*\] (?P<message>.*?)\s+\[(?P<logger>[\w.]+)\]( \S+=.*)?$")
-
-
-def log_messages(out: str, logger: str) -> list[str]:
-    """The messages that ``logger`` printed in ``out``, whole, in order."""
-    found = (_LOG_LINE.match(line) for line in out.splitlines())
-    return [match["message"] for match in found if match and match["logger"] == logger]
 
 
 def run_dvc(folder: Path, *args: str) -> str:

@@ -17,6 +17,7 @@ from airflow_provider_mlci.core.repo.workspace import Workspace
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.airflow_records import xcom
 from tests.helpers.demo_project import train
+from tests.helpers.log_lines import error_lines
 
 DAG_ID = "example_model_release"
 MODEL = "fraud-detector"
@@ -162,7 +163,12 @@ def test_a_stage_that_changed_after_the_gate_aborts_the_promotion(run_dag, relea
     )
     record = run_dag("release_race", source=source)
     assert record.task_states == {"gate": "success", "someone_else_promotes": "success", "promote": "failed"}
-    assert "PromotionConflictError: Stage 'prod' of 'fraud-detector' changed since the gate" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert error_lines(out, "PromotionConflictError") == [
+        "airflow.sdk.exceptions.AirflowFailException: PromotionConflictError: Stage 'prod' of 'fraud-detector' changed "
+        "since the gate compared against it: it held v0.1.0, it holds v0.2.0 (fraud-detector#prod#2) now. Nothing "
+        "was written; run the gate again."
+    ]
     on_prod = {sha for tag, sha in tags(released).items() if "#prod#" in tag}
     assert candidate not in on_prod
     assert deployed(released, tmp_path, "after-race") == other
@@ -193,9 +199,19 @@ def test_a_broken_model_fails_validation_naming_the_file_and_writes_no_tag(run_d
     record = run_dag("validate_broken", source=TASK_DAG.format(dag_id="validate_broken", task=task))
     assert record.task_states == {"validate": "failed"}
     out = capfd.readouterr().out
-    assert "ModelValidationError: Model models/broken.pkl@" in out
-    assert "corrupted or truncated" in out
-    assert "metric 'f1' not found" in out
+    model = f"models/broken.pkl@{broken[:12]}"
+    assert error_lines(out, "ModelValidationError") == [
+        "\n".join(
+            [
+                f"airflow.sdk.exceptions.AirflowFailException: ModelValidationError: Model {model} failed 2 check(s) "
+                "(1 not run):",
+                f"  - load: load {model}: {model} is corrupted or truncated: UnpicklingError: pickle data was "
+                "truncated",
+                "  - scores: score f1: metric 'f1' not found (metrics: metrics.json:accuracy, metrics.json:logloss, "
+                "metrics.json:precision, metrics.json:recall, metrics.json:rows); needs >= 0.5",
+            ]
+        )
+    ]
     verdict = xcom(record, "validate", "verdict")
     assert verdict["passed"] is False
     report = Path(xcom(record, "validate", "mlci_report_uri").removeprefix("file://"), "verdict.md").read_text()
@@ -213,7 +229,11 @@ def test_rollback_puts_the_previous_version_back_in_one_tag(run_dag, released, t
     stale = 'RollbackModelOperator(task_id="rollback", model="fraud-detector", expected_version="v0.1.0")'
     record = run_dag("rollback_stale", source=TASK_DAG.format(dag_id="rollback_stale", task=stale))
     assert record.task_states == {"rollback": "failed"}
-    assert "holds v0.2.0, not v0.1.0" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert error_lines(out, "PromotionConflictError") == [
+        "airflow.sdk.exceptions.AirflowFailException: PromotionConflictError: Stage 'prod' of 'fraud-detector' holds "
+        "v0.2.0, not v0.1.0; nothing was written."
+    ]
     assert tags(released) == before
 
     task = 'RollbackModelOperator(task_id="rollback", model="fraud-detector", expected_version="v0.2.0")'
@@ -223,6 +243,28 @@ def test_rollback_puts_the_previous_version_back_in_one_tag(run_dag, released, t
     assert (result["version"], result["sha"], result["tags"]) == ("v0.1.0", released.champion, [f"{MODEL}#prod#3"])
     assert set(tags(released)) - set(before) == {f"{MODEL}#prod#3"}
     assert deployed(released, tmp_path, "after-rollback") == released.champion
+
+
+#: The error class and whole message each bad argument fails with, by the part the test is named by;
+#: ``{where}``: the repository and revision.
+BAD_ARGUMENT_ERRORS = {
+    "direction='down' is not one of higher, lower": (
+        "MlciConfigError",
+        "Gate rule for 'logloss': direction='down' is not one of higher, lower (or maximize, minimize).",
+    ),
+    "Unknown stage 'production': the repository's .gto allows staging, prod": (
+        "MlciConfigError",
+        "Unknown stage 'production': the repository's .gto allows staging, prod.",
+    ),
+    "'1.x' is not a semantic version": (
+        "MlciConfigError",
+        "'1.x' is not a semantic version (vMAJOR.MINOR.PATCH, for example v1.4.0).",
+    ),
+    "DvcStageNotFoundError: 'models/nothing.pkl' does not exist as an output": (
+        "DvcStageNotFoundError",
+        "'models/nothing.pkl' does not exist as an output or a stage name in 'dvc.yaml' [in {where}]",
+    ),
+}
 
 
 @pytest.mark.parametrize(
@@ -250,5 +292,9 @@ def test_rollback_puts_the_previous_version_back_in_one_tag(run_dag, released, t
 def test_bad_arguments_fail_typed_and_named_with_no_tag_written(run_dag, project, capfd, task, message):
     record = run_dag("bad_release_input", source=TASK_DAG.format(dag_id="bad_release_input", task=task))
     assert record.task_states == {"t": "failed"}
-    assert message in capfd.readouterr().out
+    out = capfd.readouterr().out
+    error, whole = BAD_ARGUMENT_ERRORS[message]
+    whole = whole.format(where=f"{project.remote} at HEAD ({project.head()[:12]})")
+    assert message in f"{error}: {whole}"
+    assert error_lines(out, error) == [f"airflow.sdk.exceptions.AirflowFailException: {error}: {whole}"]
     assert tags(project) == {}

@@ -8,7 +8,6 @@ task for good (no retry), says why in one line, and leaves every registry tag as
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import textwrap
@@ -21,10 +20,10 @@ from airflow_provider_mlci.core.repo.access import RepoAccess
 from airflow_provider_mlci.core.repo.workspace import Workspace
 from tests.helpers.airflow_records import xcom
 from tests.helpers.demo_project import train
+from tests.helpers.log_lines import FAILED, OPERATORS, error_lines, logged
 
 MODEL = "fraud-detector"
 RULES = '{"logloss": {"direction": "lower"}}'
-FAILED = "airflow.sdk.exceptions.AirflowFailException: "
 
 DAG_SOURCE = textwrap.dedent(
     """
@@ -105,18 +104,6 @@ def logloss_refusal(project, sha: str) -> str:
     )
 
 
-def logged(out: str, level: str, message: str, operator: str) -> int:
-    """How many lines of the task log are ``message``, logged at ``level`` by ``operator``."""
-    logger = re.escape(f"airflow.task.operators.airflow_provider_mlci.{operator}")
-    pattern = rf"\S+ \[{level}\s*\] {re.escape(message)} \[{logger}\] loc=\S+"
-    return sum(1 for line in out.splitlines() if re.fullmatch(pattern, line))
-
-
-def error_lines(out: str, exception: str) -> list[str]:
-    """The lines of the log where ``exception`` failed the task."""
-    return [line for line in out.splitlines() if line.startswith(FAILED + exception)]
-
-
 def test_a_worse_candidate_is_refused_for_good_and_no_tag_moves(run_dag, released, capfd):
     gate = f'ModelGateOperator(task_id="gate", model="{MODEL}", rev="{released.worse}", rules={RULES})'
     record = run_dag("refuse_worse", source=dag("refuse_worse", gate))
@@ -194,7 +181,7 @@ def test_a_candidate_evaluated_on_other_data_is_refused_unless_allowed(run_dag, 
     }
     assert xcom(record, "allowed", "decision") == record.xcom["allowed"]
     warning = f"Comparing metrics from different evaluations (allowed): {difference}"
-    assert logged(out, "warning", warning, "operators.gate.ModelGateOperator") == 1
+    assert logged(out, "warning", warning, f"{OPERATORS}gate.ModelGateOperator") == 1
     assert tags(released) == released.tags_before
 
 
@@ -219,12 +206,15 @@ def test_a_promotion_with_no_decision_or_a_refused_one_writes_nothing(run_dag, r
         ("broken_gate", "refusing_gate", "promote_undecided", "promote_refused"), "failed"
     )
     assert xcom(record, "broken_gate", "decision") is None
-    assert error_lines(out, "MlciConfigError: Task") == [
-        f"{FAILED}MlciConfigError: Task 'broken_gate' left no gate decision."
+    assert sorted(error_lines(out, "MlciConfigError")) == [
+        f"{FAILED}MlciConfigError: Gate rule for 'logloss': direction='down' is not one of higher, lower "
+        "(or maximize, minimize).",
+        f"{FAILED}MlciConfigError: Task 'broken_gate' left no gate decision.",
     ]
     reason = logloss_refusal(released, released.worse)
-    assert error_lines(out, "GateRefusedError: The gate") == [
-        f"{FAILED}GateRefusedError: The gate refused this candidate: {reason}"
+    assert sorted(error_lines(out, "GateRefusedError")) == [
+        f"{FAILED}GateRefusedError: The gate refused this candidate: {reason}",
+        f"{FAILED}GateRefusedError: {MODEL} at {released.worse[:12]} does not replace the model on prod: {reason}",
     ]
     assert tags(released) == released.tags_before
 

@@ -98,8 +98,12 @@ def test_config_from_an_operator_argument():
 
 def test_without_bubblewrap_a_sandboxed_run_fails_naming_the_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # a worker where bwrap is not installed
-    with pytest.raises(SandboxUnavailableError, match=r"\[mlci\] sandbox is on but bubblewrap"):
+    with pytest.raises(SandboxUnavailableError) as info:
         check_available()
+    assert str(info.value) == (
+        "[mlci] sandbox is on but bubblewrap (bwrap) is not installed on this worker: install it (Debian/Ubuntu: "
+        "apt-get install bubblewrap) or run only trusted revisions with the sandbox off."
+    )
     with pytest.raises(SandboxUnavailableError):
         confine(ON, ["true"], cwd=tmp_path, environ=os.environ)
 
@@ -200,26 +204,56 @@ def test_an_untrusted_run_s_run_cache_is_never_restored_into_a_trusted_run(proje
     assert any(name.startswith("runs/") for name in remote_files(project.dvc_remote_url))
 
 
+def where(project) -> str:
+    """How an error names the repository and revision a stage ran at."""
+    return f"[in {project.remote} at main ({project.head()[:12]})]"
+
+
+def stage_output(caplog) -> list[str]:
+    """The lines of stage output (and DVC's own) the workspace logged at info."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if (r.name, r.levelname) == ("airflow_provider_mlci.core.repo.workspace", "INFO")
+    ]
+
+
 def test_a_sandboxed_stage_that_links_out_of_the_checkout_fails_and_pushes_nothing(project, tmp_path, caplog):
     before = remote_files(project.dvc_remote_url)
     with (
         Workspace.open(access_for(project), "main", cache_dir=tmp_path / "cache", sandbox=ON) as ws,
         caplog.at_level("INFO"),
-        pytest.raises(DvcStageFailedError, match="grab"),
+        pytest.raises(DvcStageFailedError) as info,
     ):
         dvc_ops.repro(ws, ReproRequest(targets=("grab",)))
-    assert "links that lead out of the checkout: grabbed.txt -> /etc/hostname" in caplog.text
+    assert str(info.value) == (
+        f"failed to reproduce 'grab': failed to run: ln -s /etc/hostname grabbed.txt, exited with 1 {where(project)}"
+    )
+    assert (
+        stage_output(caplog).count(
+            "mlci: the stage command left links that lead out of the checkout: grabbed.txt -> /etc/hostname"
+        )
+        == 1
+    )
     assert remote_files(project.dvc_remote_url) == before
 
 
 def test_a_stage_past_its_time_or_memory_limit_is_stopped(project, tmp_path, caplog):
     limits = {"slow": SandboxConfig(enabled=True, timeout_s=1), "big": SandboxConfig(enabled=True, memory_mb=300)}
+    failures = {}
     for stage, config in limits.items():
         with (
             Workspace.open(access_for(project), "main", cache_dir=tmp_path / "cache", sandbox=config) as ws,
             caplog.at_level("INFO"),
-            pytest.raises(DvcStageFailedError, match=stage),
+            pytest.raises(DvcStageFailedError) as info,
         ):
             dvc_ops.repro(ws, ReproRequest(targets=(stage,), push=False))
-    assert "ran past the sandbox time limit of 1.0 s" in caplog.text
-    assert "MemoryError" in caplog.text
+        failures[stage] = str(info.value)
+    assert failures == {
+        "slow": f"failed to reproduce 'slow': failed to run: sleep 30, exited with 137 {where(project)}",
+        "big": "failed to reproduce 'big': failed to run: python -c 'bytearray(400 * 2**20)', exited with 1 "
+        f"{where(project)}",
+    }
+    output = stage_output(caplog)
+    assert output.count("mlci: the stage command ran past the sandbox time limit of 1.0 s and was killed") == 1
+    assert output.count("MemoryError") == 1
