@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
-from bench._common import Comparison, interleave, timed
+from bench._common import Comparison, check, interleave, samples, timed
 
 POLL_INTERVAL = 1.0
 
@@ -24,7 +24,7 @@ POLL_INTERVAL = 1.0
 def run(quick: bool) -> Iterator[Comparison]:
     from airflow_provider_mlci.testing.moto import moto_server
 
-    repeats = 3 if quick else 15
+    repeats = samples(quick, full=15, quick_samples=3)
     with moto_server() as endpoint:
         yield from _compare(endpoint, repeats)
 
@@ -71,7 +71,7 @@ def _compare(endpoint: str, repeats: int) -> Iterator[Comparison]:
                     instance_id=instance["instance_id"], aws_conn_id="aws_bench", poll_interval=POLL_INTERVAL
                 )
                 event = asyncio.run(_first_event(trigger))
-                assert event.payload["status"] == "success", event.payload
+                check(event.payload["status"] == "success", "bench_gpu", f"the trigger said {event.payload}")
                 launched.append(instance["instance_id"])
 
             launched: list[str] = []
@@ -106,7 +106,7 @@ def _compare(endpoint: str, repeats: int) -> Iterator[Comparison]:
         alive = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])[
             "Reservations"
         ]
-        assert not alive, "the benchmark left instances running"
+        check(not alive, "bench_gpu", "the benchmark left instances running")
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -1,24 +1,34 @@
 """A hyperparameter sweep under a real scheduler against DVC's own experiment queue.
 
-Ours: a DAG with :class:`~airflow_provider_mlci.task_groups.sweep.SweepTaskGroup` (grid of
-``train.lr``, ``parallel_trials=2``) run by a real Airflow
-(:class:`~airflow_provider_mlci.testing.cluster.AirflowCluster`: scheduler, dag-processor,
-triggerer, api-server; LocalExecutor, parallelism 2, SQLite), timed on our own clock from the
-trigger request to the run's ``success`` (the run's span in the metadata DB is printed too).
-Each trial clones, runs ``dvc exp run``, pushes outputs and run-cache to the DVC remote and the
-experiment's ref to the git remote.
+Every sample of either arm is a whole cold sweep on its own copy of the project (its own git and
+DVC remotes, an empty cache): 4 trials of a 10 s stage (grid of ``train.lr``), 2 at a time; 3
+samples per arm, interleaved (``_common.interleave``: the baseline goes first in every other
+round). The DAG's trials must all succeed and the queue must leave one experiment per trial.
 
-Baseline: in a clone of the same project (cloned and data pulled before the clock starts),
-``dvc exp run --queue -S train.lr=<v>`` once per trial with the same params, then ``dvc queue
-start -j 2``, timed until every experiment's ref is in the clone (no push). Each arm gets its
-own copy of the remotes and an empty cache, so no arm restores the other's run-cache. The
-baseline runs first, before the cluster starts. Full mode: 8 trials of a 20 s stage, one
-sample; not run in quick mode (start-up alone is ~80 s). Goal: <= 1.0x.
+Ours: a DAG with :class:`~airflow_provider_mlci.task_groups.sweep.SweepTaskGroup`
+(``parallel_trials=2``) run by a real Airflow
+(:class:`~airflow_provider_mlci.testing.cluster.AirflowCluster`: scheduler, dag-processor,
+triggerer, api-server; LocalExecutor, parallelism 2, SQLite). Each trial clones, runs ``dvc exp
+run``, pushes outputs and run-cache to the DVC remote and the experiment's ref to the git remote.
+Ours includes Airflow's start-up, which it pays: the clock starts when the four components are
+started (``airflow db migrate`` before it, as an install step) and stops at the run's
+``success``, so it counts their start, the DAG's first parse and the trigger.
+
+Baseline: in a clone of the same project (cloned and data pulled before the clock starts, as a
+developer's checkout is), ``dvc exp run --queue -S train.lr=<v>`` once per trial with the same
+params, then ``dvc queue start -j 2``, timed until every experiment's ref is in the clone (no
+push). It includes the start-up it pays: the queue's Celery workers start inside the clock.
+
+Rows: the cold sweep (both start-ups counted), goal <= 1.25x (Airflow's four components and
+the DAG's first parse took ~17 s on 2 cores, about what the queue's workers take); and, from
+the same samples, ours from the trigger request to success (Airflow already running, as in
+production) against the same baseline, goal <= 1.0x.
 
 Ours again on the production topology (:class:`~airflow_provider_mlci.testing.deployment.Deployment`:
 PostgreSQL, Redis, two Celery workers as users of their own with one slot each, the project over
-HTTP, its DVC remote and the logs on S3), against the same baseline, where it can start (root,
-PostgreSQL's server, redis-server). Goal: <= 1.0x.
+HTTP, its DVC remote and the logs on S3), where it can start (root, PostgreSQL's server,
+redis-server): one sample from the trigger request (the deployment already running), printed
+for reference against the baseline's median, with no goal (one sample cannot be judged).
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench._common import Comparison
+from bench._common import Comparison, check, interleave, samples
 from bench._projects import ROOT, sweep_project
 
 PARALLEL = 2
@@ -72,6 +82,9 @@ DAG_SOURCE = textwrap.dedent(
 )
 
 
+TRIALS, TRIAL_SECONDS, SAMPLES = 4, 10.0, 3
+
+
 def run(quick: bool) -> Iterator[Comparison]:
     if quick:
         # Starting a real Airflow and DVC's queue costs ~80 s even for two trials of nothing: too
@@ -79,36 +92,62 @@ def run(quick: bool) -> Iterator[Comparison]:
         # mapped tasks under a real scheduler in tests/integration/test_cluster.py.
         print("  sweep vs dvc queue: not run in quick mode (~80 s of start-up); `make bench` runs it", flush=True)
         return
-    trials, seconds = 8, 20.0
+    trials, seconds = TRIALS, TRIAL_SECONDS
     values = list(LEARNING_RATES[:trials])
+    warm: list[float] = []
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mlci-bench-sweep-") as tmp:
         root = Path(tmp)
         env = _environment(root)
         template = sweep_project(root / "template", trial_seconds=seconds)
         overrides = _overrides(values)
-        baseline, base_note = _baseline(template.copy_to(root / "base"), overrides, env, root / "base-scratch")
-        ours, our_note = _ours(template.copy_to(root / "ours"), values, env, root / "airflow")
+        counter = iter(range(1000))
+
+        def ours() -> float:
+            index = next(counter)
+            cold, trigger_to_success, note = _ours(
+                template.copy_to(root / f"ours-{index}"), values, env, root / f"airflow-{index}"
+            )
+            warm.append(trigger_to_success)
+            notes.append(f"ours: {note}")
+            return cold
+
+        def baseline() -> float:
+            index = next(counter)
+            took, note = _baseline(template.copy_to(root / f"base-{index}"), overrides, env, root / f"scratch-{index}")
+            notes.append(f"baseline: {note}")
+            return took
+
+        cold, base = interleave(ours, baseline, samples(quick, full=SAMPLES))
         deployed = _ours_on_deployment(template, values, root / "deployment")
-    print(f"  sweep, ours: {our_note}", flush=True)
-    print(f"  sweep, baseline: {base_note}", flush=True)
+    for note in notes:
+        print(f"  sweep, {note}", flush=True)
     baseline_name = f"dvc exp run --queue x{trials} + dvc queue start -j {PARALLEL}"
+    shape = f"{trials} trials x {seconds:.0f} s, {PARALLEL} parallel"
     yield Comparison(
-        name=f"sweep: {trials} trials x {seconds:.0f} s, {PARALLEL} parallel (scheduler)",
-        ours=[ours],
-        baseline=[baseline],
-        baseline_name=baseline_name,
-        goal="<= 1.0",
+        name=f"sweep: {shape}, cold (Airflow start-up counted)",
+        ours=cold,
+        baseline=base,
+        baseline_name=f"{baseline_name} (its workers' start counted)",
+        max_ratio=1.25,
+    )
+    yield Comparison(
+        name=f"sweep: {shape}, Airflow already running",
+        ours=warm,
+        baseline=base,
+        baseline_name=f"{baseline_name} (its workers' start counted)",
+        max_ratio=1.0,
     )
     if deployed is None:
         print("  sweep on the deployment: not run (it needs root, PostgreSQL and redis-server)", flush=True)
         return
     print(f"  sweep, ours on the deployment: {deployed[1]}", flush=True)
     yield Comparison(
-        name=f"sweep: {trials} x {seconds:.0f} s on Postgres + 2 Celery workers",
+        name=f"  for reference: sweep {trials} x {seconds:.0f} s on Postgres + 2 Celery",
         ours=[deployed[0]],
-        baseline=[baseline],
+        baseline=base,
         baseline_name=baseline_name,
-        goal="<= 1.0",
+        no_goal="one sample, the deployment already running",
     )
 
 
@@ -155,6 +194,9 @@ def _baseline(project: Any, overrides: list[list[str]], env: dict[str, str], scr
         seconds = time.perf_counter() - started
     finally:
         _stop_queue(clone, env)
+    refs = _run(["git", "for-each-ref", "--format=%(refname)"], clone, env).split()
+    found = sum(1 for ref in refs if _EXP_REF.match(ref))
+    check(found == len(overrides), "bench_sweep", f"the DVC queue left {found} experiments, not {len(overrides)}")
     note = (
         f"{seconds:.1f} s from the first queue command to the last experiment's ref; queueing {queued - started:.1f} s"
     )
@@ -224,8 +266,9 @@ def _processes_in(folder: Path) -> list[int]:
 # ----------------------------------------------------------------------------------- ours
 
 
-def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) -> tuple[float, str]:
-    """Run the sweep DAG on a real Airflow; return the seconds from trigger to success and a note.
+def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) -> tuple[float, float, str]:
+    """Start a real Airflow and run the sweep DAG on it; return the seconds from the components'
+    start to success, from the trigger request to success, and a note.
 
     :param project: this arm's copy of the project
     :param values: the learning rates of the grid
@@ -243,15 +286,25 @@ def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) ->
     airflow = str(Path(sys.executable).parent / "airflow")
     _run([airflow, "db", "migrate"], home, cluster.env)
     try:
+        started = time.perf_counter()
         cluster.start()
+        up = time.perf_counter() - started
         seconds, tis, dag_run = _timed_sweep(cluster)
+        cold = time.perf_counter() - started
     except BaseException:
         _keep_logs(home)
         raise
     finally:
         cluster.stop()
         _stop_processes_in(home / "worker-cache", grace=5)  # a trial's DVC child runs in a session of its own
-    return seconds, f"{seconds:.1f} s from the trigger request to success (own clock); {_breakdown(dag_run, tis)}"
+    trials = [ti for ti in tis if ti["task_id"] == "sweep.trial"]
+    ok = len(trials) == len(values) and all(ti["state"] == "success" for ti in trials)
+    check(ok, "bench_sweep", f"the sweep's trials: {[(ti['map_index'], ti['state']) for ti in trials]}")
+    note = (
+        f"{cold:.1f} s from the start of Airflow to success (components healthy after {up:.1f} s), "
+        f"{seconds:.1f} s from the trigger request; {_breakdown(dag_run, tis)}"
+    )
+    return cold, seconds, note
 
 
 def _timed_sweep(airflow: Any) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
