@@ -1,4 +1,5 @@
-"""The demo project (``example_dags/demo_project``): train it to a chosen number of epochs, give it new data."""
+"""The demo project (``example_dags/demo_project``): train it to a chosen number of epochs, give it new
+data, copy a trained one."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import subprocess
 import sys
 
-__all__ = ["new_data", "train"]
+__all__ = ["new_data", "private_copy", "train"]
 
 
 def new_data(project, seed: int, *, rows: int = 600, commit: bool = True) -> None:
@@ -28,3 +29,12 @@ def train(project, epochs: int, branch: str = "main") -> str:
     params.write_text(re.sub(r"(?m)^(\s*)epochs: \d+", rf"\g<1>epochs: {epochs}", params.read_text()))
     project.dvc("repro", "--quiet")
     return project.commit_and_push(f"Train for {epochs} epochs", branch=branch)
+
+
+def private_copy(template, folder, names: tuple[str, ...]):
+    """A copy of a module's trained ``template`` project in ``folder``, keeping the commit ids the
+    template recorded as the attributes ``names`` (``template.trained``, ...)."""
+    copy = template.copy_to(folder)
+    for name in names:
+        setattr(copy, name, getattr(template, name))
+    return copy

@@ -3,7 +3,7 @@ production deployment's tests, so both assert the same outcomes."""
 
 from __future__ import annotations
 
-__all__ = ["PR_IN_SYNC_STATES", "REFINE_NIGHT_1_STATES", "REFINE_TASKS"]
+__all__ = ["GPU_TRAINING_STATES", "PR_IN_SYNC_STATES", "REFINE_NIGHT_1_STATES", "REFINE_TASKS"]
 
 #: The tasks of ``example_nightly_refinement``'s ``refine`` group.
 REFINE_TASKS = (
@@ -30,3 +30,7 @@ PR_IN_SYNC_STATES = {
     "comment": "success",
     "outcome": "skipped",
 }
+#: ``example_gpu_training`` when its stages would run: launch, train on the instance, terminate.
+GPU_TRAINING_STATES = dict.fromkeys(
+    ("gpu.will_it_run", "gpu.launch", "gpu.train", "gpu.terminate", "summary"), "success"
+)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from airflow_provider_mlci.testing.repos import REMOTE_NAME, LocalDvcProject
-from tests.helpers.demo_project import new_data, train
+from tests.helpers.demo_project import new_data, private_copy, train
 from tests.helpers.dvc_remote import remote_files
 from tests.helpers.log_lines import OPERATORS, logged
 
@@ -65,9 +65,7 @@ def template(demo_project_template, tmp_path_factory):
 @pytest.fixture
 def project(template, dvc_connection, worker_cache, monkeypatch, tmp_path):
     """A private copy of the template behind the default connection, with this test's worker cache."""
-    copy = template.copy_to(tmp_path / "project")
-    for name in ("fresh", "trained", "stale", "worse"):
-        setattr(copy, name, getattr(template, name))
+    copy = private_copy(template, tmp_path / "project", ("fresh", "trained", "stale", "worse"))
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
     dvc_connection(str(copy.remote), extra={"dvc_remote_url": copy.dvc_remote_url})
     return copy

@@ -15,6 +15,7 @@ import os
 import boto3
 
 from tests.conftest import EXAMPLE_DAGS
+from tests.helpers.flagships import GPU_TRAINING_STATES
 from tests.helpers.gpu_runs import ACCESS_KEY, SECRET_KEY, ours_alive
 
 DAG_ID = "example_gpu_training"
@@ -43,13 +44,7 @@ def test_training_runs_on_the_instance_and_the_instance_is_gone(run_dag, gpu_set
         wheels = dict(machines.wheels)
     out = capfd.readouterr().out
     assert record.state == "success", out[-4000:]
-    assert record.task_states == {
-        "gpu.will_it_run": "success",
-        "gpu.launch": "success",
-        "gpu.train": "success",
-        "gpu.terminate": "success",
-        "summary": "success",
-    }
+    assert record.task_states == GPU_TRAINING_STATES
     result = record.xcom["gpu.train"]
     instance = record.xcom["gpu.launch"]
     # One instance for this run (an earlier test on this worker may have left moto others, now terminated).

@@ -26,6 +26,7 @@ import pendulum
 import yaml
 
 from tests.conftest import EXAMPLE_DAGS
+from tests.helpers.flagships import GPU_TRAINING_STATES
 from tests.helpers.gpu_runs import ours_alive
 from tests.helpers.log_lines import log_messages
 
@@ -89,13 +90,7 @@ def test_ec2_repro_commits_one_lock_on_the_reproduced_revision_that_the_s3_remot
         launched = list(machines.agents)
     out = capfd.readouterr().out
     assert record.state == "success", out[-4000:]
-    assert record.task_states == {
-        "gpu.will_it_run": "success",
-        "gpu.launch": "success",
-        "gpu.train": "success",
-        "gpu.terminate": "success",
-        "summary": "success",
-    }
+    assert record.task_states == GPU_TRAINING_STATES
     instance = record.xcom["gpu.launch"]
     result = record.xcom["gpu.train"]
     refs = project.remote_refs()

@@ -19,7 +19,7 @@ from airflow_provider_mlci.core.model.registry import GitRegistry
 from airflow_provider_mlci.core.repo.access import RepoAccess
 from airflow_provider_mlci.core.repo.workspace import Workspace
 from tests.helpers.airflow_records import xcom
-from tests.helpers.demo_project import train
+from tests.helpers.demo_project import private_copy, train
 from tests.helpers.log_lines import FAILED, OPERATORS, error_lines, logged
 
 MODEL = "fraud-detector"
@@ -73,9 +73,7 @@ def released_template(demo_project_template, tmp_path_factory):
 @pytest.fixture
 def released(released_template, dvc_connection, worker_cache, monkeypatch, tmp_path):
     """A private copy of the released project behind the default connection."""
-    copy = released_template.copy_to(tmp_path / "project")
-    for name in ("champion", "better", "worse", "other_data"):
-        setattr(copy, name, getattr(released_template, name))
+    copy = private_copy(released_template, tmp_path / "project", ("champion", "better", "worse", "other_data"))
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
     monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
     dvc_connection(str(copy.remote), extra={"dvc_remote_url": copy.dvc_remote_url})
