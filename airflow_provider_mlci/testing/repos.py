@@ -125,6 +125,18 @@ class LocalDvcProject:
         out = self.git("for-each-ref", "--format=%(refname) %(objectname)", cwd=self.remote)
         return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
+    def remote_tags(self, prefix: str = "") -> dict[str, str]:
+        """The bare remote's tags whose names start with ``prefix`` and the commit each names
+        (an annotated tag peeled to its commit)."""
+        fmt = "%(refname:lstrip=2) %(*objectname) %(objectname)"
+        out = self.git("for-each-ref", f"--format={fmt}", "refs/tags", cwd=self.remote)
+        tags = {}
+        for line in out.splitlines():
+            name, peeled, own = line.split(" ")
+            if name.startswith(prefix):
+                tags[name] = peeled or own
+        return tags
+
 
 def create_dvc_project(
     template: Path,

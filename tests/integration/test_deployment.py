@@ -241,15 +241,6 @@ def compact(logical_date: str) -> str:
     return datetime.fromisoformat(logical_date).astimezone(UTC).strftime("%Y%m%dT%H%M%S")
 
 
-def registry_tags(project: Any) -> dict[str, str]:
-    """The model's GTO tags on the git remote and the commits they point at."""
-    return {
-        ref.removeprefix("refs/tags/"): project.git("rev-parse", f"{ref}^{{commit}}", cwd=project.remote).strip()
-        for ref in project.remote_refs()
-        if ref.startswith(f"refs/tags/{MODEL}")
-    }
-
-
 def failed_logs(endpoint: str, tis: list[dict[str, Any]]) -> str:
     """The states of a run's task instances and the S3 task logs of those that failed."""
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -361,7 +352,7 @@ def test_the_nightly_refinement_two_nights_in_a_row(deployment):
     assert (first["promoted"], first["version"]) == (True, "v0.1.0")
     commit = deploy.xcom(dag_id, run_id, "refine.refine")["commit"]
     assert commit["branch"] == "mlci/refine/" + compact(runs[0]["logical_date"] or runs[0]["run_after"])
-    assert registry_tags(demo)[f"{MODEL}@v0.1.0"] == commit["commit"] == first["sha"]
+    assert demo.remote_tags(MODEL)[f"{MODEL}@v0.1.0"] == commit["commit"] == first["sha"]
     hosts = {ti["hostname"] for ti in tis.values() if ti["state"] == "success"}
     night_1 = run_id
 
@@ -386,7 +377,7 @@ def test_the_nightly_refinement_two_nights_in_a_row(deployment):
     assert second["champion"]["version"] == "v0.1.0"
     assert second["promoted"] is (not second["reasons"])
     expected = {f"{MODEL}@v0.1.0"} | ({f"{MODEL}@v0.2.0"} if second["promoted"] else set())
-    assert {tag for tag in registry_tags(demo) if "@" in tag} == expected
+    assert {tag for tag in demo.remote_tags(MODEL) if "@" in tag} == expected
     assert tis["refine.promote" if second["promoted"] else "refine.keep_deployed"]["state"] == "success"
     assert deploy.xcom(dag_id, run_id, "refine.report")["baseline_sha"] == first["sha"]
     hosts |= {ti["hostname"] for ti in tis.values() if ti["state"] == "success"}
@@ -401,7 +392,7 @@ def test_the_hyperparameter_sweep_runs_two_trials_at_a_time_on_both_workers(depl
     """As test_example_hyperparameter_sweep under dag.test(), with 4 trials, released to staging."""
     deploy, demo = deployment.deploy, deployment.demo
     dag_id = "example_hyperparameter_sweep"
-    before = registry_tags(demo)
+    before = demo.remote_tags(MODEL)
     conf = {"rev": "main", "max_trials": 4, "seed": 1, "stage": "staging"}
     run_id, state, tis, logs = run(deployment, dag_id, conf)
     assert state == "success", logs
@@ -431,7 +422,7 @@ def test_the_hyperparameter_sweep_runs_two_trials_at_a_time_on_both_workers(depl
     assert outcome["promoted"] is True
     major, minor, _ = (int(part) for part in versions[-1].split("."))
     assert outcome["version"] == f"v{major}.{minor + 1}.0"
-    after = registry_tags(demo)
+    after = demo.remote_tags(MODEL)
     version_tag, stage_tag = outcome["tags"]
     assert version_tag == f"{MODEL}@{outcome['version']}"
     assert stage_tag.startswith(f"{MODEL}#staging#")  # GTO counts assignments over every stage
@@ -480,7 +471,7 @@ def test_a_worker_lost_mid_stage_is_retried_on_the_other_and_nothing_is_lost(dep
     heartbeat timeout, the retry runs on the other worker; the remote is complete, the registry as
     it was; then the lost worker comes back."""
     deploy, demo = deployment.deploy, deployment.demo
-    tags = registry_tags(demo)
+    tags = demo.remote_tags(MODEL)
     run_id = deploy.trigger("deploy_lost_worker")
     victim = None
     deadline = time.monotonic() + 180
@@ -504,7 +495,7 @@ def test_a_worker_lost_mid_stage_is_retried_on_the_other_and_nothing_is_lost(dep
     status = json.loads(dvc_corpus.dvc(demo, check, "status", "--cloud", "--json").strip() or "{}")
     assert {path: said for path, said in status.items() if said != "deleted"} == {}
     dvc_corpus.dvc(demo, check, "pull", "--quiet")
-    assert registry_tags(demo) == tags
+    assert demo.remote_tags(MODEL) == tags
     assert ours_alive(moto_endpoint) == []
     deploy.restart_worker(victim.name)
 

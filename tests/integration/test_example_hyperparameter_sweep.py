@@ -17,12 +17,6 @@ DAG_FILE = EXAMPLE_DAGS / "example_hyperparameter_sweep.py"
 MODEL = "fraud-detector"
 
 
-def tags(project) -> dict[str, str]:
-    """The remote's annotated tags and the commit each points at."""
-    out = project.git("for-each-ref", "--format=%(refname:lstrip=2) %(*objectname)", "refs/tags", cwd=project.remote)
-    return dict(line.split(" ") for line in out.splitlines())
-
-
 @pytest.fixture
 def use_cache(monkeypatch, worker_cache, tmp_path):
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
@@ -34,7 +28,7 @@ def test_the_sweep_records_every_trial_as_an_experiment_ranks_them_and_promotes_
     run_dag, dvc_project, dvc_connection, use_cache, tmp_path
 ):
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
-    assert tags(dvc_project) == {}  # nothing deployed: the gate's floors alone decide
+    assert dvc_project.remote_tags() == {}  # nothing deployed: the gate's floors alone decide
     record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main", "max_trials": 3, "seed": 1, "stage": "prod"})
     assert record.state == "success", record.task_states
     assert record.task_states == {
@@ -103,7 +97,7 @@ def test_the_sweep_records_every_trial_as_an_experiment_ranks_them_and_promotes_
         "metrics": outcome["metrics"],
     }
     assert [m["metric"] for m in outcome["metrics"]] == ["accuracy", "logloss"]
-    assert tags(dvc_project) == {f"{MODEL}@v0.1.0": best["sha"], f"{MODEL}#prod#1": best["sha"]}
+    assert dvc_project.remote_tags() == {f"{MODEL}@v0.1.0": best["sha"], f"{MODEL}#prod#1": best["sha"]}
 
     # A fresh clone sees them with DVC's own commands.
     clone = tmp_path / "clone"
@@ -167,7 +161,7 @@ def test_failed_trials_count_against_max_failed_trials_and_nothing_is_promoted_t
     assert (outcome["promoted"], outcome["version"], outcome["tags"]) == (False, None, [])
     assert outcome["reasons"] == [f"accuracy: accuracy = {summary['best']['value']:g} is below the floor 1.01"]
     assert dvc_project.remote_refs()[f"refs/heads/{outcome['branch']}"] == summary["best"]["sha"]
-    assert tags(dvc_project) == {}
+    assert dvc_project.remote_tags() == {}
 
     # Too many failed trials: the leaderboard fails and the promotion does not even start.
     strict = run_dag(
@@ -177,7 +171,7 @@ def test_failed_trials_count_against_max_failed_trials_and_nothing_is_promoted_t
     assert strict.task_states["sweep.leaderboard"] == "failed"
     assert {strict.task_states[f"sweep.{t}"] for t in ("branch", "gate", "promote", "outcome")} == {"upstream_failed"}
     assert "1 of 2 trials failed, more than max_failed_trials=0" in capfd.readouterr().out
-    assert tags(dvc_project) == {}
+    assert dvc_project.remote_tags() == {}
 
 
 def test_a_met_target_skips_the_trials_that_start_after_it(run_dag, dvc_project, dvc_connection, use_cache, capfd):

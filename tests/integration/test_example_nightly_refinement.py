@@ -25,16 +25,6 @@ DAY_1 = pendulum.datetime(2026, 11, 1, 2, tz="UTC")
 DAY_2 = pendulum.datetime(2026, 11, 2, 2, tz="UTC")
 
 
-def tags(project) -> dict[str, str]:
-    """The registry tags on the git remote and the commits they point at."""
-    refs = project.remote_refs()
-    return {
-        ref.removeprefix("refs/tags/"): project.git("rev-parse", f"{ref}^{{commit}}", cwd=project.remote).strip()
-        for ref in refs
-        if ref.startswith("refs/tags/fraud-detector")
-    }
-
-
 def add_a_day_of_data(project, day: int) -> str:
     subprocess.run(
         [sys.executable, "src/generate.py", "--day", str(day), "--rows", "300"], cwd=project.work, check=True
@@ -67,7 +57,7 @@ def test_day_one_trains_from_scratch_and_releases_day_two_refines_and_the_gate_d
     assert first["version"] == "v0.1.0"
     commit = day1.xcom["refine.refine"]["commit"]
     assert commit["branch"] == "mlci/refine/20261101T020000"
-    assert tags(dvc_project)["fraud-detector@v0.1.0"] == commit["commit"] == first["sha"]
+    assert dvc_project.remote_tags("fraud-detector")["fraud-detector@v0.1.0"] == commit["commit"] == first["sha"]
     assert day1.xcom["refine.report"]["html"].endswith("report.html")
 
     data_sha = add_a_day_of_data(dvc_project, 1)
@@ -107,7 +97,7 @@ def test_day_one_trains_from_scratch_and_releases_day_two_refines_and_the_gate_d
     assert second["promoted"] is True
     assert second["version"] == "v0.2.0"
     assert second["tags"] == ["fraud-detector@v0.2.0", "fraud-detector#prod#2"]
-    assert tags(dvc_project) == {
+    assert dvc_project.remote_tags("fraud-detector") == {
         "fraud-detector@v0.1.0": first["sha"],
         "fraud-detector#prod#1": first["sha"],
         "fraud-detector@v0.2.0": second["sha"],

@@ -143,15 +143,6 @@ def test_ec2_repro_commits_one_lock_on_the_reproduced_revision_that_the_s3_remot
 NIGHT = pendulum.datetime(2026, 10, 15, 2, tz="UTC")
 
 
-def registry_tags(project) -> dict[str, str]:
-    """The model's registry tags on the git remote and the commits they point at."""
-    return {
-        ref.removeprefix("refs/tags/"): project.git("rev-parse", f"{ref}^{{commit}}", cwd=project.remote).strip()
-        for ref in project.remote_refs()
-        if ref.startswith("refs/tags/fraud-detector")
-    }
-
-
 def test_the_nightly_refinement_on_the_ec2_backend_trains_on_an_instance_and_releases(
     run_dag, gpu_setup, moto_endpoint, monkeypatch, capfd, tmp_path
 ):
@@ -238,7 +229,7 @@ def test_the_nightly_refinement_on_the_ec2_backend_trains_on_an_instance_and_rel
         ],
         "from": started,
     }
-    assert registry_tags(project) == {"fraud-detector@v0.1.0": head, "fraud-detector#prod#1": head}
+    assert project.remote_tags("fraud-detector") == {"fraud-detector@v0.1.0": head, "fraud-detector#prod#1": head}
     assert state_of(moto_endpoint, instance["instance_id"]) == "terminated"
     assert ours_alive(moto_endpoint) == []
 

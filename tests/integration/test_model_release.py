@@ -23,11 +23,6 @@ DAG_ID = "example_model_release"
 MODEL = "fraud-detector"
 
 
-def tags(project) -> dict[str, str]:
-    out = project.git("for-each-ref", "--format=%(refname:lstrip=2) %(*objectname)", "refs/tags", cwd=project.remote)
-    return dict(line.split(" ") for line in out.splitlines())
-
-
 @pytest.fixture
 def project(dvc_project, dvc_connection, worker_cache, monkeypatch, tmp_path):
     """The demo project (nothing trained yet) behind the default connection."""
@@ -97,7 +92,7 @@ def test_a_better_model_is_promoted_and_a_worse_one_is_not(run_dag, released, tm
     assert logloss["delta"] < -0.01
     assert record.xcom["promote"]["version"] == "v0.2.0"
     assert record.xcom["summary"] == {"promoted": True, "version": "v0.2.0"}
-    assert tags(released) == {
+    assert released.remote_tags() == {
         f"{MODEL}@v0.1.0": released.champion,
         f"{MODEL}#prod#1": released.champion,
         f"{MODEL}@v0.2.0": better,
@@ -109,7 +104,7 @@ def test_a_better_model_is_promoted_and_a_worse_one_is_not(run_dag, released, tm
     assert deployed(released, tmp_path, "after-better") == better
 
     worse = train(released, 2)
-    before = tags(released)
+    before = released.remote_tags()
     record = run_dag(DAG_ID, path=EXAMPLE_DAGS / "example_model_release.py", conf={"rev": worse})
     assert record.state == "success", record.task_states
     assert record.task_states["promote"] == "skipped"
@@ -119,7 +114,7 @@ def test_a_better_model_is_promoted_and_a_worse_one_is_not(run_dag, released, tm
     assert decision["champion"]["version"] == "v0.2.0"
     assert any("logloss" in reason for reason in decision["reasons"])
     assert record.xcom["summary"] == {"promoted": False, "version": None}
-    assert tags(released) == before
+    assert released.remote_tags() == before
     assert deployed(released, tmp_path, "after-worse") == better
 
 
@@ -169,7 +164,7 @@ def test_a_stage_that_changed_after_the_gate_aborts_the_promotion(run_dag, relea
         "since the gate compared against it: it held v0.1.0, it holds v0.2.0 (fraud-detector#prod#2) now. Nothing "
         "was written; run the gate again."
     ]
-    on_prod = {sha for tag, sha in tags(released).items() if "#prod#" in tag}
+    on_prod = {sha for tag, sha in released.remote_tags().items() if "#prod#" in tag}
     assert candidate not in on_prod
     assert deployed(released, tmp_path, "after-race") == other
 
@@ -191,7 +186,7 @@ def test_a_broken_model_fails_validation_naming_the_file_and_writes_no_tag(run_d
     (released.work / "models" / "broken.pkl").write_bytes((released.work / "models" / "model.pkl").read_bytes()[:40])
     released.git("add", "-f", "models/broken.pkl")
     broken = released.commit_and_push("A truncated model", dvc_push=False)
-    before = tags(released)
+    before = released.remote_tags()
     task = (
         f'ModelValidationOperator(task_id="validate", model="models/broken.pkl", rev="{broken}", '
         'thresholds={"accuracy": {"min": 0.6}, "f1": {"min": 0.5}})'
@@ -217,7 +212,7 @@ def test_a_broken_model_fails_validation_naming_the_file_and_writes_no_tag(run_d
     report = Path(xcom(record, "validate", "mlci_report_uri").removeprefix("file://"), "verdict.md").read_text()
     assert "| load | load models/broken.pkl@" in report
     assert any(c["kind"] == "load" and c["passed"] is False for c in verdict["checks"])
-    assert tags(released) == before
+    assert released.remote_tags() == before
 
 
 def test_rollback_puts_the_previous_version_back_in_one_tag(run_dag, released, tmp_path, capfd):
@@ -225,7 +220,7 @@ def test_rollback_puts_the_previous_version_back_in_one_tag(run_dag, released, t
     access = RepoAccess.local(str(released.remote))
     with Workspace.open(access, "main", cache_dir=tmp_path / "setup-cache") as ws:
         GitRegistry(workspace=ws).promote(name=MODEL, sha=better, stage="prod")
-    before = tags(released)
+    before = released.remote_tags()
     stale = 'RollbackModelOperator(task_id="rollback", model="fraud-detector", expected_version="v0.1.0")'
     record = run_dag("rollback_stale", source=TASK_DAG.format(dag_id="rollback_stale", task=stale))
     assert record.task_states == {"rollback": "failed"}
@@ -234,14 +229,14 @@ def test_rollback_puts_the_previous_version_back_in_one_tag(run_dag, released, t
         "airflow.sdk.exceptions.AirflowFailException: PromotionConflictError: Stage 'prod' of 'fraud-detector' holds "
         "v0.2.0, not v0.1.0; nothing was written."
     ]
-    assert tags(released) == before
+    assert released.remote_tags() == before
 
     task = 'RollbackModelOperator(task_id="rollback", model="fraud-detector", expected_version="v0.2.0")'
     record = run_dag("rollback", source=TASK_DAG.format(dag_id="rollback", task=task))
     assert record.state == "success"
     result = record.xcom["rollback"]
     assert (result["version"], result["sha"], result["tags"]) == ("v0.1.0", released.champion, [f"{MODEL}#prod#3"])
-    assert set(tags(released)) - set(before) == {f"{MODEL}#prod#3"}
+    assert set(released.remote_tags()) - set(before) == {f"{MODEL}#prod#3"}
     assert deployed(released, tmp_path, "after-rollback") == released.champion
 
 
@@ -297,4 +292,4 @@ def test_bad_arguments_fail_typed_and_named_with_no_tag_written(run_dag, project
     whole = whole.format(where=f"{project.remote} at HEAD ({project.head()[:12]})")
     assert message in f"{error}: {whole}"
     assert error_lines(out, error) == [f"airflow.sdk.exceptions.AirflowFailException: {error}: {whole}"]
-    assert tags(project) == {}
+    assert project.remote_tags() == {}

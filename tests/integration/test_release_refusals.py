@@ -44,12 +44,6 @@ def dag(dag_id: str, *tasks: str) -> str:
     return DAG_SOURCE.format(dag_id=dag_id, tasks="\n    ".join(tasks))
 
 
-def tags(project) -> dict[str, str]:
-    """Every tag of the git remote and the commit it names."""
-    out = project.git("for-each-ref", "--format=%(refname:lstrip=2) %(*objectname)", "refs/tags", cwd=project.remote)
-    return dict(line.split(" ") for line in out.splitlines())
-
-
 @pytest.fixture(scope="module")
 def released_template(demo_project_template, tmp_path_factory):
     """Trained once per module, all on ``main``: ``champion`` (10 epochs, released to prod as
@@ -77,7 +71,7 @@ def released(released_template, dvc_connection, worker_cache, monkeypatch, tmp_p
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
     monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
     dvc_connection(str(copy.remote), extra={"dvc_remote_url": copy.dvc_remote_url})
-    copy.tags_before = tags(copy)
+    copy.tags_before = copy.remote_tags()
     assert copy.tags_before == {f"{MODEL}@v0.1.0": copy.champion, f"{MODEL}#prod#1": copy.champion}
     return copy
 
@@ -114,7 +108,7 @@ def test_a_worse_candidate_is_refused_for_good_and_no_tag_moves(run_dag, release
     decision = xcom(record, "gate", "decision")
     assert (decision["promote"], decision["reasons"]) == (False, [reason])
     assert decision["evaluation"]["same"] is True
-    assert tags(released) == released.tags_before
+    assert released.remote_tags() == released.tags_before
 
 
 def test_a_candidate_evaluated_on_other_data_is_refused_unless_allowed(run_dag, released, capfd):
@@ -180,7 +174,7 @@ def test_a_candidate_evaluated_on_other_data_is_refused_unless_allowed(run_dag, 
     assert xcom(record, "allowed", "decision") == record.xcom["allowed"]
     warning = f"Comparing metrics from different evaluations (allowed): {difference}"
     assert logged(out, "warning", warning, f"{OPERATORS}gate.ModelGateOperator") == 1
-    assert tags(released) == released.tags_before
+    assert released.remote_tags() == released.tags_before
 
 
 def test_a_promotion_with_no_decision_or_a_refused_one_writes_nothing(run_dag, released, capfd):
@@ -214,7 +208,7 @@ def test_a_promotion_with_no_decision_or_a_refused_one_writes_nothing(run_dag, r
         f"{FAILED}GateRefusedError: The gate refused this candidate: {reason}",
         f"{FAILED}GateRefusedError: {MODEL} at {released.worse[:12]} does not replace the model on prod: {reason}",
     ]
-    assert tags(released) == released.tags_before
+    assert released.remote_tags() == released.tags_before
 
 
 def test_a_candidate_that_moved_since_the_gate_is_not_promoted(run_dag, released, capfd):
@@ -243,4 +237,4 @@ def test_a_candidate_that_moved_since_the_gate_is_not_promoted(run_dag, released
         f"{FAILED}PromotionConflictError: The gate judged {released.better[:12]} but 'candidate' is "
         f"{released.worse[:12]} now; nothing was written."
     ]
-    assert tags(released) == released.tags_before
+    assert released.remote_tags() == released.tags_before
