@@ -114,24 +114,26 @@ class GpuHookMixin:
         return self.region_name
 
 
-def terminate_without_waiting(hook: GpuInstanceHook, instance_ids: Sequence[str], log: Any, *, others: str) -> bool:
+def terminate_without_waiting(
+    hook: GpuInstanceHook, instance_ids: Sequence[str], log: Any, *, others: str
+) -> list[str]:
     """Terminate ``instance_ids`` without waiting for them to stop; a failure is logged, not raised.
 
     :param hook: the hook of the instances' region
     :param instance_ids: the instances (duplicates and empty ids are dropped)
     :param log: the operator's logger
     :param others: what terminates them if this fails, for the log line ("the teardown and the reaper")
-    :return: whether the request succeeded (``True`` when there was nothing to terminate)
+    :return: the instances asked to terminate (none when there were none, or the request failed)
     """
     ids = list(dict.fromkeys(i for i in instance_ids if i))
     if not ids:
-        return True
+        return []
     try:
         hook.terminate(ids)
     except Exception:
         log.exception("Could not terminate %s (%s will)", ids, others)
-        return False
-    return True
+        return []
+    return ids
 
 
 class DvcHookMixin:

@@ -249,10 +249,10 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     def _terminate_trial_instances(self, instance_ids: list[str], region: str | None) -> None:
         """Terminate the trial's instance(s) without waiting; a failure is logged (the sweep's
         teardown, the instance's deadline and the reaper remain)."""
-        ids = list(dict.fromkeys(i for i in instance_ids if i))
-        if ids and terminate_without_waiting(
-            self.gpu_hook(region), ids, self.log, others="the sweep's teardown and the reaper"
-        ):
+        if not any(instance_ids):
+            return
+        others = "the sweep's teardown and the reaper"
+        if ids := terminate_without_waiting(self.gpu_hook(region), instance_ids, self.log, others=others):
             self.log.info("Terminated instance(s) %s of trial %s", ids, self.trial.get("name"))
 
     def _finished(self, result: dict[str, Any]) -> dict[str, Any]:
