@@ -11,6 +11,13 @@ report::
         validation.json  failure_cases.parquet    (data validation)
         verdict.md  decision.md  ...              (model checks, gates)
 
+A run that judged a model also leaves a **run record** (see
+:mod:`airflow_provider_mlci.core.model.history`): in its last task's folder as ``run-outcome.json``
+(what the run view and the index show), and, per model, in a hidden folder the model page and the
+trend read without listing any run::
+
+    <root>/.models/<model>/<night>@<dag_id>@<run>.json     (@ is in no Dag id nor run folder name)
+
 ``<run>`` is the run id with every character outside ``[A-Za-z0-9._+-]`` as ``_``
 (``manual__2026-12-04T15_03_26+00_00``); ``<task>`` is the task id, with ``.<map index>`` for a
 mapped task instance (``sweep.trial.3``). ``outcome.json`` holds ``{"format": 1, "dag_id",
@@ -67,9 +74,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 __all__ = [
+    "MODELS_DIR",
     "OUTCOME_FILE",
     "RETENTION_BATCH",
     "RETENTION_INTERVAL_S",
+    "RUN_OUTCOME_FILE",
     "ReportFolder",
     "ReportKey",
     "ReportStore",
@@ -83,6 +92,10 @@ __all__ = [
 
 #: The file that makes a folder a report, written last.
 OUTCOME_FILE = "outcome.json"
+#: The run record in the folder of the task that wrote it: what the run came to.
+RUN_OUTCOME_FILE = "run-outcome.json"
+#: The per-model copies of run records (a hidden name: never listed as a Dag).
+MODELS_DIR = ".models"
 #: The version of ``outcome.json``'s fields.
 OUTCOME_FORMAT = 1
 #: One name in a report path: no separators, no leading dot, nothing that needs quoting in a shell.
@@ -417,6 +430,70 @@ class ReportStore:
         found = {str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]: _modified(entry) for entry in entries}
         return {name: when for name, when in found.items() if valid_name(name)}
 
+    # ------------------------------------------------------------------------------ run records
+
+    def write_record(self, record: Mapping[str, Any]) -> None:
+        """Keep a copy of a run record under its model (one small file, replaced by a retry's).
+
+        :param record: a run record (:func:`airflow_provider_mlci.core.model.history.run_record`)
+        :raises MlciConfigError: the model, Dag or run cannot be a name in the store
+        """
+        from airflow_provider_mlci.core.model.history import dumps
+
+        name = f"{_stamp(str(record.get('night') or ''))}@{record['dag_id']}@{safe_run(record['run_id'])}.json"
+        self._put(self._model_folder(str(record["model"])) / name, dumps(record))
+
+    def records(self, model: str, *, limit: int = 30, dag_ids: set[str] | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` run records of ``model``, oldest first (one listing, then one read each).
+
+        :param model: the model
+        :param limit: how many
+        :param dag_ids: only records of these Dags (``None``: all)
+        """
+        folder = self._model_folder(model)
+        try:
+            names = sorted(
+                str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in self.root.fs.ls(folder.path, detail=False)
+            )
+        except FileNotFoundError:
+            return []
+        if dag_ids is not None:
+            names = [n for n in names if n.count("@") == 2 and n.split("@")[1] in dag_ids]
+        found = []
+        for name in names[-limit:] if limit else names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                found.append(json.loads((folder / name).read_bytes()))
+            except (FileNotFoundError, ValueError):
+                continue
+        return found
+
+    def models(self) -> list[str]:
+        """The models with run records, sorted (``=`` in a name as GTO writes ``:``)."""
+        return sorted(self._children(self.root / MODELS_DIR))
+
+    def run_outcome(self, folders: list[ReportFolder]) -> dict[str, Any] | None:
+        """The run record among a run's report folders, if one of them holds it.
+
+        :param folders: the run's folders (:meth:`folders`)
+        """
+        for folder in folders:
+            if RUN_OUTCOME_FILE in folder.files:
+                try:
+                    return json.loads(self.path(folder.dag_id, folder.run, folder.task, RUN_OUTCOME_FILE).read_bytes())
+                except (FileNotFoundError, ValueError):
+                    return None
+        return None
+
+    def _model_folder(self, model: str) -> Any:
+        name = model.replace(":", "=")
+        if not valid_name(name):
+            from airflow_provider_mlci.exceptions import MlciConfigError
+
+            raise MlciConfigError(f"{model!r} cannot be a model's name in the report store")
+        return self.root / MODELS_DIR / name
+
     # ------------------------------------------------------------------------------ retention
 
     def prune(
@@ -653,6 +730,17 @@ def _newest_first(runs: Mapping[str, float]) -> list[str]:
     """Run folder names, newest first: by when the folder was written where the storage says,
     else by the time in the run id, then by name."""
     return sorted(runs, key=lambda run: (runs[run] or _run_time(run), run), reverse=True)
+
+
+def _stamp(when: str) -> str:
+    """``20261102T020000`` of an ISO time (``00000000T000000`` when it is not one): names sort by time."""
+    try:
+        moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return "00000000T000000"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y%m%dT%H%M%S")
 
 
 def _run_time(run: str) -> float:

@@ -3,7 +3,9 @@
 ``RefinementStartOperator`` points the project's DVC-tracked base model at the model on a stage
 and commits that to a branch (see :mod:`airflow_provider_mlci.core.model.refine`); reproducing the
 commit it returns fine-tunes the deployed model. ``ReleaseOutcomeOperator`` closes a release
-chain (gate, promote or keep) with one small JSON answer. ``RefinementTaskGroup`` wires both.
+chain (gate, promote or keep) with one small JSON answer. ``RunRecordOperator`` ends the run,
+whatever happened, by recording what it came to (see :mod:`airflow_provider_mlci.core.model.history`).
+``RefinementTaskGroup`` wires all three.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.model.refine import RefinementSpec
     from airflow_provider_mlci.core.repo.workspace import Workspace
 
-__all__ = ["RefinementStartOperator", "ReleaseOutcomeOperator"]
+__all__ = ["RefinementStartOperator", "ReleaseOutcomeOperator", "RunRecordOperator"]
 
 _REFINE_TEAL = "#00796b"
 
@@ -145,3 +147,138 @@ class ReleaseOutcomeOperator(BaseOperator):
             for reason in outcome["reasons"]:
                 self.log.info("  because %s", reason)
         return outcome
+
+
+class RunRecordOperator(BaseOperator):
+    """Record what the run came to for ``model``: promoted, kept, or failed; fail the run if it failed.
+
+    Runs whatever happened upstream (``trigger_rule="all_done"``, as the group's last task). Writes
+    the run record (:func:`~airflow_provider_mlci.core.model.history.run_record`) into its own
+    report folder (``run-outcome.json``, with a page: the outcome in one line, the gate metrics'
+    deltas, the GPU cost, and the trend of the last ``nights`` runs of the model) and a copy under
+    the model in the report store, which the model page and the trend read. Returns the record.
+    When a task of ``task_group_id`` failed, or no release outcome came, it records ``failed`` and
+    then fails, so the Dag run is failed (a kept model is a successful run).
+
+    :param model: the model (templated)
+    :param stage: the stage it was judged for (templated)
+    :param outcome_task_id: the :class:`ReleaseOutcomeOperator` task
+    :param start_task_id: the task that says how the candidate was made (``from_scratch``, ``deployed``)
+    :param report_task_id: the run's metrics report task (linked from the record)
+    :param cost_task_id: the GPU teardown task whose ``gpu_cost`` XCom says what the run cost
+    :param task_group_id: the group whose failed tasks make a failed run (default: this task's group)
+    :param nights: how many runs the trend shows
+    :param dvc_conn_id: the ``mlci_dvc`` connection of the repository whose registry holds the model
+    :param report_base: the folder or URL of the report store (default ``[mlci] reports_dir``)
+    """
+
+    template_fields: Sequence[str] = ("model", "stage")
+    ui_color = _REFINE_TEAL
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        stage: str = "prod",
+        outcome_task_id: str,
+        start_task_id: str | None = None,
+        report_task_id: str | None = None,
+        cost_task_id: str | None = None,
+        task_group_id: str | None = None,
+        nights: int = 30,
+        dvc_conn_id: str = "mlci_dvc_default",
+        report_base: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.model = model
+        self.stage = stage
+        self.outcome_task_id = outcome_task_id
+        self.start_task_id = start_task_id
+        self.report_task_id = report_task_id
+        self.cost_task_id = cost_task_id
+        self.task_group_id = task_group_id
+        self.nights = nights
+        self.dvc_conn_id = dvc_conn_id
+        self.report_base = report_base
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.providers.common.compat.sdk import AirflowFailException
+
+        from airflow_provider_mlci.core.model.history import run_record
+        from airflow_provider_mlci.report_store import ReportKey, ReportStore, store_task_report
+
+        ti = context["ti"]
+        outcome = ti.xcom_pull(task_ids=self.outcome_task_id)
+        cost = ti.xcom_pull(task_ids=self.cost_task_id, key="gpu_cost") if self.cost_task_id else None
+        store = ReportStore.open(self.report_base)
+        report = None
+        if self.report_task_id:
+            key = ReportKey(dag_id=ti.dag_id, run_id=ti.run_id, task_id=self.report_task_id)
+            report = key.task if store.outcome(key) is not None else None
+        record = run_record(
+            model=self.model,
+            stage=self.stage,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            night=_night(context),
+            outcome=outcome if isinstance(outcome, dict) else None,
+            started=ti.xcom_pull(task_ids=self.start_task_id) if self.start_task_id else None,
+            failed_tasks=self._failed_tasks(ti),
+            report=report,
+            cost=_cost_summary(cost),
+            dvc_conn_id=self.dvc_conn_id,
+        )
+        files = self._page(store, record)
+        store_task_report(context, files, record, base=self.report_base)
+        store.write_record(record)
+        self.log.info("%s on %s: %s", self.model, self.stage, record["summary"])
+        if record["decision"] == "failed":
+            raise AirflowFailException(f"The run failed: {record['summary']}")
+        return record
+
+    def _failed_tasks(self, ti: Any) -> list[str]:
+        group = self.task_group_id
+        if group is None and self.task_group is not None and self.task_group.group_id:
+            group = self.task_group.group_id
+        try:
+            if group:
+                found = ti.get_task_states(dag_id=ti.dag_id, task_group_id=group, run_ids=[ti.run_id])
+            else:
+                found = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
+        except Exception as exc:  # an Airflow without the call: the outcome alone decides
+            self.log.warning("Cannot read the run's task states (%s): failures are judged by the outcome", exc)
+            return []
+        states = found.get(ti.run_id) or {}
+        return sorted(task for task, state in states.items() if state == "failed" and task != self.task_id)
+
+    def _page(self, store: Any, record: dict[str, Any]) -> dict[str, bytes]:
+        from airflow_provider_mlci.core.model.history import dumps
+        from airflow_provider_mlci.core.reports.html import outcome_page
+
+        history = [
+            r
+            for r in store.records(self.model, limit=self.nights)
+            if (r.get("dag_id"), r.get("run_id")) != (record["dag_id"], record["run_id"])
+        ]
+        files = outcome_page(record, [*history, record][-self.nights :], log=self.log)
+        files["run-outcome.json"] = dumps(record)
+        return files
+
+
+def _night(context: Context) -> str:
+    """The time the run is for: its logical date, else when it was due (runs without a logical date)."""
+    from datetime import UTC, datetime
+
+    run = context.get("dag_run")
+    when = getattr(run, "logical_date", None) or getattr(run, "run_after", None) or datetime.now(UTC)
+    return when.isoformat(timespec="seconds")
+
+
+def _cost_summary(cost: Any) -> dict[str, Any] | None:
+    """The teardown's ``gpu_cost`` XCom as a record keeps it (``None`` without GPU work)."""
+    if not cost:
+        return None
+    return dict(cost) if isinstance(cost, dict) else {"instances": list(cost)}

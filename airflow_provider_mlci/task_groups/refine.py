@@ -38,8 +38,13 @@ Tasks, in order (ids under the group):
 ``outcome``
     what happened, as small JSON (promoted or not, version, tags, reasons, how it started)
 ``report``
-    metrics, params and plots against the deployed model, with the gate's decision; written
-    whatever happened
+    metrics, params and plots against the deployed model, with the data validation, drift, model
+    verdict and gate sections; written whatever happened
+``record``
+    the run record (:mod:`airflow_provider_mlci.core.model.history`): promoted, kept or failed in
+    one line with the metric deltas, the GPU cost, the trend of the model's last runs; what the
+    run view, the index and the model page show. It fails when the refinement failed, so the Dag
+    run says so (a kept model is a successful run)
 
 The compute backend is ``compute``, or the provider setting ``[mlci] compute_backend`` (``local``
 by default) when ``compute`` is ``None``; it is read when the DAG file is parsed.
@@ -57,7 +62,7 @@ from airflow.sdk import TaskGroup, TriggerRule
 from airflow_provider_mlci.config import Compute, Ec2Compute
 from airflow_provider_mlci.operators.dvc import DvcReproOperator
 from airflow_provider_mlci.operators.model import ModelGateBranchOperator, ModelValidationOperator, PromoteModelOperator
-from airflow_provider_mlci.operators.refine import RefinementStartOperator, ReleaseOutcomeOperator
+from airflow_provider_mlci.operators.refine import RefinementStartOperator, ReleaseOutcomeOperator, RunRecordOperator
 from airflow_provider_mlci.operators.report import MetricsReportOperator
 from airflow_provider_mlci.operators.validation import DataDriftCheckOperator, DataValidationOperator
 
@@ -204,6 +209,7 @@ class RefinementTaskGroup(TaskGroup):
                 **repo,
                 **dict(refine_args or {}),
             }
+            cost_task_id = None
             if self.compute is Compute.EC2:
                 from airflow_provider_mlci.task_groups.gpu import GpuRunTaskGroup
 
@@ -223,6 +229,7 @@ class RefinementTaskGroup(TaskGroup):
                         **refine_kwargs,
                     )
                 first = gpu.plan if gpu.plan is not None else gpu.launch
+                cost_task_id = gpu.terminate.task_id if gpu.terminate is not None else None
             else:
                 self.refine = DvcReproOperator(**refine_kwargs)
                 first = self.refine
@@ -276,11 +283,27 @@ class RefinementTaskGroup(TaskGroup):
                 task_id="report",
                 rev=made + " or " + started + ".refine_sha }}",
                 baseline_rev="{{ (" + started + ".deployed or {}).get('sha') or " + started + ".sha }}",
-                include_tasks=[self.gate.task_id, self.outcome.task_id],
+                include_tasks=[
+                    *(check.task_id for check in [*checks, *after_start]),
+                    self.validate_model.task_id,
+                    self.gate.task_id,
+                    self.outcome.task_id,
+                ],
                 title=f"Refinement of {model}",
                 report_base=report_base,
                 trigger_rule="all_done",
                 **repo,
             )
+            self.record = RunRecordOperator(
+                task_id="record",
+                model=model,
+                stage=stage,
+                outcome_task_id=self.outcome.task_id,
+                start_task_id=start_id,
+                report_task_id=self.report.task_id,
+                cost_task_id=cost_task_id,
+                dvc_conn_id=dvc_conn_id,
+                report_base=report_base,
+            )
             self.refine >> self.validate_model >> self.gate >> [self.promote, keep_deployed]
-            [self.promote, keep_deployed] >> self.outcome >> self.report
+            [self.promote, keep_deployed] >> self.outcome >> self.report >> self.record

@@ -17,6 +17,7 @@ REFINE_TASKS = (
     "keep_deployed",
     "outcome",
     "report",
+    "record",
 )
 #: The first night (nothing deployed): no drift to check, nothing to keep.
 REFINE_NIGHT_1_STATES = {**dict.fromkeys(REFINE_TASKS, "success"), "drift": "skipped", "keep_deployed": "skipped"}

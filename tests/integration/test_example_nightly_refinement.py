@@ -15,6 +15,7 @@ import sys
 import pendulum
 import yaml
 
+from airflow_provider_mlci.report_store import ReportKey, ReportStore
 from tests.conftest import EXAMPLE_DAGS
 from tests.helpers.flagships import REFINE_NIGHT_1_STATES, REFINE_TASKS
 from tests.helpers.log_lines import OPERATORS, logged
@@ -107,3 +108,25 @@ def test_day_one_trains_from_scratch_and_releases_day_two_refines_and_the_gate_d
     assert day2.task_states["refine.promote"] == "success"
     assert day2.task_states["refine.keep_deployed"] == "skipped"
     assert day2.xcom["refine.report"]["baseline_sha"] == first["sha"]
+    # The run records: one line per night, with the deltas; a copy under the model for the trend.
+    assert day1.xcom["refine.record"]["summary"] == "Promoted v0.1.0 to prod: logloss 0.4743; accuracy 0.781"
+    record = day2.xcom["refine.record"]
+    assert record["decision"] == "promoted"
+    assert record["summary"] == (
+        "Promoted v0.2.0 to prod, replacing v0.1.0: logloss 0.4743 -> 0.4714 (-0.0029); accuracy 0.781 -> 0.781 (+0)"
+    )
+    assert record["night"] == "2026-11-02T02:00:00+00:00"
+    assert record["report"] == "refine.report"
+    store = ReportStore.open()
+    kept = store.records("fraud-detector")
+    assert [(r["night"][:10], r["decision"], r["version"]) for r in kept] == [
+        ("2026-11-01", "promoted", "v0.1.0"),
+        ("2026-11-02", "promoted", "v0.2.0"),
+    ]
+    folder = ReportKey(dag_id=DAG_ID, run_id=day2.run_id, task_id="refine.record")
+    stored = store.folders(DAG_ID, folder.run, folder.task)[0].files
+    assert {"run-outcome.json", "report.html", "report.md", "images/trend.svg"} <= set(stored)
+    # The metrics report has the data validation, drift and model verdict sections too.
+    report_md = store.path(DAG_ID, folder.run, "refine.report", "report.md").read_text()
+    for section in ("refine.validate_data", "refine.drift", "refine.validate_model", "refine.gate"):
+        assert f"## {section}" in report_md, section

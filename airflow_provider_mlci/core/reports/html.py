@@ -31,6 +31,8 @@ __all__ = [
     "ReportImage",
     "ReportSection",
     "build_report",
+    "outcome_page",
+    "outcome_sections",
     "section_for",
     "sections_page",
     "trend_spec",
@@ -269,6 +271,102 @@ def sections_page(
     markdown = "\n".join([f"# {title}", "", *(f"{section.markdown}\n" for section in sections)])
     page = render("page.html.j2", templates_dir=templates_dir, title=title, sections=sections)
     return {"report.md": markdown.encode(), "report.html": page.encode()}
+
+
+def outcome_sections(record: Mapping[str, Any]) -> list[ReportSection]:
+    """The sections of a run record's page: the outcome with the gate metrics' deltas, the cost.
+
+    :param record: a run record (:func:`airflow_provider_mlci.core.model.history.run_record`)
+    """
+    deployed = record.get("deployed") or {}
+    against = deployed.get("version") or str(deployed.get("sha") or "")[:12] or "nothing deployed"
+    header = ["metric", "better", "deployed", "candidate", "delta", "passed"]
+    rows = [
+        [m.get("metric"), m.get("direction"), _fmt(m.get("champion")), _fmt(m.get("candidate")),
+         _fmt(m.get("delta"), signed=True), _yes(m.get("passed"))]
+        for m in record.get("metrics") or []
+    ]  # fmt: skip
+    md = [f"**{record.get('decision')}**: {record.get('summary')}", ""]
+    blocks: _Blocks = [_p((str(record.get("decision")), True), f": {record.get('summary')}")]
+    if rows:
+        md += [f"Against {against} on {record.get('stage')}:", "", *_table_md(header, rows), ""]
+        blocks += [_p(f"Against {against} on {record.get('stage')}:"), _table(header, rows)]
+    for title, items in (("Reasons", record.get("reasons")), ("Failed tasks", record.get("failed_tasks"))):
+        if items:
+            md += [f"{title}:", "", *[f"- {item}" for item in items], ""]
+            blocks += [_p(f"{title}:"), _ul(items)]
+    sections = [ReportSection(title="Outcome", markdown="\n".join(md), html=_blocks_html(blocks))]
+    cost = record.get("cost")
+    if cost:
+        header = ["instance", "type", "market", "seconds", "USD/h", "USD"]
+        rows = [
+            [i.get("instance_id"), i.get("instance_type"), i.get("market"), _fmt(i.get("seconds")),
+             _fmt(i.get("hourly_usd")), _fmt(i.get("cost_usd"))]
+            for i in cost.get("instances") or []
+        ]  # fmt: skip
+        total = f"GPU cost: {_fmt(cost.get('total_usd'))} USD"
+        md = [total, "", *_table_md(header, rows)]
+        body = _blocks_html([_p(total), _table(header, rows)])
+        sections.append(ReportSection(title="GPU cost", markdown="\n".join(md), html=body))
+    return sections
+
+
+def outcome_page(
+    record: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    *,
+    log: Any = None,
+    templates_dir: str | None = None,
+) -> dict[str, bytes]:
+    """``report.md``, ``report.html`` and ``images/trend.svg`` of a run record: its outcome, its cost,
+    the trend of the model over ``history``, and links to the run's metrics report and Airflow run.
+
+    :param record: the run record
+    :param history: the model's records to chart, oldest first (this one last)
+    :param log: where a trend that cannot be drawn is logged
+    :param templates_dir: a folder whose templates replace the packaged ones
+    """
+    from urllib.parse import quote
+
+    from markupsafe import escape
+
+    from airflow_provider_mlci.core.model.history import trend_spec
+
+    sections = outcome_sections(record)
+    files: dict[str, bytes] = {}
+    try:
+        svg = _svg(trend_spec(str(record.get("model")), history))
+    except Exception as exc:  # the record matters more than its chart
+        if log is not None:
+            log.warning("Cannot draw the trend of %s: %s", record.get("model"), exc)
+        svg = None
+    if svg is not None:
+        files["images/trend.svg"] = svg.encode()
+        inline = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+        sections.append(
+            ReportSection(
+                title=f"Trend of the last {len(history)} runs",
+                markdown="![trend](images/trend.svg)",
+                html=f"<figure><img id='trend' alt='trend' src='{inline}'></figure>",
+            )
+        )
+    # The page is served at /mlci/reports/<dag>/<run>/<task>/: the Airflow run is five levels up.
+    dag, run = (quote(str(record[key]), safe="") for key in ("dag_id", "run_id"))
+    run_href = f"../../../../../dags/{dag}/runs/{run}"
+    links = [(f"Airflow run {record['run_id']}", run_href)]
+    if record.get("report"):
+        links.append(("Metrics report of this run", f"../{quote(str(record['report']), safe='')}/"))
+    links.append(("All reports of this run", "../"))
+    md = "\n".join(f"- [{label}]({href})" for label, href in links)
+    html = "<ul>" + "".join(f"<li><a target='_top' href='{escape(h)}'>{escape(t)}</a></li>" for t, h in links) + "</ul>"
+    sections.append(ReportSection(title="Links", markdown=md, html=html))
+    files.update(sections_page(f"{record.get('model')} on {record.get('stage')}: run outcome", sections,
+                               templates_dir=templates_dir))  # fmt: skip
+    return files
+
+
+def _blocks_html(blocks: _Blocks, templates_dir: str | None = None) -> str:
+    return render("section.html.j2", templates_dir=templates_dir, blocks=blocks).strip()
 
 
 def trend_spec(metric: str, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
