@@ -28,14 +28,21 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mlci.core.model.registry import parse_tag, parse_version, read_evidence
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from airflow_provider_mlci.core.repo.access import GitAccess
+    from airflow_provider_mlci.core.runtime.process import CommandRunner
 
 __all__ = [
     "DECISIONS",
     "RECORD_FORMAT",
     "TagInfo",
+    "fetch_tags",
     "metric_line",
     "model_story",
     "read_tags",
@@ -274,6 +281,29 @@ def read_tags(listing: str) -> list[TagInfo]:
         name, _, sha, when, tagger, message = parts[:6]
         found.append(TagInfo(tag=name, sha=sha, time=int(when or 0), tagger=tagger, evidence=read_evidence(message)))
     return found
+
+
+def fetch_tags(access: GitAccess, mirror: Path, runner: CommandRunner) -> list[TagInfo]:
+    """Fetch the remote's tags (and their commits, shallow) into a bare ``mirror``; return them.
+
+    Reads only tags: no branch, no history, no checkout; the mirror is made on first use and
+    kept, so later fetches move only new tags.
+
+    :param access: the repository
+    :param mirror: a folder for the bare mirror (this process's own)
+    :param runner: runs git
+    :raises GitRemoteError: the remote cannot be reached
+    """
+    from airflow_provider_mlci.core.repo.git import Git
+
+    with Git(access, runner) as git:
+        if not (mirror / "HEAD").is_file():
+            mirror.parent.mkdir(parents=True, exist_ok=True)
+            git.check(["init", "--quiet", "--bare", str(mirror)])
+        fetch = ["fetch", "--quiet", "--force", "--prune", "--no-tags", "--depth=1"]
+        git.check([*fetch, "--", access.url, "+refs/tags/*:refs/tags/*"], cwd=mirror, remote=True)
+        listing = git.check(["for-each-ref", f"--format={TAG_FORMAT}", "refs/tags"], cwd=mirror, capture=True)
+    return read_tags(listing)
 
 
 def model_story(tags: Sequence[TagInfo], model: str) -> dict[str, Any]:
