@@ -65,7 +65,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -443,12 +443,14 @@ class ReportStore:
         name = f"{_stamp(str(record.get('night') or ''))}@{record['dag_id']}@{safe_run(record['run_id'])}.json"
         self._put(self._model_folder(str(record["model"])) / name, dumps(record))
 
-    def records(self, model: str, *, limit: int = 30, dag_ids: set[str] | None = None) -> list[dict[str, Any]]:
+    def records(
+        self, model: str, *, limit: int = 30, dag_filter: Callable[[str], bool] | None = None
+    ) -> list[dict[str, Any]]:
         """The newest ``limit`` run records of ``model``, oldest first (one listing, then one read each).
 
         :param model: the model
-        :param limit: how many
-        :param dag_ids: only records of these Dags (``None``: all)
+        :param limit: how many (0: all)
+        :param dag_filter: only records of the Dags it says yes to (``None``: all)
         """
         folder = self._model_folder(model)
         try:
@@ -457,8 +459,8 @@ class ReportStore:
             )
         except FileNotFoundError:
             return []
-        if dag_ids is not None:
-            names = [n for n in names if n.count("@") == 2 and n.split("@")[1] in dag_ids]
+        if dag_filter is not None:
+            names = [n for n in names if n.count("@") == 2 and dag_filter(n.split("@")[1])]
         found = []
         for name in names[-limit:] if limit else names:
             if not name.endswith(".json") or name.startswith("."):

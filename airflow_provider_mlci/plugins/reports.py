@@ -6,18 +6,28 @@ a folder only once its ``outcome.json`` says the report is complete.
 
 :class:`MlciReportsPlugin` mounts a web app at ``/mlci`` in the api-server:
 
-- ``GET /mlci/reports``: the reports the user may read, per Dag, newest run first
+- ``GET /mlci/reports``: the reports the user may read, a page of Dags at a time (``?page=N``), each
+  with its newest runs and what each run came to
 - ``GET /mlci/reports/{dag_id}/``: the runs of one Dag, a page at a time (``?offset=N``)
-- ``GET /mlci/reports/{dag_id}/{run_id}/``: one run
+- ``GET /mlci/reports/{dag_id}/{run_id}/``: one run: its outcome and its reports (also
+  ``GET /mlci/run-outcome/{dag_id}/{run_id}``, the Dag run's "Outcome" tab)
+- ``GET /mlci/models/``, ``GET /mlci/models/{model}``: the models runs recorded, and one model's page
+  (stages, versions, promotions and rollbacks, the trend of its gate metrics, each run's outcome)
+- ``GET /mlci/api/reports?page=N``, ``/mlci/api/runs/{dag_id}/{run_id}``, ``/mlci/api/models``,
+  ``/mlci/api/models/{model}``: what those pages show, as JSON
+  (:mod:`airflow_provider_mlci.plugins.history` builds them)
 - ``GET /mlci/reports/{dag_id}/{run_id}/{task}/``: one task's folder: its ``report.html`` as stored, else
   its Markdown files rendered and its list of files (``?view=files`` always shows the latter)
 - ``GET /mlci/reports/{dag_id}/{run_id}/{task}/{path}``: one file of that folder
 - ``GET /mlci/task-report/{dag_id}/{run_id}/{task_id}?map_index=N``: the folder of one task instance
-  (what its "Report" tab in the UI opens; the run id may be given as Airflow spells it)
+  (what its "Report" tab in the UI opens; the run id may be given as Airflow spells it); a task that
+  stored no report gets a page saying so, with the run's reports
 - ``POST /mlci/webhooks/github``: GitHub's pull-request webhook, which triggers the PR-validation Dag
   (:mod:`airflow_provider_mlci.plugins.webhooks`; authenticated by its signature, not by a login)
 
-and adds "MLCI reports" to the UI's Browse menu and a "Report" tab to every task instance.
+and adds "MLCI reports" and "Models" to the UI's Browse menu, an "Outcome" tab to every Dag run and a
+"Report" tab to every task instance (Airflow shows a plugin's tab on every task: it cannot be limited
+to the tasks that write reports).
 
 Who reads what is the api-server's business: a request brings the UI's session cookie or an API token
 (``Authorization: Bearer``), its user is resolved as Airflow's own API resolves it, and the auth manager
@@ -43,14 +53,23 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.providers.common.compat.sdk import AirflowPlugin
 
-from airflow_provider_mlci.report_store import ReportFolder, ReportStore, safe_run, valid_name
+from airflow_provider_mlci.plugins.pages import (
+    SECURITY_HEADERS,
+    URL_PREFIX,
+    DagAccess,
+    href,
+    html,
+    not_found,
+    render,
+    require,
+    url,
+)
+from airflow_provider_mlci.report_store import ReportStore, safe_run, valid_name
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -69,26 +88,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Where the plugin mounts the app in the api-server.
-URL_PREFIX = "/mlci"
-#: Runs per Dag on the index page.
-_RUNS_ON_INDEX = 10
 #: Runs per page on a Dag's page.
 _RUNS_PER_PAGE = 50
 #: Files up to this size are sent in one piece, larger ones streamed.
 _WHOLE_FILE = 8 * 1024 * 1024
 #: Markdown files larger than this are listed, not rendered.
 _MARKDOWN_LIMIT = 2 * 1024 * 1024
-#: Report pages are documents from storage shown on the Airflow UI's origin: no script may run there.
-_CSP = (
-    "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; "
-    "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
-)
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": _CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "private, no-cache",
-}
 _SHOWN_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".htm": "text/html; charset=utf-8",
@@ -110,20 +115,6 @@ _ICON = (
     "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'><path d='M14 2H6a2 2 0 0 0-2 2v16a2 2 "
     "0 0 0 2 2h12a2 2 0 0 0 2-2V8z'/><path d='M14 2v6h6'/><path d='M8 18v-3M12 18v-6M16 18v-4'/></svg>"
 )
-#: The pages' templates.
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
-
-
-class DagAccess(Protocol):
-    """What one request may read: the reports of some Dags."""
-
-    def allows(self, dag_id: str) -> bool:
-        """Return whether the reports of ``dag_id`` may be read.
-
-        :param dag_id: the Dag
-        """
-
-
 #: Resolves a request to what it may read, or raises (``HTTPException`` 401/403, or a redirect to log in).
 Authenticate = Callable[["Request"], Awaitable[DagAccess]]
 
@@ -206,15 +197,25 @@ def create_app(*, authenticate: Authenticate | None = None) -> FastAPI:
     async def storage_failed(request: Request, exc: Exception) -> Response:
         log.warning("Cannot read the reports for %s: %s", request.url.path, exc)
         message = f"Cannot read the reports storage: {exc}"
-        page = _render("message.html.j2", "Reports storage unavailable", [("Reports", None)], message=message)
-        return _html(page, status=503)
+        page = render("message.html.j2", "Reports storage unavailable", [("Reports", None)], message=message)
+        return html(page, status=503)
+
+    from airflow_provider_mlci.plugins import history
 
     methods = ["GET", "HEAD"]
     app.add_route("/icon.svg", icon, methods=methods)
-    app.add_route("/reports", page(_index), methods=methods)
-    app.add_route("/reports/", page(_index), methods=methods)
+    app.add_route("/reports", page(history.index_page), methods=methods)
+    app.add_route("/reports/", page(history.index_page), methods=methods)
     app.add_route("/reports/{dag_id}/", page(_dag_page), methods=methods)
-    app.add_route("/reports/{dag_id}/{run_id}/", page(_run_page), methods=methods)
+    app.add_route("/reports/{dag_id}/{run_id}/", page(history.run_page), methods=methods)
+    app.add_route("/run-outcome/{dag_id}/{run_id}", page(history.run_page), methods=methods)
+    app.add_route("/models", page(history.models_page), methods=methods)
+    app.add_route("/models/", page(history.models_page), methods=methods)
+    app.add_route("/models/{model}", page(history.model_page), methods=methods)
+    app.add_route("/api/reports", page(history.index_json), methods=methods)
+    app.add_route("/api/runs/{dag_id}/{run_id}", page(history.run_json), methods=methods)
+    app.add_route("/api/models", page(history.models_json), methods=methods)
+    app.add_route("/api/models/{model}", page(history.model_json), methods=methods)
     app.add_route("/reports/{dag_id}/{run_id}/{task}/", page(_folder_page), methods=methods)
     app.add_route("/reports/{dag_id}/{run_id}/{task}/{path:path}", page(_file), methods=methods)
     app.add_route("/task-report/{dag_id}/{run_id}/{task_id}", page(_task_instance), methods=methods)
@@ -258,6 +259,21 @@ class MlciReportsPlugin(AirflowPlugin):
             "icon": f"{URL_PREFIX}/icon.svg",
         },
         {
+            "name": "Outcome",
+            "href": f"{URL_PREFIX}/run-outcome/{{DAG_ID}}/{{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": "mlci-run-outcome",
+            "icon": f"{URL_PREFIX}/icon.svg",
+        },
+        {
+            "name": "Models",
+            "href": f"{URL_PREFIX}/models/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "mlci-models",
+            "icon": f"{URL_PREFIX}/icon.svg",
+        },
+        {
             "name": "Report",
             "href": f"{URL_PREFIX}/task-report/{{DAG_ID}}/{{RUN_ID}}/{{TASK_ID}}?map_index={{MAP_INDEX}}",
             "destination": "task_instance",
@@ -270,73 +286,33 @@ class MlciReportsPlugin(AirflowPlugin):
 # ------------------------------------------------------------------------------------ pages
 
 
-def _index(access: DagAccess, prefix: str, query: Any) -> Response:
-    store = ReportStore.open()
-    dags = []
-    for dag_id in store.dags():
-        if not access.allows(dag_id):
-            continue
-        page = store.runs(dag_id, limit=_RUNS_ON_INDEX)
-        if not page.runs:
-            continue
-        dags.append(
-            {
-                "name": dag_id,
-                "href": _href(prefix, dag_id),
-                "runs": _runs(prefix, dag_id, page.runs),
-                "total": page.total,
-                "more": page.total > _RUNS_ON_INDEX,
-            }
-        )
-    return _html(_render("index.html.j2", "MLCI reports", [("Reports", None)], dags=dags))
-
-
 def _dag_page(access: DagAccess, prefix: str, query: Any, dag_id: str) -> Response:
     if not valid_name(dag_id):
-        return _not_found(prefix)
-    _require(access, dag_id)
+        return not_found(prefix)
+    require(access, dag_id)
     offset = int(query.get("offset", "0")) if str(query.get("offset", "0")).isdigit() else 0
     page = ReportStore.open().runs(dag_id, limit=_RUNS_PER_PAGE, offset=offset)
     if not page.runs:
-        return _not_found(prefix, f"No reports stored for the Dag {dag_id}.")
-    crumbs = [("Reports", _href(prefix)), (dag_id, None)]
+        return not_found(prefix, f"No reports stored for the Dag {dag_id}.")
+    crumbs = [("Reports", href(prefix)), (dag_id, None)]
     older = None
     if offset + _RUNS_PER_PAGE < page.total:
-        older = f"{_href(prefix, dag_id)}?offset={offset + _RUNS_PER_PAGE}"
-    runs = _runs(prefix, dag_id, page.runs)
-    return _html(_render("dag.html.j2", f"Reports of {dag_id}", crumbs, runs=runs, older=older))
+        older = f"{href(prefix, dag_id)}?offset={offset + _RUNS_PER_PAGE}"
+    from airflow_provider_mlci.plugins.history import runs_rows
 
-
-def _run_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str) -> Response:
-    run = safe_run(run_id)
-    if not valid_name(dag_id, run):
-        return _not_found(prefix)
-    _require(access, dag_id)
-    folders = ReportStore.open().folders(dag_id, run)
-    if not folders:
-        return _not_found(prefix, f"No reports stored for the run {run} of {dag_id}.")
-    rows = [
-        {
-            "task": f.task,
-            "href": _href(prefix, dag_id, run, f.task),
-            "stored": _when(f.newest),
-            "files": sorted(f.files),
-        }
-        for f in sorted(folders, key=lambda f: f.task)
-    ]
-    crumbs = [("Reports", _href(prefix)), (dag_id, _href(prefix, dag_id)), (run, None)]
-    return _html(_render("run.html.j2", f"Reports of {dag_id} / {run}", crumbs, folders=rows))
+    runs = runs_rows(ReportStore.open(), prefix, dag_id, page.runs)
+    return html(render("dag.html.j2", f"Reports of {dag_id}", crumbs, runs=runs, older=older))
 
 
 def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task: str) -> Response:
     run = safe_run(run_id)
     if not valid_name(dag_id, run, task):
-        return _not_found(prefix)
-    _require(access, dag_id)
+        return not_found(prefix)
+    require(access, dag_id)
     store = ReportStore.open()
     found = store.folders(dag_id, run, task)
     if not found:
-        return _not_found(prefix, f"No report stored for {dag_id} / {run} / {task}.")
+        return not_found(prefix, f"No report stored for {dag_id} / {run} / {task}.")
     (folder,) = found
     if "report.html" in folder.files and query.get("view") != "files":
         response = _file_response(store.path(dag_id, run, task, "report.html"), "report.html")
@@ -350,29 +326,29 @@ def _folder_page(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id
             continue
         text = store.path(dag_id, run, task, name).read_text(encoding="utf-8", errors="replace")
         documents.append({"name": name, "html": render_markdown(text)})
-    files = [{"name": path, "href": _url(path), "size": _size(size)} for path, size in sorted(folder.files.items())]
+    files = [{"name": path, "href": url(path), "size": _size(size)} for path, size in sorted(folder.files.items())]
     crumbs = [
-        ("Reports", _href(prefix)),
-        (dag_id, _href(prefix, dag_id)),
-        (run, _href(prefix, dag_id, run)),
+        ("Reports", href(prefix)),
+        (dag_id, href(prefix, dag_id)),
+        (run, href(prefix, dag_id, run)),
         (task, None),
     ]
     title = f"{dag_id} / {run} / {task}"
-    return _html(_render("folder.html.j2", title, crumbs, documents=documents, files=files))
+    return html(render("folder.html.j2", title, crumbs, documents=documents, files=files))
 
 
 def _file(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task: str, path: str) -> Response:
     run = safe_run(run_id)
     parts = path.split("/")
     if not valid_name(dag_id, run, task, *parts):
-        return _not_found(prefix)
-    _require(access, dag_id)
+        return not_found(prefix)
+    require(access, dag_id)
     store = ReportStore.open()
     target = store.path(dag_id, run, task, *parts)
     if not _inside(store.root, target):
-        return _not_found(prefix)
+        return not_found(prefix)
     response = _file_response(target, parts[-1])
-    return _not_found(prefix) if response is None else response
+    return not_found(prefix) if response is None else response
 
 
 def _task_instance(access: DagAccess, prefix: str, query: Any, dag_id: str, run_id: str, task_id: str) -> Response:
@@ -382,11 +358,27 @@ def _task_instance(access: DagAccess, prefix: str, query: Any, dag_id: str, run_
     task = f"{task_id}.{map_index}" if map_index.isdigit() else task_id
     run = safe_run(run_id)
     if not valid_name(dag_id, run, task):
-        return _not_found(prefix)
-    _require(access, dag_id)
+        return not_found(prefix)
+    require(access, dag_id)
     if not ReportStore.open().folders(dag_id, run, task):
-        return _not_found(prefix, f"This task instance stored no report ({dag_id} / {run} / {task}).")
-    return RedirectResponse(_href(prefix, dag_id, run, task), status_code=302, headers=_SECURITY_HEADERS)
+        return _no_report(prefix, dag_id, run, task)
+    return RedirectResponse(href(prefix, dag_id, run, task), status_code=302, headers=SECURITY_HEADERS)
+
+
+def _no_report(prefix: str, dag_id: str, run: str, task: str) -> Response:
+    """The "Report" tab of a task that stored none: say so, and where the run's reports are."""
+    store = ReportStore.open()
+    others = sorted(f.task for f in store.folders(dag_id, run))
+    crumbs = [("Reports", href(prefix)), (dag_id, href(prefix, dag_id)), (run, href(prefix, dag_id, run)), (task, None)]
+    page = render(
+        "no_report.html.j2",
+        f"No report for {task}",
+        crumbs,
+        task=task,
+        run_href=href(prefix, dag_id, run),
+        others=[{"name": name, "href": href(prefix, dag_id, run, name)} for name in others],
+    )
+    return html(page)
 
 
 # ------------------------------------------------------------------------------------ storage
@@ -414,7 +406,7 @@ def _file_response(target: Any, name: str) -> Response | None:
     if info.get("type") != "file":
         return None
     suffix = os.path.splitext(name)[1].lower()
-    headers = dict(_SECURITY_HEADERS)
+    headers = dict(SECURITY_HEADERS)
     media_type = _SHOWN_TYPES.get(suffix)
     if media_type is None:
         media_type = _DOWNLOADED_TYPES.get(suffix, "application/octet-stream")
@@ -452,43 +444,8 @@ def _markdown() -> Any:
     return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
 
-def _require(access: DagAccess, dag_id: str) -> None:
-    from fastapi import HTTPException
-
-    if not access.allows(dag_id):
-        raise HTTPException(status_code=403, detail=f"You may not read the task instances of the Dag {dag_id!r}")
-
-
-def _href(prefix: str, *names: str) -> str:
-    return "/".join([f"{prefix}/reports", *(_url(name) for name in names)]) + ("/" if names else "")
-
-
-def _url(path: str) -> str:
-    # Characters a name may hold that need no quoting in a URL path stay as they are.
-    return quote(path, safe="/+=@,~")
-
-
-def _runs(prefix: str, dag_id: str, runs: list[tuple[str, list[ReportFolder]]]) -> list[dict[str, Any]]:
-    """What ``runs_table`` in ``macros.html.j2`` shows of each run."""
-    return [
-        {
-            "name": run,
-            "href": _href(prefix, dag_id, run),
-            "stored": _when(max(f.newest for f in tasks)),
-            "tasks": [{"name": f.task, "href": _href(prefix, dag_id, run, f.task)} for f in tasks],
-        }
-        for run, tasks in runs
-    ]
-
-
 def _markdown_order(name: str) -> tuple[int, str]:
     return (0 if name == "report.md" else 1, name)
-
-
-def _when(seconds: float) -> str | None:
-    if not seconds:
-        return None
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _size(size: int) -> str:
@@ -498,29 +455,3 @@ def _size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
-
-
-def _render(name: str, title: str, crumbs: list[tuple[str, str | None]], **values: Any) -> str:
-    """A page from its template (``[mlci] report_templates`` first, then the packaged ones).
-
-    :param name: the template, e.g. ``index.html.j2`` (it extends ``base.html.j2``)
-    :param title: the page's title and heading
-    :param crumbs: the breadcrumbs, ``(label, href)`` (``href`` ``None`` for the page itself)
-    :param values: what the page's template reads
-    """
-    from airflow_provider_mlci import settings
-    from airflow_provider_mlci.core.reports.templating import render
-
-    templates_dir = settings.report_templates() or None
-    return render(name, packaged=_TEMPLATES, templates_dir=templates_dir, title=title, crumbs=crumbs, **values)
-
-
-def _html(page: str, status: int = 200) -> Response:
-    from starlette.responses import HTMLResponse
-
-    return HTMLResponse(page, status_code=status, headers=_SECURITY_HEADERS)
-
-
-def _not_found(prefix: str, message: str = "No such report or file.") -> Response:
-    crumbs = [("Reports", _href(prefix)), ("not found", None)]
-    return _html(_render("message.html.j2", "Not found", crumbs, message=message), 404)

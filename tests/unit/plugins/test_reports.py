@@ -356,10 +356,16 @@ def test_the_task_instance_tab_finds_the_folder_from_the_run_id_as_airflow_spell
         assert response.status_code == 302
 
 
-def test_the_task_instance_tab_says_when_there_is_no_report(reports):
-    response = client_for("*").get("/task-report/pr_validation/manual__2026-05-28T10:00:00+00:00/train")
-    assert response.status_code == 404
-    assert "stored no report" in response.text
+def test_the_task_instance_tab_says_when_there_is_no_report_and_where_the_run_s_reports_are(reports):
+    response = client_for("*").get("/task-report/pr_validation/scheduled__2026-01-01T00:00:00+00:00/train")
+    assert response.status_code == 200
+    assert "The task train stored no report in this run" in response.text
+    run = "/reports/pr_validation/scheduled__2026-01-01T00_00_00+00_00/"
+    assert f"<li><a href='{run}report/'>report</a></li>" in response.text
+    assert f"<li><a href='{run}validate.2/'>validate.2</a></li>" in response.text
+    none = client_for("*").get("/task-report/pr_validation/manual__2099-01-01T00:00:00+00:00/train")
+    assert none.status_code == 200
+    assert "No task of this run stored a report (yet)." in none.text
 
 
 # ------------------------------------------------------------------------------------ markdown
@@ -393,11 +399,51 @@ def test_the_page_templates_escape_every_name_they_show():
 
     packaged = Path(plugin.__file__).parent / "templates"
     crumbs = [(XSS, f"/reports/{XSS}/"), (XSS, None)]
-    run = {"name": XSS, "href": XSS, "stored": XSS, "tasks": [{"name": XSS, "href": XSS}]}
+    outcome = {"decision": XSS, "summary": XSS, "href": XSS, "version": XSS}
+    run = {"name": XSS, "href": XSS, "stored": XSS, "tasks": [{"name": XSS, "href": XSS}], "outcome": outcome}
+    link = {"label": XSS, "href": XSS, "outcome": XSS}
+    metric = {"metric": XSS, "direction": XSS, "champion": XSS, "candidate": XSS, "delta": XSS}
     pages = {
-        "index.html.j2": {"dags": [{"name": XSS, "href": XSS, "runs": [run], "total": 20, "more": True}]},
+        "index.html.j2": {
+            "dags": [{"name": XSS, "href": XSS, "runs": [run], "total": 20, "more": True}],
+            "models": XSS,
+            "page": 1,
+            "pages": 2,
+            "dags_total": 30,
+            "pager": {"newer": XSS, "older": XSS},
+        },
         "dag.html.j2": {"runs": [run], "older": XSS},
-        "run.html.j2": {"folders": [{"task": XSS, "href": XSS, "stored": None, "files": [XSS, XSS]}]},
+        "run.html.j2": {
+            "folders": [{"task": XSS, "href": XSS, "stored": None, "files": [XSS, XSS]}],
+            "airflow_run": XSS,
+            "run_id": XSS,
+            "outcome": outcome,
+            "record": {"metrics": [metric], "cost": {"total_usd": XSS}, "model": XSS},
+            "model_href": XSS,
+        },
+        "no_report.html.j2": {"task": XSS, "run_href": XSS, "others": [{"name": XSS, "href": XSS}]},
+        "models.html.j2": {"models": [{"name": XSS, "href": XSS, "newest": outcome}]},
+        "model.html.j2": {
+            "registry_problem": XSS,
+            "stages": [{"stage": XSS, "version": XSS, "sha": XSS, "since": XSS, "run": link}],
+            "versions": [
+                {"version": XSS, "sha": XSS, "registered_at": XSS, "stages": [XSS], "run": link, "metrics": {XSS: XSS}}
+            ],
+            "events": [
+                {
+                    "time": XSS,
+                    "action": XSS,
+                    "stage": XSS,
+                    "version": XSS,
+                    "sha": XSS,
+                    "tag": XSS,
+                    "by": XSS,
+                    "run": link,
+                }
+            ],
+            "nights": [{**outcome, "night": XSS, "cost": XSS, "airflow_run": XSS, "dag_id": XSS, "run_id": XSS}],
+            "chart": XSS,
+        },
         "folder.html.j2": {
             "documents": [{"name": XSS, "html": None}],
             "files": [{"name": XSS, "href": XSS, "size": XSS}],
@@ -525,6 +571,9 @@ def test_the_plugin_declares_the_app_and_the_views():
     assert views["mlci-reports"].href == "/mlci/reports"
     assert views["mlci-reports"].destination == "nav"
     assert views["mlci-task-report"].destination == "task_instance"
+    assert views["mlci-run-outcome"].destination == "dag_run"
+    assert views["mlci-run-outcome"].href == "/mlci/run-outcome/{DAG_ID}/{RUN_ID}"
+    assert views["mlci-models"].href == "/mlci/models/"
     icon = TestClient(entry["app"]).get("/icon.svg")
     assert icon.headers["content-type"] == "image/svg+xml"
 

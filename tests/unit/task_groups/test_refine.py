@@ -13,7 +13,7 @@ from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.dvc import DvcReproOperator, DvcWillItRunBranchOperator
 from airflow_provider_mlci.operators.gpu import GpuCreateInstanceOperator, GpuTerminateInstanceOperator
 from airflow_provider_mlci.operators.model import ModelGateBranchOperator, ModelValidationOperator, PromoteModelOperator
-from airflow_provider_mlci.operators.refine import RefinementStartOperator, ReleaseOutcomeOperator
+from airflow_provider_mlci.operators.refine import RefinementStartOperator, ReleaseOutcomeOperator, RunRecordOperator
 from airflow_provider_mlci.operators.report import MetricsReportOperator
 from airflow_provider_mlci.operators.validation import DataDriftCheckOperator, DataValidationOperator
 from airflow_provider_mlci.task_groups.refine import RefinementTaskGroup, compute_backend
@@ -63,6 +63,7 @@ def test_local_wiring_runs_the_release_chain_in_order():
         "keep_deployed": EmptyOperator,
         "outcome": ReleaseOutcomeOperator,
         "report": MetricsReportOperator,
+        "record": RunRecordOperator,
     }
     assert set(dag.task_ids) == {f"refine.{task}" for task in kinds}
     assert all(isinstance(dag.get_task(f"refine.{task}"), kind) for task, kind in kinds.items())
@@ -76,6 +77,12 @@ def test_local_wiring_runs_the_release_chain_in_order():
     assert upstream(dag, "promote") == upstream(dag, "keep_deployed") == {"refine.gate"}
     assert upstream(dag, "outcome") == {"refine.promote", "refine.keep_deployed"}
     assert upstream(dag, "report") == {"refine.outcome"}
+    assert upstream(dag, "record") == {"refine.report"}
+    assert dag.get_task("refine.record").trigger_rule == TriggerRule.ALL_DONE
+    assert dag.get_task("refine.record").cost_task_id is None
+    assert dag.get_task("refine.report").include_tasks == (
+        "refine.validate_data", "refine.drift", "refine.validate_model", "refine.gate", "refine.outcome"
+    )  # fmt: skip
 
     refine = dag.get_task("refine.refine")
     # A skipped drift check (nothing deployed yet) must not skip the refinement; a failed one stops it.
@@ -121,6 +128,7 @@ def test_ec2_wiring_launches_an_instance_only_when_a_stage_would_run_and_always_
     assert isinstance(terminate, GpuTerminateInstanceOperator)
     assert "refine.refine" not in dag.task_ids
     assert group.refine is refine
+    assert dag.get_task("refine.record").cost_task_id == "refine.gpu.terminate"  # what the GPU work cost
 
     assert plan.upstream_task_ids == {"refine.start", "refine.drift"}
     assert plan.trigger_rule == TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
