@@ -244,6 +244,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "ec2",
                         "default": "local",
                     },
+                    "gpu_prices": {
+                        "description": "USD per hour of GPU instance types, as a JSON object, used when AWS gives no "
+                        "price: the spot price history has none at the launch, or the AWS Price List API (asked for "
+                        "on-demand prices) lists none or cannot be reached. The teardown task records each "
+                        "instance's cost (XCom gpu_cost); a type with no price at all gets no cost. Empty means no "
+                        "table.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"g4dn.xlarge": 0.526, "g5.xlarge": 1.006}',
+                        "default": "",
+                    },
                     "reports_conn_id": {
                         "description": "The connection object storage reports_dir is read and written with "
                         "(for example an aws connection). Empty means the storage's default.",

@@ -28,6 +28,7 @@ __all__ = [
     "compute_backend",
     "compute_job_base",
     "declared",
+    "gpu_prices",
     "report_retention_days",
     "report_templates",
     "reports_location",
@@ -124,6 +125,38 @@ def report_templates() -> str:
 def compute_job_base() -> str:
     """``[mlci] compute_job_base``: the ``s3://bucket/prefix`` of GPU instances' mailboxes ("" when unset)."""
     return _raw("compute_job_base")
+
+
+def gpu_prices() -> dict[str, float]:
+    """``[mlci] gpu_prices``: instance type -> USD per hour, the prices used when AWS gives none
+    (empty when unset).
+
+    :raises MlciConfigError: the value is not a JSON object of positive numbers
+    """
+    import json
+    import math
+
+    from airflow_provider_mlci.exceptions import MlciConfigError
+
+    text = _raw("gpu_prices")
+    if not text:
+        return {}
+    try:
+        table = json.loads(text)
+    except ValueError as exc:
+        raise MlciConfigError(
+            f'[{SECTION}] gpu_prices={text!r} is not JSON (expected an object such as {{"g4dn.xlarge": 0.526}}): {exc}'
+        ) from exc
+    if not isinstance(table, dict):
+        raise MlciConfigError(f"[{SECTION}] gpu_prices={text!r} is not a JSON object of instance type -> USD per hour.")
+    prices: dict[str, float] = {}
+    for name, price in table.items():
+        if isinstance(price, bool) or not isinstance(price, int | float) or not math.isfinite(price) or price < 0:
+            raise MlciConfigError(
+                f"[{SECTION}] gpu_prices: the price of {name!r} is {price!r}, not a number of USD per hour (0 or more)."
+            )
+        prices[str(name)] = float(price)
+    return prices
 
 
 def compute_backend() -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 if TYPE_CHECKING:
+    from airflow_provider_mlci.core.compute.cost import InstanceCost
     from airflow_provider_mlci.core.compute.ec2 import LaunchResult, ReapReport
     from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 
@@ -66,6 +67,29 @@ class GpuInstanceHook(AwsBaseHook):
         """A boto3 SSM client from the same connection (the Deep Learning AMI's public parameter)."""
         return self._service_client("ssm")
 
+    @cached_property
+    def pricing_client(self) -> Any:
+        """A boto3 client of the AWS Price List API from the same connection (on-demand prices).
+
+        The API is served in ``us-east-1`` for every region, whatever region the connection names.
+        It is retried once at most: a price is worth less than a teardown's time, and the
+        ``[mlci] gpu_prices`` table stands in when it does not answer.
+        """
+        from botocore.config import Config
+
+        from airflow_provider_mlci.core.compute.cost import PRICING_REGION
+
+        config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10, read_timeout=20)
+        base = self._get_config()
+        session = self.get_session(region_name=PRICING_REGION)
+        return session.client(
+            "pricing",
+            region_name=PRICING_REGION,
+            endpoint_url=self.conn_config.get_service_endpoint_url(service_name="pricing"),
+            config=base.merge(config) if base is not None else config,
+            verify=self.verify,
+        )
+
     @property
     def s3_endpoint_url(self) -> str | None:
         """The S3 endpoint URL the connection sets (``None``: AWS's)."""
@@ -101,6 +125,49 @@ class GpuInstanceHook(AwsBaseHook):
         states = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
         found = find_instances(self.conn, tags={}, states=states, instance_ids=[instance_id])
         return found[0]["State"]["Name"] if found else None
+
+    def describe(self, instance_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The instances as ``DescribeInstances`` gives them, in any state (ids EC2 does not know are left out).
+
+        :param instance_ids: the instances
+        """
+        from airflow_provider_mlci.core.compute.ec2 import find_instances
+
+        ids = [i for i in instance_ids if i]
+        if not ids:
+            return []
+        states = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
+        return find_instances(self.conn, tags={}, states=states, instance_ids=ids)
+
+    def costs(
+        self, instance_ids: Sequence[str], *, terminated_at: datetime, prices: Mapping[str, float] | None = None
+    ) -> list[InstanceCost]:
+        """What each instance cost from its launch to its termination (see
+        :func:`airflow_provider_mlci.core.compute.cost.instance_cost`).
+
+        :param instance_ids: the instances
+        :param terminated_at: when they were terminated
+        :param prices: instance type -> USD per hour when AWS gives no price (default: ``[mlci] gpu_prices``)
+        """
+        from airflow_provider_mlci.core.compute.cost import instance_cost
+
+        if prices is None:
+            from airflow_provider_mlci import settings
+
+            prices = settings.gpu_prices()
+        region = self.conn_region_name
+        return [
+            instance_cost(
+                instance,
+                region=region,
+                ended_at=terminated_at,
+                ec2_client=self.conn,
+                pricing_client=self.pricing_client,
+                table=prices,
+                log=self.log,
+            )
+            for instance in self.describe(instance_ids)
+        ]
 
     def launch(
         self,

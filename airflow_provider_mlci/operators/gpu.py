@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -23,10 +23,18 @@ from airflow_provider_mlci.operators.base import GpuHookMixin, airflow_failures,
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["INSTANCE_XCOM_KEY", "GpuCreateInstanceOperator", "GpuReaperOperator", "GpuTerminateInstanceOperator"]
+__all__ = [
+    "COST_XCOM_KEY",
+    "INSTANCE_XCOM_KEY",
+    "GpuCreateInstanceOperator",
+    "GpuReaperOperator",
+    "GpuTerminateInstanceOperator",
+]
 
 #: The XCom key the create task pushes its instance under, before waiting for it.
 INSTANCE_XCOM_KEY = "instance"
+#: The XCom key the teardown pushes what its instances cost under (see ``GpuTerminateInstanceOperator``).
+COST_XCOM_KEY = "gpu_cost"
 
 _EC2_ORANGE = "#ec7211"
 
@@ -216,6 +224,14 @@ class GpuTerminateInstanceOperator(GpuHookMixin, BaseOperator):
     worker died right after the launch), dies too. Use it with ``.as_teardown(setups=...)``.
     Returns the ids it terminated.
 
+    It then logs what each instance it terminated cost (type, market, seconds from launch to
+    termination, hourly price: the spot price at launch, the AWS price list, else ``[mlci]
+    gpu_prices``) and pushes it under the key ``gpu_cost``: ``{"instances": [{"instance_id",
+    "instance_type", "market", "region", "availability_zone", "launched_at", "ended_at",
+    "seconds", "hourly_usd", "price_source", "cost_usd"}], "total_usd", "seconds", "unpriced",
+    "error"}``. An instance with no price has ``cost_usd`` ``None``; what could not be found out
+    is logged and named in ``error``; a cost never fails the teardown.
+
     :param create_task_id: the ``GpuCreateInstanceOperator`` task (templated)
     :param instance_ids: more instance ids to terminate (templated)
     :param aws_conn_id: the ``aws`` connection
@@ -277,8 +293,10 @@ class GpuTerminateInstanceOperator(GpuHookMixin, BaseOperator):
         if not ids:
             self.log.info("No instance to terminate")
             return []
+        terminated_at = datetime.now(UTC)
         terminated = self.hook.terminate(ids)
         self.log.info("Terminated %s", terminated)
+        self._push_costs(context, terminated, terminated_at)
         if len(ids) == 1:
             GpuInstanceLink.persist(context, self, instance_id=ids[0], region_name=self.hook.conn_region_name)
         if self.wait_for_completion:
@@ -287,6 +305,33 @@ class GpuTerminateInstanceOperator(GpuHookMixin, BaseOperator):
                     instance_id, "terminated", poll_interval=self.poll_interval, timeout=self.timeout
                 )
         return ids
+
+    def _push_costs(self, context: Context, instance_ids: Sequence[str], terminated_at: datetime) -> None:
+        """Log what each terminated instance cost and push it under ``gpu_cost``; never raise."""
+        from airflow_provider_mlci import settings
+        from airflow_provider_mlci.core.compute.cost import cost_summary
+
+        costs: list[Any] = []
+        errors: list[str] = []
+        try:
+            prices = settings.gpu_prices()
+        except Exception as exc:  # a bad table: price from AWS alone
+            errors.append(f"{exc} It was not used.")
+            self.log.warning("%s", errors[-1])
+            prices = {}
+        try:
+            costs = self.hook.costs(instance_ids, terminated_at=terminated_at, prices=prices)
+        except Exception as exc:  # the instances are terminated: a cost never fails the teardown
+            errors.append(f"Cannot tell what instance(s) {list(instance_ids)} cost: {type(exc).__name__}: {exc}")
+            self.log.warning("%s", errors[-1])
+        error = " ".join(errors) or None
+        for cost in costs:
+            self.log.info("%s", cost.describe())
+        summary = cost_summary(costs, error=error)
+        try:
+            context["ti"].xcom_push(key=COST_XCOM_KEY, value=summary)
+        except Exception as exc:
+            self.log.warning("Cannot push the GPU cost to XCom: %s: %s", type(exc).__name__, exc)
 
 
 def _as_bool(value: Any) -> bool:

@@ -38,6 +38,7 @@ def test_every_declared_option_has_a_reader_and_a_default_from_the_provider_info
         "report_templates",
         "compute_job_base",
         "compute_backend",
+        "gpu_prices",
         "sandbox",
         "stage_env",
     }
@@ -46,6 +47,7 @@ def test_every_declared_option_has_a_reader_and_a_default_from_the_provider_info
     assert settings.cache_max_bytes() == int(float(declared["cache_max_size_gb"]["default"]) * 1e9)
     assert settings.compute_backend() == declared["compute_backend"]["default"] == "local"
     assert settings.compute_job_base() == ""
+    assert settings.gpu_prices() == {}
     monkeypatch.setenv("AIRFLOW_HOME", "/srv/airflow")
     assert settings.reports_location() == ("/srv/airflow/mlci-reports", None)
     assert settings.cache_dir().endswith("airflow-provider-mlci")
@@ -104,3 +106,17 @@ def test_report_retention_is_read_in_days_and_zero_keeps_reports_forever(monkeyp
         monkeypatch.setenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", bad)
         with pytest.raises(MlciConfigError, match=r"\[mlci\] report_retention_days=" + f"'{bad}' " + message):
             settings.report_retention_days()
+
+
+def test_gpu_prices_are_a_json_table_of_usd_per_hour_and_a_bad_one_is_named(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__MLCI__GPU_PRICES", '{"g4dn.xlarge": 0.526, "g5.xlarge": 1}')
+    assert settings.gpu_prices() == {"g4dn.xlarge": 0.526, "g5.xlarge": 1.0}
+    for bad, message in (
+        ("g4dn.xlarge=0.526", r"gpu_prices='g4dn.xlarge=0.526' is not JSON"),
+        ("[0.526]", r"gpu_prices='\[0.526\]' is not a JSON object"),
+        ('{"g4dn.xlarge": "cheap"}', r"gpu_prices: the price of 'g4dn.xlarge' is 'cheap'"),
+        ('{"g4dn.xlarge": -1}', r"gpu_prices: the price of 'g4dn.xlarge' is -1"),
+    ):
+        monkeypatch.setenv("AIRFLOW__MLCI__GPU_PRICES", bad)
+        with pytest.raises(MlciConfigError, match=r"\[mlci\] " + message):
+            settings.gpu_prices()
