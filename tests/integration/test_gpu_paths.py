@@ -25,7 +25,10 @@ import boto3
 import pendulum
 import yaml
 
+from airflow_provider_mlci.core.reports.html import _fmt
+from airflow_provider_mlci.report_store import safe_run
 from tests.conftest import EXAMPLE_DAGS
+from tests.helpers.airflow_records import xcom
 from tests.helpers.flagships import GPU_TRAINING_STATES
 from tests.helpers.gpu_runs import ours_alive
 from tests.helpers.log_lines import log_messages
@@ -176,6 +179,7 @@ def test_the_nightly_refinement_on_the_ec2_backend_trains_on_an_instance_and_rel
         "refine.keep_deployed": "skipped",
         "refine.outcome": "success",
         "refine.report": "success",
+        "refine.record": "success",
     }
     instance = record.xcom["refine.gpu.launch"]
     result = record.xcom["refine.gpu.refine"]
@@ -230,6 +234,24 @@ def test_the_nightly_refinement_on_the_ec2_backend_trains_on_an_instance_and_rel
         "from": started,
     }
     assert project.remote_tags("fraud-detector") == {"fraud-detector@v0.1.0": head, "fraud-detector#prod#1": head}
+    # What the GPU work cost: in the teardown's XCom, the run record, its page and the model page.
+    cost = xcom(record, "refine.gpu.terminate", "gpu_cost")
+    (spent,) = cost["instances"]
+    assert (spent["instance_id"], spent["instance_type"], spent["market"]) == (
+        instance["instance_id"], "g4dn.xlarge", "spot"
+    )  # fmt: skip
+    assert spent["price_source"] == "spot-price-history"  # moto's spot price history
+    assert 0 < spent["seconds"] < 600
+    assert cost["total_usd"] == spent["cost_usd"] == round(spent["seconds"] / 3600 * spent["hourly_usd"], 4)
+    outcome = record.xcom["refine.record"]
+    assert outcome["cost"] == cost
+    folder = tmp_path / "reports" / "example_nightly_refinement" / safe_run(record.run_id) / "refine.record"
+    assert f"GPU cost: {_fmt(cost['total_usd'])} USD" in (folder / "report.md").read_text()
+    from airflow_provider_mlci.plugins.history import model_data
+    from tests.unit.plugins.test_reports import Allow
+
+    night = model_data(Allow("*"), "/mlci", "fraud-detector")["nights"][0]
+    assert (night["decision"], night["cost"]) == ("promoted", cost["total_usd"])
     assert state_of(moto_endpoint, instance["instance_id"]) == "terminated"
     assert ours_alive(moto_endpoint) == []
 
