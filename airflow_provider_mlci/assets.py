@@ -7,6 +7,10 @@ Two schemes, registered under ``asset-uris`` in the provider info:
 - ``x-dvc-data://<namespace>/<targets>``: tracked data a ``DvcDataChangedSensor`` watches,
   several targets joined with ``+``.
 
+A promotion emits an event of ``x-mlci-model://<model>/<stage>`` (:func:`model_asset`), so a deployment
+Dag can be scheduled on releases; the promote task is skipped when nothing is released, so an event
+means a release.
+
 ``<namespace>`` names the repository (the project folder's name, ``asset_namespace`` or the
 connection id): letters, digits, ``.``, ``_`` and ``-``, case-insensitive. The normal form has
 a lower-case scheme and namespace, a path without empty, ``.`` or trailing segments, and no
@@ -31,11 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATA_SCHEME",
+    "MODEL_SCHEME",
     "OUTPUT_SCHEME",
     "SCHEMES",
     "convert_asset_to_openlineage",
     "create_asset",
     "dvc_asset_uri",
+    "model_asset",
     "sanitize_uri",
 ]
 
@@ -44,6 +50,8 @@ OUTPUT_SCHEME = "x-dvc"
 #: Watched data: ``x-dvc-data://<namespace>/<target>[+<target>...]``.
 DATA_SCHEME = "x-dvc-data"
 SCHEMES = (OUTPUT_SCHEME, DATA_SCHEME)
+#: Releases: ``x-mlci-model://<model>/<stage>``.
+MODEL_SCHEME = "x-mlci-model"
 
 _NAMESPACE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
@@ -122,3 +130,16 @@ def convert_asset_to_openlineage(asset: Asset, lineage_context: Any = None) -> A
 
     parts = sanitize_uri(urlsplit(asset.uri))
     return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path.lstrip("/"))
+
+
+def model_asset(model: str, stage: str) -> Asset:
+    """The Asset a promotion of ``model`` to ``stage`` emits an event of: ``x-mlci-model://<model>/<stage>``.
+
+    A model name GTO writes with ``:`` (``path:name``) has it as ``=``, as in its tags.
+
+    :param model: the model's name in the registry
+    :param stage: the stage
+    """
+    from airflow.sdk import Asset
+
+    return Asset(uri=f"{MODEL_SCHEME}://{model.replace(':', '=')}/{stage}", name=f"{model}#{stage}")

@@ -1,4 +1,5 @@
-"""Where heavy work runs, as the operators and task groups take it: :class:`Compute` and :class:`Ec2Compute`.
+"""How operators and task groups are asked to work: where heavy work runs (:class:`Compute`,
+:class:`Ec2Compute`) and whether a person approves a release (:class:`Approval`).
 
 ::
 
@@ -16,13 +17,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
 from airflow_provider_mlci.exceptions import MlciConfigError
 
-__all__ = ["Compute", "Ec2Compute", "resolve_compute"]
+__all__ = ["Approval", "Compute", "Ec2Compute", "resolve_compute"]
 
 
 class Compute(StrEnum):
@@ -52,6 +54,45 @@ class Compute(StrEnum):
         except ValueError:
             choices = ", ".join(repr(c.value) for c in cls)
             raise MlciConfigError(f"compute={value!r} is not one of {choices}.") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approval:
+    """A person approves a release that passed the gate before it is written (Airflow's human-in-the-loop).
+
+    The approval task shows the candidate's metric deltas and a link to the run's reports; "Approve"
+    promotes, "Reject" keeps the deployed model, and no answer within ``timeout`` keeps it too. The
+    outcome says which.
+
+    :param timeout: how long to wait for an answer (``None``: forever)
+    :param assigned_users: who may answer (``[{"id": ..., "name": ...}]`` as the auth manager knows
+        them; ``None``: anyone who may act on the Dag's task instances)
+    :param subject: the request's title; ``{model}``, ``{stage}`` and ``{sha}`` are filled in
+    """
+
+    timeout: timedelta | None = timedelta(hours=12)
+    assigned_users: tuple[Mapping[str, str], ...] | None = None
+    subject: str = "Release {model} {sha} to {stage}?"
+
+    @classmethod
+    def of(cls, value: Approval | bool | Mapping[str, Any] | None) -> Approval | None:
+        """The approval ``value`` asks for: ``None``/``False`` none, ``True`` the defaults, a mapping its fields.
+
+        :param value: what the Dag gave
+        :raises MlciConfigError: anything else
+        """
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            try:
+                return cls(**value)
+            except TypeError as exc:
+                raise MlciConfigError(f"approval={dict(value)!r}: {exc}") from None
+        raise MlciConfigError(f"approval={value!r} is not True, an Approval or its mapping.")
 
 
 @dataclass(kw_only=True)

@@ -39,6 +39,7 @@ The tree::
     ├── DataValidationError                 data broke its schema or drifted too far
     ├── ModelValidationError                a model failed its contract, dependencies or thresholds
     ├── GateRefusedError                    the candidate model is not better than the deployed one
+    │   └── StageOrderError                 the version skipped a stage the stage order requires first
     ├── PromotionConflictError              the champion changed between the gate and the promotion
     ├── ForgeError                          the code host (GitHub) refused a comment or status
     │   ├── ForgeAuthError                  a token that is missing, invalid or lacks a permission
@@ -254,6 +255,10 @@ class ModelValidationError(MlciError):
 
 class GateRefusedError(MlciError):
     """The candidate model did not beat the deployed one by the required margins."""
+
+
+class StageOrderError(GateRefusedError):
+    """The version was never on a stage that the stage order puts before the one it is promoted to."""
 
 
 class PromotionConflictError(MlciError):

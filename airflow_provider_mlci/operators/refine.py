@@ -111,37 +111,51 @@ class ReleaseOutcomeOperator(BaseOperator):
     """Say how a release chain ended: promoted (version, tags), or kept off the stage and why.
 
     Runs whichever way the gate went (``trigger_rule="none_failed_min_one_success"`` downstream
-    of the gate and of the promotion): a refused candidate is an outcome, not a failure.
-    Returns ``{"promoted", "model", "stage", "sha", "version", "tags", "replaced", "reasons",
-    "from"}`` where ``from`` is the XCom of ``candidate_task_id`` (how the candidate was made).
+    of the gate and of the promotion; ``none_failed`` where an approval may skip the promotion): a
+    refused or rejected candidate is an outcome, not a failure. Returns ``{"decision", "promoted",
+    "approval", "model", "stage", "sha", "version", "tags", "replaced", "reasons", "from"}`` where
+    ``decision`` is ``promoted``, ``kept``, ``rejected`` or ``timed_out`` and ``from`` is the XCom of
+    ``candidate_task_id`` (how the candidate was made).
 
     :param gate_task_id: the :class:`~airflow_provider_mlci.operators.model.ModelGateBranchOperator` task
     :param promote_task_id: the :class:`~airflow_provider_mlci.operators.model.PromoteModelOperator` task
     :param candidate_task_id: a task whose result describes the candidate (optional)
+    :param approval_task_id: the :class:`~airflow_provider_mlci.operators.approval.ReleaseApprovalOperator`
+        task, where the release needs one
     """
 
     ui_color = _REFINE_TEAL
     ui_fgcolor = "#ffffff"
 
     def __init__(
-        self, *, gate_task_id: str, promote_task_id: str, candidate_task_id: str | None = None, **kwargs: Any
+        self,
+        *,
+        gate_task_id: str,
+        promote_task_id: str,
+        candidate_task_id: str | None = None,
+        approval_task_id: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.gate_task_id = gate_task_id
         self.promote_task_id = promote_task_id
         self.candidate_task_id = candidate_task_id
+        self.approval_task_id = approval_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.operators.model import release_outcome
 
         ti = context["ti"]
-        outcome = release_outcome(ti, self.gate_task_id, self.promote_task_id)
+        outcome = release_outcome(ti, self.gate_task_id, self.promote_task_id, self.approval_task_id)
         if self.candidate_task_id:
             outcome["from"] = ti.xcom_pull(task_ids=self.candidate_task_id)
         label = f"{outcome['model']} at {(outcome['sha'] or '?')[:12]}"
         if outcome["promoted"]:
             tags = ", ".join(outcome["tags"]) or "already there"
             self.log.info("Promoted %s as %s to %s (%s)", label, outcome["version"], outcome["stage"], tags)
+        elif outcome["decision"] in ("rejected", "timed_out"):
+            why = "a reviewer rejected it" if outcome["decision"] == "rejected" else "no reviewer answered in time"
+            self.log.info("Kept the deployed model: %s passed the gate for %s but %s", label, outcome["stage"], why)
         else:
             self.log.info("Kept the deployed model: %s was not promoted to %s", label, outcome["stage"])
             for reason in outcome["reasons"]:

@@ -48,6 +48,11 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
     :param bump: for a new version: ``major``, ``minor`` or ``patch`` over the greatest one
     :param version: an explicit new version (``v1.4.0``) instead of a bump (templated)
     :param gate_task_id: the gate task whose decision this follows
+    :param stage_order: the stages in the order a version must pass them (``("staging", "prod")``):
+        a version may enter ``stage`` only after it was on each stage listed before it; a promotion
+        that skips one fails with ``StageOrderError`` naming it, writing nothing
+    :param emit_asset: emit an event of ``x-mlci-model://<model>/<stage>`` when it succeeds (needs
+        ``model`` and ``stage`` without templates), so a deployment Dag can be scheduled on releases
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
     """
@@ -66,10 +71,16 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
         bump: str = "minor",
         version: str | None = None,
         gate_task_id: str | None = None,
+        stage_order: Sequence[str] = (),
+        emit_asset: bool = True,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if emit_asset and "{{" not in model + stage and "outlets" not in kwargs:
+            from airflow_provider_mlci.assets import model_asset
+
+            kwargs["outlets"] = [model_asset(model, stage)]
         super().__init__(**kwargs)
         self.model = model
         self.rev = rev
@@ -77,6 +88,7 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
         self.bump = bump
         self.version = version
         self.gate_task_id = gate_task_id
+        self.stage_order = tuple(stage_order)
         self.dvc_conn_id = dvc_conn_id
         self.cache_dir = cache_dir
 
@@ -88,6 +100,8 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
 
         check_model_name(self.model)
         check_stage_name(self.stage)
+        for stage in self.stage_order:
+            check_stage_name(stage)
         Bump.of(self.bump)
         if self.version:
             parse_version(self.version)
@@ -112,6 +126,7 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
             version=self.version,
             expected=expected,
             evidence=evidence,
+            stage_order=self.stage_order,
         )
         if result.tags:
             self.log.info("Pushed %s: %s %s is on %s", ", ".join(result.tags), self.model, result.version, self.stage)
@@ -191,17 +206,35 @@ class RollbackModelOperator(DvcWorkspaceMixin, BaseOperator):
         return result.to_json()
 
 
-def release_outcome(ti: Any, gate_task_id: str, promote_task_id: str) -> dict[str, Any]:
-    """What the gate decided and the promotion wrote, as small JSON.
+def release_outcome(
+    ti: Any, gate_task_id: str, promote_task_id: str, approval_task_id: str | None = None
+) -> dict[str, Any]:
+    """What the gate decided, a person answered and the promotion wrote, as small JSON.
+
+    ``decision`` is ``promoted``, ``kept`` (the gate refused), ``rejected`` or ``timed_out`` (the
+    gate passed; the approval did not come).
 
     :param ti: the running task instance
     :param gate_task_id: the gate task
     :param promote_task_id: the promotion task
+    :param approval_task_id: the approval task, if the release needs one
     """
+    from airflow_provider_mlci.operators.approval import APPROVAL_KEY
+
     decision = ti.xcom_pull(task_ids=gate_task_id, key=DECISION_KEY) or {}
     released = ti.xcom_pull(task_ids=promote_task_id)
     released = released if isinstance(released, Mapping) else None
+    approval = ti.xcom_pull(task_ids=approval_task_id, key=APPROVAL_KEY) if approval_task_id else None
+    answer = (approval or {}).get("decision")
+    if released is not None:
+        verdict = "promoted"
+    elif answer in ("rejected", "timed_out"):
+        verdict = answer
+    else:
+        verdict = "kept"
     return {
+        "decision": verdict,
+        "approval": approval,
         "promoted": released is not None,
         "model": decision.get("model"),
         "stage": decision.get("stage"),

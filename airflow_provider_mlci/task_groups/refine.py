@@ -33,8 +33,14 @@ Tasks, in order (ids under the group):
     the candidate's I/O contract, dependencies and score floors
 ``gate``
     the candidate against the deployed model on the same (frozen) evaluation data
+``approve``
+    with ``approval``: a person approves the release the gate passed (Airflow's human-in-the-loop
+    task, showing the metric deltas and the run's reports); reject or no answer in time skips
+    ``promote``
 ``promote`` / ``keep_deployed``
-    a new version on ``stage`` in one tag push, or nothing
+    a new version on ``stage`` in one tag push (emitting an event of the Asset
+    ``x-mlci-model://<model>/<stage>``), or nothing; ``promote`` is skipped, not succeeded, when
+    nothing is released
 ``outcome``
     what happened, as small JSON (promoted or not, version, tags, reasons, how it started)
 ``report``
@@ -59,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import TaskGroup, TriggerRule
 
-from airflow_provider_mlci.config import Compute, Ec2Compute
+from airflow_provider_mlci.config import Approval, Compute, Ec2Compute
 from airflow_provider_mlci.operators.dvc import DvcReproOperator
 from airflow_provider_mlci.operators.model import ModelGateBranchOperator, ModelValidationOperator, PromoteModelOperator
 from airflow_provider_mlci.operators.refine import RefinementStartOperator, ReleaseOutcomeOperator, RunRecordOperator
@@ -106,6 +112,11 @@ class RefinementTaskGroup(TaskGroup):
     :param thresholds: score floors for the model validation, ``{metric: {"min", "max"}}``
     :param eval_data: the evaluation inputs the gate requires to be the same for both models
     :param bump: the version bump of a promotion (``major``, ``minor``, ``patch``)
+    :param approval: ``True`` or an :class:`~airflow_provider_mlci.config.Approval` (or its mapping):
+        a person approves a release the gate passed before it is written (Airflow 3.1+'s
+        human-in-the-loop); ``None``: releases are automatic
+    :param stage_order: the stages in the order a version must pass them (``("staging", "prod")``):
+        a promotion to ``stage`` of a version that skipped an earlier one fails naming it
     :param compute: ``"local"``, ``"ec2"``, an :class:`~airflow_provider_mlci.config.Ec2Compute`
         (its ``instance`` is launched for the run), or ``None`` for ``[mlci] compute_backend``
     :param instance: the GPU instance when the backend is ``ec2`` and ``compute`` is not an
@@ -140,6 +151,8 @@ class RefinementTaskGroup(TaskGroup):
         thresholds: Mapping[str, Mapping[str, float]] | None = None,
         eval_data: Sequence[str] | None = None,
         bump: str = "minor",
+        approval: Approval | bool | Mapping[str, Any] | None = None,
+        stage_order: Sequence[str] = (),
         compute: str | Compute | Ec2Compute | None = None,
         instance: GpuInstanceSpec | Mapping[str, Any] | None = None,
         aws_conn_id: str | None = "aws_default",
@@ -156,6 +169,7 @@ class RefinementTaskGroup(TaskGroup):
 
         super().__init__(group_id=group_id, **kwargs)
         GateSpec.of(rules)  # bad rules fail when the DAG file is parsed
+        approve = Approval.of(approval)
         self.compute = Compute.of(compute)
         ec2 = compute if isinstance(compute, Ec2Compute) else Ec2Compute(instance=instance, aws_conn_id=aws_conn_id)
         if self.compute is Compute.EC2 and ec2.instance is None:
@@ -258,10 +272,17 @@ class RefinementTaskGroup(TaskGroup):
                 stage=stage,
                 rules=rules,
                 eval_data=eval_data,
-                if_promote=self.child_id("promote"),
+                if_promote=self.child_id("approve" if approve else "promote"),
                 if_skip=self.child_id("keep_deployed"),
                 **repo,
             )
+            self.approve = None
+            if approve is not None:
+                from airflow_provider_mlci.operators.approval import ReleaseApprovalOperator
+
+                self.approve = ReleaseApprovalOperator(
+                    task_id="approve", model=model, stage=stage, gate_task_id=self.gate.task_id, approval=approve
+                )
             self.promote = PromoteModelOperator(
                 task_id="promote",
                 model=model,
@@ -269,6 +290,7 @@ class RefinementTaskGroup(TaskGroup):
                 stage=stage,
                 bump=bump,
                 gate_task_id=self.gate.task_id,
+                stage_order=stage_order,
                 **repo,
             )
             keep_deployed = EmptyOperator(task_id="keep_deployed")
@@ -277,7 +299,9 @@ class RefinementTaskGroup(TaskGroup):
                 gate_task_id=self.gate.task_id,
                 promote_task_id=self.promote.task_id,
                 candidate_task_id=start_id,
-                trigger_rule="none_failed_min_one_success",
+                approval_task_id=self.approve.task_id if self.approve else None,
+                # A rejected or unanswered approval skips the promotion, and the branch skipped the other way.
+                trigger_rule="none_failed" if self.approve else "none_failed_min_one_success",
             )
             self.report = MetricsReportOperator(
                 task_id="report",
@@ -305,5 +329,7 @@ class RefinementTaskGroup(TaskGroup):
                 dvc_conn_id=dvc_conn_id,
                 report_base=report_base,
             )
-            self.refine >> self.validate_model >> self.gate >> [self.promote, keep_deployed]
+            self.refine >> self.validate_model >> self.gate >> [self.approve or self.promote, keep_deployed]
+            if self.approve is not None:
+                self.approve >> self.promote
             [self.promote, keep_deployed] >> self.outcome >> self.report >> self.record

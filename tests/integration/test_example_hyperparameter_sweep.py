@@ -84,6 +84,8 @@ def test_the_sweep_records_every_trial_as_an_experiment_ranks_them_and_promotes_
     outcome = record.xcom["sweep.outcome"]
     assert outcome == {
         "promoted": True,
+        "decision": "promoted",
+        "approval": None,
         "model": MODEL,
         "stage": "prod",
         "trial": best["name"],

@@ -219,6 +219,8 @@ def test_the_nightly_refinement_on_the_ec2_backend_trains_on_an_instance_and_rel
     first = {"champion": None, "delta": None, "relative_delta": None, "passed": True, "reasons": []}
     assert record.xcom["refine.outcome"] == {
         "promoted": True,
+        "decision": "promoted",
+        "approval": None,
         "model": "fraud-detector",
         "stage": "prod",
         "sha": head,

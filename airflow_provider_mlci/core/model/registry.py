@@ -36,7 +36,7 @@ import yaml
 
 from airflow_provider_mlci.core.repo.paths import inside
 from airflow_provider_mlci.core.runtime.process import private_tempdir
-from airflow_provider_mlci.exceptions import GitError, MlciConfigError, PromotionConflictError
+from airflow_provider_mlci.exceptions import GitError, MlciConfigError, PromotionConflictError, StageOrderError
 
 if TYPE_CHECKING:
     from airflow_provider_mlci.core.repo.workspace import Workspace
@@ -428,6 +428,7 @@ class GitRegistry:
         version: str | None = None,
         expected: Champion | Any | None = UNCHECKED,
         evidence: Mapping[str, Any] | None = None,
+        stage_order: Sequence[str] = (),
     ) -> ReleaseResult:
         """Register ``sha`` as a new version of ``name`` (unless it has one) and put it on ``stage``.
 
@@ -439,6 +440,9 @@ class GitRegistry:
         :param expected: the model the gate compared against (``None``: the stage was empty);
             the promotion aborts if the stage holds another one now
         :param evidence: JSON recorded in the tags' messages (metrics, data revision, …)
+        :param stage_order: stages in the order a version must pass them (``("staging", "prod")``):
+            ``sha`` may enter ``stage`` only after it was on every stage listed before it
+        :raises StageOrderError: ``sha`` was never on a stage the order requires first; nothing written
         :raises PromotionConflictError: the stage changed since the gate, or kept changing
         :raises GitPushRefusedError: the remote refused the tags by a rule of its own (a hook, a
             protected tag); raised at once, nothing written
@@ -456,6 +460,7 @@ class GitRegistry:
                     name=name, stage=stage, version=current.version, sha=sha, tags=(), replaced=None, attempts=attempt
                 )
             self._compare(name, stage, expected, current)
+            check_stage_order(state, name, sha, stage, stage_order)
             new_version = state.version_at(name, sha)
             writes: list[tuple[str, str]] = []
             record = {
@@ -631,6 +636,27 @@ class GitRegistry:
         finally:
             for tag in created:
                 git.run(["tag", "--delete", tag], cwd=root)
+
+
+def check_stage_order(state: RegistryState, name: str, sha: str, stage: str, order: Sequence[str]) -> None:
+    """Refuse to put ``sha`` on ``stage`` unless it was on every stage ``order`` lists before it.
+
+    :param state: the registry now
+    :param name: the model
+    :param sha: the candidate's commit
+    :param stage: the stage it is promoted to
+    :param order: the stages in the order a version passes them (a stage not in it has no condition)
+    :raises StageOrderError: naming the first stage it skipped
+    """
+    order = list(order)
+    if stage not in order:
+        return
+    for before in order[: order.index(stage)]:
+        if not any(e.action == "assign" and e.sha == sha for e in state.stage_events(name, before)):
+            raise StageOrderError(
+                f"{name} at {sha[:12]} cannot go to {stage}: it was never on {before} "
+                f"(stage order {' -> '.join(order)}). Nothing was written; promote it to {before} first."
+            )
 
 
 def read_evidence(message: str) -> dict[str, Any]:

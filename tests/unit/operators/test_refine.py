@@ -76,6 +76,8 @@ def test_a_promotion_is_reported_with_its_version_tags_and_the_model_it_replaced
     outcome, ti = outcome_of(xcoms)
     assert outcome == {
         "promoted": True,
+        "decision": "promoted",
+        "approval": None,
         "model": "fraud-detector",
         "stage": "prod",
         "sha": "x" * 40,
@@ -121,6 +123,8 @@ def test_without_a_decision_or_a_release_nothing_is_promoted():
     outcome = release_outcome(FakeTaskInstance({}), "g.gate", "g.promote")
     assert outcome == {
         "promoted": False,
+        "decision": "kept",
+        "approval": None,
         "model": None,
         "stage": None,
         "sha": None,

@@ -217,6 +217,8 @@ def test_the_outcome_says_what_was_promoted_or_why_not():
     refused = op.execute({"ti": ti})
     assert refused == {
         "promoted": False,
+        "decision": "kept",
+        "approval": None,
         "model": "fraud",
         "stage": "prod",
         "trial": "trial-001-x",

@@ -233,3 +233,34 @@ def test_the_default_branch_is_one_per_run_named_after_its_date():
     on_event = start.render_template(start.branch, {"dag_run": DagRun(None, logical.add(minutes=5))})
     assert on_event == "mlci/refine/20261102T020500"
     assert dag.get_task("refine.refine").commit_to == start.branch
+
+
+def test_an_approval_sits_between_a_passing_gate_and_the_promotion():
+    from datetime import timedelta
+
+    from airflow_provider_mlci.config import Approval
+    from airflow_provider_mlci.operators.approval import ReleaseApprovalOperator
+
+    dag, _ = make_dag(approval={"timeout": timedelta(minutes=30)}, stage_order=("staging", "prod"))
+    approve = dag.get_task("refine.approve")
+    assert isinstance(approve, ReleaseApprovalOperator)
+    assert approve.response_timeout == timedelta(minutes=30)
+    assert (approve.options, approve.defaults) == (["Approve", "Reject"], None)  # no default: a timeout is said
+    assert dag.get_task("refine.gate").if_promote == "refine.approve"
+    assert upstream(dag, "approve") == {"refine.gate"}
+    assert upstream(dag, "promote") == {"refine.approve"}
+    outcome = dag.get_task("refine.outcome")
+    assert outcome.approval_task_id == "refine.approve"
+    # Reject or timeout skips the promotion, and the gate's branch skipped keep_deployed: the outcome still runs.
+    assert outcome.trigger_rule == TriggerRule.NONE_FAILED
+    promote = dag.get_task("refine.promote")
+    assert promote.stage_order == ("staging", "prod")
+    assert [asset.uri for asset in promote.outlets] == ["x-mlci-model://fraud-detector/prod"]
+    plain, _ = make_dag()
+    assert "refine.approve" not in plain.task_ids
+    assert plain.get_task("refine.gate").if_promote == "refine.promote"
+    with pytest.raises(MlciConfigError, match="approval="):
+        make_dag(approval="yes")
+    with pytest.raises(MlciConfigError, match="unexpected keyword argument 'timout'"):
+        make_dag(approval={"timout": 3})
+    assert Approval.of(True) == Approval()

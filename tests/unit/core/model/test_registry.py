@@ -22,7 +22,12 @@ from airflow_provider_mlci.core.model.registry import (
 )
 from airflow_provider_mlci.core.repo.access import RepoAccess
 from airflow_provider_mlci.core.repo.workspace import Workspace
-from airflow_provider_mlci.exceptions import GitPushRefusedError, MlciConfigError, PromotionConflictError
+from airflow_provider_mlci.exceptions import (
+    GitPushRefusedError,
+    MlciConfigError,
+    PromotionConflictError,
+    StageOrderError,
+)
 
 ENV = {
     "GIT_AUTHOR_NAME": "t",
@@ -312,3 +317,32 @@ def test_a_tag_push_refused_by_the_remote_fails_at_once_naming_the_refusal(repo)
     assert (repo["remote"] / "hook-runs").read_text().count("run") - runs_before == 1, "a refusal is not retried"
     assert set(remote_tags(repo)) == {"fraud@v0.1.0", "fraud#staging#1"}
     assert "fraud#prod#2" not in local_tags
+
+
+def test_a_version_may_enter_prod_only_after_staging_when_the_stage_order_says_so(repo):
+    c1, c2, _ = repo["shas"]
+    order = ("staging", "prod")
+    with open_registry(repo) as ws:
+        registry = GitRegistry(workspace=ws)
+        with pytest.raises(StageOrderError) as refused:
+            registry.promote(name="fraud", sha=c1, stage="prod", stage_order=order)
+        assert str(refused.value) == (
+            f"fraud at {c1[:12]} cannot go to prod: it was never on staging (stage order staging -> prod). "
+            "Nothing was written; promote it to staging first."
+        )
+        assert remote_tags(repo) == {}
+        registry.promote(name="fraud", sha=c1, stage="staging", stage_order=order)  # the first stage: no condition
+        registry.promote(name="fraud", sha=c1, stage="prod", stage_order=order)
+        registry.promote(name="fraud", sha=c2, stage="staging", stage_order=order)
+        # c3 was never on staging: that another commit was does not count.
+        with pytest.raises(StageOrderError, match="never on staging"):
+            registry.promote(name="fraud", sha=repo["shas"][2], stage="prod", stage_order=order)
+        registry.promote(name="fraud", sha=c2, stage="prod", stage_order=order)
+    assert remote_tags(repo) == {
+        "fraud@v0.1.0": c1,
+        "fraud#staging#1": c1,
+        "fraud#prod#2": c1,
+        "fraud@v0.2.0": c2,
+        "fraud#staging#3": c2,
+        "fraud#prod#4": c2,
+    }
