@@ -32,6 +32,7 @@ BENCHMARKS = (
     "bench.bench_operators",
     "bench.bench_validation",
     "bench.bench_registry",
+    "bench.bench_reports",
     "bench.bench_gpu",
     "bench.bench_sweep",
     "bench.bench_pipeline",

@@ -326,9 +326,8 @@ def outcome_page(
     :param log: where a trend that cannot be drawn is logged
     :param templates_dir: a folder whose templates replace the packaged ones
     """
+    from html import escape
     from urllib.parse import quote
-
-    from markupsafe import escape
 
     from airflow_provider_mlci.core.model.history import trend_spec
 
