@@ -93,11 +93,11 @@ class ReleaseApprovalOperator(ApprovalOperator):
             if downstream:
                 self.skip(ti=ti, tasks=downstream)
             return None
-        result = super().execute_complete(context=context, event=event)
-        chosen = result["chosen_options"][0]
-        user = result.get("responded_by_user")
+        # Recorded before the parent acts on it: on "Reject" it skips the promotion by raising.
+        chosen = (event.get("chosen_options") or [None])[0]
+        user = event.get("responded_by_user")
         by = (user.get("name") or user.get("id")) if isinstance(user, Mapping) else user
-        at = result.get("responded_at")
+        at = event.get("responded_at")
         answer = {
             "decision": "approved" if chosen == self.APPROVE else "rejected",
             "by": by,
@@ -105,4 +105,5 @@ class ReleaseApprovalOperator(ApprovalOperator):
         }
         ti.xcom_push(key=APPROVAL_KEY, value=answer)
         self.log.info("%s %s the release of %s to %s", by or "A reviewer", answer["decision"], self.model, self.stage)
+        super().execute_complete(context=context, event=event)
         return answer
