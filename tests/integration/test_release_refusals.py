@@ -90,10 +90,7 @@ def logloss_refusal(project, sha: str) -> str:
     """The gate's reason for a candidate whose logloss is above the champion's."""
     old, new = metrics_at(project, project.champion)["logloss"], metrics_at(project, sha)["logloss"]
     assert new > old
-    return (
-        f"logloss: logloss changed by {old - new:+g} in the better direction (from {old:g} to {new:g}); "
-        "no regression required"
-    )
+    return f"logloss: logloss regressed by {new - old:g} (from {old:g} to {new:g}); no regression is allowed"
 
 
 def test_a_worse_candidate_is_refused_for_good_and_no_tag_moves(run_dag, released, capfd):

@@ -273,11 +273,13 @@ def _judge(rule: MetricRule, candidate: Mapping[str, Any], champion: Mapping[str
                     )
             else:
                 if gain < rule.min_improvement - slack:
-                    need = f"at least {rule.min_improvement:g}" if rule.min_improvement else "no regression"
-                    reasons.append(
-                        f"{rule.metric} changed by {gain:+g} in the better direction "
-                        f"(from {old.value:g} to {new.value:g}); {need} required"
+                    need = (
+                        f"an improvement of at least {rule.min_improvement:g} is required"
+                        if rule.min_improvement
+                        else "no regression is allowed"
                     )
+                    moved = f"regressed by {-gain:g}" if gain < 0 else f"improved by only {gain:g}"
+                    reasons.append(f"{rule.metric} {moved} (from {old.value:g} to {new.value:g}); {need}")
                 wanted = rule.min_relative_improvement * abs(old.value)
                 if rule.min_relative_improvement and gain < wanted - slack:
                     reasons.append(

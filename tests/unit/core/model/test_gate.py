@@ -41,7 +41,11 @@ def test_a_better_candidate_passes_with_every_delta_recorded():
 @pytest.mark.parametrize(
     ("candidate", "champion", "reason"),
     [
-        (m(accuracy=0.855, logloss=0.3), m(accuracy=0.85, logloss=0.3), "at least 0.01 required"),
+        (
+            m(accuracy=0.855, logloss=0.3),
+            m(accuracy=0.85, logloss=0.3),
+            "improved by only 0.005 (from 0.85 to 0.855); an improvement of at least 0.01 is required",
+        ),
         (m(accuracy=0.79, logloss=0.3), None, "below the floor 0.8"),
         (m(accuracy=0.95, logloss=0.35), m(accuracy=0.85, logloss=0.3), "at most 0.02 tolerated"),
         (m(logloss=0.3), m(accuracy=0.85, logloss=0.3), "metric 'accuracy' not found"),
