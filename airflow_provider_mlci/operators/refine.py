@@ -228,6 +228,11 @@ class RunRecordOperator(BaseOperator):
         outcome = ti.xcom_pull(task_ids=self.outcome_task_id)
         cost = ti.xcom_pull(task_ids=self.cost_task_id, key="gpu_cost") if self.cost_task_id else None
         store = ReportStore.open(self.report_base)
+        history = [
+            r
+            for r in store.records(self.model, limit=self.nights)
+            if (r.get("dag_id"), r.get("run_id")) != (ti.dag_id, ti.run_id) and r.get("stage") == self.stage
+        ]
         report = None
         if self.report_task_id:
             key = ReportKey(dag_id=ti.dag_id, run_id=ti.run_id, task_id=self.report_task_id)
@@ -244,8 +249,9 @@ class RunRecordOperator(BaseOperator):
             report=report,
             cost=_cost_summary(cost),
             dvc_conn_id=self.dvc_conn_id,
+            deployed=_held_after(history[-1]) if history else None,
         )
-        files = self._page(store, record)
+        files = self._page(record, history)
         store_task_report(context, files, record, base=self.report_base)
         store.write_record(record)
         self.log.info("%s on %s: %s", self.model, self.stage, record["summary"])
@@ -266,20 +272,38 @@ class RunRecordOperator(BaseOperator):
             self.log.warning("Cannot read the run's task states (%s): failures are judged by the outcome", exc)
             return []
         states = found.get(ti.run_id) or {}
-        return sorted(task for task, state in states.items() if state == "failed" and task != self.task_id)
+        failed = {task for task, state in states.items() if state == "failed" and task != self.task_id}
+        return _first_failures_first(self.dag, failed)
 
-    def _page(self, store: Any, record: dict[str, Any]) -> dict[str, bytes]:
+    def _page(self, record: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, bytes]:
         from airflow_provider_mlci.core.model.history import dumps
         from airflow_provider_mlci.core.reports.html import outcome_page
 
-        history = [
-            r
-            for r in store.records(self.model, limit=self.nights)
-            if (r.get("dag_id"), r.get("run_id")) != (record["dag_id"], record["run_id"])
-        ]
         files = outcome_page(record, [*history, record][-self.nights :], log=self.log)
         files["run-outcome.json"] = dumps(record)
         return files
+
+
+def _first_failures_first(dag: Any, failed: set[str]) -> list[str]:
+    """The failed tasks, those no other failed task led to first (each group in the Dag's order)."""
+    order = {task_id: n for n, task_id in enumerate(t.task_id for t in dag.topological_sort())} if dag else {}
+
+    def led_to(task_id: str) -> bool:
+        try:
+            return bool(dag.get_task(task_id).get_flat_relative_ids(upstream=True) & failed)
+        except Exception:  # a task this Dag version lacks: judge it by name
+            return False
+
+    first = sorted((t for t in failed if not led_to(t)), key=lambda t: (order.get(t, len(order)), t))
+    then = sorted((t for t in failed if led_to(t)), key=lambda t: (order.get(t, len(order)), t))
+    return first + then
+
+
+def _held_after(record: dict[str, Any]) -> dict[str, Any] | None:
+    """What was on the stage after a recorded run: its promotion, else what it kept."""
+    if record.get("decision") == "promoted":
+        return {"version": record.get("version"), "sha": record.get("sha")}
+    return record.get("deployed")
 
 
 def _night(context: Context) -> str:

@@ -71,6 +71,7 @@ def run_record(
     report: str | None = None,
     cost: Mapping[str, Any] | None = None,
     dvc_conn_id: str | None = None,
+    deployed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record of one run: what it decided about ``model`` (see the module's docs).
 
@@ -82,14 +83,17 @@ def run_record(
     :param outcome: the release outcome (``promoted``, ``version``, ``reasons``, ``metrics``, ...)
         or ``None`` when the run failed before deciding
     :param started: how the candidate was made (``from_scratch``, ``deployed``)
-    :param failed_tasks: the tasks that failed (a failed run)
+    :param failed_tasks: the tasks that failed (a failed run), the first failures first: the summary
+        names those no other failed task led to
     :param report: the report folder (task) of the run's metrics report
     :param cost: what the run's GPU work cost
     :param dvc_conn_id: the connection of the repository whose registry holds the model
+    :param deployed: what was on the stage when neither the outcome nor ``started`` says (a run that
+        failed before it looked): ``{"version", "sha"}``
     """
     outcome = dict(outcome or {})
     started = dict(started or {})
-    champion = outcome.get("champion") or started.get("deployed")
+    champion = outcome.get("champion") or started.get("deployed") or deployed
     deployed = {"version": champion.get("version"), "sha": champion.get("sha")} if champion else None
     if failed_tasks or not outcome:
         decision = "failed"
@@ -112,7 +116,7 @@ def run_record(
         "from_scratch": started.get("from_scratch"),
         "metrics": [dict(m) for m in outcome.get("metrics") or []],
         "reasons": [str(r) for r in outcome.get("reasons") or []],
-        "failed_tasks": sorted(failed_tasks),
+        "failed_tasks": list(failed_tasks),
         "report": report,
         "cost": dict(cost) if cost else None,
         "dvc_conn_id": dvc_conn_id,
@@ -136,8 +140,11 @@ def summary_line(record: Mapping[str, Any]) -> str:
         return f"{line}: {deltas}" if deltas else line
     kept = f"kept {held} on {stage}" if held else f"nothing on {stage}"
     if decision == "failed":
-        where = ", ".join(record.get("failed_tasks") or []) or "before the gate decided"
-        return f"Failed at {where}: nothing released, {kept}"
+        failed = list(record.get("failed_tasks") or [])
+        where = f"at {failed[0]}" if failed else "before the gate decided"
+        more = f" (then {', '.join(failed[1:])})" if failed[1:] else ""
+        stays = f", {held} stays on {stage}" if held else ""
+        return f"Failed {where}{more}: nothing released{stays}"
     why = {"rejected": "a reviewer rejected the candidate", "timed_out": "no reviewer answered in time"}.get(
         str(decision)
     )
@@ -332,7 +339,7 @@ def model_story(tags: Sequence[TagInfo], model: str) -> dict[str, Any]:
                 "sha": tag.sha,
                 "registered_at": _iso(tag.time),
                 "run": _run_of(info.evidence),
-                "metrics": info.evidence.get("metrics") or {},
+                "metrics": _flat(info.evidence.get("metrics")),
                 "stages": [],
             }
         elif tag.action == "deregister" and tag.version:
@@ -385,6 +392,16 @@ def models_in(tags: Sequence[TagInfo]) -> list[str]:
     :param tags: the repository's tags
     """
     return sorted({t.name for t in (parse_tag(i.tag) for i in tags) if t is not None})
+
+
+def _flat(metrics: Any) -> dict[str, Any]:
+    """``{"accuracy": 0.78}`` from evidence's ``{file: nested values}`` (the file named only when there are several)."""
+    from airflow_provider_mlci.core.dvc.metrics import flatten_metrics
+
+    if not isinstance(metrics, Mapping) or not all(isinstance(v, Mapping) for v in metrics.values()):
+        return dict(metrics) if isinstance(metrics, Mapping) else {}
+    flat = flatten_metrics(metrics)
+    return flat if len(metrics) > 1 else {key.split(":", 1)[1]: value for key, value in flat.items()}
 
 
 def _run_of(evidence: Mapping[str, Any]) -> dict[str, str] | None:

@@ -129,7 +129,7 @@ def test_the_run_outcome_view_shows_the_outcome_the_deltas_the_cost_and_the_repo
     assert "<a href='/models/fraud-detector'>Model fraud-detector</a>" in text
     assert "<a href='/reports/nightly/scheduled__2026-11-02T02_00_00+00_00/refine.report/'>refine.report</a>" in text
     failed = client_for("nightly").get("/run-outcome/nightly/scheduled__2026-11-03T02:00:00+00:00").text
-    assert ">failed</a> Failed at refine.refine: nothing released, kept v0.2.0 on prod</p>" in failed
+    assert ">failed</a> Failed at refine.refine: nothing released, v0.2.0 stays on prod</p>" in failed
     nothing = client_for("nightly").get("/run-outcome/nightly/manual__2026-12-01T00:00:00+00:00")
     assert nothing.status_code == 200
     assert "No task of this run stored a report (yet)." in nothing.text

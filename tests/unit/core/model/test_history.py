@@ -44,8 +44,12 @@ def test_a_failed_night_names_the_failed_tasks_and_what_stays():
     started = {"from_scratch": False, "deployed": {"version": "v0.6.0", "sha": "a" * 40}}
     failed = record(None, started=started, failed_tasks=["refine.refine"])
     assert failed["decision"] == "failed"
-    assert failed["summary"] == "Failed at refine.refine: nothing released, kept v0.6.0 on prod"
-    assert record(None)["summary"] == "Failed at before the gate decided: nothing released, nothing on prod"
+    assert failed["summary"] == "Failed at refine.refine: nothing released, v0.6.0 stays on prod"
+    assert record(None)["summary"] == "Failed before the gate decided: nothing released"
+    both = record(None, failed_tasks=["refine.validate_data", "refine.report"], deployed={"version": "v0.7.0"})
+    assert both["summary"] == (
+        "Failed at refine.validate_data (then refine.report): nothing released, v0.7.0 stays on prod"
+    )
 
 
 def test_approval_outcomes_are_named():
@@ -92,7 +96,7 @@ def test_the_story_of_a_model_read_from_a_remote_s_tags(tmp_path):
     run1 = {"dag_id": "nightly", "run_id": "scheduled__1", "task_id": "refine.promote"}
     run2 = {"dag_id": "nightly", "run_id": "scheduled__2", "task_id": "refine.promote"}
     for name, sha, when, evidence in [
-        ("fraud@v0.1.0", shas[0], 1, {**run1, "metrics": {"logloss": 0.47}}),
+        ("fraud@v0.1.0", shas[0], 1, {**run1, "metrics": {"metrics.json": {"logloss": 0.47, "f": {"a": 1}}}}),
         ("fraud#prod#1", shas[0], 1, run1),
         ("fraud@v0.2.0", shas[1], 2, {**run2, "metrics": {"logloss": 0.46}}),
         ("fraud#prod#2", shas[1], 2, run2),
@@ -124,6 +128,7 @@ def test_the_story_of_a_model_read_from_a_remote_s_tags(tmp_path):
             "run": {"dag_id": "rollback", "run_id": "manual__3"},
         }
     ]
+    assert [v["metrics"] for v in story["versions"]] == [{"logloss": 0.46}, {"logloss": 0.47, "f.a": 1}]
     assert [(v["version"], v["sha"], v["run"], v["stages"]) for v in story["versions"]] == [
         ("v0.2.0", shas[1], {"dag_id": "nightly", "run_id": "scheduled__2", "task_id": "refine.promote"}, ["prod"]),
         ("v0.1.0", shas[0], {"dag_id": "nightly", "run_id": "scheduled__1", "task_id": "refine.promote"}, ["prod"]),
