@@ -214,12 +214,22 @@ class SweepPromotionOutcomeOperator(BaseOperator):
     :param branch_task_id: the :class:`SweepBestBranchOperator` task
     :param gate_task_id: the :class:`~airflow_provider_mlci.operators.model.ModelGateBranchOperator` task
     :param promote_task_id: the :class:`~airflow_provider_mlci.operators.model.PromoteModelOperator` task
+    :param approval_task_id: the approval task, where the release needs one
     """
 
     ui_color = SWEEP_COLOR
 
-    def __init__(self, *, branch_task_id: str, gate_task_id: str, promote_task_id: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        branch_task_id: str,
+        gate_task_id: str,
+        promote_task_id: str,
+        approval_task_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.approval_task_id = approval_task_id
         self.branch_task_id = branch_task_id
         self.gate_task_id = gate_task_id
         self.promote_task_id = promote_task_id
@@ -229,7 +239,7 @@ class SweepPromotionOutcomeOperator(BaseOperator):
 
         ti = context["ti"]
         branched = ti.xcom_pull(task_ids=self.branch_task_id) or {}
-        released = release_outcome(ti, self.gate_task_id, self.promote_task_id)
+        released = release_outcome(ti, self.gate_task_id, self.promote_task_id, self.approval_task_id)
         trial = (branched.get("trial") or {}).get("name")
         outcome = {**released, "trial": trial, "branch": branched.get("branch"), "sha": branched.get("sha")}
         if outcome["promoted"]:

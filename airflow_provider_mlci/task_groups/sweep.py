@@ -55,7 +55,7 @@ from typing import Any
 
 from airflow.sdk import TaskGroup
 
-from airflow_provider_mlci.config import Compute, Ec2Compute, resolve_compute
+from airflow_provider_mlci.config import Approval, Compute, Ec2Compute, resolve_compute
 from airflow_provider_mlci.exceptions import MlciConfigError
 from airflow_provider_mlci.operators.gpu import GpuTerminateInstanceOperator
 from airflow_provider_mlci.operators.model import ModelGateBranchOperator, PromoteModelOperator
@@ -95,6 +95,10 @@ class SweepPromotion:
     :param eval_data: the evaluation inputs that must match the deployed model's (default: every
         dependency of the stage that writes the metrics, except the model)
     :param allow_different_data: compare even when the evaluations differ (recorded in the decision)
+    :param approval: ``True``, an :class:`~airflow_provider_mlci.config.Approval` or its mapping: a
+        person approves the release the gate passed (Airflow's human-in-the-loop); reject or no
+        answer in time keeps the deployed model
+    :param stage_order: the stages in the order a version must pass them (``("staging", "prod")``)
     :raises MlciConfigError: an invalid model or stage name, a bad rule or bump, naming it
     """
 
@@ -106,6 +110,8 @@ class SweepPromotion:
     metrics_files: Sequence[str] | None = None
     eval_data: Sequence[str] | None = None
     allow_different_data: bool = False
+    approval: Any = None
+    stage_order: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         from airflow_provider_mlci.core.model.gate import GateSpec
@@ -119,6 +125,9 @@ class SweepPromotion:
             raise MlciConfigError(f"promote rules must be a mapping of metric to rule, not {self.rules!r}.")
         GateSpec.of(self.rules)
         Bump.of(self.bump)
+        object.__setattr__(self, "approval", Approval.of(self.approval))
+        for stage in self.stage_order:
+            check_stage_name(stage)
 
     @classmethod
     def of(cls, value: SweepPromotion | Mapping[str, Any]) -> SweepPromotion:
@@ -278,6 +287,17 @@ class SweepTaskGroup(TaskGroup):
         )
         best = f"{{{{ ti.xcom_pull(task_ids='{self.child_id('branch')}')['sha'] }}}}"
         promote_id, outcome_id = self.child_id("promote"), self.child_id("outcome")
+        approve = None
+        if promotion.approval is not None:
+            from airflow_provider_mlci.operators.approval import ReleaseApprovalOperator
+
+            approve = ReleaseApprovalOperator(
+                task_id="approve",
+                model=promotion.model,
+                stage=promotion.stage,
+                gate_task_id=self.child_id("gate"),
+                approval=promotion.approval,
+            )
         self.gate = ModelGateBranchOperator(
             task_id="gate",
             model=promotion.model,
@@ -287,7 +307,7 @@ class SweepTaskGroup(TaskGroup):
             metrics_files=promotion.metrics_files,
             eval_data=promotion.eval_data,
             allow_different_data=promotion.allow_different_data,
-            if_promote=[promote_id, outcome_id],
+            if_promote=[approve.task_id if approve else promote_id, outcome_id],
             if_skip=outcome_id,
             **repo,
         )
@@ -298,6 +318,7 @@ class SweepTaskGroup(TaskGroup):
             stage=promotion.stage,
             bump=promotion.bump,
             gate_task_id=self.gate.task_id,
+            stage_order=promotion.stage_order,
             **repo,
         )
         self.outcome = SweepPromotionOutcomeOperator(
@@ -305,7 +326,10 @@ class SweepTaskGroup(TaskGroup):
             branch_task_id=self.branch.task_id,
             gate_task_id=self.gate.task_id,
             promote_task_id=promote_id,
+            approval_task_id=approve.task_id if approve else None,
             trigger_rule="none_failed_min_one_success",
         )
-        self.leaderboard >> self.branch >> self.gate >> [self.promote, self.outcome]
+        self.leaderboard >> self.branch >> self.gate >> [approve or self.promote, self.outcome]
+        if approve is not None:
+            approve >> self.promote
         self.promote >> self.outcome

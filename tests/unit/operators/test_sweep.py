@@ -155,6 +155,23 @@ def test_a_promotion_adds_branch_gate_promote_and_outcome_after_the_leaderboard(
     assert group.branch.branch is None  # sweep/<best trial's name>, decided when the best is known
 
 
+def test_a_sweep_promotion_with_an_approval_asks_before_it_promotes():
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+    promote = {"model": "fraud-detector", "rules": RULES, "approval": True, "stage_order": ["staging", "prod"]}
+    with DAG("sweep_approval", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        group = SweepTaskGroup(group_id="sweep", space=["train.epochs=10,20"], objective="accuracy", promote=promote)
+    approve = dag.get_task("sweep.approve")
+    assert group.gate.if_promote == ["sweep.approve", "sweep.outcome"]
+    assert approve.downstream_task_ids == {"sweep.promote"}  # a reject skips the promotion, not the outcome
+    assert group.outcome.approval_task_id == "sweep.approve"
+    assert group.promote.stage_order == ("staging", "prod")
+    assert [asset.uri for asset in group.promote.outlets] == ["x-mlci-model://fraud-detector/prod"]
+
+
 @pytest.mark.parametrize(
     ("promote", "message"),
     [
@@ -165,6 +182,8 @@ def test_a_promotion_adds_branch_gate_promote_and_outcome_after_the_leaderboard(
         ({"model": "fraud", "rules": RULES, "bump": "huge"}, "bump='huge' is not one of major"),
         ({"model": "fraud", "rules": RULES, "stages": "prod"}, "unknown key(s) stages"),
         ({"model": "fraud"}, "promote: rules missing"),
+        ({"model": "fraud", "rules": RULES, "approval": "yes"}, "approval='yes' is not True"),
+        ({"model": "fraud", "rules": RULES, "stage_order": ["staging", "p rod"]}, "'p rod' is not a valid stage name"),
     ],
 )
 def test_a_bad_promotion_fails_when_the_dag_is_parsed_naming_it(promote, message):
