@@ -85,14 +85,14 @@ def run_logged(argv: list[str], env: dict[str, str], log_path: Path, *, show: tu
         return proc.wait()
 
 
-def dags_test(dag_id: str, env: dict[str, str], log_name: str, *, conf: dict[str, Any], date: str = "") -> Any:
-    """``airflow dags test`` one DAG (for ``date``, else now), echoing the lines that tell the story."""
+def dags_test(dag_id: str, env: dict[str, str], log_name: str, *, conf: dict[str, Any]) -> Any:
+    """``airflow dags test`` one DAG now, echoing the lines that tell the story."""
     from airflow_provider_mlci.testing.airflow import latest_run
 
     show = ("No fraud-detector model", "Refining", "train: fitted", "evaluate:", "drifted", "no drift",
-            "Gate decision", "  because", "ok    ", "FAILED", "Pushed", "Promoted", "Kept the deployed",
+            "Gate decision", "  because", "ok    ", "FAILED", "Pushed", "Promoted", "Kept the deployed", "on prod:",
             "Trial ", "Error", "Marking task as FAILED", "Dag run in failure")  # fmt: skip
-    argv = [str(BIN / "airflow"), "dags", "test", dag_id, *([date] if date else []), "--conf", json.dumps(conf)]
+    argv = [str(BIN / "airflow"), "dags", "test", dag_id, "--conf", json.dumps(conf)]
     log_path = DEMO / "logs" / log_name
     code = run_logged(argv, env, log_path, show=show)
     os.environ.update(env)
@@ -143,16 +143,15 @@ def main() -> int:
         return 1
 
     decisions = []
-    for day, date in ((1, "2026-11-01T02:00:00+00:00"), (2, "2026-11-02T02:00:00+00:00")):
+    # Each night runs "now" (no logical date a month back): the UI then shows them as the short runs they are.
+    for day in (1, 2):
         if day == 2:
             step(4, total, "Day 2: a new batch of transactions lands on main; the nightly refinement runs again")
             sha = add_a_day_of_data(project, day - 1)
             print(f"    main is now {sha[:12]}: data/raw.csv grew by one day's batch (dvc add, dvc push, git push)")
         else:
             step(3, total, "Day 1: the nightly refinement, with no model deployed yet")
-        record = dags_test(
-            "example_nightly_refinement", env, f"refinement-day{day}.log", conf={"rev": "main"}, date=date
-        )
+        record = dags_test("example_nightly_refinement", env, f"refinement-day{day}.log", conf={"rev": "main"})
         if record is None:
             return 1
         begun = record.xcom["refine.start"]
@@ -163,6 +162,7 @@ def main() -> int:
             print(f"    refined {deployed['version']} ({deployed['sha'][:12]}) on branch {begun['commit']['branch']}")
         print(f"    stages: {record.xcom['refine.refine']['stages']}")
         say_outcome(record.xcom["refine.outcome"], record.xcom.get("refine.report"))
+        print(f"    recorded: {record.xcom['refine.record']['summary']}")
         decisions.append((f"day {day}", record.xcom["refine.outcome"]))
 
     step(
@@ -190,6 +190,8 @@ def main() -> int:
     print(
         f"    reports under {DEMO / 'airflow' / 'mlci-reports'}; `make airflow` shows the runs and their Report links"
     )
+    port = os.environ.get("PORT", "8080")
+    print(f"    model page (after `make airflow`): http://localhost:{port}/mlci/models/fraud-detector")
     print(f"    took {time.monotonic() - started:.0f} s")
     return 0
 
