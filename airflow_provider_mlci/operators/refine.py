@@ -10,7 +10,7 @@ whatever happened, by recording what it came to (see :mod:`airflow_provider_mlci
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -184,6 +184,10 @@ class RunRecordOperator(BaseOperator):
     :param nights: how many runs the trend shows
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository whose registry holds the model
     :param report_base: the folder or URL of the report store (default ``[mlci] reports_dir``)
+    :param notifiers: Airflow notifiers to call per outcome, ``{"promoted" | "kept" | "rejected" |
+        "timed_out" | "failed": notifier or list}``, after the record is stored; their templates see
+        the record as ``mlci_record`` (``{{ mlci_record.summary }}``). A notifier that fails is logged,
+        never fails the run
     """
 
     template_fields: Sequence[str] = ("model", "stage")
@@ -203,8 +207,17 @@ class RunRecordOperator(BaseOperator):
         nights: int = 30,
         dvc_conn_id: str = "mlci_dvc_default",
         report_base: str | None = None,
+        notifiers: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_mlci.core.model.history import DECISIONS
+        from airflow_provider_mlci.exceptions import MlciConfigError
+
+        unknown = sorted(set(notifiers or {}) - set(DECISIONS))
+        if unknown:
+            raise MlciConfigError(
+                f"notifiers: unknown outcome(s) {', '.join(unknown)} (known: {', '.join(DECISIONS)})."
+            )
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.model = model
@@ -217,16 +230,21 @@ class RunRecordOperator(BaseOperator):
         self.nights = nights
         self.dvc_conn_id = dvc_conn_id
         self.report_base = report_base
+        self.notifiers = {
+            decision: list(found) if isinstance(found, list | tuple) else [found]
+            for decision, found in (notifiers or {}).items()
+        }
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.providers.common.compat.sdk import AirflowFailException
 
         from airflow_provider_mlci.core.model.history import run_record
+        from airflow_provider_mlci.operators.gpu import COST_XCOM_KEY
         from airflow_provider_mlci.report_store import ReportKey, ReportStore, store_task_report
 
         ti = context["ti"]
         outcome = ti.xcom_pull(task_ids=self.outcome_task_id)
-        cost = ti.xcom_pull(task_ids=self.cost_task_id, key="gpu_cost") if self.cost_task_id else None
+        cost = ti.xcom_pull(task_ids=self.cost_task_id, key=COST_XCOM_KEY) if self.cost_task_id else None
         store = ReportStore.open(self.report_base)
         history = [
             r
@@ -255,9 +273,23 @@ class RunRecordOperator(BaseOperator):
         store_task_report(context, files, record, base=self.report_base)
         store.write_record(record)
         self.log.info("%s on %s: %s", self.model, self.stage, record["summary"])
+        self._notify(context, record)
         if record["decision"] == "failed":
             raise AirflowFailException(f"The run failed: {record['summary']}")
         return record
+
+    def _notify(self, context: Context, record: dict[str, Any]) -> None:
+        notifiers = self.notifiers.get(record["decision"]) or []
+        if not notifiers:
+            return
+        context["mlci_record"] = record  # type: ignore[typeddict-unknown-key]
+        for notifier in notifiers:
+            try:
+                notifier(context)
+            except Exception as exc:  # the record is stored; a notification is not worth failing the run
+                self.log.warning(
+                    "Notifier %s failed on the %s outcome: %s", type(notifier).__name__, record["decision"], exc
+                )
 
     def _failed_tasks(self, ti: Any) -> list[str]:
         group = self.task_group_id

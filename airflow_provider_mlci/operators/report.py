@@ -122,7 +122,7 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
 
         from airflow_provider_mlci import settings
         from airflow_provider_mlci.core.dvc import ops as dvc_ops
-        from airflow_provider_mlci.core.reports.html import build_report, section_for
+        from airflow_provider_mlci.core.reports.html import build_report, run_links, section_for
         from airflow_provider_mlci.exceptions import DvcError, MlciError
         from airflow_provider_mlci.report_store import ReportKey, store_task_report
 
@@ -156,6 +156,7 @@ class MetricsReportOperator(OpenLineageMixin, DvcWorkspaceMixin, BaseOperator):
                 image_base=image_base,
                 problems=problems,
                 templates_dir=templates_dir,
+                links=run_links(context["ti"].dag_id, context["ti"].run_id),
             )
         files: dict[str, bytes] = {image.file: image.data for image in report.images}
         files |= {"report.md": report.markdown.encode(), "report.html": report.html.encode()}

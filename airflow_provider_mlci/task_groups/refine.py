@@ -117,6 +117,9 @@ class RefinementTaskGroup(TaskGroup):
         human-in-the-loop); ``None``: releases are automatic
     :param stage_order: the stages in the order a version must pass them (``("staging", "prod")``):
         a promotion to ``stage`` of a version that skipped an earlier one fails naming it
+    :param notifiers: Airflow notifiers per outcome, ``{"promoted" | "kept" | "rejected" |
+        "timed_out" | "failed": notifier or list}``, called by ``record`` (see
+        :class:`~airflow_provider_mlci.operators.refine.RunRecordOperator`)
     :param compute: ``"local"``, ``"ec2"``, an :class:`~airflow_provider_mlci.config.Ec2Compute`
         (its ``instance`` is launched for the run), or ``None`` for ``[mlci] compute_backend``
     :param instance: the GPU instance when the backend is ``ec2`` and ``compute`` is not an
@@ -153,6 +156,7 @@ class RefinementTaskGroup(TaskGroup):
         bump: str = "minor",
         approval: Approval | bool | Mapping[str, Any] | None = None,
         stage_order: Sequence[str] = (),
+        notifiers: Mapping[str, Any] | None = None,
         compute: str | Compute | Ec2Compute | None = None,
         instance: GpuInstanceSpec | Mapping[str, Any] | None = None,
         aws_conn_id: str | None = "aws_default",
@@ -328,6 +332,7 @@ class RefinementTaskGroup(TaskGroup):
                 cost_task_id=cost_task_id,
                 dvc_conn_id=dvc_conn_id,
                 report_base=report_base,
+                notifiers=notifiers,
             )
             self.refine >> self.validate_model >> self.gate >> [self.approve or self.promote, keep_deployed]
             if self.approve is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pendulum
 import yaml
@@ -26,6 +27,37 @@ DAY_1 = pendulum.datetime(2026, 11, 1, 2, tz="UTC")
 DAY_2 = pendulum.datetime(2026, 11, 2, 2, tz="UTC")
 
 
+#: A notifier for the example, writing each outcome it hears to a file (what a Slack or e-mail notifier would send).
+FILE_NOTE = """
+from airflow.sdk import BaseNotifier
+
+
+class FileNote(BaseNotifier):
+    template_fields = ("line",)
+
+    def __init__(self, path, line):
+        super().__init__()
+        self.path, self.line = path, line
+
+    def notify(self, context):
+        with open(self.path, "a") as out:
+            out.write(self.line + "\\n")
+"""
+
+
+def with_notifier(notes) -> str:
+    """The example DAG with a notifier on promotions (its templates see the run record)."""
+    line = "{{ mlci_record.decision }} | {{ mlci_record.summary }}"
+    source = DAG_FILE.read_text().replace(
+        'refine_args={"retries": 1},',
+        f'refine_args={{"retries": 1}}, notifiers={{"promoted": FileNote({str(notes)!r}, {line!r})}},',
+    )
+    anchor = "from airflow_provider_mlci.task_groups.refine import RefinementTaskGroup\n"
+    assert "notifiers=" in source
+    assert anchor in source
+    return source.replace(anchor, anchor + FILE_NOTE)
+
+
 def add_a_day_of_data(project, day: int) -> str:
     subprocess.run(
         [sys.executable, "src/generate.py", "--day", str(day), "--rows", "300"], cwd=project.work, check=True
@@ -35,12 +67,13 @@ def add_a_day_of_data(project, day: int) -> str:
 
 
 def test_day_one_trains_from_scratch_and_releases_day_two_refines_and_the_gate_decides(
-    run_dag, dvc_project, dvc_connection, worker_cache, monkeypatch, capfd
+    run_dag, dvc_project, dvc_connection, worker_cache, monkeypatch, capfd, tmp_path
 ):
     monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
 
-    day1 = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main"}, logical_date=DAY_1)
+    notes = tmp_path / "notes.txt"
+    day1 = run_dag(DAG_ID, source=with_notifier(notes), conf={"rev": "main"}, logical_date=DAY_1)
     out = capfd.readouterr().out
     assert day1.state == "success", day1.task_states
     states = {task: day1.task_states[f"refine.{task}"] for task in REFINE_TASKS}
@@ -62,7 +95,7 @@ def test_day_one_trains_from_scratch_and_releases_day_two_refines_and_the_gate_d
     assert day1.xcom["refine.report"]["html"].endswith("report.html")
 
     data_sha = add_a_day_of_data(dvc_project, 1)
-    day2 = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main"}, logical_date=DAY_2)
+    day2 = run_dag(DAG_ID, source=with_notifier(notes), conf={"rev": "main"}, logical_date=DAY_2)
     out = capfd.readouterr().out
     assert day2.state == "success", day2.task_states
     started = day2.xcom["refine.start"]
@@ -126,6 +159,15 @@ def test_day_one_trains_from_scratch_and_releases_day_two_refines_and_the_gate_d
     folder = ReportKey(dag_id=DAG_ID, run_id=day2.run_id, task_id="refine.record")
     stored = store.folders(DAG_ID, folder.run, folder.task)[0].files
     assert {"run-outcome.json", "report.html", "report.md", "images/trend.svg"} <= set(stored)
+    # The report page links back to its Airflow run (from where the UI serves it: five levels up).
+    page = store.path(DAG_ID, folder.run, "refine.report", "report.html").read_text()
+    run_href = f"../../../../../dags/{DAG_ID}/runs/{quote(day2.run_id, safe='')}"
+    assert f"<a target='_top' href='{run_href}'>Airflow run {day2.run_id}</a>" in page
+    # A notifier hears each night's outcome, with the record in its templates.
+    assert [line.split(" | ") for line in notes.read_text().splitlines()] == [
+        ["promoted", "Promoted v0.1.0 to prod: logloss 0.4743; accuracy 0.781"],
+        ["promoted", record["summary"]],
+    ]
     # The metrics report has the data validation, drift and model verdict sections too.
     report_md = store.path(DAG_ID, folder.run, "refine.report", "report.md").read_text()
     for section in ("refine.validate_data", "refine.drift", "refine.validate_model", "refine.gate"):

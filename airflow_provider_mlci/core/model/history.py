@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mlci.core.model.registry import parse_tag, parse_version, read_evidence
-
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -280,6 +278,8 @@ def read_tags(listing: str) -> list[TagInfo]:
 
     :param listing: that output
     """
+    from airflow_provider_mlci.core.model.registry import read_evidence
+
     found = []
     for entry in listing.split(_END):
         parts = entry.lstrip("\n").split(_FIELD)
@@ -325,6 +325,8 @@ def model_story(tags: Sequence[TagInfo], model: str) -> dict[str, Any]:
     :param tags: the repository's tags (:func:`read_tags`)
     :param model: the model
     """
+    from airflow_provider_mlci.core.model.registry import parse_tag, parse_version
+
     parsed = []
     for info in tags:
         tag = parse_tag(info.tag, sha=info.sha, time=info.time)
@@ -391,6 +393,8 @@ def models_in(tags: Sequence[TagInfo]) -> list[str]:
 
     :param tags: the repository's tags
     """
+    from airflow_provider_mlci.core.model.registry import parse_tag
+
     return sorted({t.name for t in (parse_tag(i.tag) for i in tags) if t is not None})
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "build_report",
     "outcome_page",
     "outcome_sections",
+    "run_links",
     "section_for",
     "sections_page",
     "trend_spec",
@@ -119,6 +120,7 @@ def build_report(
     image_base: str = "",
     problems: Iterable[str] = (),
     templates_dir: str | None = None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> Report:
     """Assemble the report from what DVC read at ``sha`` and ``baseline_sha``.
 
@@ -135,6 +137,8 @@ def build_report(
     :param problems: problems found before (an unknown baseline…), stated in the report
     :param templates_dir: a folder whose templates replace the packaged ones of the same name
         (``report.html.j2``, ``table.html.j2``); default: the packaged ones
+    :param links: ``(label, href)`` shown at the top of ``report.html`` only (see :func:`run_links`;
+        relative links mean nothing in a pull-request comment)
     """
     problems = [*problems, *inputs.get("problems", [])]
     labels = {sha: _label(rev, sha)}
@@ -177,6 +181,7 @@ def build_report(
         "report.html.j2",
         templates_dir=templates_dir,
         title=title,
+        links=[{"label": label, "href": href} for label, href in links],
         head=head,
         absent=absent,
         problems=problems,
@@ -349,19 +354,28 @@ def outcome_page(
                 html=f"<figure><img id='trend' alt='trend' src='{inline}'></figure>",
             )
         )
-    # The page is served at /mlci/reports/<dag>/<run>/<task>/: the Airflow run is five levels up.
-    dag, run = (quote(str(record[key]), safe="") for key in ("dag_id", "run_id"))
-    run_href = f"../../../../../dags/{dag}/runs/{run}"
-    links = [(f"Airflow run {record['run_id']}", run_href)]
+    links = run_links(str(record["dag_id"]), str(record["run_id"]))
     if record.get("report"):
-        links.append(("Metrics report of this run", f"../{quote(str(record['report']), safe='')}/"))
-    links.append(("All reports of this run", "../"))
+        links.insert(1, ("Metrics report of this run", f"../{quote(str(record['report']), safe='')}/"))
     md = "\n".join(f"- [{label}]({href})" for label, href in links)
     html = "<ul>" + "".join(f"<li><a target='_top' href='{escape(h)}'>{escape(t)}</a></li>" for t, h in links) + "</ul>"
     sections.append(ReportSection(title="Links", markdown=md, html=html))
     files.update(sections_page(f"{record.get('model')} on {record.get('stage')}: run outcome", sections,
                                templates_dir=templates_dir))  # fmt: skip
     return files
+
+
+def run_links(dag_id: str, run_id: str) -> list[tuple[str, str]]:
+    """Links from a report page, as the UI plugin serves it, to its Airflow run and the run's other reports.
+
+    :param dag_id: the Dag
+    :param run_id: the run
+    """
+    from urllib.parse import quote
+
+    # A report page is served at /mlci/reports/<dag>/<run>/<task>/: the Airflow UI is five levels up.
+    dag, run = quote(dag_id, safe=""), quote(run_id, safe="")
+    return [(f"Airflow run {run_id}", f"../../../../../dags/{dag}/runs/{run}"), ("All reports of this run", "../")]
 
 
 def _blocks_html(blocks: _Blocks, templates_dir: str | None = None) -> str:

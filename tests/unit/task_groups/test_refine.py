@@ -264,3 +264,17 @@ def test_an_approval_sits_between_a_passing_gate_and_the_promotion():
     with pytest.raises(MlciConfigError, match="unexpected keyword argument 'timout'"):
         make_dag(approval={"timout": 3})
     assert Approval.of(True) == Approval()
+
+
+def test_notifiers_are_keyed_by_outcome_and_checked_when_the_dag_is_parsed():
+    from airflow.sdk import BaseNotifier
+
+    class Note(BaseNotifier):
+        def notify(self, context):
+            pass
+
+    note = Note()
+    dag, _ = make_dag(notifiers={"promoted": note, "failed": [note, note]})
+    assert dag.get_task("refine.record").notifiers == {"promoted": [note], "failed": [note, note]}
+    with pytest.raises(MlciConfigError, match=r"notifiers: unknown outcome\(s\) released"):
+        make_dag(notifiers={"released": note})
