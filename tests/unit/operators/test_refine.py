@@ -137,6 +137,24 @@ def test_without_a_decision_or_a_release_nothing_is_promoted():
     }
 
 
+@pytest.mark.parametrize(
+    ("answer", "released", "expected"),
+    [
+        ({"decision": "approved", "by": "ana", "at": "2026-12-05T10:00:00+00:00"}, {"version": "v0.2.0"}, "promoted"),
+        ({"decision": "rejected", "by": "ana", "at": "2026-12-05T10:00:00+00:00"}, None, "rejected"),
+        ({"decision": "timed_out", "by": None, "at": None}, None, "timed_out"),
+        (None, None, "kept"),  # the gate refused: nobody was asked
+    ],
+)
+def test_an_approval_s_answer_is_the_outcome_when_the_gate_passed(answer, released, expected):
+    from airflow_provider_mlci.operators.approval import APPROVAL_KEY
+
+    xcoms = {("g.gate", DECISION_KEY): decision(answer is not None), ("g.approve", APPROVAL_KEY): answer}
+    xcoms[("g.promote", "return_value")] = released
+    outcome = release_outcome(FakeTaskInstance(xcoms), "g.gate", "g.promote", "g.approve")
+    assert (outcome["decision"], outcome["promoted"], outcome["approval"]) == (expected, released is not None, answer)
+
+
 def test_the_start_operator_stores_its_arguments_and_checks_them_before_any_work():
     op = RefinementStartOperator(task_id="start", model="fraud-detector", branch="mlci/refine/{{ ts_nodash }}")
     assert (op.stage, op.base_model, op.rev) == ("prod", "models/base.pkl", "HEAD")
