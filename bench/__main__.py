@@ -35,6 +35,7 @@ BENCHMARKS = (
     "bench.bench_reports",
     "bench.bench_gpu",
     "bench.bench_sweep",
+    "bench.bench_search",
     "bench.bench_pipeline",
 )
 

@@ -98,7 +98,8 @@ class Comparison:
     :param max_ratio: the goal: median of ours / median of the baseline at most this
     :param delta_goal_ms: the goal on the difference instead: ours - baseline at most this many ms
     :param no_goal: why this row has no goal (printed; the row is never judged)
-    :param unit: ``"s"`` (printed in ms) or ``"bytes"`` (printed in MiB)
+    :param unit: ``"s"`` (printed in ms), ``"bytes"`` (printed in MiB) or ``"trial_s"`` (simulated
+        trial-seconds, printed as they are)
     """
 
     name: str
@@ -108,7 +109,7 @@ class Comparison:
     max_ratio: float | None = None
     delta_goal_ms: float | None = None
     no_goal: str | None = None
-    unit: Literal["s", "bytes"] = "s"
+    unit: Literal["s", "bytes", "trial_s"] = "s"
 
     def __post_init__(self) -> None:
         given = [g for g in (self.max_ratio, self.delta_goal_ms, self.no_goal) if g is not None]
@@ -154,6 +155,8 @@ class Comparison:
         ours, base = statistics.median(self.ours), statistics.median(self.baseline)
         if self.unit == "bytes":
             values = f"{ours / 2**20:>9.0f} MiB {base / 2**20:>9.0f} MiB"
+        elif self.unit == "trial_s":
+            values = f"{ours:>8.0f} trial-s {base:>8.0f} trial-s"
         else:
             values = f"{ours * 1000:>10.1f} ms {base * 1000:>10.1f} ms"
         return (

@@ -36,11 +36,13 @@ BROUGHT_BY = {
 #: pip's copy of packaging where a project's interpreter lacks packaging).
 GUARDED = {"joblib", "skops", "pip"}
 #: Imported only by what an extra installs: OpenLineage facets (lineage.py and assets.py import
-#: them only once the OpenLineage provider is found). PyGithub is a requirement of its own.
+#: them only once the OpenLineage provider is found); Optuna (core.experiments.study, imported when a
+#: study is opened). PyGithub is a requirement of its own.
 BY_EXTRA = {
     "apache-airflow-providers-openlineage": "openlineage",
     "openlineage-python": "openlineage",
     "attrs": "openlineage",
+    "optuna": "optuna",
 }
 #: Imported only by the test helpers in ``airflow_provider_mlci/testing`` (the dev extra).
 TEST_HELPERS_ONLY = {"moto"}

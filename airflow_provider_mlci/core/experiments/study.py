@@ -1,0 +1,348 @@
+"""Adaptive search: an Optuna study that a sweep's trial tasks ask for points and tell their results.
+
+A sweep's search space (:class:`~airflow_provider_mlci.core.experiments.sweep.SearchSpace`, as
+written today or as DVC's ``-S`` strings) becomes Optuna distributions (:func:`distributions`):
+a list, ``choice`` or ``range`` is categorical, ``uniform`` a float, ``loguniform`` a float on a
+log scale. The engine is chosen by name (:class:`StudyConfig`): ``tpe`` (with the constant liar,
+so trials running side by side do not pick the same point), ``random``, or ``grid`` (the grid's
+points are enqueued in the order ``SearchSpace.trials`` lists them, so a grid runs as it did); the
+pruner is ``median``, ``hyperband`` or none.
+
+The study lives in a storage that every trial task can reach (:func:`storage_url`): a database
+named by an Airflow connection (``postgres://`` and ``mysql://`` URIs as Airflow writes them are
+turned into what SQLAlchemy accepts), or a journal file on one machine (local executors). Each trial
+task asks with a key naming its task instance (Dag, run, task, map index): a retried task finds the
+trial its first try asked for, still running, and gets the same point (:func:`ask`), never a new one.
+A trial is told its objective (``COMPLETE``), ``FAIL`` or ``PRUNED`` (:func:`tell`).
+
+Optuna is imported only when a study is opened (the ``optuna`` extra).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow_provider_mlci.core.experiments.sweep import Goal, SearchSpace
+from airflow_provider_mlci.exceptions import MlciConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "KEY_ATTR",
+    "Asked",
+    "Pruner",
+    "Search",
+    "StudyConfig",
+    "ask",
+    "describe",
+    "distributions",
+    "open_study",
+    "storage_url",
+    "tell",
+]
+
+#: The user attribute of an Optuna trial that names the task instance that asked for it.
+KEY_ATTR = "mlci_key"
+#: Airflow's connection types and URI schemes -> SQLAlchemy's dialects (with the driver Airflow uses).
+_DIALECTS = {
+    "postgres": "postgresql+psycopg2",
+    "postgresql": "postgresql+psycopg2",
+    "mysql": "mysql+mysqldb",
+    "sqlite": "sqlite",
+}
+
+
+class Search(enum.StrEnum):
+    """How the next point is chosen."""
+
+    TPE = "tpe"
+    RANDOM = "random"
+    GRID = "grid"
+
+    @classmethod
+    def of(cls, value: Any) -> Search:
+        """The search ``value`` names.
+
+        :param value: a :class:`Search` or its name
+        :raises MlciConfigError: another value, naming the choices
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            raise MlciConfigError(f"search={value!r} is not one of {', '.join(repr(s.value) for s in cls)}.") from None
+
+
+class Pruner(enum.StrEnum):
+    """How trials that will not win are stopped early (from the per-step values they report)."""
+
+    MEDIAN = "median"
+    HYPERBAND = "hyperband"
+
+    @classmethod
+    def of(cls, value: Any) -> Pruner | None:
+        """The pruner ``value`` names (``None``: no pruning).
+
+        :param value: a :class:`Pruner`, its name, or ``None``
+        :raises MlciConfigError: another value, naming the choices
+        """
+        if value is None:
+            return None
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join([*(repr(p.value) for p in cls), "None"])
+            raise MlciConfigError(f"pruner={value!r} is not one of {choices}.") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyConfig:
+    """How a study searches and prunes.
+
+    :param search: ``tpe``, ``random`` or ``grid``
+    :param pruner: ``median``, ``hyperband`` or ``None``
+    :param goal: whether the objective should go up or down
+    :param seed: the sampler's seed (same seed and same results, same points for ``random``)
+    :param sampler_options: passed to the sampler (``n_startup_trials`` for TPE: keep it below the
+        trial budget, or TPE never leaves random sampling)
+    :param pruner_options: passed to the pruner (``n_startup_trials``, ``n_warmup_steps``, ...)
+    """
+
+    search: Search = Search.TPE
+    pruner: Pruner | None = None
+    goal: Goal = Goal.MAXIMIZE
+    seed: int | None = None
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    pruner_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "search", Search.of(self.search))
+        object.__setattr__(self, "pruner", Pruner.of(self.pruner))
+        object.__setattr__(self, "goal", Goal(self.goal))
+        for name, options in (("sampler_options", self.sampler_options), ("pruner_options", self.pruner_options)):
+            if not isinstance(options, Mapping):
+                raise MlciConfigError(f"{name}={options!r} must be a mapping of keyword arguments.")
+
+
+def distributions(space: SearchSpace) -> dict[str, Any]:
+    """The space as Optuna distributions, ``{param: distribution}``.
+
+    :param space: the sweep's space
+    :raises MlciConfigError: a choice Optuna cannot store (a list, a mapping), naming the param
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    found: dict[str, Any] = {}
+    for param in space.params:
+        if param.kind == "uniform":
+            found[param.name] = FloatDistribution(param.low, param.high)
+        elif param.kind == "loguniform":  # SearchSpace already refused bounds at or below 0
+            found[param.name] = FloatDistribution(param.low, param.high, log=True)
+        else:
+            values = tuple(param.values)
+            if any(not isinstance(v, str | int | float | bool) and v is not None for v in values):
+                raise MlciConfigError(
+                    f"{param.name}: Optuna takes only strings, numbers, booleans and None as choices, not {values!r}."
+                )
+            found[param.name] = CategoricalDistribution(values)
+    return found
+
+
+def storage_url(
+    *, conn_type: str, host: str | None, port: int | None, login: str | None, password: str | None, schema: str | None
+) -> str:
+    """The SQLAlchemy URL of a database an Airflow connection names (its own database: not Airflow's).
+
+    :param conn_type: ``postgres``, ``mysql`` or ``sqlite``
+    :param host: the server (for ``sqlite``: the database file)
+    :param port: its port
+    :param login: the user
+    :param password: the password (it goes into the URL only; never log the result)
+    :param schema: the database
+    :raises MlciConfigError: a connection type that is no database Optuna can use
+    """
+    dialect = _DIALECTS.get((conn_type or "").lower())
+    if dialect is None:
+        known = ", ".join(sorted(_DIALECTS))
+        raise MlciConfigError(f"A study database must be one of {known}; the connection's type is {conn_type!r}.")
+    if dialect == "sqlite":
+        return f"sqlite:///{host or schema}"
+    auth = ""
+    if login:
+        auth = quote(login, safe="") + (f":{quote(password, safe='')}" if password else "") + "@"
+    where = f"{host or 'localhost'}" + (f":{port}" if port else "")
+    return f"{dialect}://{auth}{where}/{schema or ''}"
+
+
+def open_study(
+    storage: str | Any,
+    name: str,
+    config: StudyConfig,
+    space: SearchSpace,
+    *,
+    max_trials: int | None = None,
+    key: str = "",
+) -> optuna.Study:
+    """Create or load the study ``name`` in ``storage`` with ``config``'s sampler and pruner.
+
+    When the study is new, ``grid`` enqueues the grid's points and ``random`` the points today's
+    random sweep draws for ``seed`` (:meth:`SearchSpace.trials`), in that order: both run as they
+    did. Every task opens its own sampler, seeded from ``seed`` and ``key``, so tasks side by side
+    do not draw alike.
+
+    :param storage: an SQLAlchemy URL, a journal file's path (``journal:///path``), or an Optuna storage
+    :param name: the study's name
+    :param config: how it searches and prunes
+    :param space: the space (for the grid)
+    :param max_trials: the trial budget (what ``random`` enqueues)
+    :param key: names the task instance that opens it (seeds its sampler)
+    :raises MlciConfigError: a grid over a sampled space, or a sampler or pruner option Optuna refuses
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        sampler = _sampler(config, space, key)
+        pruner = _pruner(config)
+    except TypeError as exc:
+        raise MlciConfigError(f"Optuna refuses an option: {exc}") from exc
+    study = optuna.create_study(
+        storage=_storage(storage),
+        study_name=name,
+        direction=config.goal.value,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    if config.search is not Search.TPE and not study.trials and not study.user_attrs.get("mlci_enqueued"):
+        study.set_user_attr("mlci_enqueued", True)
+        seed = config.seed if config.seed is not None else 0
+        budget = max_trials if config.search is Search.RANDOM or max_trials else None
+        if config.search is Search.GRID or budget:
+            for trial in space.trials(max_trials=budget, seed=seed):
+                study.enqueue_trial(trial.params, skip_if_exists=True)
+    return study
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A point a trial task got from the study.
+
+    :param trial: the Optuna trial (report per-step values to it, ask it whether to prune)
+    :param params: ``{param: value}``
+    :param retried: whether an earlier try of the same task instance asked for it
+    """
+
+    trial: Any
+    params: dict[str, Any]
+    retried: bool = False
+
+    @property
+    def number(self) -> int:
+        """The trial's number in the study."""
+        return int(self.trial.number)
+
+
+def ask(study: optuna.Study, key: str, space: SearchSpace) -> Asked:
+    """The point of the task instance ``key``: the one its earlier try asked for if that trial is
+    still running (a retry gets the same point), else a new one (the next enqueued point, or the sampler's).
+
+    :param study: the study
+    :param key: names the task instance: ``<dag_id>/<run_id>/<task_id>/<map_index>``
+    :param space: the sweep's space
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if frozen.user_attrs.get(KEY_ATTR) == key:
+            # FrozenTrial keeps its storage id private; Trial(study, id) is how Study.ask makes one too.
+            return Asked(optuna.Trial(study, frozen._trial_id), dict(frozen.params), retried=True)
+    trial = study.ask(distributions(space))
+    trial.set_user_attr(KEY_ATTR, key)
+    return Asked(trial, dict(trial.params))
+
+
+def tell(study: optuna.Study, trial: optuna.Trial | int, value: float | None, *, state: str = "complete") -> None:
+    """Tell the study how a trial ended: its objective value, or ``fail`` / ``pruned``.
+
+    :param study: the study
+    :param trial: the trial or its number
+    :param value: the objective (``complete``; ``None`` makes it a failure); ignored otherwise (a
+        pruned trial's last value is what it reported)
+    :param state: ``complete``, ``fail`` or ``pruned``
+    """
+    from optuna.trial import TrialState
+
+    states = {"complete": TrialState.COMPLETE, "fail": TrialState.FAIL, "pruned": TrialState.PRUNED}
+    if state not in states:
+        raise MlciConfigError(f"A trial ends complete, fail or pruned, not {state!r}.")
+    if state == "complete" and value is None:
+        state = "fail"
+    study.tell(trial, value if state == "complete" else None, state=states[state], skip_if_finished=True)
+
+
+def _sampler(config: StudyConfig, space: SearchSpace, key: str) -> Any:
+    import optuna
+
+    options = dict(config.sampler_options)
+    seed = None if config.seed is None else _task_seed(config.seed, key)
+    if config.search is Search.TPE:
+        options.setdefault("constant_liar", True)  # trials side by side do not pick the same point
+        return optuna.samplers.TPESampler(seed=seed, **options)
+    if config.search is Search.RANDOM:
+        return optuna.samplers.RandomSampler(seed=seed, **options)
+    if space.grid_size() is None:
+        sampled = ", ".join(p.name for p in space.params if p.sampled)
+        raise MlciConfigError(f"search='grid' needs a grid: {sampled} is sampled (use tpe or random).")
+    # The enqueued points come first; the grid sampler only covers a point none was enqueued for.
+    return optuna.samplers.GridSampler(
+        {p.name: list(p.values) for p in space.params}, seed=config.seed if config.seed is not None else 0, **options
+    )
+
+
+def _task_seed(seed: int, key: str) -> int:
+    """A seed per task from the sweep's seed: the same task draws alike on every try, two tasks do not."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:4], "big")
+
+
+def _pruner(config: StudyConfig) -> Any:
+    import optuna
+
+    options = dict(config.pruner_options)
+    if config.pruner is Pruner.MEDIAN:
+        return optuna.pruners.MedianPruner(**options)
+    if config.pruner is Pruner.HYPERBAND:
+        return optuna.pruners.HyperbandPruner(**options)
+    return optuna.pruners.NopPruner()
+
+
+def _storage(storage: str | Any) -> Any:
+    """An Optuna storage from a URL: ``journal:///path`` is a journal file, anything else SQLAlchemy's."""
+    if not isinstance(storage, str):
+        return storage
+    if storage.startswith("journal://"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        path = storage.removeprefix("journal://")
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    return storage
+
+
+def describe(study: optuna.Study) -> str:
+    """The study in one line (its name and how many trials ended which way), for logs.
+
+    :param study: the study
+    """
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    return f"study {study.study_name}: {json.dumps(counts, sort_keys=True)}"

@@ -1,0 +1,175 @@
+"""The Optuna study behind adaptive sweeps: the space as distributions, storage, ask/tell across processes, retries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from airflow_provider_mlci.core.experiments.study import (
+    KEY_ATTR,
+    Pruner,
+    Search,
+    StudyConfig,
+    ask,
+    distributions,
+    open_study,
+    storage_url,
+    tell,
+)
+from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+from airflow_provider_mlci.exceptions import MlciConfigError
+
+SPACE = SearchSpace.of({"train.lr": {"loguniform": [1e-4, 1e-1]}, "train.epochs": [10, 20, 40]})
+
+
+def test_the_space_becomes_optuna_distributions():
+    space = SearchSpace.of(
+        ["train.lr=loguniform(0.001,0.1)", "train.l2=uniform(0,0.5)", "model.kind=choice(linear,tree)",
+         "train.batch=range(16,65,16)", "train.epochs=10,20"]
+    )  # fmt: skip
+    assert distributions(space) == {
+        "train.lr": FloatDistribution(0.001, 0.1, log=True),
+        "train.l2": FloatDistribution(0.0, 0.5),
+        "model.kind": CategoricalDistribution(("linear", "tree")),
+        "train.batch": CategoricalDistribution((16, 32, 48, 64)),
+        "train.epochs": CategoricalDistribution((10, 20)),
+    }
+
+
+def test_a_space_optuna_cannot_express_is_refused_naming_the_param():
+    with pytest.raises(MlciConfigError, match=r"train.layers: Optuna takes only strings, numbers"):
+        distributions(SearchSpace.of({"train.layers": [[32, 32], [64]]}))
+
+
+@pytest.mark.parametrize(
+    ("fields", "url"),
+    [
+        ({"conn_type": "postgres", "host": "db", "port": 5432, "login": "u", "password": "p@ss/w", "schema": "optuna"},
+         "postgresql+psycopg2://u:p%40ss%2Fw@db:5432/optuna"),
+        ({"conn_type": "mysql", "host": "db", "port": None, "login": "u", "password": None, "schema": "s"},
+         "mysql+mysqldb://u@db/s"),
+        ({"conn_type": "sqlite", "host": "/data/studies.db", "port": None, "login": None, "password": None,
+          "schema": None}, "sqlite:////data/studies.db"),
+    ],
+)  # fmt: skip
+def test_an_airflow_connection_becomes_an_sqlalchemy_url(fields, url):
+    assert storage_url(**fields) == url
+
+
+def test_bad_choices_are_refused_naming_the_option(tmp_path):
+    with pytest.raises(MlciConfigError, match=r"search='bayes' is not one of 'tpe', 'random', 'grid'"):
+        StudyConfig(search="bayes")
+    with pytest.raises(MlciConfigError, match=r"pruner='aggressive' is not one of 'median', 'hyperband', None"):
+        StudyConfig(pruner="aggressive")
+    with pytest.raises(MlciConfigError, match=r"search=.grid. needs a grid: train\.lr is sampled"):
+        open_study(f"journal://{tmp_path / 'j.log'}", "s", StudyConfig(search="grid"), SPACE)
+    with pytest.raises(MlciConfigError, match=r"Optuna refuses an option: .*n_startup"):
+        open_study(f"journal://{tmp_path / 'j.log'}", "s", StudyConfig(sampler_options={"n_startup": 3}), SPACE)
+    with pytest.raises(MlciConfigError, match=r"must be one of mysql, postgres"):
+        storage_url(conn_type="http", host="x", port=None, login=None, password=None, schema=None)
+    assert (Search.of("tpe"), Pruner.of("median"), Pruner.of(None)) == (Search.TPE, Pruner.MEDIAN, None)
+
+
+def test_a_retried_trial_gets_the_point_its_first_try_asked_for(tmp_path):
+    storage = f"journal://{tmp_path / 'study.log'}"
+    config = StudyConfig(search="random", seed=7)
+    first = ask(open_study(storage, "sweep", config, SPACE), "d/r/sweep.trial/3", SPACE)
+    assert first.retried is False
+    # The retry runs in another process: it opens the study anew and asks with the same key.
+    again = ask(open_study(storage, "sweep", config, SPACE), "d/r/sweep.trial/3", SPACE)
+    assert (again.retried, again.number, again.params) == (True, first.number, first.params)
+    other = ask(open_study(storage, "sweep", config, SPACE), "d/r/sweep.trial/4", SPACE)
+    assert other.number != first.number
+    study = open_study(storage, "sweep", config, SPACE)
+    tell(study, first.number, 0.9)
+    after = ask(study, "d/r/sweep.trial/3", SPACE)  # that trial is over: a new one (a new run's task)
+    assert after.number not in (first.number, other.number)
+    assert {t.number: t.user_attrs[KEY_ATTR] for t in study.get_trials()} == {
+        first.number: "d/r/sweep.trial/3", other.number: "d/r/sweep.trial/4", after.number: "d/r/sweep.trial/3"
+    }  # fmt: skip
+
+
+def test_random_search_draws_what_today_s_random_sweep_draws_for_the_seed(tmp_path):
+    study = open_study(
+        f"journal://{tmp_path / 'r.log'}", "r", StudyConfig(search="random", seed=3), SPACE, max_trials=5
+    )
+    asked = [ask(study, f"k{n}", SPACE).params for n in range(6)]
+    assert asked[:5] == [t.params for t in SPACE.trials(max_trials=5, seed=3)]
+    assert asked[5] not in asked[:5]  # beyond the budget: the sampler's own draw
+
+
+def test_a_grid_runs_in_the_order_it_always_did(tmp_path):
+    space = SearchSpace.of({"a": [1, 2], "b": ["x", "y"]})
+    study = open_study(f"journal://{tmp_path / 'g.log'}", "grid", StudyConfig(search="grid"), space)
+    asked = [ask(study, f"k{n}", space).params for n in range(4)]
+    assert asked == [t.params for t in space.trials()]
+    assert asked == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+    # Resuming the study does not enqueue the grid again.
+    again = open_study(f"journal://{tmp_path / 'g.log'}", "grid", StudyConfig(search="grid"), space)
+    assert len(again.trials) == 4
+
+
+def test_trials_end_complete_failed_or_pruned_and_resume_sees_them(tmp_path):
+    storage = f"journal://{tmp_path / 's.log'}"
+    config = StudyConfig(search="tpe", pruner="median", goal="maximize", seed=1)
+    study = open_study(storage, "nightly", config, SPACE)
+    done, broken, pruned, lost = (ask(study, f"k{n}", SPACE) for n in range(4))
+    tell(study, done.number, 0.8)
+    tell(study, broken.number, None, state="fail")
+    pruned.trial.report(0.1, step=3)
+    tell(study, pruned.number, 0.1, state="pruned")
+    tell(study, lost.number, None)  # no objective: a failure, not a zero
+    resumed = open_study(storage, "nightly", config, SPACE)
+    assert [t.state for t in resumed.trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+    ]
+    assert resumed.best_value == 0.8
+    assert resumed.trials[2].intermediate_values == {3: 0.1}
+    with pytest.raises(MlciConfigError, match="complete, fail or pruned, not 'lost'"):
+        tell(resumed, 9, 1.0, state="lost")
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from airflow_provider_mlci.core.experiments.study import StudyConfig, ask, open_study, tell
+    from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+
+    storage, worker = sys.argv[1], sys.argv[2]  # both workers share the sweep's seed, as trial tasks do
+    space = SearchSpace.of({"x": {"uniform": [-5, 5]}, "y": {"uniform": [-5, 5]}})
+    config = StudyConfig(search="tpe", goal="minimize", seed=1, sampler_options={"n_startup_trials": 3})
+    seen = []
+    for n in range(6):
+        key = f"dag/run/trial/{worker}-{n}"
+        study = open_study(storage, "shared", config, space, key=key)
+        asked = ask(study, key, space)
+        tell(study, asked.number, (asked.params["x"] - 1) ** 2 + (asked.params["y"] + 2) ** 2)
+        seen.append(asked.number)
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_two_worker_processes_ask_and_tell_on_one_study(tmp_path):
+    storage = f"journal://{tmp_path / 'shared.log'}"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, storage, str(w)], stdout=subprocess.PIPE, text=True)
+        for w in (1, 2)
+    ]
+    numbers = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sorted(numbers[0] + numbers[1]) == list(range(12))  # every trial asked once, by one worker
+    study = open_study(storage, "shared", StudyConfig(goal="minimize"), SearchSpace.of({"x": [0]}))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 12
+    points = {(round(t.params["x"], 9), round(t.params["y"], 9)) for t in study.trials}
+    assert len(points) == 12  # no two trials got the same point
+    assert {t.user_attrs[KEY_ATTR].split("/")[-1][0] for t in study.trials} == {"1", "2"}
