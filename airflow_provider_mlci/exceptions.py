@@ -101,6 +101,7 @@ __all__ = [
     "SandboxUnavailableError",
     "SchemaLoadError",
     "SecretInUserDataError",
+    "StageOrderError",
     "UnsafePathError",
     "WorkspaceError",
     "error_class",

@@ -69,6 +69,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "GTO",
                 "python-modules": [
+                    "airflow_provider_mlci.operators.approval",
                     "airflow_provider_mlci.operators.gate",
                     "airflow_provider_mlci.operators.model",
                     "airflow_provider_mlci.operators.refine",

@@ -63,4 +63,9 @@ def test_airflow_plugins_shows_the_reports_plugin_with_its_pages():
     assert plugin["source"].startswith("airflow-provider-mlci=="), plugin["source"]  # from the entry point
     assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == ["/mlci"]
     views = {view["url_route"]: view["destination"] for view in plugin["external_views"]}
-    assert views == {"mlci-reports": "nav", "mlci-task-report": "task_instance"}
+    assert views == {
+        "mlci-reports": "nav",
+        "mlci-models": "nav",
+        "mlci-run-outcome": "dag_run",
+        "mlci-task-report": "task_instance",
+    }
