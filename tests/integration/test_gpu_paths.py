@@ -306,8 +306,9 @@ def test_the_instance_state_sensor_defers_to_its_trigger_in_a_dag_run(
     instance_id = record.xcom["launch"]["instance_id"]
     assert record.xcom["running"] == "running"
     assert record.xcom["terminate"] == [instance_id]
-    # The sensor's own look saw it pending, the trigger's first look too, its second saw it running.
-    assert looks == {instance_id: ["pending", "pending", "running"]}
+    # The sensor's own look saw it pending, the trigger's first look too, its second saw it running;
+    # then the teardown looked once more, to say what the instance cost.
+    assert looks == {instance_id: ["pending", "pending", "running", "terminated"]}
     # The task deferred: its trigger is in the metadata database, and it ran and logged its wait.
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import Trigger
