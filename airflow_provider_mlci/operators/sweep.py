@@ -85,11 +85,16 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         same commit reuses the experiments already on the remote)
     :param rev: the revision every trial starts from (templated)
     :param promotion: ``{"model", "stage"}`` the best trial will be promoted to (templated)
+    :param study: an adaptive search: ``{"search", "goal", "sampler_options", "name", "resume",
+        "optuna_conn_id", "enqueue"}`` (see :class:`~airflow_provider_mlci.task_groups.sweep.SweepTaskGroup`).
+        Then ``generate`` opens the study (failing before any trial when its database cannot be
+        reached), enqueues ``enqueue``'s points, and returns ``max_trials`` slots, each asking the
+        study for its point when its trial starts
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
     """
 
-    template_fields: Sequence[str] = ("space", "max_trials", "seed", "name_suffix", "rev", "promotion")
+    template_fields: Sequence[str] = ("space", "max_trials", "seed", "name_suffix", "rev", "promotion", "study")
     ui_color = SWEEP_COLOR
 
     def __init__(
@@ -101,11 +106,13 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         name_suffix: str | None = None,
         rev: str = "HEAD",
         promotion: Mapping[str, str] | None = None,
+        study: Mapping[str, Any] | None = None,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.study = study
         self.space = space
         self.max_trials = max_trials
         self.seed = seed
@@ -119,7 +126,7 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         from airflow_provider_mlci.core.model.registry import GitRegistry, check_model_name
 
         with airflow_failures():
-            trials = self.expand_space(context)
+            trials = self.open_study(context) if self.study else self.expand_space(context)
             if self.promotion:
                 check_model_name(self.promotion.get("model"))
         with airflow_failures(), self.hook.open_workspace(self.rev) as workspace:
@@ -131,6 +138,73 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         for trial in trials:
             self.log.info("  %s: %s", trial["name"], " ".join(trial["overrides"]))
         return [{**trial, "rev": sha} for trial in trials]
+
+    def open_study(self, context: Context) -> list[dict[str, Any]]:
+        """Open (or resume) the sweep's study, enqueue the known-good points, return the trial slots:
+        ``[{"name", "params": {}, "overrides": [], "study": {...}}]`` (no secret in them).
+
+        :param context: the task's context
+        :raises MlciConfigError: a bad search or space, a grid larger than ``max_trials``, no budget,
+            more slots than ``[core] max_map_length``, or a study database that cannot be reached
+        """
+        from airflow.configuration import conf
+
+        from airflow_provider_mlci.core.experiments.study import describe, open_study
+        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+        from airflow_provider_mlci.core.experiments.trials import check_experiment_name
+        from airflow_provider_mlci.exceptions import MlciConfigError
+        from airflow_provider_mlci.hooks.study import StudyHook
+
+        study = dict(self.study or {})
+        space = SearchSpace.of(self.space)
+        config = study_config(study, seed=rendered_int(self.seed, "seed"))
+        budget = rendered_int(self.max_trials, "max_trials")
+        size = space.grid_size()
+        if config.search.value == "grid" and size is not None and budget is not None and size > budget:
+            raise MlciConfigError(
+                f"search='grid': the grid has {size} points, more than max_trials={budget}: raise max_trials or "
+                "narrow the space (a grid search runs every point)."
+            )
+        budget = budget if budget is not None else size
+        if budget is None:
+            raise MlciConfigError("An adaptive sweep needs max_trials: the number of trials it may run.")
+        limit = conf.getint("core", "max_map_length", fallback=1024)
+        if budget > limit:
+            raise MlciConfigError(f"max_trials={budget} is more than Airflow maps in one task ({limit}).")
+        hook = StudyHook(study.get("optuna_conn_id"))
+        ti = context["ti"]
+        name = study.get("name") or study_name(ti.dag_id, ti.task_id, None if study.get("resume") else ti.run_id)
+        storage = hook.storage()
+        try:
+            opened = open_study(storage, name, config, space, max_trials=budget, key=f"{ti.dag_id}/generate")
+        except MlciConfigError:
+            raise
+        except Exception as exc:  # a database that cannot be reached: say so before any trial runs
+            raise MlciConfigError(f"Cannot open the study {name!r} in {hook.where()}: {type(exc).__name__}") from exc
+        for point in study.get("enqueue") or []:
+            opened.enqueue_trial(dict(point), skip_if_exists=True)
+        self.log.info("Adaptive sweep (%s): %s in %s", config.search.value, describe(opened), hook.where())
+        suffix = self.name_suffix
+        if suffix is None:
+            suffix = hashlib.sha1(f"{ti.dag_id}/{ti.run_id}/{self.task_id}".encode()).hexdigest()[:7]  # noqa: S324
+        width = max(3, len(str(budget)))
+        public = {k: v for k, v in study.items() if k != "enqueue"}
+        return [
+            {
+                "name": check_experiment_name(f"trial-{n:0{width}d}-{suffix}" if suffix else f"trial-{n:0{width}d}"),
+                "params": {},
+                "overrides": [],
+                "study": {
+                    **public,
+                    "name": name,
+                    "search": config.search.value,
+                    "goal": config.goal.value,
+                    "seed": config.seed,
+                    "space": self.space,
+                },
+            }
+            for n in range(1, budget + 1)
+        ]
 
     def expand_space(self, context: Context | None = None) -> list[dict[str, Any]]:
         """The trials of the space, named and checked (no I/O): ``[{"name", "params", "overrides"}]``.
@@ -160,3 +234,34 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
             name = check_experiment_name(f"{trial.name}-{suffix}" if suffix else trial.name)
             out.append({**trial.to_json(), "name": name})
         return out
+
+
+def study_name(dag_id: str, task_id: str, run_id: str | None) -> str:
+    """The study of a sweep: its Dag and group (``generate``'s task id less its last part), and the run
+    unless the study resumes from run to run.
+
+    :param dag_id: the Dag
+    :param task_id: the ``generate`` task's id
+    :param run_id: the run; ``None`` for a study every run continues
+    """
+    group = task_id.rsplit(".", 1)[0] if "." in task_id else "sweep"
+    base = f"{dag_id}.{group}"
+    return base if run_id is None else f"{base}.{hashlib.sha1(run_id.encode()).hexdigest()[:7]}"  # noqa: S324
+
+
+def study_config(study: Mapping[str, Any], *, seed: int | None = None) -> Any:
+    """The :class:`~airflow_provider_mlci.core.experiments.study.StudyConfig` of a slot's ``study``.
+
+    :param study: ``{"search", "goal", "sampler_options", ...}``
+    :param seed: the sweep's seed
+    """
+    from airflow_provider_mlci.core.experiments.study import StudyConfig
+    from airflow_provider_mlci.core.experiments.sweep import Goal
+
+    goal = str(study.get("goal") or "maximize")
+    return StudyConfig(
+        search=study.get("search") or "tpe",
+        goal=Goal({"max": "maximize", "min": "minimize"}.get(goal, goal)),
+        seed=seed if seed is not None else study.get("seed"),
+        sampler_options=study.get("sampler_options") or {},
+    )

@@ -46,6 +46,12 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     With an objective ``target`` and ``stop_when_target_met``, a trial that starts after another
     trial of the run reached the target is skipped; trials already running finish.
 
+    A slot of an adaptive sweep (``trial["study"]``, from ``SweepTrialsOperator(study=...)``) asks
+    the study for its point when it starts (keyed by the task instance: a retry gets the point its
+    first try asked for), runs it as any trial, and tells the study the objective, or ``FAIL`` when
+    the trial failed. A task that fails for another reason (DVC, the network) tells nothing: its
+    retry takes the same point up again. Local trials only, for now.
+
     With ``compute="ec2"`` the trial runs on a GPU instance of its own: the task launches it (a
     retry adopts the one an earlier try launched), submits the trial to the instance's agent as
     a reproduction of a commit holding the trial's params, and waits in the triggerer; then it
@@ -114,9 +120,48 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         self._skip_if_target_met(context, objective)
         if self.trial.get("rev"):
             self.rev = str(self.trial["rev"])
+        asked = None
+        if self.trial.get("study"):
+            with airflow_failures():
+                if self.compute is Compute.EC2:
+                    raise MlciConfigError("An adaptive sweep runs its trials on the worker for now, not compute='ec2'.")
+                study, asked = self._ask(context)
         if self.compute is Compute.EC2:
             return self._finished(self.submit_to_instance(context))
-        return self._finished(self._with_workspace(context))
+        result = self._with_workspace(context)
+        if asked is not None:
+            self._tell(study, asked, result)
+        return self._finished(result)
+
+    def _ask(self, context: Context) -> tuple[Any, Any]:
+        """Ask the sweep's study for this slot's point; make it this task's trial."""
+        from airflow_provider_mlci.core.experiments.study import ask, open_study
+        from airflow_provider_mlci.core.experiments.sweep import SearchSpace, Trial
+        from airflow_provider_mlci.hooks.study import StudyHook
+        from airflow_provider_mlci.operators.sweep import study_config
+
+        spec = dict(self.trial["study"])
+        ti = context["ti"]
+        key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index_of(ti)}"
+        space = SearchSpace.of(spec["space"])
+        hook = StudyHook(spec.get("optuna_conn_id"))
+        study = open_study(hook.storage(), spec["name"], study_config(spec), space, key=key)
+        asked = ask(study, key, space)
+        trial = Trial(name=str(self.trial["name"]), params=asked.params)
+        self.trial = {**self.trial, "params": asked.params, "overrides": trial.overrides, "study_trial": asked.number}
+        again = " (this task's earlier try asked for it)" if asked.retried else ""
+        self.log.info("Study %s trial %d%s: %s", spec["name"], asked.number, again, " ".join(trial.overrides))
+        return study, asked
+
+    def _tell(self, study: Any, asked: Any, result: dict[str, Any]) -> None:
+        """Tell the study how the trial ended: its objective, or a failure."""
+        from airflow_provider_mlci.core.experiments.study import tell
+
+        if result["status"] == "success" and result.get("value") is not None:
+            tell(study, asked.number, float(result["value"]))
+        else:
+            tell(study, asked.number, None, state="fail")
+        result["study_trial"] = asked.number
 
     def submit_to_instance(self, context: Context) -> dict[str, Any]:
         """Return the trial's result if its experiment exists; else launch an instance of its own

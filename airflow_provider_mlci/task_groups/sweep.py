@@ -183,6 +183,18 @@ class SweepTaskGroup(TaskGroup):
     :param report_base: the folder or URL the leaderboard report goes under
     :param promote: release the best trial through the model gate: a :class:`SweepPromotion` or
         its mapping (see the module's docs); ``None``: rank only
+    :param search: ``None`` (the default): every trial is known before any runs (a grid, or seeded
+        random draws); ``"tpe"``, ``"random"`` or ``"grid"``: an adaptive sweep, whose trials ask an
+        Optuna study for their points as they start and tell it their results (see the module's docs)
+    :param sampler_options: with ``search``: passed to Optuna's sampler (TPE's ``n_startup_trials``:
+        keep it below ``max_trials``)
+    :param optuna_conn_id: with ``search``: a ``postgres``/``mysql``/``sqlite`` connection to the
+        studies' own database; ``None``: a journal file under the Airflow home (local executors)
+    :param study_name: with ``search``: the study's name; default ``<dag_id>.<group_id>`` (and the
+        run, unless ``resume``)
+    :param resume: with ``search``: continue the same study run after run (its past trials inform
+        the next points)
+    :param enqueue: with ``search``: known-good points tried first, ``[{param: value}]``
     :param compute: where each trial runs: ``"local"`` (the worker) or an
         :class:`~airflow_provider_mlci.config.Ec2Compute` whose ``instance`` each trial launches
         for itself (see the module's docs); the old ``compute="ec2", instance=..., aws_conn_id=...,
@@ -212,10 +224,38 @@ class SweepTaskGroup(TaskGroup):
         report_base: str | None = None,
         promote: SweepPromotion | Mapping[str, Any] | None = None,
         compute: str | Compute | Ec2Compute = Compute.LOCAL,
+        search: str | None = None,
+        sampler_options: Mapping[str, Any] | None = None,
+        optuna_conn_id: str | None = None,
+        study_name: str | None = None,
+        resume: bool = False,
+        enqueue: Sequence[Mapping[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         promotion = SweepPromotion.of(promote) if promote is not None else None
+        study = None
+        if search is not None:
+            from airflow_provider_mlci.core.experiments.study import Search
+
+            study = {
+                "search": Search.of(search).value,
+                "goal": goal,
+                "sampler_options": dict(sampler_options or {}),
+                "optuna_conn_id": optuna_conn_id,
+                "name": study_name,
+                "resume": bool(resume),
+                "enqueue": [dict(point) for point in enqueue or []],
+            }
+        elif any(v for v in (sampler_options, optuna_conn_id, study_name, resume, enqueue)):
+            raise MlciConfigError(
+                f"SweepTaskGroup {group_id!r}: sampler_options, optuna_conn_id, study_name, resume and enqueue "
+                "need search= ('tpe', 'random' or 'grid')."
+            )
         backend, ec2 = resolve_compute(compute, kwargs, owner=f"SweepTaskGroup {group_id!r}")
+        if study is not None and ec2 is not None:
+            raise MlciConfigError(
+                f"SweepTaskGroup {group_id!r}: an adaptive search (search=) runs local trials for now."
+            )
         if ec2 is not None and ec2.instance is None:
             raise MlciConfigError(
                 f"SweepTaskGroup {group_id!r}: compute=Ec2Compute(...) needs instance: the GpuInstanceSpec "
@@ -238,6 +278,7 @@ class SweepTaskGroup(TaskGroup):
                 seed=seed,
                 rev=rev,
                 promotion={"model": promotion.model, "stage": promotion.stage} if promotion else None,
+                study=study,
                 dvc_conn_id=dvc_conn_id,
                 cache_dir=cache_dir,
             )

@@ -1,0 +1,123 @@
+"""An adaptive sweep, run for real with ``dag.test()``: each trial asks an Optuna study for its point,
+runs it as a DVC experiment and tells the study the result; ``resume=True`` carries the study to the
+next run; a study database that cannot be reached fails ``generate`` before any trial runs.
+
+The study lives in the default journal file under the Airflow home (a local executor).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from optuna.trial import TrialState
+
+from airflow_provider_mlci.core.experiments.study import StudyConfig, open_study
+from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+from airflow_provider_mlci.hooks.study import StudyHook
+
+DAG_ID = "adaptive_sweep"
+SPACE = {"train.learning_rate": {"loguniform": [0.03, 1.0]}, "train.epochs": [10, 20]}
+DAG_SOURCE = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+    with DAG(dag_id="adaptive_sweep", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        SweepTaskGroup(
+            group_id="sweep",
+            space={space},
+            objective="accuracy",
+            goal="max",
+            max_trials=3,
+            seed=5,
+            rev="main",
+            search="tpe",
+            sampler_options={{"n_startup_trials": 2}},
+            resume=True,
+            enqueue=[{{"train.learning_rate": 0.3, "train.epochs": 20}}],
+            optuna_conn_id={conn!r},
+        )
+    """
+)
+
+
+def trials_of(name: str) -> list:
+    study = open_study(StudyHook().storage(), name, StudyConfig(), SearchSpace.of(SPACE))
+    return study.get_trials(deepcopy=False)
+
+
+def test_trials_ask_the_study_tell_it_and_the_next_run_resumes_it(run_dag, dvc_project, dvc_connection, worker_cache,
+                                                                  monkeypatch, tmp_path):  # fmt: skip
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
+    monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    source = DAG_SOURCE.format(space=SPACE, conn=None)
+
+    first = run_dag(DAG_ID, source=source)
+    assert first.state == "success", first.task_states
+    slots = first.xcom["sweep.generate"]
+    assert [(s["params"], s["study"]["name"], s["study"]["search"]) for s in slots] == [
+        ({}, "adaptive_sweep.sweep", "tpe")
+    ] * 3
+    results = [first.xcom[f"sweep.trial[{i}]"] for i in range(3)]
+    assert all(r["status"] == "success" for r in results)
+    # The enqueued known-good point came first; every trial's params are the study's, and so is its value.
+    assert results[0]["params"] == {"train.learning_rate": 0.3, "train.epochs": 20}
+    told = {t.number: t for t in trials_of("adaptive_sweep.sweep")}
+    assert [t.state for t in told.values()] == [TrialState.COMPLETE] * 3
+    for result in results:
+        trial = told[result["study_trial"]]
+        assert (trial.params, trial.value) == (result["params"], result["value"])
+        assert trial.user_attrs["mlci_key"].startswith(f"{DAG_ID}/{first.run_id}/sweep.trial/")
+    refs = dvc_project.remote_refs()
+    assert all(refs[r["exp_ref"]] == r["sha"] for r in results)  # each trial is a DVC experiment
+    assert first.xcom["sweep.leaderboard"]["best"]["value"] == max(t.value for t in told.values())
+
+    second = run_dag(DAG_ID, source=source)
+    assert second.state == "success", second.task_states
+    after = trials_of("adaptive_sweep.sweep")
+    assert len(after) == 6  # resume=True: the same study, the first run's trials still in it
+    assert {t.user_attrs["mlci_key"].split("/")[1] for t in after} == {first.run_id, second.run_id}
+
+
+def test_a_study_database_that_cannot_be_reached_fails_generate_naming_the_connection(
+    run_dag, dvc_project, dvc_connection, worker_cache, monkeypatch, capfd
+):
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    monkeypatch.setenv("AIRFLOW_CONN_OPTUNA_DB", "postgres://optuna:secret@127.0.0.1:1/studies")
+    record = run_dag(DAG_ID, source=DAG_SOURCE.format(space=SPACE, conn="optuna_db"))
+    assert record.state == "failed"
+    assert record.task_states["sweep.generate"] == "failed"
+    out = capfd.readouterr().out
+    said = "Cannot open the study 'adaptive_sweep.sweep' in the database of connection 'optuna_db': OperationalError"
+    assert said in out
+    assert "secret" not in out  # the password is in the storage URL only
+    assert {k: v for k, v in record.task_states.items() if k.startswith("sweep.trial")} in (
+        {"sweep.trial": "upstream_failed"},
+        {},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"search": "bayes"}, r"search='bayes' is not one of 'tpe', 'random', 'grid'"),
+        ({"resume": True}, r"sampler_options, optuna_conn_id, study_name, resume and enqueue need search="),
+    ],
+)
+def test_bad_adaptive_options_fail_when_the_dag_is_parsed(args, message):
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.exceptions import MlciConfigError
+    from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+    with (
+        DAG(dag_id="bad", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")),
+        pytest.raises(MlciConfigError, match=message),
+    ):
+        SweepTaskGroup(group_id="s", space=SPACE, objective="accuracy", max_trials=3, **args)
