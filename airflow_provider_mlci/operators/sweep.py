@@ -176,13 +176,14 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         name = study.get("name") or study_name(ti.dag_id, ti.task_id, None if study.get("resume") else ti.run_id)
         storage = hook.storage()
         try:
-            opened = open_study(storage, name, config, space, max_trials=budget, key=f"{ti.dag_id}/generate")
+            opened = open_study(
+                storage, name, config, space, max_trials=budget, key=f"{ti.dag_id}/generate",
+                enqueue=study.get("enqueue") or [],
+            )  # fmt: skip
         except MlciConfigError:
             raise
         except Exception as exc:  # a database that cannot be reached: say so before any trial runs
             raise MlciConfigError(f"Cannot open the study {name!r} in {hook.where()}: {type(exc).__name__}") from exc
-        for point in study.get("enqueue") or []:
-            opened.enqueue_trial(dict(point), skip_if_exists=True)
         self.log.info("Adaptive sweep (%s): %s in %s", config.search.value, describe(opened), hook.where())
         suffix = self.name_suffix
         if suffix is None:
@@ -261,7 +262,9 @@ def study_config(study: Mapping[str, Any], *, seed: int | None = None) -> Any:
     goal = str(study.get("goal") or "maximize")
     return StudyConfig(
         search=study.get("search") or "tpe",
+        pruner=study.get("pruner"),
         goal=Goal({"max": "maximize", "min": "minimize"}.get(goal, goal)),
         seed=seed if seed is not None else study.get("seed"),
         sampler_options=study.get("sampler_options") or {},
+        pruner_options=study.get("pruner_options") or {},
     )

@@ -108,6 +108,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         self.dvc_conn_id = dvc_conn_id
         self.cache_dir = cache_dir
         self._instance_ids: list[str] = []
+        self._asked: Any = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core.experiments.sweep import Objective
@@ -146,18 +147,55 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         space = SearchSpace.of(spec["space"])
         hook = StudyHook(spec.get("optuna_conn_id"))
         study = open_study(hook.storage(), spec["name"], study_config(spec), space, key=key)
-        asked = ask(study, key, space)
+        asked = self._asked = ask(study, key, space)
         trial = Trial(name=str(self.trial["name"]), params=asked.params)
         self.trial = {**self.trial, "params": asked.params, "overrides": trial.overrides, "study_trial": asked.number}
         again = " (this task's earlier try asked for it)" if asked.retried else ""
         self.log.info("Study %s trial %d%s: %s", spec["name"], asked.number, again, " ".join(trial.overrides))
         return study, asked
 
+    def _pruned_or_run(self, workspace: Workspace) -> dict[str, Any]:
+        """Run the trial while watching its per-step values; stop its stage when the pruner says so."""
+        from airflow_provider_mlci.core.experiments.pruning import PruneOn, PruneWatch
+        from airflow_provider_mlci.core.experiments.sweep import Trial
+        from airflow_provider_mlci.core.experiments.trials import run_trial, trial_result
+        from airflow_provider_mlci.exceptions import MlciError
+
+        spec = self.trial["study"]
+        on = PruneOn.of(spec.get("prune_on"), metric=self._metric, goal=str(spec.get("goal") or "max"))
+        watch = PruneWatch(
+            workspace.path / on.file,
+            on,
+            goal=str(spec.get("goal")),
+            trial=self._asked.trial,
+            stop=self._runner.interrupt,
+        )
+        try:
+            with watch:
+                result = run_trial(workspace, self.trial, objective=self.objective, targets=self.targets)
+        except MlciError:
+            if watch.pruned is None:
+                raise
+            result = None
+        if watch.error is not None:
+            raise watch.error
+        if watch.pruned is None:
+            return result  # type: ignore[return-value]
+        step, value = watch.pruned
+        pruned = trial_result(Trial(name=str(self.trial["name"]), params=dict(self.trial["params"])), workspace.sha)
+        pruned.update(status="pruned", error=f"pruned at step {step} ({on.column} = {value:g})", pruned_at=step)
+        self.log.info(
+            "Trial %s pruned at step %d (%s = %g); its stage was stopped", pruned["name"], step, on.column, value
+        )
+        return pruned
+
     def _tell(self, study: Any, asked: Any, result: dict[str, Any]) -> None:
-        """Tell the study how the trial ended: its objective, or a failure."""
+        """Tell the study how the trial ended: its objective, pruned, or a failure."""
         from airflow_provider_mlci.core.experiments.study import tell
 
-        if result["status"] == "success" and result.get("value") is not None:
+        if result["status"] == "pruned":
+            tell(study, asked.number, None, state="pruned")
+        elif result["status"] == "success" and result.get("value") is not None:
             tell(study, asked.number, float(result["value"]))
         else:
             tell(study, asked.number, None, state="fail")
@@ -303,7 +341,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     def _finished(self, result: dict[str, Any]) -> dict[str, Any]:
         from airflow_provider_mlci.exceptions import MlciError
 
-        if result["status"] != "success" and self.fail_on_trial_failure:
+        if result["status"] not in ("success", "pruned") and self.fail_on_trial_failure:
             with airflow_failures():
                 raise MlciError(f"Trial {result['name']} failed: {result['error']}")
         return result
@@ -336,6 +374,8 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     def work(self, workspace: Workspace, context: Context) -> dict[str, Any]:
         from airflow_provider_mlci.core.experiments.trials import run_trial
 
+        if getattr(self, "_asked", None) is not None and (self.trial.get("study") or {}).get("pruner"):
+            return self._pruned_or_run(workspace)
         result = run_trial(workspace, self.trial, objective=self.objective, targets=self.targets)
         if result["status"] == "success":
             self.log.info(

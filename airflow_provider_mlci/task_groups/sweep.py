@@ -188,6 +188,11 @@ class SweepTaskGroup(TaskGroup):
         Optuna study for their points as they start and tell it their results (see the module's docs)
     :param sampler_options: with ``search``: passed to Optuna's sampler (TPE's ``n_startup_trials``:
         keep it below ``max_trials``)
+    :param pruner: with ``search``: ``"median"`` or ``"hyperband"`` stops trials that will not win,
+        from the per-step values their training writes (``prune_on``); ``None``: every trial runs to its end
+    :param pruner_options: passed to Optuna's pruner (``n_startup_trials``, ``n_warmup_steps``, ...)
+    :param prune_on: ``(file, column, direction)`` of the per-step values; default DVCLive's
+        ``dvclive/plots/metrics/<objective>.tsv``, the objective's column and goal
     :param optuna_conn_id: with ``search``: a ``postgres``/``mysql``/``sqlite`` connection to the
         studies' own database; ``None``: a journal file under the Airflow home (local executors)
     :param study_name: with ``search``: the study's name; default ``<dag_id>.<group_id>`` (and the
@@ -225,6 +230,9 @@ class SweepTaskGroup(TaskGroup):
         promote: SweepPromotion | Mapping[str, Any] | None = None,
         compute: str | Compute | Ec2Compute = Compute.LOCAL,
         search: str | None = None,
+        pruner: str | None = None,
+        pruner_options: Mapping[str, Any] | None = None,
+        prune_on: Sequence[str] | Mapping[str, str] | None = None,
         sampler_options: Mapping[str, Any] | None = None,
         optuna_conn_id: str | None = None,
         study_name: str | None = None,
@@ -235,21 +243,28 @@ class SweepTaskGroup(TaskGroup):
         promotion = SweepPromotion.of(promote) if promote is not None else None
         study = None
         if search is not None:
-            from airflow_provider_mlci.core.experiments.study import Search
+            from airflow_provider_mlci.core.experiments.pruning import PruneOn
+            from airflow_provider_mlci.core.experiments.study import Pruner, Search
 
+            chosen = Pruner.of(pruner)
+            on = PruneOn.of(prune_on, metric=objective, goal=goal) if chosen else None
             study = {
                 "search": Search.of(search).value,
                 "goal": goal,
+                "pruner": chosen.value if chosen else None,
+                "pruner_options": dict(pruner_options or {}),
+                "prune_on": {"file": on.file, "column": on.column, "direction": on.direction} if on else None,
                 "sampler_options": dict(sampler_options or {}),
                 "optuna_conn_id": optuna_conn_id,
                 "name": study_name,
                 "resume": bool(resume),
                 "enqueue": [dict(point) for point in enqueue or []],
             }
-        elif any(v for v in (sampler_options, optuna_conn_id, study_name, resume, enqueue)):
+        elif any(v for v in (pruner, pruner_options, prune_on, sampler_options, optuna_conn_id, study_name, resume,
+                             enqueue)):  # fmt: skip
             raise MlciConfigError(
-                f"SweepTaskGroup {group_id!r}: sampler_options, optuna_conn_id, study_name, resume and enqueue "
-                "need search= ('tpe', 'random' or 'grid')."
+                f"SweepTaskGroup {group_id!r}: pruner, pruner_options, prune_on, sampler_options, optuna_conn_id, "
+                "study_name, resume and enqueue need search= ('tpe', 'random' or 'grid')."
             )
         backend, ec2 = resolve_compute(compute, kwargs, owner=f"SweepTaskGroup {group_id!r}")
         if study is not None and ec2 is not None:

@@ -121,3 +121,91 @@ def test_bad_adaptive_options_fail_when_the_dag_is_parsed(args, message):
         pytest.raises(MlciConfigError, match=message),
     ):
         SweepTaskGroup(group_id="s", space=SPACE, objective="accuracy", max_trials=3, **args)
+
+
+#: A training that writes its per-step accuracy as DVCLive does, slowly: a good learning rate climbs, a bad one falls.
+TRAIN = textwrap.dedent(
+    """
+    import json, os, time
+    import yaml
+
+    lr = yaml.safe_load(open("params.yaml"))["train"]["learning_rate"]
+    os.makedirs("dvclive/plots/metrics", exist_ok=True)
+    with open({trace!r}, "a") as out:
+        out.write(f"start {{lr}} {{os.getpid()}}\\n")
+    with open("dvclive/plots/metrics/accuracy.tsv", "w") as tsv:
+        tsv.write("timestamp\\tstep\\taccuracy\\n")
+        for step in range(8):
+            accuracy = 0.5 + (0.5 - lr) * step / 10
+            tsv.write(f"{{int(time.time() * 1000)}}\\t{{step}}\\t{{accuracy}}\\n")
+            tsv.flush()
+            with open({trace!r}, "a") as out:
+                out.write(f"step {{lr}} {{step}}\\n")
+            time.sleep(0.7)
+    json.dump({{"accuracy": accuracy}}, open("metrics.json", "w"))
+    """
+)
+PRUNED_DAG = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+    with DAG(dag_id="pruned_sweep", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        SweepTaskGroup(
+            group_id="sweep",
+            space={"train.learning_rate": {"uniform": [0.05, 0.95]}},
+            objective="accuracy",
+            goal="max",
+            max_trials=2,
+            rev="main",
+            search="random",
+            pruner="median",
+            pruner_options={"n_startup_trials": 1, "n_warmup_steps": 1},
+            enqueue=[{"train.learning_rate": 0.1}, {"train.learning_rate": 0.9}],
+        )
+    """
+)
+
+
+def test_a_trial_that_will_not_win_is_pruned_and_its_stage_stopped(
+    run_dag, dvc_project, dvc_connection, worker_cache, monkeypatch, tmp_path
+):
+    from airflow_provider_mlci.core.runtime.process import pid_alive
+
+    monkeypatch.setenv("AIRFLOW__MLCI__CACHE_DIR", str(worker_cache))
+    monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
+    dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
+    trace = tmp_path / "trace.log"
+    (dvc_project.work / "src" / "train.py").write_text(TRAIN.format(trace=str(trace)))
+    (dvc_project.work / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: python src/train.py\n    params: [train.learning_rate]\n"
+        "    metrics:\n      - metrics.json:\n          cache: false\n"
+    )
+    (dvc_project.work / "dvc.lock").unlink(missing_ok=True)
+    with (dvc_project.work / ".gitignore").open("a") as ignore:
+        ignore.write("dvclive/\n")
+    dvc_project.commit_and_push("One slow stage that logs its accuracy per step", dvc_push=False)
+
+    record = run_dag("pruned_sweep", source=PRUNED_DAG)
+    assert record.state == "success", record.task_states
+    good, bad = record.xcom["sweep.trial[0]"], record.xcom["sweep.trial[1]"]
+    assert (good["status"], good["value"], good["params"]) == ("success", 0.78, {"train.learning_rate": 0.1})
+    assert bad["status"] == "pruned"
+    assert bad["params"] == {"train.learning_rate": 0.9}
+    step = bad["pruned_at"]
+    assert bad["error"] == f"pruned at step {step} (accuracy = {0.5 - 0.4 * step / 10:g})"
+    # The bad trial's stage was stopped: it wrote no step after the one it was pruned at, bar the
+    # ones written while the watcher's next look came (one a second), and its process is gone.
+    lines = [line.split() for line in trace.read_text().splitlines()]
+    (pid,) = [int(p) for kind, lr, p in lines if kind == "start" and float(lr) == 0.9]
+    written = [int(s) for kind, lr, s in lines if kind == "step" and float(lr) == 0.9]
+    assert step <= max(written) <= step + 3 < 7, written
+    assert not pid_alive(pid)
+    study = trials_of(record.xcom["sweep.generate"][0]["study"]["name"])  # pruned_sweep.sweep.<run>
+    assert [t.state for t in study] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert max(study[1].intermediate_values) == step
+    summary = record.xcom["sweep.leaderboard"]
+    assert (summary["succeeded"], summary["pruned"], summary["failed"]) == (1, 1, 0)
+    assert summary["best"]["name"] == good["name"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -187,6 +187,7 @@ def open_study(
     *,
     max_trials: int | None = None,
     key: str = "",
+    enqueue: Sequence[Mapping[str, Any]] = (),
 ) -> optuna.Study:
     """Create or load the study ``name`` in ``storage`` with ``config``'s sampler and pruner.
 
@@ -201,6 +202,7 @@ def open_study(
     :param space: the space (for the grid)
     :param max_trials: the trial budget (what ``random`` enqueues)
     :param key: names the task instance that opens it (seeds its sampler)
+    :param enqueue: known-good points to try first (``[{param: value}]``), when the study is new
     :raises MlciConfigError: a grid over a sampled space, or a sampler or pruner option Optuna refuses
     """
     import optuna
@@ -219,13 +221,20 @@ def open_study(
         pruner=pruner,
         load_if_exists=True,
     )
-    if config.search is not Search.TPE and not study.trials and not study.user_attrs.get("mlci_enqueued"):
+    if not study.trials and not study.user_attrs.get("mlci_enqueued"):
         study.set_user_attr("mlci_enqueued", True)
+        for point in enqueue:
+            study.enqueue_trial(dict(point), skip_if_exists=True)
+    if config.search is not Search.TPE and not study.user_attrs.get("mlci_space_enqueued"):
+        study.set_user_attr("mlci_space_enqueued", True)
         seed = config.seed if config.seed is not None else 0
-        budget = max_trials if config.search is Search.RANDOM or max_trials else None
-        if config.search is Search.GRID or budget:
-            for trial in space.trials(max_trials=budget, seed=seed):
-                study.enqueue_trial(trial.params, skip_if_exists=True)
+        if config.search is Search.GRID:
+            points = space.trials(seed=seed)
+        else:  # today's seeded draws fill what the known-good points leave of the budget
+            left = (max_trials or 0) - len(enqueue)
+            points = space.trials(max_trials=left, seed=seed) if left > 0 else []
+        for trial in points:
+            study.enqueue_trial(trial.params, skip_if_exists=True)
     return study
 
 

@@ -298,7 +298,8 @@ def rank_sweep(
         ``name`` is ignored)
     :param objective: what ranks them
     :param skipped: map indexes of the trials that were skipped
-    :returns: ``{"leaderboard", "best", "target", "target_met", "succeeded", "failed", "skipped"}``
+    :returns: ``{"leaderboard", "best", "target", "target_met", "succeeded", "failed", "skipped",
+        "pruned"}`` (a pruned trial, stopped early by an adaptive sweep's pruner, is never ranked)
     """
     by_name = {r["name"]: r for r in results if isinstance(r, Mapping) and "name" in r}
     skipped = set(skipped)
@@ -321,14 +322,16 @@ def rank_sweep(
         best = next(row for row in board["trials"] if row["name"] == best["name"])
     failed = [r for r in rows if r.get("status") == "failed"]
     n_skipped = sum(1 for r in rows if r.get("status") == "skipped")
+    n_pruned = sum(1 for r in rows if r.get("status") == "pruned")
     return {
         "leaderboard": board,
         "best": best,
         "target": objective.target,
         "target_met": target_met(rows, objective),
-        "succeeded": len(rows) - len(failed) - n_skipped,
+        "succeeded": len(rows) - len(failed) - n_skipped - n_pruned,
         "failed": len(failed),
         "skipped": n_skipped,
+        "pruned": n_pruned,
     }
 
 

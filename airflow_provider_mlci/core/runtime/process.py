@@ -200,15 +200,24 @@ class CommandRunner:
         SIGKILL after the grace period. Safe to call from another thread or a signal handler."""
         self._stopped = True
         self._stop_event.set()
+        self.interrupt()
+
+    def interrupt(self) -> bool:
+        """Stop the running command only (SIGTERM to its process group, SIGKILL after the grace
+        period); later commands still run. Return whether a command was running.
+
+        Safe to call from another thread (a watcher that decided the command is not worth finishing).
+        """
         proc = self._proc
         if proc is None or proc.poll() is not None:
-            return
+            return False
         _kill_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + self.grace_seconds
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         if proc.poll() is None:
             _kill_group(proc, signal.SIGKILL)
+        return True
 
 
 def _kill_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:

@@ -24,7 +24,7 @@ def test_the_constructors_only_store(tmp_path):
     )
     assert gen.space == {"lr": {"gaussian": [0, 1]}}
     assert gen.max_trials == "{{ params.n }}"
-    assert gen.template_fields == ("space", "max_trials", "seed", "name_suffix", "rev", "promotion")
+    assert gen.template_fields == ("space", "max_trials", "seed", "name_suffix", "rev", "promotion", "study")
     trial = SweepTrialOperator(task_id="t", trial={"name": "x"}, dvc_conn_id="absent", cache_dir=str(cache))
     assert trial.template_fields == ("trial", "rev", "targets", "ec2")
     board = SweepLeaderboardOperator(task_id="b", generate_task_id="g", trial_task_id="t", objective={"metric": "m"})
@@ -278,6 +278,7 @@ def test_a_sweep_summary_renders_as_a_report_section():
         "succeeded": 1,
         "failed": 1,
         "skipped": 0,
+        "pruned": 0,
     }
     section = section_for("sweep.leaderboard", summary)
     assert "- Objective: maximize accuracy, target 0.95." in section.markdown

@@ -1,0 +1,171 @@
+"""Early stopping without changing the training code: watch the per-step values a stage writes.
+
+The pruning signal is a table the training writes as it goes, by default DVCLive's
+``dvclive/plots/metrics/<name>.tsv`` (tab-separated, a header naming ``step`` and the metric). While
+a trial's stage runs, :class:`PruneWatch` reads the rows added since its last look, reports each
+step's value to the study's trial, and when the pruner says the trial will not win it calls
+``stop`` (the trial task stops the stage's process group) and remembers the last step and value.
+
+Values are turned to the study's direction first (``PruneOn.direction`` against the objective's
+goal): pruning on a loss for an accuracy objective reports the negated loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_mlci.exceptions import MlciConfigError
+
+__all__ = ["PruneOn", "PruneWatch", "read_steps"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneOn:
+    """Where a trial's per-step values are, and which way is better.
+
+    :param file: the table, relative to the repository root
+    :param column: the column of the values (``step`` is the step's)
+    :param direction: ``max`` or ``min``: which way the values are better
+    """
+
+    file: str
+    column: str
+    direction: str = "max"
+
+    @classmethod
+    def of(cls, value: Any, *, metric: str, goal: str) -> PruneOn:
+        """From ``(file, column, direction)``, a mapping of those, or ``None`` for DVCLive's file of
+        the objective metric.
+
+        :param value: what the sweep was given
+        :param metric: the objective metric
+        :param goal: the objective's goal (``max``/``min``)
+        :raises MlciConfigError: another shape, a path out of the repository or a bad direction
+        """
+        if value is None:
+            value = {"file": f"dvclive/plots/metrics/{metric}.tsv", "column": metric, "direction": goal}
+        elif isinstance(value, list | tuple):
+            if len(value) != 3:
+                raise MlciConfigError(f"prune_on={value!r}: give (file, column, direction).")
+            value = dict(zip(("file", "column", "direction"), value, strict=True))
+        if not isinstance(value, dict):
+            raise MlciConfigError(f"prune_on={value!r}: give (file, column, direction) or a mapping of those.")
+        direction = {"maximize": "max", "minimize": "min"}.get(str(value.get("direction")), value.get("direction"))
+        if direction not in ("max", "min"):
+            raise MlciConfigError(f"prune_on direction={value.get('direction')!r} is not 'max' or 'min'.")
+        file = str(value.get("file") or "")
+        if not file or file.startswith("/") or ".." in Path(file).parts:
+            raise MlciConfigError(f"prune_on file={file!r} must be a path inside the repository.")
+        if not value.get("column"):
+            raise MlciConfigError("prune_on needs the column of the per-step values.")
+        return cls(file=file, column=str(value["column"]), direction=str(direction))
+
+
+def read_steps(path: Path, column: str) -> list[tuple[int, float]]:
+    """``[(step, value)]`` of a DVCLive-style table (what is there so far; a half-written last line is left).
+
+    :param path: the table
+    :param column: the values' column
+    :raises MlciConfigError: the table has no ``step`` or no ``column`` column, naming the file
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # the writer is mid-line: leave it for the next look
+    rows = list(csv.reader(text.splitlines(), delimiter="\t"))
+    if not rows:
+        return []
+    header = rows[0]
+    for needed in ("step", column):
+        if needed not in header:
+            raise MlciConfigError(f"{path.name}: no column {needed!r} (columns: {', '.join(header)}).")
+    step_at, value_at = header.index("step"), header.index(column)
+    found = []
+    for row in rows[1:]:
+        try:
+            found.append((int(float(row[step_at])), float(row[value_at])))
+        except (IndexError, ValueError):
+            continue
+    return found
+
+
+class PruneWatch:
+    """Report a running trial's per-step values to its Optuna trial; stop it when the pruner says so.
+
+    Use as a context manager around the stage's run.
+
+    :param path: the table the stage writes
+    :param on: which column, which direction
+    :param goal: the study's goal (``max``/``min``): values are turned to it
+    :param trial: the Optuna trial (``report``, ``should_prune``)
+    :param stop: called once, from the watching thread, when the trial is pruned
+    :param interval: seconds between looks
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        on: PruneOn,
+        *,
+        goal: str,
+        trial: Any,
+        stop: Callable[[], Any],
+        interval: float = 1.0,
+    ) -> None:
+        self.path = path
+        self.on = on
+        self.sign = 1.0 if (on.direction == "max") == (goal in ("max", "maximize")) else -1.0
+        self.trial = trial
+        self.stop = stop
+        self.interval = interval
+        self.pruned: tuple[int, float] | None = None
+        self.last: tuple[int, float] | None = None
+        self.error: MlciConfigError | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="mlci-prune-watch", daemon=True)
+
+    def __enter__(self) -> PruneWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=30)
+        if self.pruned is None and self.error is None:
+            self.look()  # the steps written after the last look still count
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.interval):
+            if self.look():
+                return
+
+    def look(self) -> bool:
+        """Report the new steps; return whether the trial was pruned (then ``stop`` was called)."""
+        if self.pruned is not None or self.error is not None:
+            return True
+        try:
+            steps = read_steps(self.path, self.on.column)
+        except MlciConfigError as exc:
+            self.error = exc  # a table without the column: say so once the stage ends
+            return True
+        for step, value in steps:
+            if self.last is not None and step <= self.last[0]:
+                continue
+            self.last = (step, value)
+            self.trial.report(self.sign * value, step)
+            if self.trial.should_prune():
+                self.pruned = (step, value)
+                log.info("Pruned at step %d (%s = %g): stopping the trial", step, self.on.column, value)
+                self.stop()
+                return True
+        return False
