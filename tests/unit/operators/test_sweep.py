@@ -289,3 +289,45 @@ def test_a_sweep_summary_renders_as_a_report_section():
     assert "| 1 | trial-002 | 0.1 | 0.91 | success |" in section.markdown
     assert "<li>Trials: 1 succeeded, 1 failed, 0 skipped.</li>" in section.html
     assert section_for("x", {**summary, "best": None}).markdown.count("Best trial: none.") == 1
+
+
+def test_an_adaptive_slot_asks_once_and_its_retry_gets_the_same_point(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from airflow_provider_mlci.operators.sweep import SweepTrialOperator
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setattr("airflow.configuration.AIRFLOW_HOME", str(tmp_path))
+    space = {"train.lr": {"loguniform": [0.001, 0.1]}, "train.epochs": [10, 20]}
+    slot = {"name": "trial-001-x", "params": {}, "overrides": [], "rev": "c" * 40,
+            "study": {"name": "d.sweep.x", "search": "tpe", "goal": "maximize", "seed": 3, "space": space}}  # fmt: skip
+
+    def ask_as(try_number):
+        op = SweepTrialOperator(task_id="trial", trial=slot, objective={"metric": "accuracy"})
+        ti = SimpleNamespace(dag_id="d", run_id="r", task_id="sweep.trial", map_index=4, try_number=try_number)
+        _, asked = op._ask({"ti": ti})
+        return op.trial, asked
+
+    first, asked = ask_as(1)
+    again, retried = ask_as(2)
+    assert (asked.retried, retried.retried) == (False, True)
+    assert again == first  # the same params, overrides and study trial
+    assert first["overrides"] == [
+        f"train.lr={first['params']['train.lr']!r}",
+        f"train.epochs={first['params']['train.epochs']}",
+    ]
+    assert first["study_trial"] == 0
+
+
+def test_a_grid_larger_than_max_trials_is_refused_before_any_trial(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from airflow_provider_mlci.exceptions import MlciConfigError
+    from airflow_provider_mlci.operators.sweep import SweepTrialsOperator
+
+    op = SweepTrialsOperator(
+        task_id="sweep.generate", space=["a=1,2,3", "b=x,y"], max_trials=4, study={"search": "grid"}
+    )
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="sweep.generate")
+    with pytest.raises(MlciConfigError, match=r"search='grid': the grid has 6 points, more than max_trials=4"):
+        op.open_study({"ti": ti})
