@@ -36,12 +36,23 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from airflow_provider_mlci.testing.cluster import AirflowDriver, free_port, signal_group
 
-__all__ = ["DAGS_CONN_ID", "S3_CONN_ID", "Deployment", "WorkerSpec", "dvc_connection", "topology", "worker_hostname"]
+__all__ = [
+    "DAGS_CONN_ID",
+    "S3_CONN_ID",
+    "Deployment",
+    "WorkerSpec",
+    "dvc_connection",
+    "postgres_server",
+    "start_postgres",
+    "topology",
+    "worker_hostname",
+]
 
 #: The environment variable a worker's ``hostname_callable`` answers with.
 HOSTNAME_VARIABLE = "MLCI_WORKER_HOSTNAME"
@@ -314,23 +325,10 @@ class Deployment(AirflowDriver):
         subprocess.run(["chmod", "-R", "a+rX", str(self.venv)], check=True)
 
     def _start_postgres(self) -> None:
-        folder = self.root / "postgres"
-        folder.mkdir(exist_ok=True)
-        shutil.chown(folder, "postgres", "postgres")
-        folder.chmod(0o700)
-        data = folder / "data"
-        self._as_postgres(["initdb", "-D", str(data), "-U", "airflow", "--auth=trust", "--no-sync"])
-        options = f"-p {self.pg_port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._as_postgres(["pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start"])
-        self._as_postgres(["createdb", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "airflow", "airflow"])
+        start_postgres(self.root / "postgres", self.pg_port, database="airflow")
 
     def _as_postgres(self, argv: list[str], *, check: bool = True) -> None:
-        binary = _postgres_bin(argv[0])
-        proc = subprocess.run(
-            [_RUNUSER, "-u", "postgres", "--", binary, *argv[1:]], capture_output=True, text=True, check=False
-        )
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[:2])} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+        _as_postgres(argv, check=check)
 
     def _make_user(self, worker: WorkerSpec) -> None:
         try:
@@ -462,6 +460,49 @@ def _constraints_key(project_dir: Path) -> str:
     for name in ("constraints.txt", "setup.cfg"):
         digest.update((project_dir / name).read_bytes())
     return digest.hexdigest()[:12]
+
+
+def start_postgres(folder: Path, port: int, *, database: str) -> None:
+    """Start a PostgreSQL server of its own in ``folder`` on ``127.0.0.1:port`` (user ``airflow``,
+    no password) with one database; as the ``postgres`` user, which the server wants (not root).
+
+    :param folder: a new folder for its data and log
+    :param port: its TCP port
+    :param database: the database to create
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.chown(folder, "postgres", "postgres")
+    folder.chmod(0o700)
+    data = folder / "data"
+    _as_postgres(["initdb", "-D", str(data), "-U", "airflow", "--auth=trust", "--no-sync"])
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    _as_postgres(["pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start"])
+    _as_postgres(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", database])
+
+
+@contextlib.contextmanager
+def postgres_server(folder: Path, *, database: str = "mlci") -> Iterator[str]:
+    """A PostgreSQL server for the duration (see :func:`start_postgres`); yields its
+    ``postgresql+psycopg2://`` URL, stops it (immediately) on exit.
+
+    :param folder: a new folder for its data and log
+    :param database: the database to create
+    """
+    port = free_port()
+    start_postgres(folder, port, database=database)
+    try:
+        yield f"postgresql+psycopg2://airflow@127.0.0.1:{port}/{database}"
+    finally:
+        _as_postgres(["pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "-w", "stop"], check=False)
+
+
+def _as_postgres(argv: list[str], *, check: bool = True) -> None:
+    binary = _postgres_bin(argv[0])
+    proc = subprocess.run(
+        [_RUNUSER, "-u", "postgres", "--", binary, *argv[1:]], capture_output=True, text=True, check=False
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:2])} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
 
 
 def _postgres_bin(name: str) -> str:

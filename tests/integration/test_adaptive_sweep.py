@@ -209,3 +209,46 @@ def test_a_trial_that_will_not_win_is_pruned_and_its_stage_stopped(
     summary = record.xcom["sweep.leaderboard"]
     assert (summary["succeeded"], summary["pruned"], summary["failed"]) == (1, 1, 0)
     assert summary["best"]["name"] == good["name"]
+
+
+def test_two_workers_ask_and_tell_on_one_study_in_a_real_postgres(monkeypatch):
+    """What a distributed executor needs: a study database named by an Airflow connection. Both workers
+    open the study at once, so one of them loses the race to create Optuna's tables and tries again."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from airflow_provider_mlci.testing.deployment import postgres_server
+    from tests.helpers.tools import require_tool
+    from tests.unit.core.experiments.test_study import WORKER
+
+    require_tool("runuser", install="Debian: util-linux (run the suite as root: the server runs as postgres)")
+    root = Path(tempfile.mkdtemp(prefix="mlci-optuna-pg-", dir="/var/tmp"))  # the postgres user reaches it
+    root.chmod(0o755)
+    try:
+        with postgres_server(root / "pg", database="studies") as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            monkeypatch.setenv("AIRFLOW_CONN_OPTUNA_PG", f"postgres://airflow@127.0.0.1:{port}/studies")
+            storage = StudyHook("optuna_pg").storage()
+            assert storage == f"postgresql+psycopg2://airflow@127.0.0.1:{port}/studies"
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", WORKER, storage, str(w)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": os.getcwd()},
+                )  # fmt: skip
+                for w in (1, 2)
+            ]
+            numbers = [json.loads(p.communicate(timeout=180)[0]) for p in procs]
+            assert [p.returncode for p in procs] == [0, 0]
+            assert sorted(numbers[0] + numbers[1]) == list(range(12))
+            study = open_study(storage, "shared", StudyConfig(goal="minimize"), SearchSpace.of({"x": [0]}))
+            assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 12
+            assert len({(t.params["x"], t.params["y"]) for t in study.trials}) == 12
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -213,14 +214,21 @@ def open_study(
         pruner = _pruner(config)
     except TypeError as exc:
         raise MlciConfigError(f"Optuna refuses an option: {exc}") from exc
-    study = optuna.create_study(
-        storage=_storage(storage),
-        study_name=name,
-        direction=config.goal.value,
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    for attempt in range(1, 4):
+        try:
+            study = optuna.create_study(
+                storage=_storage(storage),
+                study_name=name,
+                direction=config.goal.value,
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+            break
+        except Exception as exc:  # another task created the schema or the study at the same moment
+            if attempt == 3 or not _lost_a_race(exc):
+                raise
+            time.sleep(0.2 * attempt)
     if not study.trials and not study.user_attrs.get("mlci_enqueued"):
         study.set_user_attr("mlci_enqueued", True)
         for point in enqueue:
@@ -313,6 +321,17 @@ def _sampler(config: StudyConfig, space: SearchSpace, key: str) -> Any:
     return optuna.samplers.GridSampler(
         {p.name: list(p.values) for p in space.params}, seed=config.seed if config.seed is not None else 0, **options
     )
+
+
+def _lost_a_race(exc: BaseException) -> bool:
+    """Whether opening a study failed because another process created the same tables, types or
+    study at the same moment (a second try finds them)."""
+    from optuna.exceptions import DuplicatedStudyError
+
+    if isinstance(exc, DuplicatedStudyError):
+        return True
+    text = str(exc).lower()
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text
 
 
 def _task_seed(seed: int, key: str) -> int:
