@@ -149,7 +149,7 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         """
         from airflow.configuration import conf
 
-        from airflow_provider_mlci.core.experiments.study import describe, open_study
+        from airflow_provider_mlci.core.experiments.study import describe, open_study, study_config
         from airflow_provider_mlci.core.experiments.sweep import SearchSpace
         from airflow_provider_mlci.core.experiments.trials import check_experiment_name
         from airflow_provider_mlci.exceptions import MlciConfigError
@@ -248,23 +248,3 @@ def study_name(dag_id: str, task_id: str, run_id: str | None) -> str:
     group = task_id.rsplit(".", 1)[0] if "." in task_id else "sweep"
     base = f"{dag_id}.{group}"
     return base if run_id is None else f"{base}.{hashlib.sha1(run_id.encode()).hexdigest()[:7]}"  # noqa: S324
-
-
-def study_config(study: Mapping[str, Any], *, seed: int | None = None) -> Any:
-    """The :class:`~airflow_provider_mlci.core.experiments.study.StudyConfig` of a slot's ``study``.
-
-    :param study: ``{"search", "goal", "sampler_options", ...}``
-    :param seed: the sweep's seed
-    """
-    from airflow_provider_mlci.core.experiments.study import StudyConfig
-    from airflow_provider_mlci.core.experiments.sweep import Goal
-
-    goal = str(study.get("goal") or "maximize")
-    return StudyConfig(
-        search=study.get("search") or "tpe",
-        pruner=study.get("pruner"),
-        goal=Goal({"max": "maximize", "min": "minimize"}.get(goal, goal)),
-        seed=seed if seed is not None else study.get("seed"),
-        sampler_options=study.get("sampler_options") or {},
-        pruner_options=study.get("pruner_options") or {},
-    )

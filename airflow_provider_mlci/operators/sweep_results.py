@@ -92,7 +92,7 @@ class SweepLeaderboardOperator(BaseOperator):
             raise MlciError(f"No trials to rank: task {self.generate_task_id} left no trial list (did it fail?).")
         results = ti.xcom_pull(task_ids=[self.trial_task_id]) or []
         summary = rank_sweep(planned, results, objective, skipped=self._skipped(context))
-        summary["report_uri"] = self._write_report(context, summary)
+        summary["report_uri"] = self._write_report(context, summary, planned)
         best = summary["best"]
         if best is not None:
             self.log.info(
@@ -120,19 +120,57 @@ class SweepLeaderboardOperator(BaseOperator):
                     found.add(int(index))
         return found
 
-    def _write_report(self, context: Context, summary: Mapping[str, Any]) -> str:
+    def _write_report(self, context: Context, summary: Mapping[str, Any], planned: list[Any]) -> str:
         from airflow_provider_mlci import settings
         from airflow_provider_mlci.core.reports.html import section_for, sections_page
         from airflow_provider_mlci.report_store import store_task_report
 
         templates_dir = settings.report_templates() or None
         title = self.title or f"{context['ti'].dag_id}: sweep leaderboard"
-        section = section_for("Leaderboard", summary, templates_dir=templates_dir)
-        files = sections_page(title, [section], templates_dir=templates_dir)
-        outcome = {key: summary.get(key) for key in ("best", "target_met", "succeeded", "failed", "skipped")}
+        sections = [section_for("Leaderboard", summary, templates_dir=templates_dir)]
+        study = next((slot.get("study") for slot in planned if isinstance(slot, Mapping) and slot.get("study")), None)
+        if study:
+            sections += self._study_sections(study)
+        files = sections_page(title, sections, templates_dir=templates_dir)
+        outcome = {key: summary.get(key) for key in ("best", "target_met", "succeeded", "failed", "skipped", "pruned")}
         uri = store_task_report(context, files, outcome, base=self.report_base, conn_id=self.report_conn_id)
         self.log.info("Leaderboard report: %s/report.html", uri)
         return uri
+
+    def _study_sections(self, spec: Mapping[str, Any]) -> list[Any]:
+        """The adaptive sweep's charts (optimisation history, parallel coordinates, importances) as
+        report sections; what cannot be drawn is said, never fails the leaderboard."""
+        import base64
+
+        from airflow_provider_mlci.core.experiments.study import open_study, study_charts, study_config
+        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+        from airflow_provider_mlci.core.reports.html import ReportSection, svg_of
+        from airflow_provider_mlci.hooks.study import StudyHook
+
+        titles = {"history": "Optimisation history", "parallel": "Parallel coordinates", "importance": "Importances"}
+        try:
+            space = SearchSpace.of(spec["space"])
+            study = open_study(StudyHook(spec.get("optuna_conn_id")).storage(), spec["name"], study_config(spec), space)
+            charts = study_charts(study)
+        except Exception as exc:  # the ranking stands without its charts
+            self.log.warning("Cannot read the study %s for the report: %s", spec.get("name"), exc)
+            return [ReportSection(title="Study", markdown=f"Cannot read the study: {exc}", html="")]
+        sections = []
+        for key, spec_of in charts.items():
+            try:
+                svg = svg_of(spec_of)
+            except Exception as exc:
+                self.log.warning("Cannot draw the %s chart: %s", key, exc)
+                continue
+            uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+            sections.append(
+                ReportSection(
+                    title=titles[key],
+                    markdown=f"({titles[key]}: see report.html)",
+                    html=f"<figure><img id='study-{key}' alt='{titles[key]}' src='{uri}'></figure>",
+                )
+            )
+        return sections
 
 
 class SweepBestBranchOperator(DvcWorkspaceMixin, BaseOperator):

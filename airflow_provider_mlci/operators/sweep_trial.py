@@ -136,10 +136,9 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
 
     def _ask(self, context: Context) -> tuple[Any, Any]:
         """Ask the sweep's study for this slot's point; make it this task's trial."""
-        from airflow_provider_mlci.core.experiments.study import ask, open_study
+        from airflow_provider_mlci.core.experiments.study import ask, open_study, study_config
         from airflow_provider_mlci.core.experiments.sweep import SearchSpace, Trial
         from airflow_provider_mlci.hooks.study import StudyHook
-        from airflow_provider_mlci.operators.sweep import study_config
 
         spec = dict(self.trial["study"])
         ti = context["ti"]

@@ -319,7 +319,9 @@ def model_page(access: DagAccess, prefix: str, query: Any, model: str) -> Respon
         return not_found(prefix, f"No run of a Dag you may read recorded the model {model}.")
     chart = None
     try:
-        chart = "data:image/svg+xml;base64," + base64.b64encode(_svg(data["trend"]).encode()).decode()
+        from airflow_provider_mlci.core.reports.html import svg_of
+
+        chart = "data:image/svg+xml;base64," + base64.b64encode(svg_of(data["trend"]).encode()).decode()
     except Exception as exc:  # the page without its chart is still the page
         log.warning("Model page of %s: cannot draw the trend: %s", data["model"], exc)
     crumbs = [("Reports", _href(prefix)), ("Models", f"{prefix}/models/"), (data["model"], None)]
@@ -332,12 +334,6 @@ def model_json(access: DagAccess, prefix: str, query: Any, model: str) -> Respon
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def _svg(spec: Mapping[str, Any]) -> str:
-    import vl_convert
-
-    return vl_convert.vegalite_to_svg(vl_spec=dict(spec))
 
 
 def _outcome(prefix: str, record: Mapping[str, Any] | None) -> dict[str, Any]:

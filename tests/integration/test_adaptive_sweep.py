@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from airflow_provider_mlci.core.experiments.study import StudyConfig, open_study
 from airflow_provider_mlci.core.experiments.sweep import SearchSpace
 from airflow_provider_mlci.hooks.study import StudyHook
+from airflow_provider_mlci.report_store import safe_run
 
 DAG_ID = "adaptive_sweep"
 SPACE = {"train.learning_rate": {"loguniform": [0.03, 1.0]}, "train.epochs": [10, 20]}
@@ -75,6 +76,10 @@ def test_trials_ask_the_study_tell_it_and_the_next_run_resumes_it(run_dag, dvc_p
     refs = dvc_project.remote_refs()
     assert all(refs[r["exp_ref"]] == r["sha"] for r in results)  # each trial is a DVC experiment
     assert first.xcom["sweep.leaderboard"]["best"]["value"] == max(t.value for t in told.values())
+    # The leaderboard report charts the study: history, parallel coordinates, importances.
+    page = (tmp_path / "reports" / DAG_ID / safe_run(first.run_id) / "sweep.leaderboard" / "report.html").read_text()
+    for chart in ("history", "parallel", "importance"):
+        assert f"<img id='study-{chart}' alt=" in page, chart
 
     second = run_dag(DAG_ID, source=source)
     assert second.state == "success", second.task_states
@@ -208,6 +213,8 @@ def test_a_trial_that_will_not_win_is_pruned_and_its_stage_stopped(
     assert max(study[1].intermediate_values) == step
     summary = record.xcom["sweep.leaderboard"]
     assert (summary["succeeded"], summary["pruned"], summary["failed"]) == (1, 1, 0)
+    page = tmp_path / "reports" / "pruned_sweep" / safe_run(record.run_id) / "sweep.leaderboard" / "report.md"
+    assert "- Trials: 1 succeeded, 0 failed, 0 skipped, 1 pruned." in page.read_text()
     assert summary["best"]["name"] == good["name"]
 
 
@@ -241,7 +248,7 @@ def test_two_workers_ask_and_tell_on_one_study_in_a_real_postgres(monkeypatch):
                     stdout=subprocess.PIPE,
                     text=True,
                     env={**os.environ, "PYTHONPATH": os.getcwd()},
-                )  # fmt: skip
+                )
                 for w in (1, 2)
             ]
             numbers = [json.loads(p.communicate(timeout=180)[0]) for p in procs]

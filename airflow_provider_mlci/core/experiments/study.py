@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +46,12 @@ __all__ = [
     "distributions",
     "open_study",
     "storage_url",
+    "study_charts",
+    "study_config",
     "tell",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The user attribute of an Optuna trial that names the task instance that asked for it.
 KEY_ATTR = "mlci_key"
@@ -374,3 +379,139 @@ def describe(study: optuna.Study) -> str:
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
     return f"study {study.study_name}: {json.dumps(counts, sort_keys=True)}"
+
+
+def study_charts(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """Vega-Lite charts of a study, for the leaderboard report: ``history`` (each finished trial's
+    objective by trial number, the best so far as a line, pruned trials at their last reported value),
+    ``parallel`` (each complete trial's params and objective, normalised to 0..1) and ``importance``
+    (Optuna's parameter importances, when at least two trials completed with different params).
+
+    :param study: the study
+    """
+    from optuna.trial import TrialState
+
+    maximize = study.direction.name == "MAXIMIZE"
+    history, best = [], None
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if trial.state is TrialState.COMPLETE and trial.value is not None:
+            best = trial.value if best is None else (max if maximize else min)(best, trial.value)
+            history.append({"trial": trial.number, "value": trial.value, "state": "complete", "best": best})
+        elif trial.state is TrialState.PRUNED and trial.intermediate_values:
+            step = max(trial.intermediate_values)
+            value = trial.intermediate_values[step]
+            history.append({"trial": trial.number, "value": value, "state": f"pruned at step {step}", "best": best})
+    x = {"field": "trial", "type": "quantitative", "title": "trial"}
+    charts: dict[str, dict[str, Any]] = {
+        "history": {
+            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "title": "Optimisation history",
+            "width": 520,
+            "height": 240,
+            "data": {"values": history},
+            "layer": [
+                {
+                    "mark": {"type": "point", "filled": True, "size": 60},
+                    "encoding": {
+                        "x": x,
+                        "y": {"field": "value", "type": "quantitative", "scale": {"zero": False}, "title": "objective"},
+                        "color": {"field": "state", "type": "nominal", "title": "trial"},
+                    },
+                },
+                {
+                    "transform": [{"filter": "datum.best != null"}],
+                    "mark": {"type": "line", "interpolate": "step-after", "color": "#2e7d32"},
+                    "encoding": {"x": x, "y": {"field": "best", "type": "quantitative"}},
+                },
+            ],
+        }
+    }
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state is TrialState.COMPLETE and t.value is not None]
+    names = sorted({name for t in complete for name in t.params})
+    if complete and names:
+        rows = [{"trial": t.number, **{n: _axis_value(t.params.get(n)) for n in names}, "objective": t.value}
+                for t in complete]  # fmt: skip
+        axes = [*names, "objective"]
+        charts["parallel"] = {
+            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "title": "Parallel coordinates (each axis scaled to its range)",
+            "width": max(240, 110 * len(axes)),
+            "height": 240,
+            "data": {"values": rows},
+            "transform": [
+                {"fold": axes, "as": ["axis", "raw"]},
+                {
+                    "joinaggregate": [
+                        {"op": "min", "field": "raw", "as": "lo"},
+                        {"op": "max", "field": "raw", "as": "hi"},
+                    ],
+                    "groupby": ["axis"],
+                },
+                {
+                    "calculate": "datum.hi == datum.lo ? 0.5 : (datum.raw - datum.lo) / (datum.hi - datum.lo)",
+                    "as": "scaled",
+                },
+            ],
+            "mark": {"type": "line", "opacity": 0.6},
+            "encoding": {
+                "x": {"field": "axis", "type": "nominal", "sort": axes, "title": None},
+                "y": {"field": "scaled", "type": "quantitative", "axis": None},
+                "detail": {"field": "trial", "type": "nominal"},
+                "color": {"field": "objective", "type": "quantitative"},
+            },
+        }
+    importances = _importances(study, complete)
+    if importances:
+        charts["importance"] = {
+            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "title": "Parameter importances",
+            "width": 420,
+            "height": 30 * len(importances),
+            "data": {"values": [{"param": k, "importance": v} for k, v in importances.items()]},
+            "mark": "bar",
+            "encoding": {
+                "y": {"field": "param", "type": "nominal", "sort": "-x", "title": None},
+                "x": {"field": "importance", "type": "quantitative"},
+            },
+        }
+    return charts
+
+
+def _agg(op: str, name: str) -> dict[str, str]:
+    return {"op": op, "field": "raw", "as": name}
+
+
+def _axis_value(value: Any) -> Any:
+    """A param's value on a parallel-coordinates axis: numbers as they are, anything else by its text's rank."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return sum(ord(c) for c in str(value)) % 997  # categorical: a stable position, not a quantity
+    return value
+
+
+def _importances(study: optuna.Study, complete: list[Any]) -> dict[str, float]:
+    from optuna.importance import get_param_importances
+
+    if len(complete) < 2 or len({tuple(sorted(t.params.items())) for t in complete}) < 2:
+        return {}
+    try:
+        return {k: float(v) for k, v in get_param_importances(study).items()}
+    except (RuntimeError, ValueError) as exc:  # too few distinct values for Optuna to judge
+        log.debug("No parameter importances for %s: %s", study.study_name, exc)
+        return {}
+
+
+def study_config(study: Mapping[str, Any], *, seed: int | None = None) -> StudyConfig:
+    """The :class:`StudyConfig` a sweep slot's ``study`` describes.
+
+    :param study: ``{"search", "goal", "sampler_options", ...}``
+    :param seed: the sweep's seed
+    """
+    goal = str(study.get("goal") or "maximize")
+    return StudyConfig(
+        search=study.get("search") or "tpe",
+        pruner=study.get("pruner"),
+        goal=Goal({"max": "maximize", "min": "minimize"}.get(goal, goal)),
+        seed=seed if seed is not None else study.get("seed"),
+        sampler_options=study.get("sampler_options") or {},
+        pruner_options=study.get("pruner_options") or {},
+    )

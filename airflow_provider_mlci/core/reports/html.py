@@ -36,6 +36,7 @@ __all__ = [
     "run_links",
     "section_for",
     "sections_page",
+    "svg_of",
     "trend_spec",
 ]
 
@@ -339,7 +340,7 @@ def outcome_page(
     sections = outcome_sections(record)
     files: dict[str, bytes] = {}
     try:
-        svg = _svg(trend_spec(str(record.get("model")), history))
+        svg = svg_of(trend_spec(str(record.get("model")), history))
     except Exception as exc:  # the record matters more than its chart
         if log is not None:
             log.warning("Cannot draw the trend of %s: %s", record.get("model"), exc)
@@ -417,7 +418,7 @@ def _render_plots(plots: Sequence[Mapping[str, Any]], labels: Mapping[str, str])
         try:
             if plot.get("type") == "vega" and plot.get("content"):
                 spec = _relabel(plot["content"], labels)
-                data = _svg(spec).encode()
+                data = svg_of(spec).encode()
                 suffix = ".svg"
             elif plot.get("type") == "image" and plot.get("path"):
                 path = Path(plot["path"])
@@ -439,12 +440,16 @@ def _render_plots(plots: Sequence[Mapping[str, Any]], labels: Mapping[str, str])
 
 def _render_trend(trend: Mapping[str, Any]) -> ReportImage:
     metric = str(trend["metric"])
-    data = _svg(trend_spec(metric, trend["points"])).encode()
+    data = svg_of(trend_spec(metric, trend["points"])).encode()
     name = f"trend-{_SAFE.sub('-', metric).strip('-')}"
     return ReportImage(name=f"{metric} trend", file=f"images/{name}.svg", data=data, caption=f"{metric} by commit")
 
 
-def _svg(spec: Mapping[str, Any]) -> str:
+def svg_of(spec: Mapping[str, Any]) -> str:
+    """A Vega-Lite spec rendered to SVG (vl-convert: no browser, no Node).
+
+    :param spec: the chart
+    """
     import vl_convert
 
     return vl_convert.vegalite_to_svg(vl_spec=dict(spec))
@@ -569,9 +574,10 @@ def _sweep_section(summary: Mapping[str, Any]) -> tuple[str, _Blocks]:
     target = summary.get("target")
     lines = [f"Objective: {goal}" + (f", target {_fmt(target)}." if target is not None else ".")]
     if "succeeded" in summary:
+        pruned = f", {summary['pruned']} pruned" if summary.get("pruned") else ""
         lines.append(
             f"Trials: {summary.get('succeeded')} succeeded, {summary.get('failed')} failed, "
-            f"{summary.get('skipped')} skipped."
+            f"{summary.get('skipped')} skipped{pruned}."
         )
     if target is not None:
         lines.append(f"Target met: {_yes(summary.get('target_met'))}.")
