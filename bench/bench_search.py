@@ -12,9 +12,9 @@ Measured: the trial-seconds spent until a finished trial's loss is within 1 % of
 of its minimum (a run that never gets there within the budget counts as the whole budget). Ours:
 ``search="tpe"``, ``pruner="median"``; the baseline: ``search="random"``, no pruner; same budget,
 same parallelism; median over 15 seeds (random search's luck varies a lot from seed to seed: fewer
-seeds give unstable medians). Goal: <= 0.5x. The ripple is what keeps the surface honest but fair: with
-twice its height TPE sometimes settles in a neighbouring basin and the ratio was 0.84x on 7 seeds. Each sample checks that every trial of the
-study ended as it should (complete, or pruned only in our arm).
+seeds give unstable medians). Goal: <= 0.5x. The ripple keeps the surface from being a plain bowl;
+with twice its height TPE sometimes settles in a neighbouring basin (0.84x on 7 seeds). Each sample
+checks that every trial of the study ended as it should (complete, or pruned only in our arm).
 """
 
 from __future__ import annotations
