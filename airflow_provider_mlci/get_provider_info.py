@@ -40,11 +40,17 @@ def get_provider_info() -> dict[str, Any]:
                 "external-doc-url": "https://docs.github.com/en/rest",
                 "tags": ["software"],
             },
+            {
+                "integration-name": "Optuna",
+                "external-doc-url": "https://optuna.readthedocs.io",
+                "tags": ["software"],
+            },
         ],
         "hooks": [
             {"integration-name": "DVC", "python-modules": ["airflow_provider_mlci.hooks.dvc"]},
             {"integration-name": "GPU instances (Amazon EC2)", "python-modules": ["airflow_provider_mlci.hooks.gpu"]},
             {"integration-name": "GitHub", "python-modules": ["airflow_provider_mlci.hooks.forge"]},
+            {"integration-name": "Optuna", "python-modules": ["airflow_provider_mlci.hooks.study"]},
         ],
         "operators": [
             {

@@ -429,9 +429,13 @@ def study_charts(study: optuna.Study) -> dict[str, dict[str, Any]]:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state is TrialState.COMPLETE and t.value is not None]
     names = sorted({name for t in complete for name in t.params})
     if complete and names:
-        rows = [{"trial": t.number, **{n: _axis_value(t.params.get(n)) for n in names}, "objective": t.value}
-                for t in complete]  # fmt: skip
         axes = [*names, "objective"]
+        # Long rows, one per trial and axis: params' dotted names would read as nested fields in Vega-Lite.
+        rows = [
+            {"trial": t.number, "axis": axis, "raw": _axis_value(_on_axis(t, axis)), "objective": t.value}
+            for t in complete
+            for axis in axes
+        ]
         charts["parallel"] = {
             "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
             "title": "Parallel coordinates (each axis scaled to its range)",
@@ -439,14 +443,7 @@ def study_charts(study: optuna.Study) -> dict[str, dict[str, Any]]:
             "height": 240,
             "data": {"values": rows},
             "transform": [
-                {"fold": axes, "as": ["axis", "raw"]},
-                {
-                    "joinaggregate": [
-                        {"op": "min", "field": "raw", "as": "lo"},
-                        {"op": "max", "field": "raw", "as": "hi"},
-                    ],
-                    "groupby": ["axis"],
-                },
+                {"joinaggregate": [_agg("min", "lo"), _agg("max", "hi")], "groupby": ["axis"]},
                 {
                     "calculate": "datum.hi == datum.lo ? 0.5 : (datum.raw - datum.lo) / (datum.hi - datum.lo)",
                     "as": "scaled",
@@ -475,6 +472,14 @@ def study_charts(study: optuna.Study) -> dict[str, dict[str, Any]]:
             },
         }
     return charts
+
+
+#: A value's place on its parallel-coordinates axis, 0 (the axis' lowest) to 1 (its highest).
+_SCALED = "datum.hi == datum.lo ? 0.5 : (datum.raw - datum.lo) / (datum.hi - datum.lo)"
+
+
+def _on_axis(trial: Any, axis: str) -> Any:
+    return trial.value if axis == "objective" else trial.params.get(axis)
 
 
 def _agg(op: str, name: str) -> dict[str, str]:

@@ -173,3 +173,30 @@ def test_two_worker_processes_ask_and_tell_on_one_study(tmp_path):
     points = {(round(t.params["x"], 9), round(t.params["y"], 9)) for t in study.trials}
     assert len(points) == 12  # no two trials got the same point
     assert {t.user_attrs[KEY_ATTR].split("/")[-1][0] for t in study.trials} == {"1", "2"}
+
+
+def test_the_study_s_charts_draw_with_dotted_param_names(tmp_path):
+    import vl_convert
+
+    from airflow_provider_mlci.core.experiments.study import study_charts
+
+    study = open_study(
+        f"journal://{tmp_path / 'c.log'}", "c", StudyConfig(search="random", seed=2), SPACE, max_trials=6
+    )
+    for n in range(6):
+        asked = ask(study, f"k{n}", SPACE)
+        if n == 5:
+            asked.trial.report(0.1, 3)
+            tell(study, asked.number, None, state="pruned")
+        else:
+            tell(study, asked.number, asked.params["train.lr"] * asked.params["train.epochs"])
+    charts = study_charts(study)
+    assert set(charts) == {"history", "parallel", "importance"}
+    states = {row["state"] for row in charts["history"]["data"]["values"]}
+    assert states == {"complete", "pruned at step 3"}
+    for name, spec in charts.items():
+        svg = vl_convert.vegalite_to_svg(vl_spec=spec)
+        assert svg.startswith("<svg"), name
+        if name != "history":  # the axes are the params, named as params.yaml names them
+            assert "train.epochs" in svg, name
+    assert {row["axis"] for row in charts["parallel"]["data"]["values"]} == {"train.lr", "train.epochs", "objective"}
