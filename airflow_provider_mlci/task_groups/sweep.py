@@ -20,6 +20,15 @@ the target is skipped; trials already running finish (and are ranked). The leade
 ``target_met`` and counts the skipped trials. With ``parallel_trials`` = n, up to n - 1 trials
 may still start after the one that met the target, while it is finishing.
 
+**Adaptive search.** With ``search="tpe"`` (or ``"random"``, ``"grid"``), ``<group>.generate`` opens an
+Optuna study (:mod:`airflow_provider_mlci.core.experiments.study`; in the database of ``optuna_conn_id``,
+else a journal file under the Airflow home) and returns ``max_trials`` slots; each ``<group>.trial``
+asks the study for its point as it starts (a retry gets its first try's point), runs it, and tells
+the study the objective or a failure. With a ``pruner``, a trial's task reads the per-step values its
+training writes (``prune_on``, DVCLive's table by default) and stops the stage when the pruner says
+it will not win; a pruned trial is recorded as such and never ranked. The leaderboard report charts
+the study (optimisation history, parallel coordinates, parameter importances).
+
 **Promotion.** With ``promote=SweepPromotion(model=..., rules=..., stage="prod")``, the best trial
 goes through the same release gate as any other candidate::
 
