@@ -3,11 +3,11 @@
 :class:`ReleaseApprovalOperator` is the standard provider's ``ApprovalOperator`` (Airflow 3.1+) placed
 between a gate's "promote" branch and the promotion. Its request names the model, the candidate's
 commit and the stage, shows the gate metrics' deltas against the deployed model and links the run's
-reports. "Approve" lets the promotion run; "Reject" skips it; no answer within the timeout skips it
-too (instead of failing the task). Each way it pushes ``{"decision": "approved" | "rejected" |
-"timed_out", "by", "at"}`` under :data:`APPROVAL_KEY`, which the release outcome and the run record
-report. This module imports the standard provider's HITL operator: task groups import it only
-when an approval is asked for.
+reports. It pushes ``{"decision": "approved" | "rejected" | "timed_out", "by", "at"}`` under
+:data:`APPROVAL_KEY` and succeeds; the promotion (``PromoteModelOperator(approval_task_id=...)``)
+runs only on "approved" and skips itself otherwise (no answer within the timeout keeps the model
+too, instead of failing the task); the release outcome and the run record say which. This module
+imports the standard provider's HITL operator: task groups import it only when an approval is asked for.
 """
 
 from __future__ import annotations
@@ -85,25 +85,26 @@ class ReleaseApprovalOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Record the answer (or that none came in time) and end; the promotion reads it and skips itself,
+        saying why in its own log (``ApprovalOperator`` would skip it from here)."""
         ti = context["ti"]
         if event.get("error_type") == "timeout":
-            self.log.warning("No answer in time: the deployed model stays; skipping the promotion")
-            ti.xcom_push(key=APPROVAL_KEY, value={"decision": "timed_out", "by": None, "at": None})
-            downstream = [t for t in context["task"].get_direct_relatives(upstream=False) if not t.is_teardown]
-            if downstream:
-                self.skip(ti=ti, tasks=downstream)
-            return None
-        # Recorded before the parent acts on it: on "Reject" it skips the promotion by raising.
-        chosen = (event.get("chosen_options") or [None])[0]
-        user = event.get("responded_by_user")
-        by = (user.get("name") or user.get("id")) if isinstance(user, Mapping) else user
-        at = event.get("responded_at")
-        answer = {
-            "decision": "approved" if chosen == self.APPROVE else "rejected",
-            "by": by,
-            "at": at.isoformat() if hasattr(at, "isoformat") else at,
-        }
+            self.log.warning("No answer in time: the deployed model stays")
+            answer = {"decision": "timed_out", "by": None, "at": None}
+        else:
+            chosen = list(event.get("chosen_options") or [])
+            self.validate_chosen_options(chosen)
+            user = event.get("responded_by_user")
+            by = (user.get("name") or user.get("id")) if isinstance(user, Mapping) else user
+            at = event.get("responded_at")
+            answer = {
+                "decision": "approved" if chosen == [self.APPROVE] else "rejected",
+                "by": by,
+                "at": at.isoformat() if hasattr(at, "isoformat") else at,
+            }
+            self.hitl_summary_extra.update({"chosen_options": chosen, "approved": answer["decision"] == "approved"})
+            self.log.info(
+                "%s %s the release of %s to %s", by or "A reviewer", answer["decision"], self.model, self.stage
+            )
         ti.xcom_push(key=APPROVAL_KEY, value=answer)
-        self.log.info("%s %s the release of %s to %s", by or "A reviewer", answer["decision"], self.model, self.stage)
-        super().execute_complete(context=context, event=event)
         return answer

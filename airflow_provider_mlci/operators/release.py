@@ -51,6 +51,8 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
     :param stage_order: the stages in the order a version must pass them (``("staging", "prod")``):
         a version may enter ``stage`` only after it was on each stage listed before it; a promotion
         that skips one fails with ``StageOrderError`` naming it, writing nothing
+    :param approval_task_id: a :class:`~airflow_provider_mlci.operators.approval.ReleaseApprovalOperator`
+        task: release only what it approved; skipped (not failed) when it was rejected or timed out
     :param emit_asset: emit an event of ``x-mlci-model://<model>/<stage>`` when it succeeds (needs
         ``model`` and ``stage`` without templates), so a deployment Dag can be scheduled on releases
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
@@ -72,6 +74,7 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
         version: str | None = None,
         gate_task_id: str | None = None,
         stage_order: Sequence[str] = (),
+        approval_task_id: str | None = None,
         emit_asset: bool = True,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
@@ -89,10 +92,21 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
         self.version = version
         self.gate_task_id = gate_task_id
         self.stage_order = tuple(stage_order)
+        self.approval_task_id = approval_task_id
         self.dvc_conn_id = dvc_conn_id
         self.cache_dir = cache_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.approval_task_id:
+            from airflow.providers.common.compat.sdk import AirflowSkipException
+
+            from airflow_provider_mlci.operators.approval import APPROVAL_KEY
+
+            answer = context["ti"].xcom_pull(task_ids=self.approval_task_id, key=APPROVAL_KEY) or {}
+            if answer.get("decision") != "approved":
+                raise AirflowSkipException(
+                    f"Not released: the approval was {answer.get('decision') or 'not given'}; the deployed model stays."
+                )
         return self._with_workspace(context)
 
     def check_arguments(self) -> None:

@@ -295,6 +295,7 @@ class RefinementTaskGroup(TaskGroup):
                 bump=bump,
                 gate_task_id=self.gate.task_id,
                 stage_order=stage_order,
+                approval_task_id=self.approve.task_id if self.approve else None,
                 **repo,
             )
             keep_deployed = EmptyOperator(task_id="keep_deployed")

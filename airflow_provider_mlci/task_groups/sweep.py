@@ -384,6 +384,7 @@ class SweepTaskGroup(TaskGroup):
             bump=promotion.bump,
             gate_task_id=self.gate.task_id,
             stage_order=promotion.stage_order,
+            approval_task_id=approve.task_id if approve else None,
             **repo,
         )
         self.outcome = SweepPromotionOutcomeOperator(

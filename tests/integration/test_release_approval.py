@@ -58,14 +58,18 @@ def wait_for_approval(cluster: Any, dag_id: str, run_id: str, timeout: float = 2
 
 
 def answer(cluster: Any, dag_id: str, run_id: str, option: str) -> None:
-    # An answer within a moment of the task parking itself races Airflow 3.3: the resumed try is
-    # queued while the first try's process is still being wound up, and fails to start (409). A
-    # person takes longer than that; the test waits for the request to be visible and a little more.
-    deadline = time.monotonic() + 30
-    while cluster.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails")["total_entries"] < 1:
-        assert time.monotonic() < deadline, "the approval request never appeared"
+    # An answer that comes before the scheduler has handled the exit of the process that parked the
+    # task races Airflow 3.3: the scheduler then sees that process "finished with state success" while
+    # the resumed task runs, marks it failed, and the resumed try's own report is refused (409). A
+    # person takes longer than that; the test waits for the scheduler to log that exit.
+    event = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag_id}', "
+    mark = f"task_id='refine.approve', run_id='{run_id}'"
+    log = cluster.log_dir / "scheduler.log"
+    deadline = time.monotonic() + 60
+    while not any(event in line and mark in line for line in log.read_text(errors="replace").splitlines()):
+        assert time.monotonic() < deadline, "the scheduler never handled the parked task's exit"
         time.sleep(0.5)
-    time.sleep(3)
+    time.sleep(1)
     path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/refine.approve/-1/hitlDetails"
     cluster.api("PATCH", path, {"chosen_options": [option], "params_input": {}})
 

@@ -42,21 +42,37 @@ class TaskInstance:
         self.pushed[key] = value
 
 
-def test_no_answer_in_time_records_timed_out_and_skips_the_promotion():
-    from airflow.sdk.exceptions import DownstreamTasksSkipped
+def test_no_answer_in_time_is_recorded_and_the_promotion_skips_itself():
+    from airflow.providers.common.compat.sdk import AirflowSkipException
 
     with DAG(dag_id="nightly", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
         approve = ReleaseApprovalOperator(
             task_id="approve", model="fraud-detector", stage="prod", gate_task_id="gate", approval=Approval()
         )
-        promote = PromoteModelOperator(task_id="promote", model="fraud-detector")
+        promote = PromoteModelOperator(task_id="promote", model="fraud-detector", approval_task_id="approve")
         approve >> promote
     ti = TaskInstance()
     event = {"error": "The response timeout has passed without a response.", "error_type": "timeout"}
-    with pytest.raises(DownstreamTasksSkipped) as skipped:
-        approve.execute_complete({"ti": ti, "task": approve}, event)
-    assert skipped.value.tasks == ["promote"]
-    assert ti.pushed[APPROVAL_KEY] == {"decision": "timed_out", "by": None, "at": None}
+    answer = approve.execute_complete({"ti": ti, "task": approve}, event)
+    assert answer == ti.pushed[APPROVAL_KEY] == {"decision": "timed_out", "by": None, "at": None}
+    reader = SimpleNamespace(xcom_pull=lambda task_ids, key: ti.pushed[key] if task_ids == "approve" else None)
+    with pytest.raises(AirflowSkipException, match="Not released: the approval was timed_out"):
+        promote.execute({"ti": reader})
+
+
+def test_an_answer_is_recorded_as_given():
+    from datetime import UTC, datetime
+
+    op = ReleaseApprovalOperator(task_id="approve", model="m", stage="prod", gate_task_id="gate", approval=Approval())
+    ti = TaskInstance()
+    when = datetime(2026, 12, 5, 10, tzinfo=UTC)
+    event = {"chosen_options": ["Reject"], "params_input": {}, "responded_at": when,
+             "responded_by_user": {"id": "7", "name": "ana"}}  # fmt: skip
+    assert op.execute_complete({"ti": ti, "task": op}, event) == {
+        "decision": "rejected", "by": "ana", "at": "2026-12-05T10:00:00+00:00"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="not in"):
+        op.execute_complete({"ti": ti, "task": op}, {**event, "chosen_options": ["Maybe"]})
 
 
 def test_the_subject_names_the_model_the_commit_and_the_stage(monkeypatch):
