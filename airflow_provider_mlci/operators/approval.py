@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-from airflow_provider_mlci.operators.gate import DECISION_KEY
+from airflow_provider_mlci.operators.gate import APPROVAL_KEY, DECISION_KEY
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.config import Approval
 
 __all__ = ["APPROVAL_KEY", "ReleaseApprovalOperator", "approval_body"]
-
-#: The XCom key of the answer.
-APPROVAL_KEY = "approval"
 
 
 def approval_body(decision: Mapping[str, Any], *, dag_id: str, run_id: str) -> str:
@@ -39,13 +35,14 @@ def approval_body(decision: Mapping[str, Any], *, dag_id: str, run_id: str) -> s
     :param run_id: the run
     """
     from airflow_provider_mlci.core.model.history import metric_line
-    from airflow_provider_mlci.report_store import safe_run
+    from airflow_provider_mlci.plugins.history import outcome_href
+    from airflow_provider_mlci.plugins.pages import URL_PREFIX
 
     champion = decision.get("champion") or {}
     against = champion.get("version") or str(champion.get("sha") or "")[:12] or "nothing deployed"
     lines = [f"The gate passed the candidate against {against} on {decision.get('stage')}:", ""]
     lines += [f"- {metric_line(metric)}" for metric in decision.get("metrics") or []]
-    run = f"/mlci/run-outcome/{quote(dag_id, safe='')}/{quote(safe_run(run_id), safe='+=@,~')}"
+    run = outcome_href(URL_PREFIX, dag_id, run_id)
     lines += ["", f"[The run's reports]({run})", "", "Approve to release it; reject to keep the deployed model."]
     return "\n".join(lines)
 

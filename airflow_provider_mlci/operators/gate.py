@@ -22,10 +22,13 @@ if TYPE_CHECKING:
 
     from airflow_provider_mlci.core.repo.workspace import Workspace
 
-__all__ = ["DECISION_KEY", "GateMixin", "ModelGateBranchOperator", "ModelGateOperator"]
+__all__ = ["APPROVAL_KEY", "DECISION_KEY", "GateMixin", "ModelGateBranchOperator", "ModelGateOperator"]
 
 #: The XCom key of the gate's decision.
 DECISION_KEY = "decision"
+#: The XCom key of a release approval's answer (``ReleaseApprovalOperator``), read by the promotion and
+#: the release outcome; here, beside the gate's, so that reading it imports no human-in-the-loop module.
+APPROVAL_KEY = "approval"
 
 _GATE_ARGUMENTS = (
     "model",

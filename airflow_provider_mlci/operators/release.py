@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_mlci.operators.base import MODEL_BLUE, DvcWorkspaceMixin
-from airflow_provider_mlci.operators.gate import DECISION_KEY
+from airflow_provider_mlci.operators.gate import APPROVAL_KEY, DECISION_KEY
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -99,8 +99,6 @@ class PromoteModelOperator(DvcWorkspaceMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.approval_task_id:
             from airflow.providers.common.compat.sdk import AirflowSkipException
-
-            from airflow_provider_mlci.operators.approval import APPROVAL_KEY
 
             answer = context["ti"].xcom_pull(task_ids=self.approval_task_id, key=APPROVAL_KEY) or {}
             if answer.get("decision") != "approved":
@@ -233,8 +231,6 @@ def release_outcome(
     :param promote_task_id: the promotion task
     :param approval_task_id: the approval task, if the release needs one
     """
-    from airflow_provider_mlci.operators.approval import APPROVAL_KEY
-
     decision = ti.xcom_pull(task_ids=gate_task_id, key=DECISION_KEY) or {}
     released = ti.xcom_pull(task_ids=promote_task_id)
     released = released if isinstance(released, Mapping) else None

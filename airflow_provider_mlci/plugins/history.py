@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_mlci.plugins.pages import DagAccess
 
-__all__ = ["REGISTRY_TTL_S", "index_data", "model_data", "models_data", "run_data"]
+__all__ = ["REGISTRY_TTL_S", "index_data", "model_data", "models_data", "outcome_href", "run_data"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ DAGS_PER_PAGE = 20
 RUNS_PER_DAG = 10
 #: Runs a model page charts and lists.
 NIGHTS = 30
-#: Characters a store name may hold that need no quoting in a URL path.
-_SAFE = "+=@,~"
 _registry_lock = threading.Lock()
 _registry_cache: dict[str, tuple[float, list[Any]]] = {}
 _mirror_locks: dict[str, threading.Lock] = {}
@@ -339,12 +337,11 @@ def model_json(access: DagAccess, prefix: str, query: Any, model: str) -> Respon
 def _outcome(prefix: str, record: Mapping[str, Any] | None) -> dict[str, Any]:
     if not record:
         return {}
-    dag_id, run = str(record.get("dag_id")), safe_run(str(record.get("run_id")))
     return {
         "decision": record.get("decision"),
         "summary": record.get("summary"),
         "version": record.get("version"),
-        "href": _outcome_href(prefix, dag_id, run),
+        "href": outcome_href(prefix, str(record.get("dag_id")), str(record.get("run_id"))),
     }
 
 
@@ -358,12 +355,20 @@ def _run_link(prefix: str, run: Mapping[str, Any] | None, allowed: Callable[[str
     return {
         "label": f"{dag_id} / {run_id}",
         "href": _airflow(prefix, "dags", dag_id, "runs", run_id),
-        "outcome": _outcome_href(prefix, dag_id, safe_run(run_id)),
+        "outcome": outcome_href(prefix, dag_id, run_id),
     }
 
 
-def _outcome_href(prefix: str, dag_id: str, run: str) -> str:
-    return f"{prefix}/run-outcome/{quote(dag_id, safe=_SAFE)}/{quote(run, safe=_SAFE)}"
+def outcome_href(prefix: str, dag_id: str, run_id: str) -> str:
+    """The run-outcome view of a run (its run id as Airflow spells it, or as its folder is named).
+
+    :param prefix: where the app is mounted (``/mlci`` in the api-server)
+    :param dag_id: the Dag
+    :param run_id: the run
+    """
+    from airflow_provider_mlci.plugins.pages import url
+
+    return f"{prefix}/run-outcome/{url(dag_id)}/{url(safe_run(run_id))}"
 
 
 def _airflow(prefix: str, *parts: str) -> str:
@@ -381,7 +386,9 @@ def _href(prefix: str, *names: str) -> str:
 
 
 def _model_href(prefix: str, model: str) -> str:
-    return f"{prefix}/models/{quote(model, safe=_SAFE)}"
+    from airflow_provider_mlci.plugins.pages import url
+
+    return f"{prefix}/models/{url(model)}"
 
 
 def _page_number(query: Any) -> int:
