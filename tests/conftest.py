@@ -66,7 +66,7 @@ def _session_environment(home: Path) -> dict[str, str]:
 #: the durations drift; a wrong order only costs time.
 SLOWEST_FIRST = (
     "tests/unit/core/dvc/test_ops.py",  # 210 s
-    "tests/integration/test_cluster.py",  # 127 s
+    "tests/integration/test_cluster.py",  # 190 s (with the approval runs)
     "tests/integration/test_example_dvc_pipeline.py",  # 121 s
     "tests/integration/test_gpu_faults.py",  # 91 s
     "tests/integration/test_corpus_monorepo.py",  # 84 s
