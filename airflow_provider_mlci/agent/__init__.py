@@ -7,7 +7,9 @@ exactly as a local run would: the commit from the job's ``git bundle`` is checke
 :func:`~airflow_provider_mlci.core.dvc.ops.repro` pulls the inputs, fetches the run-cache,
 reproduces (never with ``--allow-missing``) and pushes outputs and run-cache to the DVC remote.
 While a job runs, the agent writes a heartbeat and the job's log in numbered chunks; at the
-end the outcome (``result.json``) and the status, or on failure the error's class name.
+end the outcome (``result.json``) and the status, or on failure the error's class name. A job
+that asks for it (an adaptive sweep's trial) also has its per-step table copied to the mailbox
+every few seconds as the stage writes it, for the worker's side to decide whether to prune it.
 
 It stops by itself:
 
@@ -48,7 +50,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -555,7 +557,10 @@ class Agent:
         # Whether its cache entries are shared is the worker's word (trusted unless it says not).
         sandbox = SandboxConfig.of({"trusted": True, **spec.sandbox}, SandboxConfig())
         cache = self.config.work_dir / "cache"
-        with Workspace.open(access, rev=spec.sha, cache_dir=cache, runner=runner, sandbox=sandbox) as ws:
+        with (
+            Workspace.open(access, rev=spec.sha, cache_dir=cache, runner=runner, sandbox=sandbox) as ws,
+            self._progress(store, spec, ws.path),
+        ):
             try:
                 outcome = dvc_ops.repro(ws, request)
             except Exception as exc:
@@ -585,6 +590,38 @@ class Agent:
             log.error("The checkpoint push failed: %s", self.mask(str(exc)))
             return {"pushed": 0, "run_cache": False, "error": f"{type(exc).__name__}: {self.mask(str(exc))}"}
         return {"pushed": pushed.get("pushed", 0), "run_cache": True, "missing": pushed.get("missing", [])}
+
+    @contextlib.contextmanager
+    def _progress(self, store: JobStore, spec: JobSpec, root: Path) -> Iterator[None]:
+        """While the stages run, copy the job's per-step table to the mailbox when it changed
+        (``spec.progress``; nothing when the job asks for none)."""
+        if not spec.progress:
+            yield
+            return
+        path, interval = root / spec.progress["file"], float(spec.progress["interval"])
+        done, sent = threading.Event(), [b""]
+
+        def ship() -> None:
+            try:
+                data = path.read_bytes()
+            except OSError:
+                return  # not written yet
+            if data != sent[0]:
+                sent[0] = data
+                self._safely(store.put_progress, spec.job_id, data)
+
+        def loop() -> None:
+            while not done.wait(interval):
+                ship()
+
+        thread = threading.Thread(target=loop, name="progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=30)
+            ship()
 
     def _beat(self, store: JobStore, spec: JobSpec, done: threading.Event) -> None:
         while not done.wait(spec.heartbeat_interval):

@@ -121,10 +121,12 @@ class RemoteJobMixin:
         )
         return replacement
 
-    def wait_for_job(self, job: RemoteJob) -> NoReturn:
+    def wait_for_job(self, job: RemoteJob, *, prune: dict[str, Any] | None = None) -> NoReturn:
         """Defer until the job ends; the task resumes in ``execute_complete`` with the event.
 
         :param job: the job submitted (or resumed)
+        :param prune: what the trigger needs to prune an adaptive sweep's trial (see
+            :class:`~airflow_provider_mlci.triggers.compute.RemoteJobTrigger`)
         """
         from airflow_provider_mlci.triggers.compute import RemoteJobTrigger
 
@@ -141,6 +143,7 @@ class RemoteJobMixin:
                 start_timeout=ec2.start_timeout,
                 submitted=job.submitted,
                 job=job.to_json(),
+                prune=prune,
             ),
             method_name="execute_complete",
         )

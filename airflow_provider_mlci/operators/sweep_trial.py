@@ -50,7 +50,10 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     the study for its point when it starts (keyed by the task instance: a retry gets the point its
     first try asked for), runs it as any trial, and tells the study the objective, or ``FAIL`` when
     the trial failed. A task that fails for another reason (DVC, the network) tells nothing: its
-    retry takes the same point up again. Local trials only, for now.
+    retry takes the same point up again. With a pruner, a local trial's task watches the per-step
+    table its stage writes; on ``ec2`` the instance's agent copies that table to the job's mailbox
+    and the trigger reports it to the study (from the triggerer): a pruned trial's instance is
+    terminated as soon as the task resumes, and the trial returns ``status: "pruned"``.
 
     With ``compute="ec2"`` the trial runs on a GPU instance of its own: the task launches it (a
     retry adopts the one an earlier try launched), submits the trial to the instance's agent as
@@ -124,29 +127,38 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         asked = None
         if self.trial.get("study"):
             with airflow_failures():
-                if self.compute is Compute.EC2:
-                    raise MlciConfigError("An adaptive sweep runs its trials on the worker for now, not compute='ec2'.")
                 study, asked = self._ask(context)
-        if self.compute is Compute.EC2:
-            return self._finished(self.submit_to_instance(context))
-        result = self._with_workspace(context)
+        # On ec2 the task defers, unless the trial is on the git remote already.
+        result = self.submit_to_instance(context) if self.compute is Compute.EC2 else self._with_workspace(context)
         if asked is not None:
-            self._tell(study, asked, result)
+            self._tell(study, asked.number, result)
         return self._finished(result)
+
+    def _study(self, key: str) -> Any:
+        """Open the sweep's study (its database through its connection).
+
+        :param key: names the task instance (seeds its sampler)
+        """
+        from airflow_provider_mlci.core.experiments.study import open_study, study_config
+        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+        from airflow_provider_mlci.hooks.study import StudyHook
+
+        spec = dict(self.trial["study"])
+        space = SearchSpace.of(spec["space"])
+        return open_study(
+            StudyHook(spec.get("optuna_conn_id")).storage(), spec["name"], study_config(spec), space, key=key
+        )
 
     def _ask(self, context: Context) -> tuple[Any, Any]:
         """Ask the sweep's study for this slot's point; make it this task's trial."""
-        from airflow_provider_mlci.core.experiments.study import ask, open_study, study_config
+        from airflow_provider_mlci.core.experiments.study import ask
         from airflow_provider_mlci.core.experiments.sweep import SearchSpace, Trial
-        from airflow_provider_mlci.hooks.study import StudyHook
 
         spec = dict(self.trial["study"])
         ti = context["ti"]
         key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index_of(ti)}"
-        space = SearchSpace.of(spec["space"])
-        hook = StudyHook(spec.get("optuna_conn_id"))
-        study = open_study(hook.storage(), spec["name"], study_config(spec), space, key=key)
-        asked = self._asked = ask(study, key, space)
+        study = self._study(key)
+        asked = self._asked = ask(study, key, SearchSpace.of(spec["space"]))
         trial = Trial(name=str(self.trial["name"]), params=asked.params)
         self.trial = {**self.trial, "params": asked.params, "overrides": trial.overrides, "study_trial": asked.number}
         again = " (this task's earlier try asked for it)" if asked.retried else ""
@@ -156,8 +168,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     def _pruned_or_run(self, workspace: Workspace) -> dict[str, Any]:
         """Run the trial while watching its per-step values; stop its stage when the pruner says so."""
         from airflow_provider_mlci.core.experiments.pruning import PruneOn, PruneWatch
-        from airflow_provider_mlci.core.experiments.sweep import Trial
-        from airflow_provider_mlci.core.experiments.trials import run_trial, trial_result
+        from airflow_provider_mlci.core.experiments.trials import run_trial
         from airflow_provider_mlci.exceptions import MlciError
 
         spec = self.trial["study"]
@@ -181,24 +192,44 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         if watch.pruned is None:
             return result  # type: ignore[return-value]
         step, value = watch.pruned
-        pruned = trial_result(Trial(name=str(self.trial["name"]), params=dict(self.trial["params"])), workspace.sha)
-        pruned.update(status="pruned", error=f"pruned at step {step} ({on.column} = {value:g})", pruned_at=step)
-        self.log.info(
-            "Trial %s pruned at step %d (%s = %g); its stage was stopped", pruned["name"], step, on.column, value
-        )
-        return pruned
+        return self._pruned_result(workspace.sha, step, value, on.column)
 
-    def _tell(self, study: Any, asked: Any, result: dict[str, Any]) -> None:
+    def _tell(self, study: Any, number: int, result: dict[str, Any]) -> None:
         """Tell the study how the trial ended: its objective, pruned, or a failure."""
         from airflow_provider_mlci.core.experiments.study import tell
 
         if result["status"] == "pruned":
-            tell(study, asked.number, None, state="pruned")
+            tell(study, number, None, state="pruned")
         elif result["status"] == "success" and result.get("value") is not None:
-            tell(study, asked.number, float(result["value"]))
+            tell(study, number, float(result["value"]))
         else:
-            tell(study, asked.number, None, state="fail")
-        result["study_trial"] = asked.number
+            tell(study, number, None, state="fail")
+        result["study_trial"] = number
+
+    def _pruned_result(self, sha: str, step: int, value: float, column: str) -> dict[str, Any]:
+        """The result of a trial the pruner stopped at ``step``."""
+        from airflow_provider_mlci.core.experiments.sweep import Trial
+        from airflow_provider_mlci.core.experiments.trials import trial_result
+
+        pruned = trial_result(Trial(name=str(self.trial["name"]), params=dict(self.trial["params"])), sha)
+        pruned.update(status="pruned", error=f"pruned at step {step} ({column} = {value:g})", pruned_at=step)
+        self.log.info(
+            "Trial %s pruned at step %d (%s = %g); its stage was stopped", pruned["name"], step, column, value
+        )
+        return pruned
+
+    def _progress(self, poll_interval: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """What an ec2 trial's agent copies to the mailbox, and what the trigger needs to prune it
+        (``None, None`` when the sweep has no pruner)."""
+        from airflow_provider_mlci.core.experiments.pruning import PruneOn
+
+        spec = dict(self.trial.get("study") or {})
+        if not spec.get("pruner"):
+            return None, None
+        on = PruneOn.of(spec.get("prune_on"), metric=self._metric, goal=str(spec.get("goal") or "max"))
+        public = {k: v for k, v in spec.items() if k != "enqueue"}
+        prune = {"study": public, "number": int(self.trial["study_trial"]), "metric": self._metric}
+        return {"file": on.file, "interval": max(0.5, min(poll_interval, 5.0))}, prune
 
     def submit_to_instance(self, context: Context) -> dict[str, Any]:
         """Return the trial's result if its experiment exists; else launch an instance of its own
@@ -253,6 +284,8 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
                     instance["expires_at"],
                 )
 
+                progress, prune = self._progress(ec2.poll_interval)
+
                 def submit(job_id: str) -> Any:
                     job_spec = submit_trial(
                         workspace,
@@ -261,6 +294,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
                         trial=self.trial,
                         targets=self.target_list(),
                         heartbeat_interval=ec2.heartbeat_interval,
+                        progress=progress,
                     )
                     self.log.info(
                         "Submitted trial %s (%s) as job %s to %s",
@@ -286,46 +320,59 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
                     repo=workspace.access.git.display_url,
                     sha=job_spec.sha if job_spec else None,
                     submitted=job_spec.created if job_spec else None,
-                    extra={"baseline": workspace.sha},
+                    extra={"baseline": workspace.sha, "trial": dict(self.trial)},
                 )
-        return self.wait_for_job(job)
+        return self.wait_for_job(job, prune=prune)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish a trial on a GPU instance: its log, its experiment, the instance terminated (``ec2``)."""
         from airflow_provider_mlci.core.compute.remote import RemoteJob, job_outcome
         from airflow_provider_mlci.core.experiments.remote import failed_trial, record_trial
         from airflow_provider_mlci.core.runtime.process import CommandRunner
-        from airflow_provider_mlci.exceptions import DvcStageFailedError
+        from airflow_provider_mlci.exceptions import DvcStageFailedError, MlciConfigError
 
         job = RemoteJob.from_json(event["job"])
+        # The trial as the task asked for it (an adaptive slot's point is not in the mapped input).
+        self.trial = job.extra.get("trial") or self.trial
         try:
             with airflow_failures():
                 job, store = self.ended_job(event)
                 baseline = job.extra["baseline"]
-                try:
-                    outcome = job_outcome(store, job, event)
-                except DvcStageFailedError as exc:
-                    found = failed_trial(baseline, self.trial, str(exc))
-                    result = {"repo": job.repo, "rev": self.rev, **found, "compute": job.compute_record()}
+                result = {"repo": job.repo, "rev": self.rev}
+                if event.get("status") == "bad_progress":
+                    raise MlciConfigError(f"Trial {self.trial.get('name')}: {event.get('message')}")
+                if event.get("status") == "pruned":  # nothing to record: the instance goes at once
+                    extra = event.get("extra") or {}
+                    step, value, column = int(extra["step"]), float(extra["value"]), str(extra["column"])
+                    result.update(self._pruned_result(baseline, step, value, column), compute=job.compute_record())
                 else:
-                    self._runner = CommandRunner(log=self.log)
-                    with self.hook.open_workspace(baseline, runner=self._runner) as workspace:
-                        found = record_trial(workspace, self.trial, outcome, objective=self.objective)
-                    result = {
-                        "repo": job.repo,
-                        "rev": self.rev,
-                        **found,
-                        "stages": dict(outcome.stages),
-                        "compute": job.compute_record(),
-                    }
+                    try:
+                        outcome = job_outcome(store, job, event)
+                    except DvcStageFailedError as exc:
+                        found = failed_trial(baseline, self.trial, str(exc))
+                        result.update(found, compute=job.compute_record())
+                    else:
+                        self._runner = CommandRunner(log=self.log)
+                        with self.hook.open_workspace(baseline, runner=self._runner) as workspace:
+                            found = record_trial(workspace, self.trial, outcome, objective=self.objective)
+                        result.update(found, stages=dict(outcome.stages), compute=job.compute_record())
         finally:
             self._terminate_trial_instances([job.instance_id, *self._instance_ids], job.region)
         if result["status"] == "success":
             self.log.info(
                 "Trial %s: %s = %s (experiment %s)", result["name"], self._metric, result["value"], result["exp_ref"]
             )
-        else:
+        elif result["status"] != "pruned":
             self.log.warning("Trial %s failed: %s", result["name"], result["error"])
+        return self._told(context, result)
+
+    def _told(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """Tell an adaptive sweep's study how this ec2 trial ended; return its result."""
+        if self.trial.get("study") and self.trial.get("study_trial") is not None:
+            ti = context["ti"]
+            study = self._study(f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index_of(ti)}")
+            with airflow_failures():
+                self._tell(study, int(self.trial["study_trial"]), result)
         return self._finished(result)
 
     def _terminate_trial_instances(self, instance_ids: list[str], region: str | None) -> None:

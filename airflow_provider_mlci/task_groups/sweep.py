@@ -26,7 +26,9 @@ else a journal file under the Airflow home) and returns ``max_trials`` slots; ea
 asks the study for its point as it starts (a retry gets its first try's point), runs it, and tells
 the study the objective or a failure. With a ``pruner``, a trial's task reads the per-step values its
 training writes (``prune_on``, DVCLive's table by default) and stops the stage when the pruner says
-it will not win; a pruned trial is recorded as such and never ranked. The leaderboard report charts
+it will not win (on ``ec2``, the instance's agent copies those values to the job's mailbox, the
+trial's trigger applies the pruner, and the instance is terminated); a pruned trial is recorded as
+such and never ranked. The leaderboard report charts
 the study (optimisation history, parallel coordinates, parameter importances).
 
 **Promotion.** With ``promote=SweepPromotion(model=..., rules=..., stage="prod")``, the best trial
@@ -276,10 +278,6 @@ class SweepTaskGroup(TaskGroup):
                 "study_name, resume and enqueue need search= ('tpe', 'random' or 'grid')."
             )
         backend, ec2 = resolve_compute(compute, kwargs, owner=f"SweepTaskGroup {group_id!r}")
-        if study is not None and ec2 is not None:
-            raise MlciConfigError(
-                f"SweepTaskGroup {group_id!r}: an adaptive search (search=) runs local trials for now."
-            )
         if ec2 is not None and ec2.instance is None:
             raise MlciConfigError(
                 f"SweepTaskGroup {group_id!r}: compute=Ec2Compute(...) needs instance: the GpuInstanceSpec "

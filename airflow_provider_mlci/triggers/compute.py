@@ -25,6 +25,12 @@ class RemoteJobTrigger(BaseTrigger):
     the job within ``start_timeout``) or ``instance_gone`` (the instance stopped under the job);
     it carries ``log_index``, the first log chunk not yet copied.
 
+    With ``prune`` (a trial of an adaptive sweep), each look also reads the per-step table the
+    agent copies to the mailbox, reports the new steps to the trial in the study's database (Optuna
+    and its driver run in the look's thread, off the event loop) and, when the pruner says the
+    trial will not win, fires ``pruned`` (``extra``: ``step``, ``value``, ``column``) at once: the
+    task then terminates the instance. A table without the column fires ``bad_progress``.
+
     :param mailbox: ``s3://bucket/prefix/<run key>``, the instance's mailbox
     :param job_id: the job to watch
     :param aws_conn_id: the ``aws`` connection that reaches the mailbox (and the instance)
@@ -37,6 +43,9 @@ class RemoteJobTrigger(BaseTrigger):
     :param submitted: when the job was submitted (epoch seconds)
     :param job: plain JSON the event carries back to the task unchanged (what the task needs to
         finish; the event is the one thing every way of resuming a task passes on)
+    :param prune: ``{"study": <the sweep's study spec>, "number": <the trial's number>, "metric":
+        <the objective>}`` to prune the trial from its per-step values; no secret in it (the study's
+        database is reached through its connection id)
     """
 
     def __init__(
@@ -53,6 +62,7 @@ class RemoteJobTrigger(BaseTrigger):
         log_index: int = 0,
         submitted: float | None = None,
         job: dict[str, Any] | None = None,
+        prune: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.mailbox = mailbox
@@ -66,6 +76,8 @@ class RemoteJobTrigger(BaseTrigger):
         self.log_index = log_index
         self.submitted = submitted if submitted is not None else time.time()
         self.job = dict(job or {})
+        self.prune = dict(prune) if prune else None
+        self._reporter: Any = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -82,6 +94,7 @@ class RemoteJobTrigger(BaseTrigger):
                 "log_index": self.log_index,
                 "submitted": self.submitted,
                 "job": self.job,
+                "prune": self.prune,
             },
         )
 
@@ -97,7 +110,44 @@ class RemoteJobTrigger(BaseTrigger):
         state = None
         if self.instance_id and (status is None or not status.finished):
             state = hook.instance_state(self.instance_id)
-        return {"status": status, "chunks": chunks, "instance_state": state}
+        seen = {"status": status, "chunks": chunks, "instance_state": state, "pruned": None, "bad_progress": None}
+        if self.prune and status is not None and status.state == "running":
+            from airflow_provider_mlci.exceptions import MlciConfigError
+
+            try:
+                seen["pruned"] = self.prune_from(store.progress(self.job_id))
+            except MlciConfigError as exc:
+                seen["bad_progress"] = str(exc)
+        return seen
+
+    def prune_from(self, progress: str | None) -> tuple[int, float] | None:
+        """Report the table's new steps to the trial; return its step and value if it is to be pruned.
+
+        :param progress: the per-step table as the agent last copied it (``None``: none yet)
+        """
+        from airflow_provider_mlci.core.experiments.pruning import parse_steps
+
+        if not progress:
+            return None
+        reporter = self._reporter or self._open_reporter()
+        if reporter.feed(parse_steps(progress, reporter.on.column, name=reporter.on.file)):
+            return reporter.pruned
+        return None
+
+    def _open_reporter(self) -> Any:
+        from airflow_provider_mlci.core.experiments.pruning import PruneOn, StepReporter
+        from airflow_provider_mlci.core.experiments.study import open_study, study_config, trial_of
+        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+        from airflow_provider_mlci.hooks.study import StudyHook
+
+        spec = dict(self.prune["study"])  # type: ignore[index]
+        goal = str(spec.get("goal") or "max")
+        on = PruneOn.of(spec.get("prune_on"), metric=str(self.prune["metric"]), goal=goal)  # type: ignore[index]
+        storage = StudyHook(spec.get("optuna_conn_id")).storage()
+        study = open_study(storage, spec["name"], study_config(spec), SearchSpace.of(spec["space"]), key=self.job_id)
+        trial, last = trial_of(study, int(self.prune["number"]))  # type: ignore[index]
+        self._reporter = StepReporter(on, goal=goal, trial=trial, last=last)
+        return self._reporter
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
@@ -109,22 +159,48 @@ class RemoteJobTrigger(BaseTrigger):
                 for line in text.splitlines():
                     self.log.info("[instance] %s", line)
                 log_index = index + 1
-            event = self.verdict(seen["status"], seen["instance_state"], time.time())
+            event = self.verdict(
+                seen["status"],
+                seen["instance_state"],
+                time.time(),
+                pruned=seen["pruned"],
+                bad_progress=seen["bad_progress"],
+            )
             if event is not None:
                 self.log.info("Job %s: %s %s", self.job_id, event["status"], event.get("message") or "")
                 yield TriggerEvent({**event, "job_id": self.job_id, "log_index": log_index, "job": self.job})
                 return
             await asyncio.sleep(self.poll_interval)
 
-    def verdict(self, status: Any, instance_state: str | None, now: float) -> dict[str, Any] | None:
+    def verdict(
+        self,
+        status: Any,
+        instance_state: str | None,
+        now: float,
+        *,
+        pruned: tuple[int, float] | None = None,
+        bad_progress: str | None = None,
+    ) -> dict[str, Any] | None:
         """The terminal event for what was seen, or ``None`` to keep waiting.
 
         :param status: the job's :class:`~airflow_provider_mlci.core.compute.jobs.JobStatus` or ``None``
         :param instance_state: the instance's EC2 state, if known
         :param now: the current time (epoch seconds)
+        :param pruned: the step and value at which the pruner stopped the trial
+        :param bad_progress: why the per-step table cannot be read
         """
         if status is not None and status.finished:
             return {"status": status.state, "message": status.message, "extra": status.extra}
+        if pruned is not None:
+            column = self._reporter.on.column if self._reporter is not None else "value"
+            step, value = pruned
+            return {
+                "status": "pruned",
+                "message": f"pruned at step {step} ({column} = {value:g})",
+                "extra": {"step": step, "value": value, "column": column},
+            }
+        if bad_progress is not None:
+            return {"status": "bad_progress", "message": bad_progress}
         if instance_state in _GONE:
             return {"status": "instance_gone", "message": f"instance {self.instance_id} is {instance_state}"}
         if status is None or (status.state == "claimed" and status.heartbeat is None):

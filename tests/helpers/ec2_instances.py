@@ -3,10 +3,10 @@
 moto's EC2 keeps instances as records; nothing boots. :class:`InstanceEmulator` plays the part
 of the instances themselves: for every running instance carrying our tags it starts the agent
 its user data names (``python -m airflow_provider_mlci.agent <args>``) as a real local process;
-when moto shows the instance shutting down or terminated, it kills that process group (the
-machine is gone); when an agent exits by itself (idle timeout), it terminates the instance in
-moto, as ``InstanceInitiatedShutdownBehavior=terminate`` does after the boot script's
-``shutdown -h now``.
+when moto shows the instance shutting down or terminated, it kills that process group and every
+process working in the instance's folder (the machine is gone, DVC and stage commands with it);
+when an agent exits by itself (idle timeout), it terminates the instance in moto, as
+``InstanceInitiatedShutdownBehavior=terminate`` does after the boot script's ``shutdown -h now``.
 
 :class:`LoopbackImds` stands in for the instance metadata service (IMDSv2) on 127.0.0.1, one
 URL per instance, so a test can send a spot interruption notice.
@@ -457,11 +457,36 @@ class InstanceEmulator:
         self.wheels[instance_id] = wheel
         return site
 
+    def processes(self, instance_id: str) -> list[int]:
+        """The live processes working inside the instance's folder: the agent's children in sessions
+        of their own (DVC, the stage commands), which its process group does not hold.
+
+        :param instance_id: the instance
+        """
+        assert self._work_root is not None
+        folder = str(self._work_root / instance_id)
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError):
+                cwd = os.readlink(entry / "cwd")
+                zombie = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+                if (cwd == folder or cwd.startswith(folder + "/")) and not zombie:
+                    found.append(int(entry.name))
+        return found
+
     def _kill(self, agent: AgentProcess) -> None:
+        # The machine is gone: its agent's process group, and what runs in sessions of its own.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(agent.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for pid in self.processes(agent.instance_id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if not process_group_alive(agent.pid) and not self.processes(agent.instance_id):
+                break
+            time.sleep(0.05)
         with contextlib.suppress(subprocess.TimeoutExpired):
             agent.proc.wait(10)
-        deadline = time.monotonic() + 5
-        while process_group_alive(agent.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)

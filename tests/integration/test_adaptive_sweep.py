@@ -16,6 +16,7 @@ from airflow_provider_mlci.core.experiments.study import StudyConfig, open_study
 from airflow_provider_mlci.core.experiments.sweep import SearchSpace
 from airflow_provider_mlci.hooks.study import StudyHook
 from airflow_provider_mlci.report_store import safe_run
+from tests.helpers.slow_training import install_slow_training, trace_of
 
 DAG_ID = "adaptive_sweep"
 SPACE = {"train.learning_rate": {"loguniform": [0.03, 1.0]}, "train.epochs": [10, 20]}
@@ -130,28 +131,6 @@ def test_bad_adaptive_options_fail_when_the_dag_is_parsed(args, message):
         SweepTaskGroup(group_id="s", space=SPACE, objective="accuracy", max_trials=3, **args)
 
 
-#: A training that writes its per-step accuracy as DVCLive does, slowly: a good learning rate climbs, a bad one falls.
-TRAIN = textwrap.dedent(
-    """
-    import json, os, time
-    import yaml
-
-    lr = yaml.safe_load(open("params.yaml"))["train"]["learning_rate"]
-    os.makedirs("dvclive/plots/metrics", exist_ok=True)
-    with open({trace!r}, "a") as out:
-        out.write(f"start {{lr}} {{os.getpid()}}\\n")
-    with open("dvclive/plots/metrics/accuracy.tsv", "w") as tsv:
-        tsv.write("timestamp\\tstep\\taccuracy\\n")
-        for step in range(8):
-            accuracy = 0.5 + (0.5 - lr) * step / 10
-            tsv.write(f"{{int(time.time() * 1000)}}\\t{{step}}\\t{{accuracy}}\\n")
-            tsv.flush()
-            with open({trace!r}, "a") as out:
-                out.write(f"step {{lr}} {{step}}\\n")
-            time.sleep(0.7)
-    json.dump({{"accuracy": accuracy}}, open("metrics.json", "w"))
-    """
-)
 PRUNED_DAG = textwrap.dedent(
     """
     import pendulum
@@ -185,15 +164,7 @@ def test_a_trial_that_will_not_win_is_pruned_and_its_stage_stopped(
     monkeypatch.setenv("AIRFLOW__MLCI__REPORTS_DIR", str(tmp_path / "reports"))
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
     trace = tmp_path / "trace.log"
-    (dvc_project.work / "src" / "train.py").write_text(TRAIN.format(trace=str(trace)))
-    (dvc_project.work / "dvc.yaml").write_text(
-        "stages:\n  train:\n    cmd: python src/train.py\n    params: [train.learning_rate]\n"
-        "    metrics:\n      - metrics.json:\n          cache: false\n"
-    )
-    (dvc_project.work / "dvc.lock").unlink(missing_ok=True)
-    with (dvc_project.work / ".gitignore").open("a") as ignore:
-        ignore.write("dvclive/\n")
-    dvc_project.commit_and_push("One slow stage that logs its accuracy per step", dvc_push=False)
+    install_slow_training(dvc_project, trace)
 
     record = run_dag("pruned_sweep", source=PRUNED_DAG)
     assert record.state == "success", record.task_states
@@ -205,9 +176,7 @@ def test_a_trial_that_will_not_win_is_pruned_and_its_stage_stopped(
     assert bad["error"] == f"pruned at step {step} (accuracy = {0.5 - 0.4 * step / 10:g})"
     # The bad trial's stage was stopped: it wrote no step after the one it was pruned at, bar the
     # ones written while the watcher's next look came (one a second), and its process is gone.
-    lines = [line.split() for line in trace.read_text().splitlines()]
-    (pid,) = [int(p) for kind, lr, p in lines if kind == "start" and float(lr) == 0.9]
-    written = [int(s) for kind, lr, s in lines if kind == "step" and float(lr) == 0.9]
+    pid, written = trace_of(trace, 0.9)
     assert step <= max(written) <= step + 3 < 7, written
     assert not pid_alive(pid)
     study = trials_of(record.xcom["sweep.generate"][0]["study"]["name"])  # pruned_sweep.sweep.<run>

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import boto3
+import pytest
 
 from tests.helpers.gpu_runs import ACCESS_KEY, SECRET_KEY, ours_alive
 
@@ -120,3 +121,88 @@ def test_each_trial_runs_on_its_own_instance_and_is_an_experiment_on_the_remote(
         seen += json.dumps(ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData"), default=str)
     for secret in (ACCESS_KEY, SECRET_KEY):
         assert secret not in seen
+
+
+PRUNED_ON_GPU = """
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_mlci.config import Ec2Compute
+from airflow_provider_mlci.core.compute.spec import GpuInstanceSpec
+from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+with DAG("pruned_on_gpu", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    SweepTaskGroup(
+        group_id="sweep",
+        space={"train.learning_rate": {"uniform": [0.05, 0.95]}},
+        objective="accuracy",
+        goal="max",
+        max_trials=2,
+        parallel_trials=1,
+        rev="main",
+        search="random",
+        pruner="median",
+        pruner_options={"n_startup_trials": 1, "n_warmup_steps": 1},
+        enqueue=[{"train.learning_rate": 0.1}, {"train.learning_rate": 0.9}],
+        compute=Ec2Compute(
+            instance=GpuInstanceSpec(gpu="t4", instance_profile="mlci-gpu-runner", idle_timeout=600, max_lifetime=3600),
+            poll_interval=0.5,
+            heartbeat_timeout=120,
+            start_timeout=300,
+        ),
+    )
+"""
+
+
+def test_an_adaptive_trial_on_its_instance_is_pruned_from_the_triggerer_and_the_instance_terminated(
+    run_dag, gpu_setup, s3_bucket, moto_endpoint, capfd
+):
+    """The agent copies the per-step table to the mailbox, the trigger reports it to the study,
+    the pruner stops the bad trial: its instance is terminated, and with it its agent and stage."""
+    from optuna.trial import TrialState
+
+    from airflow_provider_mlci.core.experiments.pruning import parse_steps
+    from airflow_provider_mlci.core.experiments.study import StudyConfig, open_study
+    from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+    from airflow_provider_mlci.hooks.study import StudyHook
+    from tests.helpers.ec2_instances import InstanceEmulator, process_group_alive
+    from tests.helpers.slow_training import install_slow_training
+
+    install_slow_training(gpu_setup, None, steps=12, pause=0.5)  # 6 s a trial, if nothing stops it
+    with InstanceEmulator(moto_endpoint) as machines:
+        record = run_dag("pruned_on_gpu", source=PRUNED_ON_GPU)
+        out = capfd.readouterr().out
+        assert record.state == "success", (record.task_states, out[-4000:])
+        good, bad = record.xcom["sweep.trial[0]"], record.xcom["sweep.trial[1]"]
+        assert (good["status"], good["params"]) == ("success", {"train.learning_rate": 0.1})
+        assert good["value"] == pytest.approx(0.5 + 0.4 * 11 / 10)  # its 12th step
+        assert (bad["status"], bad["params"]) == ("pruned", {"train.learning_rate": 0.9})
+        step = bad["pruned_at"]
+        assert bad["error"] == f"pruned at step {step} (accuracy = {0.5 - 0.4 * step / 10:g})"
+        # Its instance is terminated, and with it (as on EC2) the agent, DVC and the stage.
+        instance = bad["compute"]["instance_id"]
+        assert machines.wait_for_state(instance, ("terminated",)) == "terminated"
+        agent = machines.agents[instance]
+        agent.proc.wait(30)
+        assert agent.killed
+        assert not process_group_alive(agent.pid)
+        assert machines.processes(instance) == []
+    # The agent's last copy of the table (it copies every 0.5 s, and once more when a stage ends):
+    # the stage was stopped long before its 12th step.
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    (key,) = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="jobs/")["Contents"]
+        if o["Key"].endswith(f"/jobs/{bad['compute']['job_id']}/progress")
+    ]
+    copied = parse_steps(s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read().decode(), "accuracy", name=key)
+    assert step <= copied[-1][0] < 10, copied
+    # The study saw the pruned trial's steps (reported from the trigger) and how both ended.
+    name = record.xcom["sweep.generate"][0]["study"]["name"]
+    study = open_study(StudyHook().storage(), name, StudyConfig(), SearchSpace.of({"train.learning_rate": [0.1]}))
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert max(trials[1].intermediate_values) == step
+    summary = record.xcom["sweep.leaderboard"]
+    assert (summary["succeeded"], summary["pruned"], summary["best"]["name"]) == (1, 1, good["name"])
+    assert ours_alive(moto_endpoint) == []

@@ -10,6 +10,7 @@ A mailbox is an S3 folder, ``s3://bucket/prefix/<run_key>``, used by one instanc
     <mailbox>/jobs/<job_id>/heartbeat       epoch seconds as text, rewritten every heartbeat interval
     <mailbox>/jobs/<job_id>/log/000001.txt  log chunks, numbered from 1, in order
     <mailbox>/jobs/<job_id>/result.json     the reproduction's outcome, on success
+    <mailbox>/jobs/<job_id>/progress        the job's per-step table as the stage writes it (if asked)
 
 The worker writes the bundle, ``job.json`` and then the inbox entry; the agent (the only
 writer of everything else) claims the oldest inbox entry that has no status yet. Nothing here
@@ -106,6 +107,10 @@ class JobSpec:
     :param sandbox: options of the sandbox the agent runs the stage commands in (always: no
         stage command may reach the instance profile's credentials), see
         :meth:`~airflow_provider_mlci.core.runtime.sandbox.SandboxConfig.for_instance`
+    :param progress: ``{"file", "interval"}``: while the stages run, the agent copies ``file``
+        (relative to the repository root: a per-step table such as DVCLive's) to the job's
+        ``progress`` every ``interval`` seconds when it changed, so the worker's side can prune
+        the trial; empty: nothing is copied
     """
 
     job_id: str
@@ -117,11 +122,18 @@ class JobSpec:
     heartbeat_interval: float = 10.0
     created: float = 0.0
     sandbox: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_job_id(self.job_id)
         if self.heartbeat_interval <= 0:
             raise MlciConfigError(f"heartbeat_interval must be positive, not {self.heartbeat_interval}.")
+        if self.progress:
+            file = str(self.progress.get("file") or "")
+            if not file or file.startswith("/") or ".." in Path(file).parts:
+                raise MlciConfigError(f"The job's progress file {file!r} must be a path inside the repository.")
+            if float(self.progress.get("interval") or 0) <= 0:
+                raise MlciConfigError(f"The job's progress interval must be positive: {self.progress!r}.")
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (``job.json``)."""
@@ -436,6 +448,22 @@ class JobStore:
             if match:
                 numbers.append(int(match.group(1)))
         return sorted(numbers)
+
+    def put_progress(self, job_id: str, data: bytes) -> None:
+        """Write the job's ``progress`` (the per-step table as it is now).
+
+        :param job_id: the job's id
+        :param data: the table's bytes
+        """
+        self._call("put_object", self.key("jobs", job_id, "progress"), Body=data)
+
+    def progress(self, job_id: str) -> str | None:
+        """The job's ``progress`` as the agent last copied it, or ``None`` if it copied none yet.
+
+        :param job_id: the job's id
+        """
+        data = self._get(self.key("jobs", job_id, "progress"))
+        return None if data is None else data.decode(errors="replace")
 
     def put_result(self, job_id: str, result: dict[str, Any]) -> None:
         """Write the job's ``result.json``.

@@ -14,7 +14,7 @@ failed, was interrupted or went silent is replaced by a new attempt.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,6 +182,7 @@ def submit_repro(
     heartbeat_interval: float = 10.0,
     sha: str | None = None,
     rev: str | None = None,
+    progress: Mapping[str, Any] | None = None,
 ) -> JobSpec:
     """Bundle the workspace's commit and leave a reproduction job for the instance's agent.
 
@@ -195,6 +196,8 @@ def submit_repro(
     :param heartbeat_interval: seconds between the agent's heartbeats
     :param sha: another commit of the checkout to run (default: the workspace's own)
     :param rev: how the job names what it runs (default: the workspace's revision)
+    :param progress: ``{"file", "interval"}``: the per-step table the agent copies to the mailbox
+        while the stages run (see :class:`~airflow_provider_mlci.core.compute.jobs.JobSpec`)
     """
     dvc = workspace.access.dvc
     request_json = asdict(request)
@@ -210,6 +213,7 @@ def submit_repro(
         heartbeat_interval=heartbeat_interval,
         created=time.time(),
         sandbox=workspace.sandbox.for_instance(),
+        progress=dict(progress or {}),
     )
     with private_tempdir("bundle") as tmp:
         bundle = make_bundle(workspace.path, sha or workspace.sha, Path(tmp) / "bundle.git")

@@ -7,7 +7,9 @@ step's value to the study's trial, and when the pruner says the trial will not w
 ``stop`` (the trial task stops the stage's process group) and remembers the last step and value.
 
 Values are turned to the study's direction first (``PruneOn.direction`` against the objective's
-goal): pruning on a loss for an accuracy objective reports the negated loss.
+goal): pruning on a loss for an accuracy objective reports the negated loss. A trial on a GPU
+instance is pruned the same way from the triggerer (:class:`StepReporter` on the table the
+instance's agent copies to the job's mailbox: :class:`~airflow_provider_mlci.triggers.compute.RemoteJobTrigger`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from airflow_provider_mlci.exceptions import MlciConfigError
 
-__all__ = ["PruneOn", "PruneWatch", "read_steps"]
+__all__ = ["PruneOn", "PruneWatch", "StepReporter", "parse_steps", "read_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,17 @@ def read_steps(path: Path, column: str) -> list[tuple[int, float]]:
         text = path.read_text()
     except FileNotFoundError:
         return []
+    return parse_steps(text, column, name=path.name)
+
+
+def parse_steps(text: str, column: str, *, name: str) -> list[tuple[int, float]]:
+    """``[(step, value)]`` of a DVCLive-style table's text (a half-written last line is left).
+
+    :param text: the table as written so far
+    :param column: the values' column
+    :param name: the table's name, for messages
+    :raises MlciConfigError: the table has no ``step`` or no ``column`` column, naming it
+    """
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # the writer is mid-line: leave it for the next look
     rows = list(csv.reader(text.splitlines(), delimiter="\t"))
@@ -88,7 +101,7 @@ def read_steps(path: Path, column: str) -> list[tuple[int, float]]:
     header = rows[0]
     for needed in ("step", column):
         if needed not in header:
-            raise MlciConfigError(f"{path.name}: no column {needed!r} (columns: {', '.join(header)}).")
+            raise MlciConfigError(f"{name}: no column {needed!r} (columns: {', '.join(header)}).")
     step_at, value_at = header.index("step"), header.index(column)
     found = []
     for row in rows[1:]:
@@ -97,6 +110,41 @@ def read_steps(path: Path, column: str) -> list[tuple[int, float]]:
         except (IndexError, ValueError):
             continue
     return found
+
+
+class StepReporter:
+    """Report a trial's new per-step values to its Optuna trial and ask the pruner after each.
+
+    :param on: which column, which direction
+    :param goal: the study's goal (``max``/``min``): values are turned to it
+    :param trial: the Optuna trial (``report``, ``should_prune``)
+    :param last: the last step already reported (a watcher that starts again skips up to it)
+    """
+
+    def __init__(self, on: PruneOn, *, goal: str, trial: Any, last: int | None = None) -> None:
+        self.on = on
+        self.sign = 1.0 if (on.direction == "max") == (goal in ("max", "maximize")) else -1.0
+        self.trial = trial
+        self.last: tuple[int, float] | None = None if last is None else (last, float("nan"))
+        self.pruned: tuple[int, float] | None = None
+
+    def feed(self, steps: list[tuple[int, float]]) -> bool:
+        """Report the steps after the last one reported; return whether the trial is to be pruned
+        (then :attr:`pruned` holds its step and value).
+
+        :param steps: ``[(step, value)]``, the whole table so far
+        """
+        if self.pruned is not None:
+            return True
+        for step, value in steps:
+            if self.last is not None and step <= self.last[0]:
+                continue
+            self.last = (step, value)
+            self.trial.report(self.sign * value, step)
+            if self.trial.should_prune():
+                self.pruned = (step, value)
+                return True
+        return False
 
 
 class PruneWatch:
@@ -124,15 +172,22 @@ class PruneWatch:
     ) -> None:
         self.path = path
         self.on = on
-        self.sign = 1.0 if (on.direction == "max") == (goal in ("max", "maximize")) else -1.0
-        self.trial = trial
+        self.reporter = StepReporter(on, goal=goal, trial=trial)
         self.stop = stop
         self.interval = interval
-        self.pruned: tuple[int, float] | None = None
-        self.last: tuple[int, float] | None = None
         self.error: MlciConfigError | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="mlci-prune-watch", daemon=True)
+
+    @property
+    def pruned(self) -> tuple[int, float] | None:
+        """The step and value at which the trial was pruned, or ``None``."""
+        return self.reporter.pruned
+
+    @property
+    def last(self) -> tuple[int, float] | None:
+        """The last step and value reported."""
+        return self.reporter.last
 
     def __enter__(self) -> PruneWatch:
         self._thread.start()
@@ -158,14 +213,9 @@ class PruneWatch:
         except MlciConfigError as exc:
             self.error = exc  # a table without the column: say so once the stage ends
             return True
-        for step, value in steps:
-            if self.last is not None and step <= self.last[0]:
-                continue
-            self.last = (step, value)
-            self.trial.report(self.sign * value, step)
-            if self.trial.should_prune():
-                self.pruned = (step, value)
-                log.info("Pruned at step %d (%s = %g): stopping the trial", step, self.on.column, value)
-                self.stop()
-                return True
+        if self.reporter.feed(steps):
+            step, value = self.reporter.pruned  # type: ignore[misc]
+            log.info("Pruned at step %d (%s = %g): stopping the trial", step, self.on.column, value)
+            self.stop()
+            return True
         return False

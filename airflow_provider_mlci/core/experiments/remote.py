@@ -117,6 +117,7 @@ def submit_trial(
     trial: Trial | Mapping[str, Any],
     targets: Iterable[str] = (),
     heartbeat_interval: float = 10.0,
+    progress: Mapping[str, Any] | None = None,
 ) -> JobSpec:
     """Commit the trial's params on the baseline (locally) and submit that commit as a reproduction job.
 
@@ -129,6 +130,8 @@ def submit_trial(
     :param trial: the trial
     :param targets: the stages to run; empty: the whole pipeline
     :param heartbeat_interval: seconds between the agent's heartbeats
+    :param progress: ``{"file", "interval"}``: the per-step table the agent copies to the mailbox
+        while the trial runs (an adaptive sweep's pruning signal)
     """
     from airflow_provider_mlci.core.compute.remote import submit_repro
     from airflow_provider_mlci.core.dvc.ops import ReproRequest, check_targets
@@ -146,6 +149,7 @@ def submit_trial(
         heartbeat_interval=heartbeat_interval,
         sha=sha,
         rev=f"{workspace.sha[:12]} with {' '.join(trial.overrides)}",
+        progress=progress,
     )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "study_charts",
     "study_config",
     "tell",
+    "trial_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -288,6 +289,23 @@ def ask(study: optuna.Study, key: str, space: SearchSpace) -> Asked:
     trial = study.ask(distributions(space))
     trial.set_user_attr(KEY_ATTR, key)
     return Asked(trial, dict(trial.params))
+
+
+def trial_of(study: optuna.Study, number: int) -> tuple[Any, int | None]:
+    """The trial ``number`` of the study, to report to (from another process: the triggerer), and the
+    last step it reported (``None``: none yet).
+
+    :param study: the study
+    :param number: the trial's number
+    :raises MlciConfigError: the study has no such trial
+    """
+    import optuna
+
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen.number == number:
+            steps = frozen.intermediate_values
+            return optuna.Trial(study, frozen._trial_id), (max(steps) if steps else None)
+    raise MlciConfigError(f"The study {study.study_name!r} has no trial {number}.")
 
 
 def tell(study: optuna.Study, trial: optuna.Trial | int, value: float | None, *, state: str = "complete") -> None:

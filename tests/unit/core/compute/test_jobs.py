@@ -228,3 +228,24 @@ def test_an_unreadable_job_fails_instead_of_blocking_the_inbox(store, bundle, s3
     assert status.state == "failed"
     assert status.extra["error_type"] == "MlciConfigError"
     assert "sha" in status.message
+
+
+@pytest.mark.parametrize(
+    ("progress", "message"),
+    [
+        ({"file": "../outside.tsv", "interval": 1}, r"progress file '../outside.tsv' must be a path inside"),
+        ({"file": "/etc/passwd", "interval": 1}, r"progress file '/etc/passwd' must be a path inside"),
+        ({"file": "dvclive/plots/metrics/acc.tsv", "interval": 0}, r"progress interval must be positive"),
+    ],
+)
+def test_a_progress_file_outside_the_repository_or_no_interval_is_refused(progress, message):
+    with pytest.raises(MlciConfigError, match=message):
+        spec("job-001", progress=progress)
+
+
+def test_the_progress_table_round_trips_through_the_mailbox(store):
+    assert store.progress("job-001") is None
+    store.put_progress("job-001", b"step\taccuracy\n0\t0.5\n")
+    assert store.progress("job-001") == "step\taccuracy\n0\t0.5\n"
+    progress = {"file": "dvclive/plots/metrics/accuracy.tsv", "interval": 2.0}
+    assert JobSpec.from_json(spec("job-001", progress=progress).to_json()).progress == progress
