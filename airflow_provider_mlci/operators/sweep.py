@@ -26,6 +26,7 @@ commit, and :class:`SweepPromotionOutcomeOperator` says what happened (the task 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,8 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         Then ``generate`` opens the study (failing before any trial when its database cannot be
         reached), enqueues ``enqueue``'s points, and returns ``max_trials`` slots, each asking the
         study for its point when its trial starts
+    :param time_budget: seconds from now after which no trial starts (each trial gets its
+        ``deadline``, epoch seconds; a later one is skipped); ``None``: no time budget
     :param dvc_conn_id: the ``mlci_dvc`` connection of the repository
     :param cache_dir: the worker cache root; default: ``[mlci] cache_dir``
     """
@@ -107,12 +110,14 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         rev: str = "HEAD",
         promotion: Mapping[str, str] | None = None,
         study: Mapping[str, Any] | None = None,
+        time_budget: float | None = None,
         dvc_conn_id: str = "mlci_dvc_default",
         cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.study = study
+        self.time_budget = time_budget
         self.space = space
         self.max_trials = max_trials
         self.seed = seed
@@ -125,6 +130,7 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_provider_mlci.core.model.registry import GitRegistry, check_model_name
 
+        started = time.time()
         with airflow_failures():
             trials = self.open_study(context) if self.study else self.expand_space(context)
             if self.promotion:
@@ -137,7 +143,8 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         self.log.info("%d trials from %s (%s)", len(trials), self.rev, sha[:12])
         for trial in trials:
             self.log.info("  %s: %s", trial["name"], " ".join(trial["overrides"]))
-        return [{**trial, "rev": sha} for trial in trials]
+        deadline = {"deadline": started + float(self.time_budget)} if self.time_budget else {}
+        return [{**trial, "rev": sha, **deadline} for trial in trials]
 
     def open_study(self, context: Context) -> list[dict[str, Any]]:
         """Open (or resume) the sweep's study, enqueue the known-good points, return the trial slots:

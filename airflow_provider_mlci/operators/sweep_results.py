@@ -91,6 +91,7 @@ class SweepLeaderboardOperator(BaseOperator):
         if not isinstance(planned, list):
             raise MlciError(f"No trials to rank: task {self.generate_task_id} left no trial list (did it fail?).")
         results = ti.xcom_pull(task_ids=[self.trial_task_id]) or []
+        self._close_abandoned(context, planned)
         summary = rank_sweep(planned, results, objective, skipped=self._skipped(context))
         summary["report_uri"] = self._write_report(context, summary, planned)
         best = summary["best"]
@@ -103,6 +104,27 @@ class SweepLeaderboardOperator(BaseOperator):
                 self.log.warning("Trial %s failed: %s", row["name"], row.get("error"))
         check_sweep(summary, max_failed=limit)
         return json_safe(summary)
+
+    def _close_abandoned(self, context: Context, planned: list[Any]) -> None:
+        """An adaptive sweep: tell the study ``FAIL`` for this run's trials whose task failed for good
+        (they told it nothing and would stay running)."""
+        from airflow_provider_mlci.core.experiments.study import fail_abandoned, open_study, study_config
+        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+        from airflow_provider_mlci.hooks.study import StudyHook
+
+        spec = next((slot.get("study") for slot in planned if isinstance(slot, Mapping) and slot.get("study")), None)
+        if not spec:
+            return
+        ti = context["ti"]
+        try:
+            hook = StudyHook(spec.get("optuna_conn_id"))
+            study = open_study(hook.storage(), spec["name"], study_config(spec), SearchSpace.of(spec["space"]))
+            closed = fail_abandoned(study, f"{ti.dag_id}/{ti.run_id}/{self.trial_task_id}/")
+        except Exception as exc:  # the ranking stands on the trials' results; the study heals next time
+            self.log.warning("Cannot close the abandoned trials of the study %s: %s", spec.get("name"), exc)
+            return
+        if closed:
+            self.log.warning("Study %s: trial(s) %s of failed tasks told FAIL", spec["name"], closed)
 
     def _skipped(self, context: Context) -> set[int]:
         """Map indexes of the trial task that were skipped (the target was already met)."""

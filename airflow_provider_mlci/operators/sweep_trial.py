@@ -122,6 +122,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
                 raise MlciConfigError(f"trial={self.trial!r}: give {{'name', 'params'}} from SweepTrialsOperator.")
             objective = Objective.of(self.objective) if self.objective else None
         self._skip_if_target_met(context, objective)
+        self._skip_if_out_of_time()
         if self.trial.get("rev"):
             self.rev = str(self.trial["rev"])
         asked = None
@@ -434,6 +435,19 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     @property
     def _metric(self) -> str:
         return str((self.objective or {}).get("metric", "value"))
+
+    def _skip_if_out_of_time(self) -> None:
+        """Skip this trial when the sweep's time budget (``trial["deadline"]``) is spent."""
+        import time
+
+        from airflow.providers.common.compat.sdk import AirflowSkipException
+
+        deadline = self.trial.get("deadline")
+        if deadline is not None and time.time() > float(deadline):
+            late = time.time() - float(deadline)
+            raise AirflowSkipException(
+                f"Trial {self.trial.get('name')} skipped: the sweep's time budget ran out {late:.0f} s ago."
+            )
 
     def _skip_if_target_met(self, context: Context, objective: Objective | None) -> None:
         from airflow.providers.common.compat.sdk import AirflowSkipException

@@ -18,7 +18,9 @@ ranks them, returns the best and stores a leaderboard report.
 **Early stop.** With a ``target``, a trial that *starts* after another trial of the run has reached
 the target is skipped; trials already running finish (and are ranked). The leaderboard says
 ``target_met`` and counts the skipped trials. With ``parallel_trials`` = n, up to n - 1 trials
-may still start after the one that met the target, while it is finishing.
+may still start after the one that met the target, while it is finishing. With a ``timeout`` (a time
+budget beside ``max_trials``), a trial that would start later than that after ``generate`` ran is
+skipped the same way.
 
 **Adaptive search.** With ``search="tpe"`` (or ``"random"``, ``"grid"``), ``<group>.generate`` opens an
 Optuna study (:mod:`airflow_provider_mlci.core.experiments.study`; in the database of ``optuna_conn_id``,
@@ -62,6 +64,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import TaskGroup
@@ -211,6 +214,8 @@ class SweepTaskGroup(TaskGroup):
     :param resume: with ``search``: continue the same study run after run (its past trials inform
         the next points)
     :param enqueue: with ``search``: known-good points tried first, ``[{param: value}]``
+    :param timeout: a time budget beside ``max_trials`` (a ``timedelta`` or seconds): trials that
+        would start later than this after ``generate`` ran are skipped (those running finish)
     :param compute: where each trial runs: ``"local"`` (the worker) or an
         :class:`~airflow_provider_mlci.config.Ec2Compute` whose ``instance`` each trial launches
         for itself (see the module's docs); the old ``compute="ec2", instance=..., aws_conn_id=...,
@@ -249,9 +254,13 @@ class SweepTaskGroup(TaskGroup):
         study_name: str | None = None,
         resume: bool = False,
         enqueue: Sequence[Mapping[str, Any]] | None = None,
+        timeout: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
         promotion = SweepPromotion.of(promote) if promote is not None else None
+        budget = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
+            raise MlciConfigError(f"SweepTaskGroup {group_id!r}: timeout={timeout!r} is not a positive duration.")
         study = None
         if search is not None:
             from airflow_provider_mlci.core.experiments.pruning import PruneOn
@@ -301,6 +310,7 @@ class SweepTaskGroup(TaskGroup):
                 rev=rev,
                 promotion={"model": promotion.model, "stage": promotion.stage} if promotion else None,
                 study=study,
+                time_budget=budget,
                 dvc_conn_id=dvc_conn_id,
                 cache_dir=cache_dir,
             )

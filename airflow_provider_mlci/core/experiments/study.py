@@ -44,6 +44,7 @@ __all__ = [
     "ask",
     "describe",
     "distributions",
+    "fail_abandoned",
     "open_study",
     "storage_url",
     "study_charts",
@@ -289,6 +290,26 @@ def ask(study: optuna.Study, key: str, space: SearchSpace) -> Asked:
     trial = study.ask(distributions(space))
     trial.set_user_attr(KEY_ATTR, key)
     return Asked(trial, dict(trial.params))
+
+
+def fail_abandoned(study: optuna.Study, prefix: str) -> list[int]:
+    """Tell ``FAIL`` for the trials still running that task instances under ``prefix`` asked for: a
+    trial task that failed for good (no retry left) told the study nothing, and a running trial
+    would stay running (and, for TPE, a "liar" point) for ever.
+
+    Call it once the tasks are done (the leaderboard does). Returns the trials' numbers.
+
+    :param study: the study
+    :param prefix: the keys' start, ``<dag_id>/<run_id>/<task_id>/``
+    """
+    from optuna.trial import TrialState
+
+    closed = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if str(frozen.user_attrs.get(KEY_ATTR, "")).startswith(prefix):
+            study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+            closed.append(frozen.number)
+    return closed
 
 
 def trial_of(study: optuna.Study, number: int) -> tuple[Any, int | None]:

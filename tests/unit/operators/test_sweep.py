@@ -331,3 +331,33 @@ def test_a_grid_larger_than_max_trials_is_refused_before_any_trial(tmp_path, mon
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="sweep.generate")
     with pytest.raises(MlciConfigError, match=r"search='grid': the grid has 6 points, more than max_trials=4"):
         op.open_study({"ti": ti})
+
+
+def test_a_trial_after_the_sweep_s_time_budget_is_skipped_before_any_work(tmp_path):
+    import time
+
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    cache = tmp_path / "never-created"
+    late = {"name": "trial-002", "params": {"lr": 0.1}, "deadline": time.time() - 30}
+    op = SweepTrialOperator(task_id="t", trial=late, dvc_conn_id="absent", cache_dir=str(cache))
+    with pytest.raises(AirflowSkipException, match=r"trial-002 skipped: the sweep's time budget ran out 3\d s ago"):
+        op.execute(CONTEXT)
+    assert not cache.exists()
+
+
+def test_the_group_s_timeout_becomes_generate_s_time_budget_and_a_bad_one_is_refused():
+    from datetime import timedelta
+
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.exceptions import MlciConfigError
+    from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+    with DAG(dag_id="budget", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        group = SweepTaskGroup(group_id="s", space={"lr": [0.1, 0.2]}, objective="acc", timeout=timedelta(minutes=5))
+        assert group.generate.time_budget == 300
+        for bad in (0, -1, "5m", True):
+            with pytest.raises(MlciConfigError, match=r"SweepTaskGroup 'x': timeout=.* is not a positive duration"):
+                SweepTaskGroup(group_id="x", space={"lr": [0.1]}, objective="acc", timeout=bad)

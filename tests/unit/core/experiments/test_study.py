@@ -18,6 +18,7 @@ from airflow_provider_mlci.core.experiments.study import (
     StudyConfig,
     ask,
     distributions,
+    fail_abandoned,
     open_study,
     storage_url,
     tell,
@@ -200,3 +201,15 @@ def test_the_study_s_charts_draw_with_dotted_param_names(tmp_path):
         if name != "history":  # the axes are the params, named as params.yaml names them
             assert "train.epochs" in svg, name
     assert {row["axis"] for row in charts["parallel"]["data"]["values"]} == {"train.lr", "train.epochs", "objective"}
+
+
+def test_trials_abandoned_by_failed_tasks_of_a_run_are_told_fail_and_no_other(tmp_path):
+    study = open_study(f"journal://{tmp_path / 'a.log'}", "a", StudyConfig(search="random", seed=1), SPACE)
+    mine = ask(study, "d/run-1/sweep.trial/0", SPACE)
+    ask(study, "d/run-2/sweep.trial/0", SPACE)  # another run's: not ours to close
+    told = ask(study, "d/run-1/sweep.trial/1", SPACE)
+    tell(study, told.trial, 0.5)
+    assert fail_abandoned(study, "d/run-1/sweep.trial/") == [mine.number]
+    states = [t.state for t in study.get_trials(deepcopy=False)]  # in the order asked
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.COMPLETE]
+    assert fail_abandoned(study, "d/run-1/sweep.trial/") == []  # once
