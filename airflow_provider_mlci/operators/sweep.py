@@ -132,13 +132,16 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
 
         started = time.time()
         with airflow_failures():
-            trials = self.open_study(context) if self.study else self.expand_space(context)
+            trials = None if self.study else self.expand_space(context)
             if self.promotion:
                 check_model_name(self.promotion.get("model"))
         with airflow_failures(), self.hook.open_workspace(self.rev) as workspace:
             sha = workspace.sha
-            if self.promotion:
-                GitRegistry(workspace=workspace).check_stage(self.promotion.get("stage"))
+            registry = GitRegistry(workspace=workspace) if self.promotion else None
+            if registry is not None:
+                registry.check_stage(self.promotion.get("stage"))  # type: ignore[union-attr]
+            if trials is None:
+                trials = self.open_study(context, deployed=lambda: self.deployed_point(workspace, registry))
         context["ti"].xcom_push(key=BASELINE_KEY, value=sha)
         self.log.info("%d trials from %s (%s)", len(trials), self.rev, sha[:12])
         for trial in trials:
@@ -146,11 +149,43 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         deadline = {"deadline": started + float(self.time_budget)} if self.time_budget else {}
         return [{**trial, "rev": sha, **deadline} for trial in trials]
 
-    def open_study(self, context: Context) -> list[dict[str, Any]]:
+    def deployed_point(self, workspace: Any, registry: Any) -> list[dict[str, Any]]:
+        """The params of the model deployed on the promotion's stage, as a point of the space to try
+        first (``[]`` when nothing is deployed, or its commit lacks a param or holds a value outside
+        the space).
+
+        :param workspace: a checkout of the repository
+        :param registry: its :class:`~airflow_provider_mlci.core.model.registry.GitRegistry`, or ``None``
+        """
+        from airflow_provider_mlci.core.experiments.study import contains
+        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+        from airflow_provider_mlci.core.experiments.trials import params_at
+
+        if registry is None or not self.promotion:
+            return []
+        model, stage = self.promotion.get("model"), self.promotion.get("stage")
+        champion = registry.refresh().champion(model, stage)
+        if champion is None:
+            return []
+        space = SearchSpace.of(self.space)
+        point = params_at(workspace, champion.tag, [p.name for p in space.params])
+        if not contains(space, point):
+            self.log.info(
+                "The params of %s on %s (%s) are not a point of the space: not tried first", model, stage, point
+            )
+            return []
+        self.log.info(
+            "Trying first the params of %s %s on %s: %s", model, champion.version or champion.sha[:12], stage, point
+        )
+        return [point]
+
+    def open_study(self, context: Context, *, deployed: Any = None) -> list[dict[str, Any]]:
         """Open (or resume) the sweep's study, enqueue the known-good points, return the trial slots:
         ``[{"name", "params": {}, "overrides": [], "study": {...}}]`` (no secret in them).
 
         :param context: the task's context
+        :param deployed: called for the known-good points when the sweep names none (``enqueue``
+            not given; not for a grid): the deployed model's params
         :raises MlciConfigError: a bad search or space, a grid larger than ``max_trials``, no budget,
             more slots than ``[core] max_map_length``, or a study database that cannot be reached
         """
@@ -182,10 +217,12 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         ti = context["ti"]
         name = study.get("name") or study_name(ti.dag_id, ti.task_id, None if study.get("resume") else ti.run_id)
         storage = hook.storage()
+        enqueue = study.get("enqueue")
+        if enqueue is None:
+            enqueue = deployed() if deployed is not None and config.search.value != "grid" else []
         try:
             opened = open_study(
-                storage, name, config, space, max_trials=budget, key=f"{ti.dag_id}/generate",
-                enqueue=study.get("enqueue") or [],
+                storage, name, config, space, max_trials=budget, key=f"{ti.dag_id}/generate", enqueue=enqueue,
             )  # fmt: skip
         except MlciConfigError:
             raise

@@ -213,7 +213,9 @@ class SweepTaskGroup(TaskGroup):
         run, unless ``resume``)
     :param resume: with ``search``: continue the same study run after run (its past trials inform
         the next points)
-    :param enqueue: with ``search``: known-good points tried first, ``[{param: value}]``
+    :param enqueue: with ``search``: known-good points tried first, ``[{param: value}]``; default,
+        with ``promote``: the params of the model deployed on the promotion's stage (when its commit
+        has a value inside the space for every param; not for a grid)
     :param timeout: a time budget beside ``max_trials`` (a ``timedelta`` or seconds): trials that
         would start later than this after ``generate`` ran are skipped (those running finish)
     :param compute: where each trial runs: ``"local"`` (the worker) or an
@@ -278,7 +280,7 @@ class SweepTaskGroup(TaskGroup):
                 "optuna_conn_id": optuna_conn_id,
                 "name": study_name,
                 "resume": bool(resume),
-                "enqueue": [dict(point) for point in enqueue or []],
+                "enqueue": None if enqueue is None else [dict(point) for point in enqueue],
             }
         elif any(v for v in (pruner, pruner_options, prune_on, sampler_options, optuna_conn_id, study_name, resume,
                              enqueue)):  # fmt: skip

@@ -42,6 +42,7 @@ __all__ = [
     "Search",
     "StudyConfig",
     "ask",
+    "contains",
     "describe",
     "distributions",
     "fail_abandoned",
@@ -159,6 +160,23 @@ def distributions(space: SearchSpace) -> dict[str, Any]:
                 )
             found[param.name] = CategoricalDistribution(values)
     return found
+
+
+def contains(space: SearchSpace, point: Mapping[str, Any]) -> bool:
+    """Whether ``point`` sets every param of ``space`` to a value the space holds (a point to enqueue).
+
+    :param space: the sweep's space
+    :param point: ``{param: value}``
+    """
+    for key, distribution in distributions(space).items():
+        if key not in point:
+            return False
+        try:
+            if not distribution._contains(distribution.to_internal_repr(point[key])):
+                return False
+        except (ValueError, TypeError):
+            return False
+    return True
 
 
 def storage_url(

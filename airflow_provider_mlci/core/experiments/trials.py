@@ -55,6 +55,7 @@ __all__ = [
     "branch_experiment",
     "check_experiment_name",
     "experiment_ref",
+    "params_at",
     "read_experiment",
     "remote_experiment",
     "run_trial",
@@ -280,6 +281,41 @@ def branch_experiment(workspace: Workspace, exp_ref: str, branch: str, *, sha: s
         if not any(marker in f"{pushed.stdout}\n{pushed.tail_text}" for marker in _PUSH_REJECTED):
             break
     raise git.error(pushed, remote=True)
+
+
+def params_at(workspace: Workspace, tag: str, keys: Iterable[str]) -> dict[str, Any]:
+    """The values the commit of ``tag`` on the git remote holds for the sweep's params ``keys``
+    (``train.lr`` in ``params.yaml``, ``other.yaml:train.lr`` in that file); a key the commit
+    lacks is left out.
+
+    :param workspace: a checkout of the repository (the tag is fetched into it)
+    :param tag: a tag of the remote, e.g. the stage tag of the deployed model
+    :param keys: the params, as the sweep's space names them
+    """
+    import tomllib
+
+    import yaml
+
+    workspace.git.check(
+        ["fetch", "--quiet", "origin", f"+refs/tags/{tag}:refs/tags/{tag}"], cwd=workspace.path, remote=True
+    )
+    files: dict[str, Any] = {}
+    found = {}
+    for key in keys:
+        name, _, dotted = key.rpartition(":") if ":" in key else ("params.yaml", "", key)
+        if name not in files:
+            shown = workspace.git.run(["show", f"refs/tags/{tag}^{{commit}}:{name}"], cwd=workspace.path, capture=True)
+            text = shown.stdout if shown.returncode == 0 else ""
+            try:
+                files[name] = (tomllib.loads(text) if name.endswith(".toml") else yaml.safe_load(text)) or {}
+            except (tomllib.TOMLDecodeError, yaml.YAMLError):
+                files[name] = {}
+        value: Any = files[name]
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is not None and not isinstance(value, Mapping | list):
+            found[key] = value
+    return found
 
 
 def _remote_sha(workspace: Workspace, ref: str) -> str | None:

@@ -361,3 +361,45 @@ def test_the_group_s_timeout_becomes_generate_s_time_budget_and_a_bad_one_is_ref
         for bad in (0, -1, "5m", True):
             with pytest.raises(MlciConfigError, match=r"SweepTaskGroup 'x': timeout=.* is not a positive duration"):
                 SweepTaskGroup(group_id="x", space={"lr": [0.1]}, objective="acc", timeout=bad)
+
+
+@pytest.mark.parametrize(
+    ("space", "enqueue", "expected"),
+    [
+        ({"train.learning_rate": {"uniform": [0.1, 0.5]}, "train.epochs": [100, 150]}, None,
+         [{"train.learning_rate": 0.3, "train.epochs": 150}]),  # the deployed model's params go first
+        ({"train.learning_rate": {"uniform": [0.1, 0.5]}, "train.epochs": [10, 20]}, None, []),  # 150: outside
+        ({"train.learning_rate": {"uniform": [0.1, 0.5]}, "train.missing": [1, 2]}, None, []),  # not in params.yaml
+        ({"train.learning_rate": {"uniform": [0.1, 0.5]}}, [{"train.learning_rate": 0.2}],
+         [{"train.learning_rate": 0.2}]),  # the sweep's own known-good points win
+    ],
+)  # fmt: skip
+def test_an_adaptive_sweep_tries_the_deployed_model_s_params_first_by_default(
+    dvc_project, dvc_connection, worker_cache, tmp_path, monkeypatch, space, enqueue, expected
+):
+    from optuna.trial import TrialState
+
+    from airflow_provider_mlci.core.experiments.study import StudyConfig, open_study
+    from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+    from airflow_provider_mlci.hooks.study import StudyHook
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setattr("airflow.configuration.AIRFLOW_HOME", str(tmp_path))
+    dvc_project.git("tag", "-a", "fraud-detector#prod#1", "-m", "Promote", dvc_project.head())
+    dvc_project.git("push", "--quiet", "origin", "refs/tags/fraud-detector#prod#1")
+    conn = dvc_connection(str(dvc_project.remote), conn_id="sweep_repo")
+    op = SweepTrialsOperator(
+        task_id="g",
+        space=space,
+        max_trials=3,
+        rev="main",
+        promotion={"model": "fraud-detector", "stage": "prod"},
+        study={"search": "tpe", "goal": "maximize", "name": "deployed-first", "enqueue": enqueue},
+        dvc_conn_id=conn,
+        cache_dir=str(worker_cache),
+    )
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="g", xcom_push=lambda **_: None)
+    assert len(op.execute({"ti": ti})) == 3
+    study = open_study(StudyHook().storage(), "deployed-first", StudyConfig(), SearchSpace.of(space))
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == expected  # how Optuna keeps enqueued points

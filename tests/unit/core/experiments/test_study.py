@@ -213,3 +213,18 @@ def test_trials_abandoned_by_failed_tasks_of_a_run_are_told_fail_and_no_other(tm
     states = [t.state for t in study.get_trials(deepcopy=False)]  # in the order asked
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.COMPLETE]
     assert fail_abandoned(study, "d/run-1/sweep.trial/") == []  # once
+
+
+def test_tpe_lies_about_running_trials_so_two_tasks_alike_do_not_pick_the_same_point(tmp_path):
+    """Two tasks whose samplers draw alike (the same key, so the same seed): without the constant
+    liar the second would ask for the first one's point, which is still running."""
+    storage = f"journal://{tmp_path / 'liar.log'}"
+    space = SearchSpace.of({"train.lr": {"uniform": [0.0, 1.0]}})
+    config = StudyConfig(search="tpe", seed=4, sampler_options={"n_startup_trials": 3})
+    study = open_study(storage, "liar", config, space, key="k")
+    for n, lr in enumerate([0.1, 0.5, 0.9]):
+        done = ask(study, f"d/r/t/{n}", space)
+        tell(study, done.trial, 1.0 - abs(lr - done.params["train.lr"]))
+    first = ask(open_study(storage, "liar", config, space, key="same"), "d/r/t/3", space)
+    second = ask(open_study(storage, "liar", config, space, key="same"), "d/r/t/4", space)
+    assert first.params != second.params
