@@ -598,14 +598,16 @@ class Agent:
         if not spec.progress:
             yield
             return
-        path, interval = root / spec.progress["file"], float(spec.progress["interval"])
+        from airflow_provider_mlci.core.repo.paths import inside
+
+        file, interval = str(spec.progress["file"]), float(spec.progress["interval"])
         done, sent = threading.Event(), [b""]
 
         def ship() -> None:
-            try:
-                data = path.read_bytes()
-            except OSError:
-                return  # not written yet
+            try:  # the stage writes the table: a link out of the checkout is never read
+                data = inside(root, file, what="per-step table").read_bytes()
+            except (OSError, MlciError):
+                return  # not written yet, or not a file of the checkout
             if data != sent[0]:
                 sent[0] = data
                 self._safely(store.put_progress, spec.job_id, data)

@@ -169,6 +169,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
     def _pruned_or_run(self, workspace: Workspace) -> dict[str, Any]:
         """Run the trial while watching its per-step values; stop its stage when the pruner says so."""
         from airflow_provider_mlci.core.experiments.pruning import PruneOn, PruneWatch
+        from airflow_provider_mlci.core.experiments.remote import save_pruned
         from airflow_provider_mlci.core.experiments.trials import run_trial
         from airflow_provider_mlci.exceptions import MlciError
 
@@ -180,6 +181,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
             goal=str(spec.get("goal")),
             trial=self._asked.trial,
             stop=self._runner.interrupt,
+            root=workspace.path,
         )
         try:
             with watch:
@@ -193,7 +195,12 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         if watch.pruned is None:
             return result  # type: ignore[return-value]
         step, value = watch.pruned
-        return self._pruned_result(workspace.sha, step, value, on.column)
+        pruned = self._pruned_result(workspace.sha, step, value, on.column)
+        try:  # for inspection only: the trial stands as pruned without it
+            pruned["partial_ref"] = save_pruned(workspace, self.trial, on.file)
+        except MlciError as exc:
+            self.log.warning("Could not keep the pruned trial's partial work: %s", exc)
+        return pruned
 
     def _tell(self, study: Any, number: int, result: dict[str, Any]) -> None:
         """Tell the study how the trial ended: its objective, pruned, or a failure."""

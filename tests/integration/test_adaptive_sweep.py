@@ -179,6 +179,17 @@ def test_a_trial_that_will_not_win_is_pruned_and_its_stage_stopped(
     pid, written = trace_of(trace, 0.9)
     assert step <= max(written) <= step + 3 < 7, written
     assert not pid_alive(pid)
+    # Its partial work is an experiment of its own on the git remote (never ranked): its params and
+    # the per-step table as far as the stage wrote it.
+    partial = bad["partial_ref"]
+    assert partial == bad["exp_ref"] + "-pruned"
+    assert partial in dvc_project.remote_refs()
+    kept = dvc_project.git("show", f"{partial}:params.yaml", cwd=dvc_project.remote)
+    assert "learning_rate: 0.9" in kept
+    table = dvc_project.git("show", f"{partial}:dvclive/plots/metrics/accuracy.tsv", cwd=dvc_project.remote)
+    assert f"\t{step}\t" in table
+    parent = dvc_project.git("rev-parse", f"{partial}^", cwd=dvc_project.remote).strip()
+    assert parent == bad["baseline_sha"]
     study = trials_of(record.xcom["sweep.generate"][0]["study"]["name"])  # pruned_sweep.sweep.<run>
     assert [t.state for t in study] == [TrialState.COMPLETE, TrialState.PRUNED]
     assert max(study[1].intermediate_values) == step

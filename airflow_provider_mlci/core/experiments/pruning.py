@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_mlci.core.repo.paths import inside
 from airflow_provider_mlci.exceptions import MlciConfigError
 
 __all__ = ["PruneOn", "PruneWatch", "StepReporter", "parse_steps", "read_steps"]
@@ -150,14 +151,16 @@ class StepReporter:
 class PruneWatch:
     """Report a running trial's per-step values to its Optuna trial; stop it when the pruner says so.
 
-    Use as a context manager around the stage's run.
+    Use as a context manager around the stage's run. The table is the revision's to write, so a link
+    that leads out of the checkout (to a file of the worker) is refused, never read.
 
-    :param path: the table the stage writes
+    :param path: the table the stage writes (in the checkout ``root``)
     :param on: which column, which direction
     :param goal: the study's goal (``max``/``min``): values are turned to it
     :param trial: the Optuna trial (``report``, ``should_prune``)
     :param stop: called once, from the watching thread, when the trial is pruned
     :param interval: seconds between looks
+    :param root: the checkout the table must stay in (links are followed, as opening would)
     """
 
     def __init__(
@@ -169,8 +172,10 @@ class PruneWatch:
         trial: Any,
         stop: Callable[[], Any],
         interval: float = 1.0,
+        root: Path | None = None,
     ) -> None:
         self.path = path
+        self.root = root
         self.on = on
         self.reporter = StepReporter(on, goal=goal, trial=trial)
         self.stop = stop
@@ -209,7 +214,8 @@ class PruneWatch:
         if self.pruned is not None or self.error is not None:
             return True
         try:
-            steps = read_steps(self.path, self.on.column)
+            path = self.path if self.root is None else inside(self.root, self.on.file, what="per-step table")
+            steps = read_steps(path, self.on.column)
         except MlciConfigError as exc:
             self.error = exc  # a table without the column: say so once the stage ends
             return True

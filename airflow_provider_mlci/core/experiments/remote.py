@@ -17,7 +17,8 @@ are not a reproduction itself:
    ``dvc exp show`` then list it with its params and metrics, like any other experiment.
 
 A trial whose experiment is already on the git remote (a retried task) is read, not run again
-(:func:`existing_trial`).
+(:func:`existing_trial`). A pruned trial's partial work is kept the same way, as the experiment
+``<name>-pruned`` (:func:`save_pruned`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_mlci.core.experiments.sweep import Objective, Trial
 from airflow_provider_mlci.core.experiments.trials import (
     FAILED,
+    check_experiment_name,
+    experiment_ref,
     read_experiment,
     remote_experiment,
     score_trial,
@@ -42,7 +45,15 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.dvc.ops import ReproOutcome
     from airflow_provider_mlci.core.repo.workspace import Workspace
 
-__all__ = ["apply_params", "as_trial", "existing_trial", "failed_trial", "record_trial", "submit_trial"]
+__all__ = [
+    "apply_params",
+    "as_trial",
+    "existing_trial",
+    "failed_trial",
+    "record_trial",
+    "save_pruned",
+    "submit_trial",
+]
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +207,38 @@ def record_trial(
         log.info("Pushed experiment %s (%s) to %s", trial.name, sha[:12], workspace.access.git.display_url)
     result.update(sha=sha, metrics=dict(outcome.metrics))
     return score_trial(result, objective)
+
+
+def save_pruned(workspace: Workspace, trial: Trial | Mapping[str, Any], table: str, *, push: bool = True) -> str:
+    """Keep a pruned trial's partial work for inspection: its params files and its per-step table,
+    committed on the baseline as the experiment ``<name>-pruned`` (pushed to the git remote); return
+    its ref. Never ranked (the sweep knows the trial as pruned), and another name than the trial's
+    own, so a re-run of the trial runs it rather than reading this.
+
+    ``dvc exp save`` cannot do it: it commits every output of the pipeline, and a stage stopped
+    half-way left them missing (DVC says ``output 'metrics.json' does not exist``).
+
+    :param workspace: the checkout the trial ran in
+    :param trial: the trial
+    :param table: the per-step table, relative to the checkout (a link out of it is refused)
+    :param push: push the ref to the git remote
+    :raises UnsafePathError: the table leads out of the checkout
+    :raises GitError: the ref could not be pushed
+    """
+    trial = as_trial(trial)
+    name = check_experiment_name(f"{trial.name}-pruned")
+    ref = experiment_ref(workspace.sha, name)
+    if push and remote_experiment(workspace, ref) is not None:
+        return ref  # a retried task kept it already
+    files = apply_params(workspace, trial)
+    if inside(workspace.path, table, what="per-step table").is_file():
+        files.append(table)
+    sha = _commit(workspace, files, f"Trial {trial.name}, pruned: its params and per-step values [mlci]")
+    workspace.git.check(["update-ref", ref, sha], cwd=workspace.path)
+    if push:
+        workspace.git.check(["push", "--quiet", "origin", f"{sha}:{ref}"], cwd=workspace.path, remote=True)
+        log.info("Kept the pruned trial's partial work as experiment %s (%s)", name, sha[:12])
+    return ref
 
 
 def failed_trial(workspace_sha: str, trial: Trial | Mapping[str, Any], error: str) -> dict[str, Any]:

@@ -61,3 +61,20 @@ def test_the_watcher_reports_new_steps_in_the_study_s_direction_and_stops_once(t
     assert (watch.pruned, stops) == ((4, 0.8), [1])
     assert watch.look() is True  # nothing more is reported, nothing stopped twice
     assert (len(trial.reported), stops) == (5, [1])
+
+
+def test_a_table_that_links_out_of_the_checkout_is_refused_never_read(tmp_path):
+    from airflow_provider_mlci.exceptions import UnsafePathError
+
+    secret = tmp_path / "worker-secret"
+    secret.write_text("step\taccuracy\nhunter2\t0.1\n")
+    root = tmp_path / "checkout"
+    (root / "dvclive").mkdir(parents=True)
+    (root / "dvclive" / "accuracy.tsv").symlink_to(secret)  # what an untrusted revision's stage may write
+    on = PruneOn(file="dvclive/accuracy.tsv", column="accuracy", direction="max")
+    trial, stops = Trial(floor=0.5), []
+    watch = PruneWatch(root / on.file, on, goal="max", trial=trial, stop=lambda: stops.append(1), root=root)
+    assert watch.look() is True
+    assert isinstance(watch.error, UnsafePathError)
+    assert "hunter2" not in str(watch.error)
+    assert (trial.reported, stops) == ([], [])
