@@ -143,6 +143,7 @@ class ReleaseOutcomeOperator(BaseOperator):
         self.approval_task_id = approval_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_mlci.core.model.history import APPROVAL_REASONS
         from airflow_provider_mlci.operators.model import release_outcome
 
         ti = context["ti"]
@@ -154,7 +155,7 @@ class ReleaseOutcomeOperator(BaseOperator):
             tags = ", ".join(outcome["tags"]) or "already there"
             self.log.info("Promoted %s as %s to %s (%s)", label, outcome["version"], outcome["stage"], tags)
         elif outcome["decision"] in ("rejected", "timed_out"):
-            why = "a reviewer rejected it" if outcome["decision"] == "rejected" else "no reviewer answered in time"
+            why = APPROVAL_REASONS[outcome["decision"]]
             self.log.info("Kept the deployed model: %s passed the gate for %s but %s", label, outcome["stage"], why)
         else:
             self.log.info("Kept the deployed model: %s was not promoted to %s", label, outcome["stage"])

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from airflow_provider_mlci.core.runtime.process import CommandRunner
 
 __all__ = [
+    "APPROVAL_REASONS",
     "DECISIONS",
     "RECORD_FORMAT",
     "TagInfo",
@@ -55,6 +56,9 @@ DECISIONS = ("promoted", "kept", "rejected", "timed_out", "failed")
 #: Between the fields of one tag in :func:`read_tags`' listing, and after each tag.
 _FIELD, _END = "\x00", "\x00\x01\n"
 
+
+#: Why a candidate that passed the gate was kept, by the approval's answer.
+APPROVAL_REASONS = {"rejected": "a reviewer rejected the candidate", "timed_out": "no reviewer answered in time"}
 
 def run_record(
     *,
@@ -143,9 +147,7 @@ def summary_line(record: Mapping[str, Any]) -> str:
         more = f" (then {', '.join(failed[1:])})" if failed[1:] else ""
         stays = f", {held} stays on {stage}" if held else ""
         return f"Failed {where}{more}: nothing released{stays}"
-    why = {"rejected": "a reviewer rejected the candidate", "timed_out": "no reviewer answered in time"}.get(
-        str(decision)
-    )
+    why = APPROVAL_REASONS.get(str(decision))
     reasons = [why] if why else list(record.get("reasons") or [])
     line = kept[0].upper() + kept[1:]
     if reasons:
