@@ -138,21 +138,36 @@ class Cli:
         (self.work / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
 
 
-def sweep_project(root: Path, *, trial_seconds: float) -> Any:
-    """A one-stage project for sweeps: ``train`` reads ``train.lr``, sleeps ``trial_seconds``
-    (``time.sleep``, so parallel trials cost no CPU) and writes ``metrics.json``.
+def sweep_project(root: Path, *, trial_seconds: float, steps: int = 10) -> Any:
+    """A one-stage project for sweeps: ``train`` reads ``train.lr``, takes ``trial_seconds`` in
+    ``steps`` equal sleeps (``time.sleep``, so parallel trials cost no CPU) and writes ``metrics.json``.
+
+    After each step it appends the step's accuracy to ``dvclive/plots/metrics/accuracy.tsv`` (DVCLive's
+    per-step table: tab-separated, ``step`` and ``accuracy`` columns; git-ignored, not an output),
+    what a sweep's pruner reads as the stage runs. The accuracy climbs linearly to the final one, which
+    depends on ``lr`` (best at 10^-1.5), so a trial with a worse ``lr`` is behind at every step.
 
     :param root: an empty folder to build in
     :param trial_seconds: how long the stage's command takes (its ``train.seconds`` param)
+    :param steps: how many per-step values it writes (its ``train.steps`` param), one every
+        ``trial_seconds / steps`` seconds
     """
-    files = {"params.yaml": f"train:\n  lr: 0.1\n  seconds: {trial_seconds}\n"}
+    files = {"params.yaml": f"train:\n  lr: 0.1\n  seconds: {trial_seconds}\n  steps: {steps}\n"}
+    files[".gitignore"] = "dvclive/\n"
     files["train.py"] = (
-        "import json, math, time\n"
+        "import json, math, os, time\n"
         "import yaml\n"
         "params = yaml.safe_load(open('params.yaml'))['train']\n"
         "rows = open('data/raw.csv').read().splitlines()\n"
-        "time.sleep(float(params['seconds']))\n"
         "accuracy = 1 - abs(math.log10(float(params['lr'])) + 1.5) / 10\n"
+        "steps = int(params['steps'])\n"
+        "os.makedirs('dvclive/plots/metrics', exist_ok=True)\n"
+        "with open('dvclive/plots/metrics/accuracy.tsv', 'w') as tsv:\n"
+        "    tsv.write('step\\taccuracy\\n')\n"
+        "    for step in range(steps):\n"
+        "        time.sleep(float(params['seconds']) / steps)\n"
+        "        tsv.write(f'{step}\\t{accuracy * (step + 1) / steps:.4f}\\n')\n"
+        "        tsv.flush()\n"
         "json.dump({'lr': params['lr'], 'rows': len(rows)}, open('model.json', 'w'))\n"
         "json.dump({'accuracy': round(accuracy, 4)}, open('metrics.json', 'w'))\n"
     )

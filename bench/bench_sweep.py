@@ -29,6 +29,34 @@ PostgreSQL, Redis, two Celery workers as users of their own with one slot each, 
 HTTP, its DVC remote and the logs on S3), where it can start (root, PostgreSQL's server,
 redis-server): one sample from the trigger request (the deployment already running), printed
 for reference against the baseline's median, with no goal (one sample cannot be judged).
+
+**Adaptive** (part ``adaptive``; ``python -m bench bench_sweep:adaptive``; the grid above is part
+``grid``): the same project, whose stage now also appends its accuracy after each of its 10 steps
+(one a second) to DVCLive's table ``dvclive/plots/metrics/accuracy.tsv``, climbing to a final value
+that depends on ``train.lr``. Ours: a DAG with ``SweepTaskGroup(search="tpe", pruner="median")``
+over ``train.lr`` log-uniform in [1e-4, 10], 8 trials, 2 at a time, ``seed=0``, TPE's first 3
+trials random, the median pruner judging from the third step once 2 trials completed; each trial
+asks the study (a journal file under the Airflow home) for its point, and a trial behind the
+median of the completed ones at the same step has its stage stopped (the trial's task reads the
+table once a second) and counts as pruned. Timed as the grid (cold, and from the trigger request),
+on the same kind of Airflow. The sweep must end with every trial completed or pruned, the
+leaderboard counting the same, at least one completed. Baseline: the queue as above, with one
+experiment per trial that the sample of ours just before it COMPLETED, at the points it completed
+them. So the rounds are paired, ours first in each (not alternated as above): K varies from run
+to run, since which trials the pruner stops depends on which finish first, and a baseline run
+before its sweep could not know its points.
+
+What is compared: the wall time of an adaptive sweep that ran N = 8 trials, of which K completed
+(the others stopped early), against DVC's queue running just those K points to their end, 2 at a
+time. This is the fair question for an adaptive search: the queue cannot choose points or stop
+trials, so the best it can do is to be handed the points worth running; ours has to find them,
+and pays for the trials it stopped (a few steps each, plus each trial's clone, study and task
+start-up). The rows print each sample's K. Both rows are for reference, with no goal: on a
+shared 2-core machine, in three runs (7 samples, K from 3 to 8), ours took 1.41-1.52x the
+queue's median from the trigger and 1.67-1.87x cold (a pruned trial's task took 11-25 s on
+average though its stage ran ~3 s; a completed one 19-23 s), too far from 1.0x, and too dependent
+on how many trials the pruner stops, for a ratio goal to say more than this sentence does. Not
+run in quick mode (a real Airflow and the queue, ~4 min a round).
 """
 
 from __future__ import annotations
@@ -45,6 +73,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.error
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -84,8 +113,48 @@ DAG_SOURCE = textwrap.dedent(
 
 TRIALS, TRIAL_SECONDS, SAMPLES = 4, 10.0, 3
 
+ADAPTIVE_DAG_ID = "bench_adaptive_sweep"
+ADAPTIVE_TRIALS = 8
+ADAPTIVE_SPACE = {"train.lr": {"loguniform": [0.0001, 10.0]}}
+ADAPTIVE_SAMPLER = {"n_startup_trials": 3}
+ADAPTIVE_PRUNER = {"n_startup_trials": 2, "n_warmup_steps": 2}
+ADAPTIVE_WARM_NO_GOAL = "for reference"
+ADAPTIVE_COLD_NO_GOAL = "for reference"
+ADAPTIVE_DAG_SOURCE = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_mlci.task_groups.sweep import SweepTaskGroup
+
+    with DAG(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False):
+        SweepTaskGroup(
+            group_id="sweep",
+            space={space!r},
+            objective="accuracy",
+            goal="max",
+            max_trials={trials},
+            parallel_trials={parallel},
+            max_failed_trials=0,
+            seed=0,
+            rev="main",
+            dvc_conn_id={conn_id!r},
+            search="tpe",
+            sampler_options={sampler!r},
+            pruner="median",
+            pruner_options={pruner!r},
+        )
+    """
+)
+
 
 def run(quick: bool) -> Iterator[Comparison]:
+    yield from _grid(quick)
+    yield from _adaptive(quick)
+
+
+def _grid(quick: bool) -> Iterator[Comparison]:
+    """The grid sweep against the queue with the same trials (and on the deployment)."""
     if quick:
         # Starting a real Airflow and DVC's queue costs ~80 s even for two trials of nothing: too
         # much for every `make test`. The sweep itself runs in the test suite (dag.test()), and
@@ -149,6 +218,115 @@ def run(quick: bool) -> Iterator[Comparison]:
         baseline_name=baseline_name,
         no_goal="one sample, the deployment already running",
     )
+
+
+def _adaptive(quick: bool) -> Iterator[Comparison]:
+    """The adaptive sweep (TPE, median pruner) against the queue with the trials it completed."""
+    if quick:
+        print(
+            "  adaptive sweep vs dvc queue: not run in quick mode (a real Airflow and the queue, as the grid "
+            "sweep); `make bench` runs it",
+            flush=True,
+        )
+        return
+    from airflow_provider_mlci.core.experiments.sweep import Trial
+
+    trials, seconds = ADAPTIVE_TRIALS, TRIAL_SECONDS
+    warm: list[float] = []
+    notes: list[str] = []
+    completed: list[list[list[str]]] = []  # each sample of ours: the -S strings of its completed trials
+    ran: list[int] = []  # each baseline sample: how many experiments it queued
+    source = ADAPTIVE_DAG_SOURCE.format(
+        dag_id=ADAPTIVE_DAG_ID,
+        space=ADAPTIVE_SPACE,
+        trials=trials,
+        parallel=PARALLEL,
+        conn_id=CONN_ID,
+        sampler=ADAPTIVE_SAMPLER,
+        pruner=ADAPTIVE_PRUNER,
+    )
+    with tempfile.TemporaryDirectory(prefix="mlci-bench-adaptive-") as tmp:
+        root = Path(tmp)
+        env = _environment(root)
+        template = sweep_project(root / "template", trial_seconds=seconds)
+        counter = iter(range(1000))
+
+        def ours() -> float:
+            index = next(counter)
+            project = template.copy_to(root / f"ours-{index}")
+            run = _cluster_sweep(project, env, root / f"airflow-{index}", dag_id=ADAPTIVE_DAG_ID, source=source)
+            results = run["results"]
+            statuses = [(r or {}).get("status") for r in results]
+            ok = len(results) == trials and all(status in ("success", "pruned") for status in statuses)
+            check(ok, "bench_sweep", f"the adaptive sweep's trials: {statuses}")
+            done = [r for r in results if r["status"] == "success"]
+            pruned = [r for r in results if r["status"] == "pruned"]
+            board = run["leaderboard"] or {}
+            counts = (board.get("succeeded"), board.get("pruned"), board.get("failed"))
+            check(counts == (len(done), len(pruned), 0), "bench_sweep", f"the leaderboard counted {counts}")
+            check(done, "bench_sweep", "the adaptive sweep completed no trial")
+            completed.append([Trial(name=r["name"], params=r["params"]).overrides for r in done])
+            warm.append(run["warm"])
+            at = ", ".join(str(r.get("pruned_at")) for r in pruned) or "-"
+            spans = {
+                ti["map_index"]: _ts(ti["end_date"]) - _ts(ti["start_date"])
+                for ti in run["tis"]
+                if ti["task_id"] == "sweep.trial"
+            }
+            took = {
+                status: [spans[i] for i, r in zip(sorted(spans), results, strict=True) if r["status"] == status]
+                for status in ("success", "pruned")
+            }
+            each = "; ".join(
+                f"a {word} trial's task {statistics.mean(took[status]):.1f} s on average"
+                for status, word in (("success", "completed"), ("pruned", "pruned"))
+                if took[status]
+            )
+            notes.append(
+                f"ours: {len(done)} of {trials} trials completed, {len(pruned)} pruned (at steps {at}); {each}; "
+                f"{run['note']}"
+            )
+            return run["cold"]
+
+        def baseline() -> float:
+            # The points the sample of ours just before completed (same round).
+            index = next(counter)
+            overrides = completed[-1]
+            ran.append(len(overrides))
+            project = template.copy_to(root / f"base-{index}")
+            took, note = _baseline(project, overrides, env, root / f"scratch-{index}")
+            notes.append(f"baseline: {len(overrides)} experiments; {note}")
+            return took
+
+        # Paired rounds, ours first: the baseline needs the points this round's sweep completed,
+        # and K varies from run to run (which trials the pruner stops depends on which finish first).
+        cold, base = [], []
+        for _ in range(samples(quick, full=SAMPLES)):
+            cold.append(ours())
+            base.append(baseline())
+    for note in notes:
+        print(f"  adaptive sweep, {note}", flush=True)
+    kept = "/".join(str(len(points)) for points in completed)
+    queued = "/".join(str(count) for count in ran)
+    shape = f"tpe+median {trials} trials x {seconds:.0f} s ({kept} completed), {PARALLEL} parallel"
+    baseline_name = f"dvc exp run --queue x{queued} (ours' completed) + dvc queue start -j {PARALLEL}"
+    yield Comparison(
+        name=f"adaptive sweep: {shape}, cold (Airflow start-up counted)",
+        ours=cold,
+        baseline=base,
+        baseline_name=f"{baseline_name} (its workers' start counted)",
+        no_goal=ADAPTIVE_COLD_NO_GOAL,
+    )
+    yield Comparison(
+        name=f"adaptive sweep: {shape}, Airflow already running",
+        ours=warm,
+        baseline=base,
+        baseline_name=f"{baseline_name} (its workers' start counted)",
+        no_goal=ADAPTIVE_WARM_NO_GOAL,
+    )
+
+
+PARTS = {"grid": _grid, "adaptive": _adaptive}
 
 
 def _environment(root: Path) -> dict[str, str]:
@@ -267,7 +445,7 @@ def _processes_in(folder: Path) -> list[int]:
 
 
 def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) -> tuple[float, float, str]:
-    """Start a real Airflow and run the sweep DAG on it; return the seconds from the components'
+    """Start a real Airflow and run the grid sweep DAG on it; return the seconds from the components'
     start to success, from the trigger request to success, and a note.
 
     :param project: this arm's copy of the project
@@ -275,53 +453,89 @@ def _ours(project: Any, values: list[float], env: dict[str, str], home: Path) ->
     :param env: the environment the components start from
     :param home: an empty folder for ``AIRFLOW_HOME``
     """
+    source = DAG_SOURCE.format(dag_id=DAG_ID, values=values, trials=len(values), parallel=PARALLEL, conn_id=CONN_ID)
+    run = _cluster_sweep(project, env, home, dag_id=DAG_ID, source=source, results=False)
+    trials = [ti for ti in run["tis"] if ti["task_id"] == "sweep.trial"]
+    ok = len(trials) == len(values) and all(ti["state"] == "success" for ti in trials)
+    check(ok, "bench_sweep", f"the sweep's trials: {[(ti['map_index'], ti['state']) for ti in trials]}")
+    return run["cold"], run["warm"], run["note"]
+
+
+def _cluster_sweep(
+    project: Any, env: dict[str, str], home: Path, *, dag_id: str, source: str, results: bool = True
+) -> dict[str, Any]:
+    """Start a real Airflow and run a sweep DAG on it.
+
+    :param project: this arm's copy of the project
+    :param env: the environment the components start from
+    :param home: an empty folder for ``AIRFLOW_HOME``
+    :param dag_id: the DAG's id
+    :param source: the DAG file's text
+    :param results: also read each trial's result and the leaderboard's from XCom (before Airflow stops)
+    :return: ``cold`` (seconds from the components' start to success), ``warm`` (from the trigger
+        request), ``note``, ``tis``, and with ``results`` the trials' ``results`` (in map index
+        order) and the ``leaderboard``'s summary
+    """
     from airflow_provider_mlci.testing.cluster import AirflowCluster
 
     cluster = AirflowCluster(home=home, log_dir=home / "cluster-logs")
     cluster.env.update(_airflow_env(env, project, home))
     dags = home / "dags"
     dags.mkdir(parents=True)
-    source = DAG_SOURCE.format(dag_id=DAG_ID, values=values, trials=len(values), parallel=PARALLEL, conn_id=CONN_ID)
-    (dags / f"{DAG_ID}.py").write_text(source)
+    (dags / f"{dag_id}.py").write_text(source)
     airflow = str(Path(sys.executable).parent / "airflow")
     _run([airflow, "db", "migrate"], home, cluster.env)
+    found: dict[str, Any] = {}
     try:
         started = time.perf_counter()
         cluster.start()
         up = time.perf_counter() - started
-        seconds, tis, dag_run = _timed_sweep(cluster)
+        seconds, tis, dag_run = _timed_sweep(cluster, dag_id)
         cold = time.perf_counter() - started
+        if results:
+            run_id = dag_run["dag_run_id"]
+            indexes = sorted(ti["map_index"] for ti in tis if ti["task_id"] == "sweep.trial")
+            found["results"] = [cluster.xcom(dag_id, run_id, "sweep.trial", map_index=i) for i in indexes]
+            found["leaderboard"] = cluster.xcom(dag_id, run_id, "sweep.leaderboard")
     except BaseException:
         _keep_logs(home)
         raise
     finally:
         cluster.stop()
         _stop_processes_in(home / "worker-cache", grace=5)  # a trial's DVC child runs in a session of its own
-    trials = [ti for ti in tis if ti["task_id"] == "sweep.trial"]
-    ok = len(trials) == len(values) and all(ti["state"] == "success" for ti in trials)
-    check(ok, "bench_sweep", f"the sweep's trials: {[(ti['map_index'], ti['state']) for ti in trials]}")
     note = (
         f"{cold:.1f} s from the start of Airflow to success (components healthy after {up:.1f} s), "
         f"{seconds:.1f} s from the trigger request; {_breakdown(dag_run, tis)}"
     )
-    return cold, seconds, note
+    return {"cold": cold, "warm": seconds, "note": note, "tis": tis, **found}
 
 
-def _timed_sweep(airflow: Any) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
-    """Trigger the sweep DAG on a started Airflow (an ``AirflowDriver``) and wait for it; return the
+def _timed_sweep(airflow: Any, dag_id: str = DAG_ID) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+    """Trigger a sweep DAG on a started Airflow (an ``AirflowDriver``) and wait for it; return the
     seconds from the trigger request to success, the task instances and the DAG run.
 
     :raises RuntimeError: the run did not succeed
     """
-    airflow.wait_for_dag(DAG_ID, timeout=180)
+    airflow.wait_for_dag(dag_id, timeout=180)
     started = time.perf_counter()
-    run_id = airflow.trigger(DAG_ID)
-    state = airflow.wait_for_run(DAG_ID, run_id, timeout=1800)
+    run_id = airflow.trigger(dag_id)
+    deadline = time.monotonic() + 1800
+    while True:
+        try:
+            state = airflow.wait_for_run(dag_id, run_id, timeout=max(1.0, deadline - time.monotonic()))
+            break
+        except (TimeoutError, urllib.error.URLError) as exc:
+            # One request of the poll that timed out or met a server error (a loaded machine,
+            # SQLite busy): poll again. A client error (auth, not found) is no passing trouble.
+            client_error = isinstance(exc, urllib.error.HTTPError) and exc.code < 500
+            if client_error or time.monotonic() >= deadline:
+                raise
+            print(f"  sweep: polling the run failed ({exc!r}); polling again", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - started
-    tis = airflow.task_instances(DAG_ID, run_id)
+    tis = airflow.task_instances(dag_id, run_id)
     if state != "success":
         raise RuntimeError(f"the sweep ended {state}: {[(ti['task_id'], ti['map_index'], ti['state']) for ti in tis]}")
-    return seconds, tis, airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+    return seconds, tis, airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
 
 def _ours_on_deployment(template: Any, values: list[float], scratch: Path) -> tuple[float, str] | None:
