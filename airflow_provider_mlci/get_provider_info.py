@@ -280,6 +280,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "30",
                         "default": "90",
                     },
+                    "optuna_conn_id": {
+                        "description": "The connection (postgres, mysql or sqlite) to the database adaptive sweeps "
+                        "keep their Optuna studies in when a SweepTaskGroup names no optuna_conn_id: a database of "
+                        "its own that every worker and the triggerer reach, never Airflow's metadata database. "
+                        "Empty means a journal file under AIRFLOW_HOME, which only the local executors can share; "
+                        "set it on Celery, Kubernetes or Edge workers.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "optuna_db",
+                        "default": "",
+                    },
                     "report_templates": {
                         "description": "A folder whose templates replace the packaged ones of the same name: "
                         "report.html.j2 (with section.html.j2 and table.html.j2) for the report.html tasks write, "

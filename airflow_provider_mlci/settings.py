@@ -29,6 +29,7 @@ __all__ = [
     "compute_job_base",
     "declared",
     "gpu_prices",
+    "optuna_conn_id",
     "report_retention_days",
     "report_templates",
     "reports_location",
@@ -120,6 +121,12 @@ def report_templates() -> str:
     """``[mlci] report_templates``: a folder whose templates replace the packaged ones of the same name
     (``report.html.j2`` and the reports UI's pages; "" when unset: the packaged ones only)."""
     return _raw("report_templates")
+
+
+def optuna_conn_id() -> str | None:
+    """``[mlci] optuna_conn_id``: the connection to the database of adaptive sweeps' studies when a
+    sweep names none (``None`` when unset: a journal file under the Airflow home)."""
+    return _raw("optuna_conn_id") or None
 
 
 def compute_job_base() -> str:

@@ -10,10 +10,14 @@ local bare git remote and a local DVC remote, the worker cache and the reports. 
 2. a new day of data lands on ``main``; ``example_nightly_refinement`` for day 2 fine-tunes the
    deployed model on all the data and the gate compares it with v0.1.0 on the frozen evaluation
    set: it is promoted or the deployed model is kept;
-3. ``example_hyperparameter_sweep`` runs 8 trials (each a DVC experiment pushed to the git
-   remote), ranks them, and releases the best one only if it beats the deployed model.
+3. ``example_hyperparameter_sweep`` runs 8 trials of an adaptive sweep: each asks an Optuna study
+   (TPE) for its point, and the median pruner stops the ones whose per-epoch training loss (which
+   the demo's training logs with DVCLive) lags the finished trials'; the others are DVC experiments
+   pushed to the git remote. It ranks them and releases the best one only if it beats the
+   deployed model.
 
-The script prints each decision, the best trial and where the reports are. ``--trials`` changes
+The script prints each decision, every trial's outcome (pruned ones with the epoch they were
+stopped at), the best trial and where the reports are. ``--trials`` changes
 the sweep's size; ``--repo-url`` points the connection at another repository (to see how bad
 input fails).
 """
@@ -121,6 +125,21 @@ def say_outcome(outcome: dict[str, Any], report: dict[str, Any] | None) -> None:
         print(f"    report: {report['html']}")
 
 
+def say_trials(record: Any, trials: int, objective: str) -> None:
+    """Each trial's point and outcome, in the order the study gave them out."""
+    results = [record.xcom.get(f"sweep.trial[{i}]") for i in range(trials)]
+    results = sorted((r for r in results if r), key=lambda r: r.get("study_trial", 0))
+    for result in results:
+        params = " ".join(f"{name.split('.')[-1]}={value:.4g}" for name, value in sorted(result["params"].items()))
+        if result["status"] == "pruned":
+            outcome = f"PRUNED at epoch {result['pruned_at']} ({result['error'].split('(', 1)[1].rstrip(')')})"
+        elif result["status"] == "success":
+            outcome = f"{objective} {result['value']}"
+        else:
+            outcome = f"{result['status']}: {result.get('error') or ''}"[:100]
+        print(f"    trial {result.get('study_trial', '?')}: {params:36} {outcome}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=int(os.environ.get("TRIALS") or 8), help="sweep size (8)")
@@ -174,8 +193,10 @@ def main() -> int:
         return 1
     board = record.xcom["sweep.leaderboard"]
     ranked = board["leaderboard"]
-    print(f"    {board['succeeded']} trials succeeded, {board['failed']} failed, {board['skipped']} skipped; top 3:")
-    for rank, row in enumerate(ranked["trials"][:3], start=1):
+    say_trials(record, args.trials, ranked["objective"])
+    counts = f"{board['succeeded']} trials succeeded, {board['pruned']} pruned, {board['failed']} failed"
+    print(f"    {counts}, {board['skipped']} skipped; top 3:")
+    for rank, row in enumerate([r for r in ranked["trials"] if r["value"] is not None][:3], start=1):
         print(f"    #{rank} {row['name']}: {ranked['objective']} {row['value']} {json.dumps(row['params'])}")
     best = board["best"]
     print(f"    best trial: {best['name']} ({best['sha'][:12]}), on branch {record.xcom['sweep.branch']['branch']}")

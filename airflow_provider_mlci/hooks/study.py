@@ -4,7 +4,8 @@ With ``optuna_conn_id``, a database of its own named by an Airflow connection (`
 ``mysql`` or ``sqlite``; never Airflow's metadata database): every worker reaches it. Without one,
 a journal file under the Airflow home (``$AIRFLOW_HOME/mlci-studies/studies.journal``), shared by
 every task on this machine: fine for the local executors, refused on a distributed one (Celery,
-Kubernetes, Edge), whose workers share no disk.
+Kubernetes, Edge), whose workers share no disk. A deployment names its study database once, as
+``[mlci] optuna_conn_id``: the connection of every sweep that names none.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ class StudyHook(BaseHook):
     """The storage of adaptive sweeps' studies.
 
     :param optuna_conn_id: a ``postgres``, ``mysql`` or ``sqlite`` connection to the studies'
-        database; ``None``: a journal file under the Airflow home (local executors only)
+        database; ``None``: ``[mlci] optuna_conn_id``, and when that is unset a journal file under
+        the Airflow home (local executors only)
     """
 
     def __init__(self, optuna_conn_id: str | None = None, **kwargs: Any) -> None:
+        from airflow_provider_mlci import settings
+
         super().__init__(**kwargs)
-        self.optuna_conn_id = optuna_conn_id
+        self.optuna_conn_id = optuna_conn_id or settings.optuna_conn_id()
 
     def storage(self) -> str:
         """The study storage as :func:`~airflow_provider_mlci.core.experiments.study.open_study`
@@ -59,8 +63,8 @@ class StudyHook(BaseHook):
         executor = str(conf.get("core", "executor", fallback="")).lower()
         if any(kind in executor for kind in _DISTRIBUTED):
             raise MlciConfigError(
-                f"An adaptive sweep on the {conf.get('core', 'executor')} needs optuna_conn_id: a database every "
-                "worker reaches (its workers share no disk for a journal file)."
+                f"An adaptive sweep on the {conf.get('core', 'executor')} needs optuna_conn_id (or [mlci] "
+                "optuna_conn_id): a database every worker reaches (its workers share no disk for a journal file)."
             )
         folder = os.path.join(AIRFLOW_HOME, "mlci-studies")
         os.makedirs(folder, exist_ok=True)

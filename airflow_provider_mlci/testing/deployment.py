@@ -4,7 +4,9 @@ that share no disk.
 :class:`Deployment` starts
 
 - PostgreSQL (as the ``postgres`` user, which it must be: the server refuses root) on its own data
-  folder and port, as the metadata database;
+  folder and port, with the metadata database and, beside it, ``studies``: the database of adaptive
+  sweeps' Optuna studies (connection :data:`STUDIES_CONN_ID`, ``[mlci] optuna_conn_id``), which
+  every worker reaches;
 - Redis as the Celery broker;
 - the scheduler, dag-processor, triggerer and api-server (CeleryExecutor);
 - one Celery worker per name in ``workers``, each **as its own Unix user** (``mlci-<name>``) with its
@@ -45,6 +47,7 @@ from airflow_provider_mlci.testing.cluster import AirflowDriver, free_port, sign
 __all__ = [
     "DAGS_CONN_ID",
     "S3_CONN_ID",
+    "STUDIES_CONN_ID",
     "Deployment",
     "WorkerSpec",
     "dvc_connection",
@@ -66,6 +69,10 @@ _RUNUSER = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "run
 S3_CONN_ID = "mlci_s3"
 #: The ``git`` connection of the DAG bundle's repository.
 DAGS_CONN_ID = "git_dags"
+#: The ``postgres`` connection of the studies' database (``[mlci] optuna_conn_id``).
+STUDIES_CONN_ID = "mlci_studies"
+#: That database, on the metadata database's server but not the metadata database.
+STUDIES_DATABASE = "studies"
 #: Root-side components.
 SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
 
@@ -156,6 +163,8 @@ class Deployment(AirflowDriver):
             "password": "testing",
             "extra": {"endpoint_url": self.s3_endpoint, "region_name": "us-east-1"},
         }
+        studies = {"conn_type": "postgres", "host": "127.0.0.1", "port": self.pg_port, "login": "airflow"}
+        studies["schema"] = STUDIES_DATABASE
         git: dict[str, str] = {"conn_type": "git", "host": self.dags_url}
         if self.dags_login:
             git["login"], git["password"] = self.dags_login
@@ -184,6 +193,7 @@ class Deployment(AirflowDriver):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
             f"AIRFLOW_CONN_{S3_CONN_ID.upper()}": json.dumps(aws),
             f"AIRFLOW_CONN_{DAGS_CONN_ID.upper()}": json.dumps(git),
+            f"AIRFLOW_CONN_{STUDIES_CONN_ID.upper()}": json.dumps(studies),
             "DVC_NO_ANALYTICS": "1",
             "LANG": "C.UTF-8",
             **self.extra_env,
@@ -326,6 +336,7 @@ class Deployment(AirflowDriver):
 
     def _start_postgres(self) -> None:
         start_postgres(self.root / "postgres", self.pg_port, database="airflow")
+        self._as_postgres(["createdb", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "airflow", STUDIES_DATABASE])
 
     def _as_postgres(self, argv: list[str], *, check: bool = True) -> None:
         _as_postgres(argv, check=check)
@@ -406,7 +417,8 @@ def topology(*, database: str, broker: str, api_url: str, bucket: str, dags_refr
     """The settings that make the production topology, for every component: the metadata database,
     Celery on Redis (its results in the database), the API the workers report to, DAGs from the git
     DAG bundle (connection :data:`DAGS_CONN_ID`, ``dags/`` of ``main``), task logs and the report
-    store on S3 (connection :data:`S3_CONN_ID`), a real login (SimpleAuthManager). Used by
+    store on S3 (connection :data:`S3_CONN_ID`), adaptive sweeps' studies in a database of their own
+    (connection :data:`STUDIES_CONN_ID`), a real login (SimpleAuthManager). Used by
     :class:`Deployment` and compared with ``docker/docker-compose.yaml`` by the test suite.
 
     :param database: the SQLAlchemy URL of the PostgreSQL database
@@ -439,6 +451,7 @@ def topology(*, database: str, broker: str, api_url: str, bucket: str, dags_refr
         "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": S3_CONN_ID,
         "AIRFLOW__MLCI__REPORTS_DIR": f"s3://{bucket}/reports",
         "AIRFLOW__MLCI__REPORTS_CONN_ID": S3_CONN_ID,
+        "AIRFLOW__MLCI__OPTUNA_CONN_ID": STUDIES_CONN_ID,
     }
 
 

@@ -1,6 +1,6 @@
-"""The sweep example, run for real with ``dag.test()``: trials as mapped tasks, each a DVC experiment;
-the best one branched, gated and promoted with GTO tags; a refusing gate or a failed leaderboard promotes
-nothing."""
+"""The sweep example, run for real with ``dag.test()``: an adaptive sweep (TPE, median pruner) whose
+trials are mapped tasks, each a DVC experiment or pruned while its training runs; the best one
+branched, gated and promoted with GTO tags; a refusing gate or a failed leaderboard promotes nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import pendulum
 import pytest
 
 from tests.conftest import EXAMPLE_DAGS
@@ -15,6 +16,9 @@ from tests.conftest import EXAMPLE_DAGS
 DAG_ID = "example_hyperparameter_sweep"
 DAG_FILE = EXAMPLE_DAGS / "example_hyperparameter_sweep.py"
 MODEL = "fraud-detector"
+#: The run's logical date names the run, and the run names each trial's sampler seed (with ``seed``):
+#: a fixed one makes the points, and so which trials are pruned, the same on every run of the test.
+LOGICAL_DATE = pendulum.datetime(2026, 1, 2, tz="UTC")
 
 
 @pytest.fixture
@@ -24,18 +28,17 @@ def use_cache(monkeypatch, worker_cache, tmp_path):
     return worker_cache
 
 
-def test_the_sweep_records_every_trial_as_an_experiment_ranks_them_and_promotes_the_best(
+def test_the_sweep_asks_the_study_prunes_the_laggards_ranks_the_rest_and_promotes_the_best(
     run_dag, dvc_project, dvc_connection, use_cache, tmp_path
 ):
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
     assert dvc_project.remote_tags() == {}  # nothing deployed: the gate's floors alone decide
-    record = run_dag(DAG_ID, path=DAG_FILE, conf={"rev": "main", "max_trials": 3, "seed": 1, "stage": "prod"})
+    conf = {"rev": "main", "max_trials": 4, "seed": 1, "stage": "prod"}
+    record = run_dag(DAG_ID, path=DAG_FILE, conf=conf, logical_date=LOGICAL_DATE)
     assert record.state == "success", record.task_states
     assert record.task_states == {
         "sweep.generate": "success",
-        "sweep.trial[0]": "success",
-        "sweep.trial[1]": "success",
-        "sweep.trial[2]": "success",
+        **{f"sweep.trial[{i}]": "success" for i in range(4)},  # a pruned trial is a result, not a failed task
         "sweep.leaderboard": "success",
         "sweep.branch": "success",
         "sweep.gate": "success",
@@ -44,35 +47,58 @@ def test_the_sweep_records_every_trial_as_an_experiment_ranks_them_and_promotes_
         "best_report": "success",
     }
     planned = record.xcom["sweep.generate"]
-    assert len(planned) == 3
+    assert len(planned) == 4
     assert {trial["rev"] for trial in planned} == {dvc_project.head()}
-    assert all(0.03 <= t["params"]["train.learning_rate"] <= 1.0 for t in planned)
-    assert all(t["params"]["train.epochs"] in (10, 20, 30, 40) for t in planned)
+    assert {(t["study"]["search"], t["study"]["pruner"]) for t in planned} == {("tpe", "median")}
 
-    # Every trial is an experiment on the git remote, at the commit the sweep started from.
+    # Each trial asked the study for its point as it started: the enqueued baseline first, then the sampler's.
+    results = [record.xcom[f"sweep.trial[{i}]"] for i in range(4)]
+    first = next(r for r in results if r["study_trial"] == 0)
+    assert first["params"] == {"train.learning_rate": 0.3, "train.epochs": 100}
+    assert all(0.03 <= r["params"]["train.learning_rate"] <= 1.0 for r in results)
+    assert all(r["params"]["train.epochs"] in (25, 50, 75, 100) for r in results)
+    assert len({r["params"]["train.learning_rate"] for r in results}) == 4
+
+    # The laggards were pruned from the per-epoch training loss the stage logs with DVCLive, after
+    # the warm-up epochs; the others are experiments on the git remote, at the commit the sweep started from.
     refs = dvc_project.remote_refs()
-    results = [record.xcom[f"sweep.trial[{i}]"] for i in range(3)]
-    for trial, result in zip(planned, results, strict=True):
-        assert result["status"] == "success"
-        assert result["exp_ref"] == f"refs/exps/{dvc_project.head()[:2]}/{dvc_project.head()[2:]}/{trial['name']}"
+    done = [r for r in results if r["status"] == "success"]
+    pruned = [r for r in results if r["status"] == "pruned"]
+    assert len(done) + len(pruned) == 4
+    assert pruned, [(r["params"], r["status"]) for r in results]  # the fixed run and seed prune at least one
+    for result in pruned:
+        assert 10 <= result["pruned_at"] < result["params"]["train.epochs"]
+        assert result["error"].startswith(f"pruned at step {result['pruned_at']} (logloss = ")
+    for result in done:
+        head = dvc_project.head()
+        assert result["exp_ref"] == f"refs/exps/{head[:2]}/{head[2:]}/{result['name']}"
         assert refs[result["exp_ref"]] == result["sha"]
-        assert result["value"] == result["metrics"]["metrics.json"]["accuracy"]
+        assert result["value"] == result["metrics"]["metrics.json"]["logloss"]
 
     summary = record.xcom["sweep.leaderboard"]
     json.dumps(summary, allow_nan=False)
     board = summary["leaderboard"]
-    assert board["objective"] == "accuracy"
-    assert board["goal"] == "maximize"
-    values = [t["value"] for t in board["trials"]]
-    assert values == sorted(values, reverse=True)
-    assert summary["best"]["name"] == board["trials"][0]["name"]
-    assert summary["best"]["value"] == max(r["value"] for r in results)
+    assert board["objective"] == "logloss"
+    assert board["goal"] == "minimize"
+    ranked = board["trials"][: len(done)]  # a pruned trial is never ranked: it has no value, and comes last
+    assert sorted(t["name"] for t in ranked) == sorted(r["name"] for r in done)
+    assert [(t["status"], t["value"]) for t in board["trials"][len(done) :]] == [("pruned", None)] * len(pruned)
+    values = [t["value"] for t in ranked]
+    assert values == sorted(values)
+    assert summary["best"]["name"] == ranked[0]["name"]
+    assert summary["best"]["value"] == min(r["value"] for r in done)
     assert summary["target_met"] is False
-    assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (3, 0, 0)
+    assert (summary["succeeded"], summary["failed"], summary["skipped"], summary["pruned"]) == (
+        len(done),
+        0,
+        0,
+        len(pruned),
+    )
     report = (tmp_path / "reports").rglob("report.md")
     texts = {path.parent.name: path.read_text() for path in report}
-    assert "| rank | trial | train.epochs | train.learning_rate | accuracy | status |" in texts["sweep.leaderboard"]
+    assert "| rank | trial | train.epochs | train.learning_rate | logloss | status |" in texts["sweep.leaderboard"]
     assert f"Best trial: {summary['best']['name']}" in texts["sweep.leaderboard"]
+    assert f"{len(pruned)} pruned." in texts["sweep.leaderboard"]
     assert record.xcom["best_report"]["sha"] == summary["best"]["sha"]
     assert f"Best trial: {summary['best']['name']}" in texts["best_report"]  # the leaderboard as a section
     assert "Decision: **promote** (against nothing deployed)." in texts["best_report"]
@@ -101,14 +127,14 @@ def test_the_sweep_records_every_trial_as_an_experiment_ranks_them_and_promotes_
     assert [m["metric"] for m in outcome["metrics"]] == ["accuracy", "logloss"]
     assert dvc_project.remote_tags() == {f"{MODEL}@v0.1.0": best["sha"], f"{MODEL}#prod#1": best["sha"]}
 
-    # A fresh clone sees them with DVC's own commands.
+    # A fresh clone sees the finished trials with DVC's own commands.
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(dvc_project.remote), str(clone)], check=True)
     dvc = [sys.executable, "-m", "dvc"]
-    subprocess.run([*dvc, "exp", "pull", "origin", *[t["name"] for t in planned]], cwd=clone, check=True)
+    subprocess.run([*dvc, "exp", "pull", "origin", *[r["name"] for r in done]], cwd=clone, check=True)
     shown = subprocess.run([*dvc, "exp", "show", "--json"], cwd=clone, check=True, capture_output=True, text=True)
     names = {exp.get("name") for entry in json.loads(shown.stdout) for exp in entry.get("experiments") or []}
-    assert {t["name"] for t in planned} <= names
+    assert {r["name"] for r in done} <= names
 
 
 SWEEP_DAG = """

@@ -39,6 +39,7 @@ def test_every_declared_option_has_a_reader_and_a_default_from_the_provider_info
         "compute_job_base",
         "compute_backend",
         "gpu_prices",
+        "optuna_conn_id",
         "sandbox",
         "stage_env",
     }
