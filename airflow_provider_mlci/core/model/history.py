@@ -60,6 +60,7 @@ _FIELD, _END = "\x00", "\x00\x01\n"
 #: Why a candidate that passed the gate was kept, by the approval's answer.
 APPROVAL_REASONS = {"rejected": "a reviewer rejected the candidate", "timed_out": "no reviewer answered in time"}
 
+
 def run_record(
     *,
     model: str,
