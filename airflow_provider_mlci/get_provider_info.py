@@ -280,6 +280,16 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "30",
                         "default": "90",
                     },
+                    "study_retention_days": {
+                        "description": "How many days an adaptive sweep keeps the Optuna studies of its past runs "
+                        "(<dag_id>.<group_id>.<run>; a study every run continues, resume=True, is never removed). "
+                        "Older ones are deleted from the study database when the sweep's generate task runs. "
+                        "0 keeps them forever.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "30",
+                        "default": "90",
+                    },
                     "optuna_conn_id": {
                         "description": "The connection (postgres, mysql or sqlite) to the database adaptive sweeps "
                         "keep their Optuna studies in when a SweepTaskGroup names no optuna_conn_id: a database of "

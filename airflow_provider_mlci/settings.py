@@ -33,6 +33,7 @@ __all__ = [
     "report_retention_days",
     "report_templates",
     "reports_location",
+    "study_retention_days",
 ]
 
 #: The section of ``airflow.cfg`` the provider's options live in.
@@ -105,15 +106,27 @@ def report_retention_days() -> int:
 
     :raises MlciConfigError: the value is not a whole number of days, or is negative
     """
+    return _days("report_retention_days")
+
+
+def study_retention_days() -> int:
+    """``[mlci] study_retention_days``: how many days an adaptive sweep's per-run study is kept (0: forever).
+
+    :raises MlciConfigError: the value is not a whole number of days, or is negative
+    """
+    return _days("study_retention_days")
+
+
+def _days(option: str) -> int:
     from airflow_provider_mlci.exceptions import MlciConfigError
 
-    text = _raw("report_retention_days") or "0"
+    text = _raw(option) or "0"
     try:
         days = int(text)
     except ValueError as exc:
-        raise MlciConfigError(f"[{SECTION}] report_retention_days={text!r} is not a whole number of days.") from exc
+        raise MlciConfigError(f"[{SECTION}] {option}={text!r} is not a whole number of days.") from exc
     if days < 0:
-        raise MlciConfigError(f"[{SECTION}] report_retention_days={text!r} must be 0 (keep forever) or more.")
+        raise MlciConfigError(f"[{SECTION}] {option}={text!r} must be 0 (keep forever) or more.")
     return days
 
 

@@ -229,6 +229,7 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
         except Exception as exc:  # a database that cannot be reached: say so before any trial runs
             raise MlciConfigError(f"Cannot open the study {name!r} in {hook.where()}: {type(exc).__name__}") from exc
         self.log.info("Adaptive sweep (%s): %s in %s", config.search.value, describe(opened), hook.where())
+        self._prune_old_studies(storage, study_name(ti.dag_id, ti.task_id, None))
         suffix = self.name_suffix
         if suffix is None:
             suffix = hashlib.sha1(f"{ti.dag_id}/{ti.run_id}/{self.task_id}".encode()).hexdigest()[:7]  # noqa: S324
@@ -250,6 +251,22 @@ class SweepTrialsOperator(DvcWorkspaceMixin, BaseOperator):
             }
             for n in range(1, budget + 1)
         ]
+
+    def _prune_old_studies(self, storage: str, prefix: str) -> None:
+        """Delete this sweep's per-run studies older than ``[mlci] study_retention_days`` (never fails the sweep)."""
+        from airflow_provider_mlci import settings
+        from airflow_provider_mlci.core.experiments.study import prune_studies
+
+        days = settings.study_retention_days()
+        if not days:
+            return
+        try:
+            gone = prune_studies(storage, prefix, older_than=days * 86400.0)
+        except Exception as exc:  # retention must never stop a sweep
+            self.log.warning("Could not delete the old studies of %s: %s", prefix, exc)
+            return
+        if gone:
+            self.log.info("Deleted %d studies older than %d days: %s", len(gone), days, ", ".join(gone))
 
     def expand_space(self, context: Context | None = None) -> list[dict[str, Any]]:
         """The trials of the space, named and checked (no I/O): ``[{"name", "params", "overrides"}]``.

@@ -135,10 +135,12 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
             self._tell(study, asked.number, result)
         return self._finished(result)
 
-    def _study(self, key: str) -> Any:
-        """Open the sweep's study (its database through its connection).
+    def _study(self, ti: Any) -> Any:
+        """Open the sweep's study (its database through its connection), its sampler seeded from the
+        sweep's seed and this task's place in the sweep (not the run: the same seed asks alike run
+        after run).
 
-        :param key: names the task instance (seeds its sampler)
+        :param ti: the task instance
         """
         from airflow_provider_mlci.core.experiments.study import open_study, study_config
         from airflow_provider_mlci.core.experiments.sweep import SearchSpace
@@ -146,8 +148,9 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
 
         spec = dict(self.trial["study"])
         space = SearchSpace.of(spec["space"])
+        seed_key = f"{ti.dag_id}/{ti.task_id}/{map_index_of(ti)}"
         return open_study(
-            StudyHook(spec.get("optuna_conn_id")).storage(), spec["name"], study_config(spec), space, key=key
+            StudyHook(spec.get("optuna_conn_id")).storage(), spec["name"], study_config(spec), space, key=seed_key
         )
 
     def _ask(self, context: Context) -> tuple[Any, Any]:
@@ -158,7 +161,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         spec = dict(self.trial["study"])
         ti = context["ti"]
         key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index_of(ti)}"
-        study = self._study(key)
+        study = self._study(ti)
         asked = self._asked = ask(study, key, SearchSpace.of(spec["space"]))
         trial = Trial(name=str(self.trial["name"]), params=asked.params)
         self.trial = {**self.trial, "params": asked.params, "overrides": trial.overrides, "study_trial": asked.number}
@@ -378,7 +381,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         """Tell an adaptive sweep's study how this ec2 trial ended; return its result."""
         if self.trial.get("study") and self.trial.get("study_trial") is not None:
             ti = context["ti"]
-            study = self._study(f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index_of(ti)}")
+            study = self._study(ti)
             with airflow_failures():
                 self._tell(study, int(self.trial["study_trial"]), result)
         return self._finished(result)

@@ -40,6 +40,7 @@ def test_every_declared_option_has_a_reader_and_a_default_from_the_provider_info
         "compute_backend",
         "gpu_prices",
         "optuna_conn_id",
+        "study_retention_days",
         "sandbox",
         "stage_env",
     }
@@ -98,15 +99,17 @@ def test_a_bad_value_is_a_typed_error_naming_the_option(monkeypatch, name, value
         reader()
 
 
-def test_report_retention_is_read_in_days_and_zero_keeps_reports_forever(monkeypatch):
-    monkeypatch.delenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", raising=False)
-    assert settings.report_retention_days() == int(settings.declared()["report_retention_days"]["default"]) == 90
-    monkeypatch.setenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", "0")
-    assert settings.report_retention_days() == 0
+@pytest.mark.parametrize("option", ["report_retention_days", "study_retention_days"])
+def test_retention_is_read_in_days_and_zero_keeps_forever(monkeypatch, option):
+    reader = getattr(settings, option)
+    monkeypatch.delenv(f"AIRFLOW__MLCI__{option.upper()}", raising=False)
+    assert reader() == int(settings.declared()[option]["default"]) == 90
+    monkeypatch.setenv(f"AIRFLOW__MLCI__{option.upper()}", "0")
+    assert reader() == 0
     for bad, message in (("a month", "is not a whole number of days"), ("-3", r"must be 0 \(keep forever\) or more")):
-        monkeypatch.setenv("AIRFLOW__MLCI__REPORT_RETENTION_DAYS", bad)
-        with pytest.raises(MlciConfigError, match=r"\[mlci\] report_retention_days=" + f"'{bad}' " + message):
-            settings.report_retention_days()
+        monkeypatch.setenv(f"AIRFLOW__MLCI__{option.upper()}", bad)
+        with pytest.raises(MlciConfigError, match=rf"\[mlci\] {option}=" + f"'{bad}' " + message):
+            reader()
 
 
 def test_gpu_prices_are_a_json_table_of_usd_per_hour_and_a_bad_one_is_named(monkeypatch):

@@ -129,11 +129,13 @@ class StepReporter:
         self.last: tuple[int, float] | None = None if last is None else (last, float("nan"))
         self.pruned: tuple[int, float] | None = None
 
-    def feed(self, steps: list[tuple[int, float]]) -> bool:
+    def feed(self, steps: list[tuple[int, float]], *, may_prune: bool = True) -> bool:
         """Report the steps after the last one reported; return whether the trial is to be pruned
         (then :attr:`pruned` holds its step and value).
 
         :param steps: ``[(step, value)]``, the whole table so far
+        :param may_prune: ``False`` once the trial has run to its end: its last steps are only
+            reported (a finished trial is never pruned after the fact)
         """
         if self.pruned is not None:
             return True
@@ -142,7 +144,7 @@ class StepReporter:
                 continue
             self.last = (step, value)
             self.trial.report(self.sign * value, step)
-            if self.trial.should_prune():
+            if may_prune and self.trial.should_prune():
                 self.pruned = (step, value)
                 return True
         return False
@@ -202,15 +204,18 @@ class PruneWatch:
         self._done.set()
         self._thread.join(timeout=30)
         if self.pruned is None and self.error is None:
-            self.look()  # the steps written after the last look still count
+            self.look(final=True)  # the steps written after the last look still count
 
     def _watch(self) -> None:
         while not self._done.wait(self.interval):
             if self.look():
                 return
 
-    def look(self) -> bool:
-        """Report the new steps; return whether the trial was pruned (then ``stop`` was called)."""
+    def look(self, *, final: bool = False) -> bool:
+        """Report the new steps; return whether the trial was pruned (then ``stop`` was called).
+
+        :param final: the stage has ended: report what it wrote last, prune nothing
+        """
         if self.pruned is not None or self.error is not None:
             return True
         try:
@@ -219,7 +224,7 @@ class PruneWatch:
         except MlciConfigError as exc:
             self.error = exc  # a table without the column: say so once the stage ends
             return True
-        if self.reporter.feed(steps):
+        if self.reporter.feed(steps, may_prune=not final):
             step, value = self.reporter.pruned  # type: ignore[misc]
             log.info("Pruned at step %d (%s = %g): stopping the trial", step, self.on.column, value)
             self.stop()

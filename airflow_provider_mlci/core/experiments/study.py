@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ __all__ = [
     "distributions",
     "fail_abandoned",
     "open_study",
+    "prune_studies",
     "storage_url",
     "study_charts",
     "study_config",
@@ -177,6 +179,34 @@ def contains(space: SearchSpace, point: Mapping[str, Any]) -> bool:
         except (ValueError, TypeError):
             return False
     return True
+
+
+def prune_studies(storage: str | Any, prefix: str, *, older_than: float, now: float | None = None) -> list[str]:
+    """Delete the per-run studies of one sweep that started more than ``older_than`` seconds ago.
+
+    Only studies named ``<prefix>.<7 hex digits>`` (a run's study, see the sweep's ``generate``) are
+    looked at; the study every run continues (``resume``, named ``<prefix>`` alone), other sweeps'
+    studies and studies without a trial are never deleted. Returns the names deleted.
+
+    :param storage: the studies' storage (URL or object)
+    :param prefix: ``<dag_id>.<group_id>``
+    :param older_than: seconds
+    :param now: the current time (epoch seconds); default: now
+    """
+    import optuna
+
+    now = time.time() if now is None else now
+    pattern = re.compile(re.escape(prefix) + r"\.[0-9a-f]{7}")
+    store = _storage(storage)
+    deleted = []
+    for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
+        started = summary.datetime_start
+        if not pattern.fullmatch(summary.study_name) or started is None:
+            continue
+        if now - started.timestamp() > older_than:
+            optuna.delete_study(study_name=summary.study_name, storage=store)
+            deleted.append(summary.study_name)
+    return deleted
 
 
 def storage_url(

@@ -403,3 +403,56 @@ def test_an_adaptive_sweep_tries_the_deployed_model_s_params_first_by_default(
     study = open_study(StudyHook().storage(), "deployed-first", StudyConfig(), SearchSpace.of(space))
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == expected  # how Optuna keeps enqueued points
+
+
+def test_generate_deletes_the_sweep_s_studies_older_than_the_retention(
+    dvc_project, dvc_connection, worker_cache, tmp_path, monkeypatch
+):
+    from datetime import datetime, timedelta
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from airflow_provider_mlci.core.experiments.study import StudyConfig, _storage, open_study
+    from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+    from airflow_provider_mlci.hooks.study import StudyHook
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setattr("airflow.configuration.AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__MLCI__STUDY_RETENTION_DAYS", "30")
+    space = {"train.lr": {"uniform": [0.0, 1.0]}}
+    storage = _storage(StudyHook().storage())
+    for name, age in (("d.sweep.0123abc", 40), ("d.sweep.4567def", 10), ("d.sweep", 400), ("e.sweep.0123abc", 40)):
+        study = open_study(storage, name, StudyConfig(), SearchSpace.of(space))
+        started = datetime.now() - timedelta(days=age)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"train.lr": 0.5}, value=0.5, distributions={"train.lr": FloatDistribution(0.0, 1.0)}
+            )
+        )
+        frozen = study.trials[-1]
+        frozen.datetime_start, frozen.datetime_complete = started, started
+        optuna.delete_study(study_name=name, storage=storage)
+        optuna.create_study(study_name=name, storage=storage).add_trial(frozen)
+    conn = dvc_connection(str(dvc_project.remote), conn_id="sweep_repo")
+    op = SweepTrialsOperator(
+        task_id="sweep.generate",
+        space=space,
+        max_trials=2,
+        rev="main",
+        study={"search": "tpe", "goal": "maximize"},
+        dvc_conn_id=conn,
+        cache_dir=str(worker_cache),
+    )
+    ti = SimpleNamespace(dag_id="d", run_id="manual__2", task_id="sweep.generate", xcom_push=lambda **_: None)
+    op.execute({"ti": ti})
+    left = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    # The 40-day-old run's study of this sweep is gone; the recent one, the study every run continues,
+    # another Dag's, and this run's new one stay.
+    assert left == ["d.sweep", "d.sweep.4567def", f"d.sweep.{study_name_hash('manual__2')}", "e.sweep.0123abc"]
+
+
+def study_name_hash(run_id: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(run_id.encode()).hexdigest()[:7]

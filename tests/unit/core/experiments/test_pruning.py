@@ -78,3 +78,14 @@ def test_a_table_that_links_out_of_the_checkout_is_refused_never_read(tmp_path):
     assert isinstance(watch.error, UnsafePathError)
     assert "hunter2" not in str(watch.error)
     assert (trial.reported, stops) == ([], [])
+
+
+def test_a_trial_that_ran_to_its_end_is_reported_but_never_pruned_after_the_fact(tmp_path):
+    table = tmp_path / "acc.tsv"
+    on = PruneOn(file="acc.tsv", column="acc", direction="max")
+    trial, stops = Trial(floor=0.5), []
+    watch = PruneWatch(table, on, goal="max", trial=trial, stop=lambda: stops.append(1), interval=60)
+    with watch:
+        table.write_text("step\tacc\n0\t0.6\n1\t0.3\n")  # written, and the stage ended, before any look
+    assert trial.reported == [(0, 0.6), (1, 0.3)]  # the last steps still reach the study
+    assert (watch.pruned, stops) == (None, [])

@@ -20,6 +20,7 @@ from airflow_provider_mlci.core.experiments.study import (
     distributions,
     fail_abandoned,
     open_study,
+    prune_studies,
     storage_url,
     tell,
 )
@@ -228,3 +229,30 @@ def test_tpe_lies_about_running_trials_so_two_tasks_alike_do_not_pick_the_same_p
     first = ask(open_study(storage, "liar", config, space, key="same"), "d/r/t/3", space)
     second = ask(open_study(storage, "liar", config, space, key="same"), "d/r/t/4", space)
     assert first.params != second.params
+
+
+def test_old_per_run_studies_of_a_sweep_are_deleted_and_nothing_else(tmp_path):
+    import time
+
+    import optuna
+
+    storage = f"journal://{tmp_path / 'old.log'}"
+    config = StudyConfig(search="random", seed=1)
+    for name in ("d.sweep.abc1234", "d.sweep", "other.sweep.abc1234", "d.sweep.abc12345", "d.sweep2.abc1234"):
+        study = open_study(storage, name, config, SPACE)
+        tell(study, ask(study, f"{name}/0", SPACE).trial, 0.5)
+    open_study(storage, "d.sweep.def5678", config, SPACE)  # no trial: its age is unknown
+
+    def names():
+        return sorted(s.study_name for s in optuna.get_all_study_summaries(storage_of(storage)))
+
+    assert prune_studies(storage, "d.sweep", older_than=86400) == []  # all of today
+    later = time.time() + 10 * 86400
+    assert prune_studies(storage, "d.sweep", older_than=86400, now=later) == ["d.sweep.abc1234"]
+    assert names() == ["d.sweep", "d.sweep.abc12345", "d.sweep.def5678", "d.sweep2.abc1234", "other.sweep.abc1234"]
+
+
+def storage_of(url: str):
+    from airflow_provider_mlci.core.experiments.study import _storage
+
+    return _storage(url)
