@@ -13,6 +13,14 @@ from airflow_provider_mlci.operators.sweep import SweepLeaderboardOperator, Swee
 CONTEXT = {"ti": SimpleNamespace(dag_id="d", run_id="manual__1", map_index=-1)}
 
 
+@pytest.fixture
+def study_home(tmp_path, monkeypatch):
+    """An Airflow home of the test's own: the default study journal lives under it."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setattr("airflow.configuration.AIRFLOW_HOME", str(tmp_path))
+    return tmp_path
+
+
 def test_the_constructors_only_store(tmp_path):
     cache = tmp_path / "never-created"
     gen = SweepTrialsOperator(
@@ -291,13 +299,11 @@ def test_a_sweep_summary_renders_as_a_report_section():
     assert section_for("x", {**summary, "best": None}).markdown.count("Best trial: none.") == 1
 
 
-def test_an_adaptive_slot_asks_once_and_its_retry_gets_the_same_point(tmp_path, monkeypatch):
+def test_an_adaptive_slot_asks_once_and_its_retry_gets_the_same_point(study_home):
     from types import SimpleNamespace
 
     from airflow_provider_mlci.operators.sweep import SweepTrialOperator
 
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    monkeypatch.setattr("airflow.configuration.AIRFLOW_HOME", str(tmp_path))
     space = {"train.lr": {"loguniform": [0.001, 0.1]}, "train.epochs": [10, 20]}
     slot = {"name": "trial-001-x", "params": {}, "overrides": [], "rev": "c" * 40,
             "study": {"name": "d.sweep.x", "search": "tpe", "goal": "maximize", "seed": 3, "space": space}}  # fmt: skip
@@ -375,7 +381,7 @@ def test_the_group_s_timeout_becomes_generate_s_time_budget_and_a_bad_one_is_ref
     ],
 )  # fmt: skip
 def test_an_adaptive_sweep_tries_the_deployed_model_s_params_first_by_default(
-    dvc_project, dvc_connection, worker_cache, tmp_path, monkeypatch, space, enqueue, expected
+    dvc_project, dvc_connection, worker_cache, study_home, space, enqueue, expected
 ):
     from optuna.trial import TrialState
 
@@ -383,8 +389,6 @@ def test_an_adaptive_sweep_tries_the_deployed_model_s_params_first_by_default(
     from airflow_provider_mlci.core.experiments.sweep import SearchSpace
     from airflow_provider_mlci.hooks.study import StudyHook
 
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    monkeypatch.setattr("airflow.configuration.AIRFLOW_HOME", str(tmp_path))
     dvc_project.git("tag", "-a", "fraud-detector#prod#1", "-m", "Promote", dvc_project.head())
     dvc_project.git("push", "--quiet", "origin", "refs/tags/fraud-detector#prod#1")
     conn = dvc_connection(str(dvc_project.remote), conn_id="sweep_repo")
@@ -406,34 +410,25 @@ def test_an_adaptive_sweep_tries_the_deployed_model_s_params_first_by_default(
 
 
 def test_generate_deletes_the_sweep_s_studies_older_than_the_retention(
-    dvc_project, dvc_connection, worker_cache, tmp_path, monkeypatch
+    dvc_project, dvc_connection, worker_cache, study_home, monkeypatch
 ):
     from datetime import datetime, timedelta
 
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from airflow_provider_mlci.core.experiments.study import StudyConfig, _storage, open_study
-    from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+    from airflow_provider_mlci.core.experiments.study import _storage
     from airflow_provider_mlci.hooks.study import StudyHook
 
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    monkeypatch.setattr("airflow.configuration.AIRFLOW_HOME", str(tmp_path))
     monkeypatch.setenv("AIRFLOW__MLCI__STUDY_RETENTION_DAYS", "30")
     space = {"train.lr": {"uniform": [0.0, 1.0]}}
     storage = _storage(StudyHook().storage())
     for name, age in (("d.sweep.0123abc", 40), ("d.sweep.4567def", 10), ("d.sweep", 400), ("e.sweep.0123abc", 40)):
-        study = open_study(storage, name, StudyConfig(), SearchSpace.of(space))
-        started = datetime.now() - timedelta(days=age)
-        study.add_trial(
-            optuna.trial.create_trial(
-                params={"train.lr": 0.5}, value=0.5, distributions={"train.lr": FloatDistribution(0.0, 1.0)}
-            )
+        trial = optuna.trial.create_trial(
+            params={"train.lr": 0.5}, value=0.5, distributions={"train.lr": FloatDistribution(0.0, 1.0)}
         )
-        frozen = study.trials[-1]
-        frozen.datetime_start, frozen.datetime_complete = started, started
-        optuna.delete_study(study_name=name, storage=storage)
-        optuna.create_study(study_name=name, storage=storage).add_trial(frozen)
+        trial.datetime_start = trial.datetime_complete = datetime.now() - timedelta(days=age)
+        optuna.create_study(study_name=name, storage=storage).add_trial(trial)
     conn = dvc_connection(str(dvc_project.remote), conn_id="sweep_repo")
     op = SweepTrialsOperator(
         task_id="sweep.generate",
