@@ -581,10 +581,13 @@ def _axis_value(value: Any) -> Any:
 
 
 def _importances(study: optuna.Study, complete: list[Any]) -> dict[str, float]:
-    from optuna.importance import get_param_importances
-
     if len(complete) < 2 or len({tuple(sorted(t.params.items())) for t in complete}) < 2:
         return {}
+    names = {name for trial in complete for name in trial.params}
+    if len(names) == 1:  # all of it, without importing Optuna's evaluators (seconds) or fitting a forest
+        return dict.fromkeys(names, 1.0)
+    from optuna.importance import get_param_importances
+
     try:
         return {k: float(v) for k, v in get_param_importances(study).items()}
     except (RuntimeError, ValueError) as exc:  # too few distinct values for Optuna to judge

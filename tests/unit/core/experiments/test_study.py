@@ -256,3 +256,20 @@ def storage_of(url: str):
     from airflow_provider_mlci.core.experiments.study import _storage
 
     return _storage(url)
+
+
+def test_one_param_has_all_the_importance_without_a_forest(tmp_path):
+    import sys
+
+    from airflow_provider_mlci.core.experiments.study import study_charts
+
+    space = SearchSpace.of({"train.lr": {"uniform": [0.0, 1.0]}})
+    config = StudyConfig(search="random", seed=2)
+    study = open_study(f"journal://{tmp_path / 'o.log'}", "o", config, space, max_trials=3)
+    for n in range(3):
+        asked = ask(study, f"k{n}", space)
+        tell(study, asked.number, asked.params["train.lr"])
+    already = "optuna.importance" in sys.modules
+    rows = study_charts(study)["importance"]["data"]["values"]
+    assert [(row["param"], row["importance"]) for row in rows] == [("train.lr", 1.0)]
+    assert already or "optuna.importance" not in sys.modules  # seconds of scikit-learn's import saved
