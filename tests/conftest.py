@@ -59,8 +59,8 @@ def _session_environment(home: Path) -> dict[str, str]:
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     }
 
+
 #: The slowest test files, slowest first (seconds each, in the parallel run unless "alone"): the
-#: The slowest test files, slowest first (seconds each on 2 cores, from ``--durations=0``): the
 #: parallel run (``--dist loadfile --no-loadscope-reorder``) starts them first, so that it does not
 #: end waiting on a long file begun last. Files not listed follow in their usual order. Update when
 #: the durations drift; a wrong order only costs time.
