@@ -148,6 +148,8 @@ class CommandRunner:
                 start_new_session=True,
             )
             self._proc = proc
+        if self._stopped:  # stop() came while the command started, and found none to stop: stop it now
+            self.interrupt()
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         level = logging.DEBUG if quiet else logging.INFO
         stdout = ""

@@ -118,3 +118,22 @@ def test_private_folders_of_dead_owners_go_and_the_others_stay(tmp_path):
         os.close(fd)
     assert elsewhere.exists()
     assert unknown.exists()
+
+
+def test_a_stop_that_comes_while_the_command_starts_still_stops_it(tmp_path, monkeypatch):
+    """stop() between the command's start and the runner's noting it found no command to stop."""
+    import subprocess
+
+    runner = CommandRunner(grace_seconds=1)
+    real_popen = subprocess.Popen
+
+    def popen_then_stop(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        runner.stop()  # the command runs, the runner has not noted it yet
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_stop)
+    started = time.monotonic()
+    with pytest.raises(CommandStoppedError):
+        runner.run(["sh", "-c", "sleep 120 & wait"])
+    assert time.monotonic() - started < 10
