@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-__all__ = ["StudyHook"]
+__all__ = ["StudyHook", "open_sweep_study"]
 
 #: Executors whose tasks run on other machines: a journal file would not be shared.
 _DISTRIBUTED = ("celery", "kubernetes", "edge")
@@ -75,3 +75,17 @@ class StudyHook(BaseHook):
         if self.optuna_conn_id:
             return f"the database of connection {self.optuna_conn_id!r}"
         return self.storage().removeprefix("journal://")
+
+
+def open_sweep_study(spec: Any, *, key: str = "") -> Any:
+    """Open the study a sweep's slots describe (``{"name", "space", "optuna_conn_id", "search", ...}``)
+    in its storage: what the trials, the trigger and the leaderboard all open.
+
+    :param spec: a slot's ``study``
+    :param key: seeds the sampler (see :func:`~airflow_provider_mlci.core.experiments.study.open_study`)
+    """
+    from airflow_provider_mlci.core.experiments.study import open_study, study_config
+    from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+
+    storage = StudyHook(spec.get("optuna_conn_id")).storage()
+    return open_study(storage, spec["name"], study_config(spec), SearchSpace.of(spec["space"]), key=key)

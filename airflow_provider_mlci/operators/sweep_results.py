@@ -108,17 +108,15 @@ class SweepLeaderboardOperator(BaseOperator):
     def _close_abandoned(self, context: Context, planned: list[Any]) -> None:
         """An adaptive sweep: tell the study ``FAIL`` for this run's trials whose task failed for good
         (they told it nothing and would stay running)."""
-        from airflow_provider_mlci.core.experiments.study import fail_abandoned, open_study, study_config
-        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
-        from airflow_provider_mlci.hooks.study import StudyHook
+        from airflow_provider_mlci.core.experiments.study import fail_abandoned
+        from airflow_provider_mlci.hooks.study import open_sweep_study
 
         spec = next((slot.get("study") for slot in planned if isinstance(slot, Mapping) and slot.get("study")), None)
         if not spec:
             return
         ti = context["ti"]
         try:
-            hook = StudyHook(spec.get("optuna_conn_id"))
-            study = open_study(hook.storage(), spec["name"], study_config(spec), SearchSpace.of(spec["space"]))
+            study = open_sweep_study(spec)
             closed = fail_abandoned(study, f"{ti.dag_id}/{ti.run_id}/{self.trial_task_id}/")
         except Exception as exc:  # the ranking stands on the trials' results; the study heals next time
             self.log.warning("Cannot close the abandoned trials of the study %s: %s", spec.get("name"), exc)
@@ -164,15 +162,13 @@ class SweepLeaderboardOperator(BaseOperator):
         report sections; what cannot be drawn is said, never fails the leaderboard."""
         import base64
 
-        from airflow_provider_mlci.core.experiments.study import open_study, study_charts, study_config
-        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
+        from airflow_provider_mlci.core.experiments.study import study_charts
         from airflow_provider_mlci.core.reports.html import ReportSection, svg_of
-        from airflow_provider_mlci.hooks.study import StudyHook
+        from airflow_provider_mlci.hooks.study import open_sweep_study
 
         titles = {"history": "Optimisation history", "parallel": "Parallel coordinates", "importance": "Importances"}
         try:
-            space = SearchSpace.of(spec["space"])
-            study = open_study(StudyHook(spec.get("optuna_conn_id")).storage(), spec["name"], study_config(spec), space)
+            study = open_sweep_study(spec)
             charts = study_charts(study)
         except Exception as exc:  # the ranking stands without its charts
             self.log.warning("Cannot read the study %s for the report: %s", spec.get("name"), exc)

@@ -142,16 +142,9 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
 
         :param ti: the task instance
         """
-        from airflow_provider_mlci.core.experiments.study import open_study, study_config
-        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
-        from airflow_provider_mlci.hooks.study import StudyHook
+        from airflow_provider_mlci.hooks.study import open_sweep_study
 
-        spec = dict(self.trial["study"])
-        space = SearchSpace.of(spec["space"])
-        seed_key = f"{ti.dag_id}/{ti.task_id}/{map_index_of(ti)}"
-        return open_study(
-            StudyHook(spec.get("optuna_conn_id")).storage(), spec["name"], study_config(spec), space, key=seed_key
-        )
+        return open_sweep_study(self.trial["study"], key=f"{ti.dag_id}/{ti.task_id}/{map_index_of(ti)}")
 
     def _ask(self, context: Context) -> tuple[Any, Any]:
         """Ask the sweep's study for this slot's point; make it this task's trial."""
@@ -238,8 +231,7 @@ class SweepTrialOperator(RemoteJobMixin, DvcWorkspaceMixin, BaseOperator):
         if not spec.get("pruner"):
             return None, None
         on = PruneOn.of(spec.get("prune_on"), metric=self._metric, goal=str(spec.get("goal") or "max"))
-        public = {k: v for k, v in spec.items() if k != "enqueue"}
-        prune = {"study": public, "number": int(self.trial["study_trial"]), "metric": self._metric}
+        prune = {"study": spec, "number": int(self.trial["study_trial"]), "metric": self._metric}
         return {"file": on.file, "interval": max(0.5, min(poll_interval, 5.0))}, prune
 
     def submit_to_instance(self, context: Context) -> dict[str, Any]:

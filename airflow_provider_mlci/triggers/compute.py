@@ -136,15 +136,13 @@ class RemoteJobTrigger(BaseTrigger):
 
     def _open_reporter(self) -> Any:
         from airflow_provider_mlci.core.experiments.pruning import PruneOn, StepReporter
-        from airflow_provider_mlci.core.experiments.study import open_study, study_config, trial_of
-        from airflow_provider_mlci.core.experiments.sweep import SearchSpace
-        from airflow_provider_mlci.hooks.study import StudyHook
+        from airflow_provider_mlci.core.experiments.study import trial_of
+        from airflow_provider_mlci.hooks.study import open_sweep_study
 
         spec = dict(self.prune["study"])  # type: ignore[index]
         goal = str(spec.get("goal") or "max")
         on = PruneOn.of(spec.get("prune_on"), metric=str(self.prune["metric"]), goal=goal)  # type: ignore[index]
-        storage = StudyHook(spec.get("optuna_conn_id")).storage()
-        study = open_study(storage, spec["name"], study_config(spec), SearchSpace.of(spec["space"]), key=self.job_id)
+        study = open_sweep_study(spec, key=self.job_id)
         trial, last = trial_of(study, int(self.prune["number"]))  # type: ignore[index]
         self._reporter = StepReporter(on, goal=goal, trial=trial, last=last)
         return self._reporter
