@@ -168,6 +168,7 @@ def prepare(combo: Combination, python: str) -> Path:
             "pip",
             "install",
             "--quiet",
+            "--compile-bytecode",  # as `make install` (see the Makefile)
             "--no-config",
             "--python",
             str(venv / "bin" / "python"),

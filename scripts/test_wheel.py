@@ -185,7 +185,9 @@ def install(wheel: Path, venv: Path, python: str, constraints: Path) -> Path:
     env = _clean_env()
     _run([uv, "venv", "--quiet", "--no-config", "--python", python, str(venv)], env, venv.parent)
     target = str(venv / "bin" / "python")
-    install_cmd = [uv, "pip", "install", "--quiet", "--no-config", "--python", target, "-c", str(constraints)]
+    # compiled, as pip compiles what it installs (and PYTHONDONTWRITEBYTECODE would make every process compile it)
+    install_cmd = [uv, "pip", "install", "--quiet", "--compile-bytecode", "--no-config", "--python", target]
+    install_cmd += ["-c", str(constraints)]
     _run([*install_cmd, str(wheel)], env, venv.parent)
     _run([uv, "pip", "check", "--quiet", "--no-config", "--python", target], env, venv.parent)
     listed = _run([uv, "pip", "list", "--no-config", "--python", target, "--format", "json"], env, venv.parent)
