@@ -1,7 +1,8 @@
 # The README's commands. Each installs what it needs into .venv first (from constraints.txt).
-# Installed with its bytecode compiled: where PYTHONDONTWRITEBYTECODE is set (as on CI's machines),
-# every Python process would otherwise compile DVC, Optuna and the rest from source on each import
-# (`python -m dvc version`: 2.3 s against 1.0 s here), and the suite starts thousands of them.
+# Installed with its bytecode compiled: where PYTHONDONTWRITEBYTECODE is set (as on this project's
+# machines), every Python process would otherwise compile DVC, Optuna and the rest from source on each
+# import (`python -m dvc version`: 2.3 s against 1.0 s here), and the suite starts thousands of them.
+# The Makefile is a prerequisite of the install: a change to how it installs reaches existing venvs.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,7 +22,7 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): constraints.txt setup.cfg pyproject.toml
+$(STAMP): constraints.txt setup.cfg pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e ".[dev]"
