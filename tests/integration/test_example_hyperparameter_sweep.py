@@ -16,9 +16,16 @@ from tests.conftest import EXAMPLE_DAGS
 DAG_ID = "example_hyperparameter_sweep"
 DAG_FILE = EXAMPLE_DAGS / "example_hyperparameter_sweep.py"
 MODEL = "fraud-detector"
-#: The run's logical date names the run, and the run names each trial's sampler seed (with ``seed``):
-#: a fixed one makes the points, and so which trials are pruned, the same on every run of the test.
 LOGICAL_DATE = pendulum.datetime(2026, 1, 2, tz="UTC")
+#: The example's known-good point, then three more, so that a laggard is pruned whatever the timing.
+#: Two trials run at a time and the pruner waits for two finished ones: which sampled trial starts
+#: last, and so sees two finished, depends on the scheduler. With these points enqueued, the fourth
+#: to ask (a free slot means a second trial finished, or was pruned, which also needs two finished)
+#: gets learning rate 0.03, whose loss at epoch 10 is worse than any faster one's. The fifth trial's
+#: point comes from the sampler.
+LAGGARD_LAST = (0.3, 0.7, 0.05, 0.03)
+ENQUEUE = "[" + ", ".join(f'{{"train.learning_rate": {lr}, "train.epochs": 100}}' for lr in LAGGARD_LAST) + "]"
+EXAMPLE_ENQUEUE = '[{"train.learning_rate": 0.3, "train.epochs": 100}]'
 
 
 @pytest.fixture
@@ -33,12 +40,15 @@ def test_the_sweep_asks_the_study_prunes_the_laggards_ranks_the_rest_and_promote
 ):
     dvc_connection(str(dvc_project.remote), extra={"dvc_remote_url": dvc_project.dvc_remote_url})
     assert dvc_project.remote_tags() == {}  # nothing deployed: the gate's floors alone decide
-    conf = {"rev": "main", "max_trials": 4, "seed": 1, "stage": "prod"}
-    record = run_dag(DAG_ID, path=DAG_FILE, conf=conf, logical_date=LOGICAL_DATE)
+    conf = {"rev": "main", "max_trials": 5, "seed": 1, "stage": "prod"}
+    source = DAG_FILE.read_text()
+    assert f"enqueue={EXAMPLE_ENQUEUE}" in source
+    source = source.replace(f"enqueue={EXAMPLE_ENQUEUE}", f"enqueue={ENQUEUE}")
+    record = run_dag(DAG_ID, source=source, conf=conf, logical_date=LOGICAL_DATE)
     assert record.state == "success", record.task_states
     assert record.task_states == {
         "sweep.generate": "success",
-        **{f"sweep.trial[{i}]": "success" for i in range(4)},  # a pruned trial is a result, not a failed task
+        **{f"sweep.trial[{i}]": "success" for i in range(5)},  # a pruned trial is a result, not a failed task
         "sweep.leaderboard": "success",
         "sweep.branch": "success",
         "sweep.gate": "success",
@@ -47,25 +57,26 @@ def test_the_sweep_asks_the_study_prunes_the_laggards_ranks_the_rest_and_promote
         "best_report": "success",
     }
     planned = record.xcom["sweep.generate"]
-    assert len(planned) == 4
+    assert len(planned) == 5
     assert {trial["rev"] for trial in planned} == {dvc_project.head()}
     assert {(t["study"]["search"], t["study"]["pruner"]) for t in planned} == {("tpe", "median")}
 
     # Each trial asked the study for its point as it started: the enqueued baseline first, then the sampler's.
-    results = [record.xcom[f"sweep.trial[{i}]"] for i in range(4)]
-    first = next(r for r in results if r["study_trial"] == 0)
-    assert first["params"] == {"train.learning_rate": 0.3, "train.epochs": 100}
+    results = sorted((record.xcom[f"sweep.trial[{i}]"] for i in range(5)), key=lambda r: r["study_trial"])
+    assert [r["study_trial"] for r in results] == [0, 1, 2, 3, 4]
+    assert tuple(r["params"]["train.learning_rate"] for r in results[:4]) == LAGGARD_LAST
     assert all(0.03 <= r["params"]["train.learning_rate"] <= 1.0 for r in results)
     assert all(r["params"]["train.epochs"] in (25, 50, 75, 100) for r in results)
-    assert len({r["params"]["train.learning_rate"] for r in results}) == 4
+    assert len({r["params"]["train.learning_rate"] for r in results}) == 5
 
     # The laggards were pruned from the per-epoch training loss the stage logs with DVCLive, after
     # the warm-up epochs; the others are experiments on the git remote, at the commit the sweep started from.
     refs = dvc_project.remote_refs()
     done = [r for r in results if r["status"] == "success"]
     pruned = [r for r in results if r["status"] == "pruned"]
-    assert len(done) + len(pruned) == 4
-    assert pruned, [(r["params"], r["status"]) for r in results]  # the fixed run and seed prune at least one
+    assert len(done) + len(pruned) == 5
+    laggard = results[3]
+    assert laggard["status"] == "pruned", [(r["params"], r["status"]) for r in results]
     for result in pruned:
         assert 10 <= result["pruned_at"] < result["params"]["train.epochs"]
         assert result["error"].startswith(f"pruned at step {result['pruned_at']} (logloss = ")
