@@ -277,7 +277,10 @@ APPROVAL_DAG_SOURCE = textwrap.dedent(
     from airflow_provider_mlci.config import Approval
     from airflow_provider_mlci.task_groups.refine import RefinementTaskGroup
 
-    for dag_id, wait in (("mlci_approval", timedelta(minutes=20)), ("mlci_approval_timeout", timedelta(seconds=2))):
+    # The timeout outlasts the scheduler's handling of the exit of the process that parked the task: a
+    # timeout that fires first races Airflow 3.3 as an early answer does (see `answer`): the scheduler
+    # marks the resumed try failed and the try's own report gets 409. A 2 s timeout met it once.
+    for dag_id, wait in (("mlci_approval", timedelta(minutes=20)), ("mlci_approval_timeout", timedelta(seconds=20))):
         with DAG(dag_id=dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False):
             RefinementTaskGroup(
                 group_id="refine",
