@@ -61,7 +61,7 @@ def test_the_sweep_asks_the_study_prunes_the_laggards_ranks_the_rest_and_promote
     assert {trial["rev"] for trial in planned} == {dvc_project.head()}
     assert {(t["study"]["search"], t["study"]["pruner"]) for t in planned} == {("tpe", "median")}
 
-    # Each trial asked the study for its point as it started: the enqueued baseline first, then the sampler's.
+    # Each trial asked the study for its point as it started: the enqueued points in order, then the sampler's.
     results = sorted((record.xcom[f"sweep.trial[{i}]"] for i in range(5)), key=lambda r: r["study_trial"])
     assert [r["study_trial"] for r in results] == [0, 1, 2, 3, 4]
     assert tuple(r["params"]["train.learning_rate"] for r in results[:4]) == LAGGARD_LAST
